@@ -1,0 +1,37 @@
+"""Refusals that actors send back as replies. Each carries its protocol error code."""
+
+from __future__ import annotations
+
+
+class ActorRefusal(Exception):
+    code = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class RoomNotFound(ActorRefusal):
+    code = "room_not_found"
+
+
+class Capacity(ActorRefusal):
+    code = "capacity"
+
+
+class RoomFull(ActorRefusal):
+    code = "room_full"
+
+
+class HostTaken(ActorRefusal):
+    code = "host_taken"
+
+
+class Forbidden(ActorRefusal):
+    code = "forbidden"
+
+
+class ActorGone(ActorRefusal):
+    """The actor stopped (or crashed) before it answered."""
+
+    code = "unavailable"

@@ -1,0 +1,135 @@
+"""Messages between actors, one msgspec struct each.
+
+Requests to an actor carry `reply`, a one-slot channel (see actors/mailbox.py).
+The answer structs double as REST response bodies (api/schemas.py re-exports
+them), so what the handlers return and what /openapi.json says are one type.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+import trio
+
+Role = Literal["host", "viewer"]
+StopReason = Literal["api", "idle", "shutdown", "crashed"]
+Reply = trio.MemorySendChannel[Any]
+
+
+# ---- answers (also REST bodies) ----------------------------------------------------
+
+
+class RoomStats(msgspec.Struct, frozen=True):
+    room_id: str
+    post_id: str
+    is_active: bool
+    viewer_count: int
+    has_host: bool
+    stop_reason: StopReason | None
+    host_joined: bool  # a host session is joined (connected or not)
+    host_user_id: str
+    created_at: float  # unix seconds
+    restarts: int  # times the room actor was restarted after a crash
+    bytes_sent: int  # media bytes (SRTP/SRTCP datagrams) sent to this room's viewers
+    bytes_received: int  # media bytes received from this room's host
+
+
+class RoomCreated(msgspec.Struct, frozen=True):
+    room_id: str
+    post_id: str
+    host_user_id: str
+    existing: bool  # true when an active room for the post was returned
+
+
+class RoomRef(msgspec.Struct, frozen=True):
+    """How to reach an active room actor."""
+
+    room_id: str
+    post_id: str
+    host_user_id: str
+    mailbox: trio.MemorySendChannel[Any]
+
+
+class JoinAccepted(msgspec.Struct, frozen=True):
+    viewer_count: int
+    has_host: bool
+
+
+# ---- supervisor requests -------------------------------------------------------------
+
+
+class CreateRoom(msgspec.Struct, frozen=True):
+    post_id: str
+    host_user_id: str
+    reply: Reply
+
+
+class StopRoom(msgspec.Struct, frozen=True):
+    room_id: str
+    reason: StopReason
+    reply: Reply
+
+
+class FindRoom(msgspec.Struct, frozen=True):
+    """Answer: RoomRef for an active room, RoomStats for a stopped one, or RoomNotFound."""
+
+    room_id: str
+    reply: Reply
+
+
+class ListRooms(msgspec.Struct, frozen=True):
+    """Answer: (list[RoomRef], list[RoomStats] of stopped rooms)."""
+
+    reply: Reply
+
+
+# ---- room requests -------------------------------------------------------------------
+
+
+class GetRoomStats(msgspec.Struct, frozen=True):
+    reply: Reply
+
+
+class InjectCrash(msgspec.Struct, frozen=True):
+    """Debug only: the room actor raises while handling it."""
+
+    reply: Reply
+
+
+class Join(msgspec.Struct, frozen=True):
+    peer_id: str
+    role: Role
+    user_id: str
+    inbox: trio.MemorySendChannel[Any]  # where the room sends PeerEvents to this peer
+    reply: Reply
+
+
+class Leave(msgspec.Struct, frozen=True):
+    peer_id: str
+    reply: Reply
+
+
+class PeerConnectionState(msgspec.Struct, frozen=True):
+    """A peer's WebRTC connection became connected (True) or not (False)."""
+
+    peer_id: str
+    connected: bool
+    reply: Reply
+
+
+# ---- events from a room to its peers -------------------------------------------------
+
+
+class RoomChanged(msgspec.Struct, frozen=True):
+    viewer_count: int
+    has_host: bool
+
+
+class RoomStoppedEvent(msgspec.Struct, frozen=True):
+    room_id: str
+    reason: StopReason
+
+
+class HostReplaced(msgspec.Struct, frozen=True):
+    """This host session was replaced by a new session of the same user."""

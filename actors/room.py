@@ -1,0 +1,219 @@
+"""A room: its durable record (kept by the supervisor across actor restarts) and
+the room actor that owns its state and routing while it runs.
+
+The record holds what must survive a crash of the room actor: ids, post, host
+user, creation time, the roster of joined peers (their inboxes), counters and
+the media router. A new incarnation of the actor picks the record up, so a
+restart drops no viewer and no packet: media never passes through the actor.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from actors.errors import HostTaken, RoomFull
+from actors.mailbox import answer, open_mailbox
+from actors.messages import (
+    GetRoomStats,
+    HostReplaced,
+    InjectCrash,
+    Join,
+    JoinAccepted,
+    Leave,
+    PeerConnectionState,
+    Role,
+    RoomChanged,
+    RoomStats,
+    RoomStoppedEvent,
+    StopReason,
+)
+from core.counters import ByteCounters
+
+log = logging.getLogger("bitbasel.room")
+
+
+@dataclass(slots=True)
+class Member:
+    peer_id: str
+    role: Role
+    user_id: str
+    inbox: trio.MemorySendChannel[Any]
+    connected: bool = False
+
+    def notify(self, event: object) -> bool:
+        """Best effort: a peer whose inbox is full or gone misses the event (it is a
+        state snapshot; the next one supersedes it). Returns whether it was delivered."""
+        try:
+            self.inbox.send_nowait(event)
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        return True
+
+
+@dataclass(slots=True)
+class StopInfo:
+    reason: StopReason
+    at: float  # trio clock
+
+
+@dataclass(slots=True)
+class RoomRecord:
+    room_id: str
+    post_id: str
+    host_user_id: str
+    created_at: float  # unix seconds
+    idle_since: float | None  # trio clock; None while a session is joined
+    members: dict[str, Member] = field(default_factory=dict)
+    stopped: StopInfo | None = None
+    restarts: int = 0
+    crash_times: deque[float] = field(default_factory=deque)
+    counters: ByteCounters = field(default_factory=ByteCounters)
+    mailbox: tuple[trio.MemorySendChannel[Any], trio.MemoryReceiveChannel[Any]] = field(
+        default_factory=open_mailbox
+    )
+    cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+    # ---- derived state ----
+    @property
+    def host(self) -> Member | None:
+        return next((m for m in self.members.values() if m.role == "host"), None)
+
+    @property
+    def viewer_count(self) -> int:
+        return sum(1 for m in self.members.values() if m.role == "viewer")
+
+    @property
+    def has_host(self) -> bool:
+        host = self.host
+        return host is not None and host.connected
+
+    def stats(self) -> RoomStats:
+        return RoomStats(
+            room_id=self.room_id,
+            post_id=self.post_id,
+            is_active=self.stopped is None,
+            viewer_count=self.viewer_count if self.stopped is None else 0,
+            has_host=self.has_host if self.stopped is None else False,
+            stop_reason=self.stopped.reason if self.stopped else None,
+            host_joined=self.stopped is None and self.host is not None,
+            host_user_id=self.host_user_id,
+            created_at=self.created_at,
+            restarts=self.restarts,
+            bytes_sent=self.counters.bytes_sent,
+            bytes_received=self.counters.bytes_received,
+        )
+
+    def mark_stopped(self, reason: StopReason) -> bool:
+        """Record the stop and tell every peer. False if it was stopped already."""
+        if self.stopped is not None:
+            return False
+        self.stopped = StopInfo(reason=reason, at=trio.current_time())
+        event = RoomStoppedEvent(room_id=self.room_id, reason=reason)
+        for member in self.members.values():
+            member.notify(event)
+        self.members.clear()
+        self.cancel_scope.cancel()
+        return True
+
+
+def new_record(room_id: str, post_id: str, host_user_id: str) -> RoomRecord:
+    return RoomRecord(
+        room_id=room_id,
+        post_id=post_id,
+        host_user_id=host_user_id,
+        created_at=time.time(),
+        idle_since=trio.current_time(),
+    )
+
+
+class RoomActor:
+    """One incarnation of a room's actor. It handles the room's mailbox until the
+    room is stopped (cancelled) or it raises (the supervisor then restarts it)."""
+
+    def __init__(self, record: RoomRecord, *, max_viewers: int) -> None:
+        self._record = record
+        self._max_viewers = max_viewers
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            GetRoomStats: self._on_get_stats,
+            Join: self._on_join,
+            Leave: self._on_leave,
+            PeerConnectionState: self._on_connection_state,
+            InjectCrash: self._on_inject_crash,
+        }
+
+    async def run(self) -> None:
+        _, mailbox = self._record.mailbox
+        async for message in mailbox:
+            with message.reply:  # closed even if the handler raises: no caller waits forever
+                self._handlers[type(message)](message)
+
+    # ---- handlers -----------------------------------------------------------------------
+
+    def _on_get_stats(self, message: GetRoomStats) -> None:
+        answer(message.reply, self._record.stats())
+
+    def _on_join(self, message: Join) -> None:
+        record = self._record
+        if message.role == "viewer":
+            if record.viewer_count >= self._max_viewers:
+                answer(message.reply, RoomFull(f"room is full ({self._max_viewers} viewers)"))
+                return
+        else:
+            host = record.host
+            if host is not None and host.user_id != message.user_id:
+                answer(message.reply, HostTaken("another user is hosting this room"))
+                return
+            if host is not None:
+                log.info("room %s: host %s replaced by %s", record.room_id, host.peer_id, message.peer_id)
+                host.notify(HostReplaced())
+                del record.members[host.peer_id]
+        before = self._snapshot()
+        record.members[message.peer_id] = Member(
+            peer_id=message.peer_id, role=message.role, user_id=message.user_id, inbox=message.inbox
+        )
+        record.idle_since = None
+        log.info("room %s: %s %s joined (user %s)", record.room_id, message.role, message.peer_id, message.user_id)
+        answer(message.reply, JoinAccepted(viewer_count=record.viewer_count, has_host=record.has_host))
+        self._broadcast_if_changed(before, skip=message.peer_id)
+
+    def _on_leave(self, message: Leave) -> None:
+        record = self._record
+        before = self._snapshot()
+        member = record.members.pop(message.peer_id, None)
+        if member is not None:
+            log.info("room %s: %s %s left", record.room_id, member.role, member.peer_id)
+        if not record.members and record.idle_since is None:
+            record.idle_since = trio.current_time()
+        answer(message.reply, None)
+        self._broadcast_if_changed(before)
+
+    def _on_connection_state(self, message: PeerConnectionState) -> None:
+        member = self._record.members.get(message.peer_id)
+        before = self._snapshot()
+        if member is not None:
+            member.connected = message.connected
+        answer(message.reply, None)
+        self._broadcast_if_changed(before)
+
+    def _on_inject_crash(self, message: InjectCrash) -> None:
+        raise RuntimeError(f"fault injected into room {self._record.room_id}")
+
+    # ---- helpers ------------------------------------------------------------------------
+
+    def _snapshot(self) -> RoomChanged:
+        return RoomChanged(viewer_count=self._record.viewer_count, has_host=self._record.has_host)
+
+    def _broadcast_if_changed(self, before: RoomChanged, *, skip: str | None = None) -> None:
+        now = self._snapshot()
+        if now == before:
+            return
+        for member in self._record.members.values():
+            if member.peer_id != skip:
+                member.notify(now)

@@ -1,0 +1,324 @@
+"""The supervisor actor: owns every room actor in its nursery.
+
+Erlang/OTP one_for_one: a room actor that raises is restarted with its record
+(see actors/room.py); more than `MAX_RESTARTS` crashes within
+`RESTART_WINDOW_SECONDS` stop the room with reason "crashed". A sweep every
+`SWEEP_INTERVAL_SECONDS` stops rooms idle for `idle_timeout_seconds` and
+forgets stopped rooms after the same time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import trio
+
+from actors.errors import ActorGone, Capacity, RoomNotFound
+from actors.mailbox import answer, call, open_mailbox
+from actors.messages import (
+    CreateRoom,
+    FindRoom,
+    GetRoomStats,
+    InjectCrash,
+    ListRooms,
+    RoomCreated,
+    RoomRef,
+    RoomStats,
+    StopReason,
+    StopRoom,
+)
+from actors.room import RoomActor, RoomRecord, new_record
+from core.ids import RoomIdAllocator
+
+log = logging.getLogger("bitbasel.supervisor")
+
+MAX_RESTARTS = 3
+RESTART_WINDOW_SECONDS = 10.0
+SWEEP_INTERVAL_SECONDS = 30.0
+
+
+class SupervisorStatistics(msgspec.Struct, frozen=True):
+    total_rooms: int
+    active_rooms: int
+    rooms_created: int
+    room_restarts: int
+    rooms_crashed: int
+    forgotten_bytes_sent: int
+    forgotten_bytes_received: int
+
+
+class _Sweep(msgspec.Struct, frozen=True):
+    reply: trio.MemorySendChannel[Any]
+
+
+class _StopAll(msgspec.Struct, frozen=True):
+    reason: StopReason
+    reply: trio.MemorySendChannel[Any]
+
+
+class _Statistics(msgspec.Struct, frozen=True):
+    reply: trio.MemorySendChannel[Any]
+
+
+class Supervisor:
+    def __init__(self, *, max_rooms: int, max_viewers_per_room: int, idle_timeout_seconds: float) -> None:
+        self._max_rooms = max_rooms
+        self._max_viewers = max_viewers_per_room
+        self._idle_timeout = idle_timeout_seconds
+        self._mailbox_send, self._mailbox_receive = open_mailbox()
+        self._rooms: dict[str, RoomRecord] = {}
+        self._active_by_post: dict[str, str] = {}
+        self._ids = RoomIdAllocator()
+        self._nursery: trio.Nursery | None = None
+        self._rooms_created = 0
+        self._room_restarts = 0
+        self._rooms_crashed = 0
+        self._forgotten_bytes_sent = 0
+        self._forgotten_bytes_received = 0
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            CreateRoom: self._on_create,
+            StopRoom: self._on_stop,
+            FindRoom: self._on_find,
+            ListRooms: self._on_list,
+            _Sweep: self._on_sweep,
+            _StopAll: self._on_stop_all,
+            _Statistics: self._on_statistics,
+        }
+
+    @property
+    def client(self) -> SupervisorClient:
+        return SupervisorClient(self._mailbox_send.clone())
+
+    async def run(self, *, task_status: trio.TaskStatus[SupervisorClient] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._sweep_timer)
+            task_status.started(self.client)
+            async for message in self._mailbox_receive:
+                with message.reply:
+                    self._handlers[type(message)](message)
+
+    # ---- message handlers ---------------------------------------------------------------
+
+    def _on_create(self, message: CreateRoom) -> None:
+        existing = self._active_by_post.get(message.post_id)
+        if existing is not None:
+            record = self._rooms[existing]
+            answer(message.reply, RoomCreated(record.room_id, record.post_id, record.host_user_id, existing=True))
+            return
+        if len(self._active_by_post) >= self._max_rooms:
+            answer(message.reply, Capacity(f"max_rooms ({self._max_rooms}) rooms are active"))
+            return
+        record = new_record(self._ids.new(), message.post_id, message.host_user_id)
+        self._rooms[record.room_id] = record
+        self._active_by_post[record.post_id] = record.room_id
+        self._rooms_created += 1
+        assert self._nursery is not None
+        self._nursery.start_soon(self._supervise, record, name=f"room {record.room_id}")
+        log.info("room %s created for post %s (host user %s)", record.room_id, record.post_id, record.host_user_id)
+        answer(message.reply, RoomCreated(record.room_id, record.post_id, record.host_user_id, existing=False))
+
+    def _on_stop(self, message: StopRoom) -> None:
+        record = self._rooms.get(message.room_id)
+        if record is None:
+            answer(message.reply, RoomNotFound(f"no room {message.room_id}"))
+            return
+        self._stop(record, message.reason)
+        answer(message.reply, record.stats())
+
+    def _on_find(self, message: FindRoom) -> None:
+        record = self._rooms.get(message.room_id)
+        if record is None:
+            answer(message.reply, RoomNotFound(f"no room {message.room_id}"))
+        elif record.stopped is not None:
+            answer(message.reply, record.stats())
+        else:
+            answer(message.reply, self._ref(record))
+
+    def _on_list(self, message: ListRooms) -> None:
+        active = [self._ref(r) for r in self._rooms.values() if r.stopped is None]
+        stopped = [r.stats() for r in self._rooms.values() if r.stopped is not None]
+        answer(message.reply, (active, stopped))
+
+    def _on_sweep(self, message: _Sweep) -> None:
+        now = trio.current_time()
+        for record in list(self._rooms.values()):
+            if record.stopped is None:
+                if record.idle_since is not None and now - record.idle_since >= self._idle_timeout:
+                    self._stop(record, "idle")
+            elif now - record.stopped.at >= self._idle_timeout:
+                self._forget(record)
+        answer(message.reply, None)
+
+    def _on_stop_all(self, message: _StopAll) -> None:
+        for record in list(self._rooms.values()):
+            self._stop(record, message.reason)
+        answer(message.reply, None)
+
+    def _on_statistics(self, message: _Statistics) -> None:
+        answer(
+            message.reply,
+            SupervisorStatistics(
+                total_rooms=len(self._rooms),
+                active_rooms=len(self._active_by_post),
+                rooms_created=self._rooms_created,
+                room_restarts=self._room_restarts,
+                rooms_crashed=self._rooms_crashed,
+                forgotten_bytes_sent=self._forgotten_bytes_sent,
+                forgotten_bytes_received=self._forgotten_bytes_received,
+            ),
+        )
+
+    # ---- room lifecycle -----------------------------------------------------------------
+
+    async def _supervise(self, record: RoomRecord) -> None:
+        """Run the room's actor, restarting it after a crash, until the room stops."""
+        with record.cancel_scope:
+            while record.stopped is None:
+                actor = RoomActor(record, max_viewers=self._max_viewers)
+                try:
+                    await actor.run()
+                except Exception:
+                    if record.stopped is not None:
+                        break
+                    if self._crashed_too_often(record):
+                        log.exception("room %s crashed %d times in %.0f s: stopping it",
+                                      record.room_id, len(record.crash_times), RESTART_WINDOW_SECONDS)
+                        self._rooms_crashed += 1
+                        self._stop(record, "crashed")
+                        break
+                    record.restarts += 1
+                    self._room_restarts += 1
+                    log.exception("room %s actor crashed; restarting it (restart %d)", record.room_id, record.restarts)
+                    await trio.lowlevel.checkpoint()
+                else:
+                    break  # mailbox closed: the room was stopped
+
+    @staticmethod
+    def _crashed_too_often(record: RoomRecord) -> bool:
+        now = trio.current_time()
+        record.crash_times.append(now)
+        while record.crash_times and now - record.crash_times[0] > RESTART_WINDOW_SECONDS:
+            record.crash_times.popleft()
+        return len(record.crash_times) > MAX_RESTARTS
+
+    def _stop(self, record: RoomRecord, reason: StopReason) -> None:
+        if not record.mark_stopped(reason):
+            return
+        if self._active_by_post.get(record.post_id) == record.room_id:
+            del self._active_by_post[record.post_id]
+        send, receive = record.mailbox
+        send.close()
+        receive.close()
+        log.info("room %s stopped (%s)", record.room_id, reason)
+
+    def _forget(self, record: RoomRecord) -> None:
+        self._forgotten_bytes_sent += record.counters.bytes_sent
+        self._forgotten_bytes_received += record.counters.bytes_received
+        del self._rooms[record.room_id]
+        log.info("room %s forgotten", record.room_id)
+
+    @staticmethod
+    def _ref(record: RoomRecord) -> RoomRef:
+        return RoomRef(record.room_id, record.post_id, record.host_user_id, record.mailbox[0])
+
+    async def _sweep_timer(self) -> None:
+        while True:
+            await trio.sleep(SWEEP_INTERVAL_SECONDS)
+            await call(self._mailbox_send, _Sweep)
+
+
+class ServerTotals(msgspec.Struct, frozen=True):
+    total_rooms: int
+    active_rooms: int
+    total_peers: int
+    total_viewers: int
+    total_hosts: int
+    total_bytes_sent: int
+    total_bytes_received: int
+    room_restarts: int
+    rooms_crashed: int
+
+
+class SupervisorClient:
+    """What the REST and WebSocket handlers hold: request/reply over the mailbox."""
+
+    STATS_ATTEMPTS = 3
+
+    def __init__(self, mailbox: trio.MemorySendChannel[Any]) -> None:
+        self._mailbox = mailbox
+
+    async def create_room(self, post_id: str, host_user_id: str) -> RoomCreated:
+        result: RoomCreated = await call(self._mailbox, lambda r: CreateRoom(post_id, host_user_id, r))
+        return result
+
+    async def stop_room(self, room_id: str, reason: StopReason = "api") -> RoomStats:
+        result: RoomStats = await call(self._mailbox, lambda r: StopRoom(room_id, reason, r))
+        return result
+
+    async def find_room(self, room_id: str) -> RoomRef | RoomStats:
+        result: RoomRef | RoomStats = await call(self._mailbox, lambda r: FindRoom(room_id, r))
+        return result
+
+    async def stop_all(self, reason: StopReason) -> None:
+        await call(self._mailbox, lambda r: _StopAll(reason, r))
+
+    async def sweep(self) -> None:
+        """Run the idle sweep now (the timer runs it every 30 s)."""
+        await call(self._mailbox, _Sweep)
+
+    async def room_stats(self, room_id: str) -> RoomStats:
+        for _ in range(self.STATS_ATTEMPTS):
+            found = await self.find_room(room_id)
+            if isinstance(found, RoomStats):
+                return found
+            try:
+                stats: RoomStats = await call(found.mailbox, GetRoomStats)
+                return stats
+            except ActorGone:
+                await trio.sleep(0.01)  # stopped or restarting right now: look again
+        return await self._stats_of_stopped_or_fail(room_id)
+
+    async def _stats_of_stopped_or_fail(self, room_id: str) -> RoomStats:
+        found = await self.find_room(room_id)
+        if isinstance(found, RoomStats):
+            return found
+        raise ActorGone(f"room {room_id} does not answer")
+
+    async def crash_room(self, room_id: str) -> None:
+        found = await self.find_room(room_id)
+        if isinstance(found, RoomStats):
+            raise RoomNotFound(f"room {room_id} is stopped")
+        try:
+            await call(found.mailbox, InjectCrash)
+        except ActorGone:
+            return  # the expected outcome: the actor raised and dropped the request
+
+    async def totals(self) -> ServerTotals:
+        active, stopped = await call(self._mailbox, ListRooms)
+        supervisor: SupervisorStatistics = await call(self._mailbox, _Statistics)
+        stats: list[RoomStats] = list(stopped)
+        viewers = hosts = 0
+        for ref in active:
+            try:
+                room: RoomStats = await call(ref.mailbox, GetRoomStats)
+            except ActorGone:
+                continue
+            stats.append(room)
+            viewers += room.viewer_count
+            hosts += 1 if room.host_joined else 0
+        peers = viewers + hosts
+        return ServerTotals(
+            total_rooms=supervisor.total_rooms,
+            active_rooms=supervisor.active_rooms,
+            total_peers=peers,
+            total_viewers=viewers,
+            total_hosts=hosts,
+            total_bytes_sent=supervisor.forgotten_bytes_sent + sum(s.bytes_sent for s in stats),
+            total_bytes_received=supervisor.forgotten_bytes_received + sum(s.bytes_received for s in stats),
+            room_restarts=supervisor.room_restarts,
+            rooms_crashed=supervisor.rooms_crashed,
+        )

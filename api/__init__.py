@@ -1,0 +1,1 @@
+"""The HTTP face of the server: REST routes, WebSocket signaling, pages, OpenAPI."""

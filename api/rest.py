@@ -1,0 +1,137 @@
+"""The REST routes of PROTOCOL.md. Handlers talk to actors only through the
+supervisor's client (request/reply over memory channels)."""
+
+from __future__ import annotations
+
+import hmac
+
+from quart import Blueprint, Response, request
+from quart_trio import QuartTrio
+
+from actors.errors import ActorRefusal, RoomNotFound
+from actors.messages import RoomStats
+from api.context import ServerContext
+from api.responses import ApiError, decode_body, json_response
+from api.schemas import (
+    CrashResponse,
+    CreateRoomRequest,
+    CreateRoomResponse,
+    HealthResponse,
+    StopRoomResponse,
+    TokenRequest,
+    TokenResponse,
+)
+
+# Routes of this blueprint need the bearer key when `[auth] api_key` is set;
+# /health, the pages, static files, /openapi.json and /ws do not.
+OPEN_ENDPOINTS = frozenset({"rest.health"})
+HOST_TOKEN_TTL_SECONDS = 3600
+
+
+def check_api_key(ctx: ServerContext) -> None:
+    """Raise `unauthorized` unless the request bears the API key (when one is set).
+    Compared in constant time."""
+    api_key = ctx.config.auth.api_key
+    if not api_key:
+        return
+    given = request.headers.get("Authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+        raise ApiError("unauthorized", "missing or wrong 'Authorization: Bearer <api_key>'")
+
+
+def create_rest_blueprint(ctx: ServerContext) -> Blueprint:
+    rest = Blueprint("rest", __name__)
+
+    @rest.before_request
+    async def require_api_key() -> None:
+        if request.endpoint not in OPEN_ENDPOINTS:
+            check_api_key(ctx)
+
+    @rest.get("/health")
+    async def health() -> Response:
+        return json_response(HealthResponse(status="healthy", service="media_server"))
+
+    @rest.post("/room/create")
+    async def create_room() -> Response:
+        body = await decode_body(CreateRoomRequest)
+        post_id = body.post_id if body.post_id is not None else body.classroom_id
+        if post_id is None:
+            raise ApiError("bad_request", "Object missing required field `post_id`")
+        created = await ctx.supervisor.create_room(post_id, body.host_user_id)
+        host_token = None
+        if ctx.tokens is not None:
+            host_token, _ = ctx.tokens.mint(created.room_id, "host", created.host_user_id, HOST_TOKEN_TTL_SECONDS)
+        return json_response(
+            CreateRoomResponse(
+                room_id=created.room_id,
+                post_id=created.post_id,
+                host_token=host_token,
+                host_user_id=created.host_user_id,
+            )
+        )
+
+    @rest.post("/room/<room_id>/stop")
+    async def stop_room(room_id: str) -> Response:
+        await ctx.supervisor.stop_room(room_id, "api")
+        return json_response(StopRoomResponse(status="stopped", room_id=room_id))
+
+    @rest.get("/room/<room_id>/stats")
+    async def room_stats(room_id: str) -> Response:
+        return json_response(await ctx.supervisor.room_stats(room_id))
+
+    @rest.get("/stats")
+    async def server_stats() -> Response:
+        return json_response(await ctx.supervisor.totals())
+
+    @rest.post("/room/<room_id>/token")
+    async def mint_token(room_id: str) -> Response:
+        body = await decode_body(TokenRequest)
+        found = await ctx.supervisor.find_room(room_id)
+        if isinstance(found, RoomStats):
+            raise RoomNotFound(f"room {room_id} is stopped")
+        if ctx.tokens is None:
+            return json_response(TokenResponse(token=None, expires_at=None))
+        token, expires_at = ctx.tokens.mint(room_id, body.role, body.user_id, body.ttl_seconds)
+        return json_response(TokenResponse(token=token, expires_at=expires_at))
+
+    return rest
+
+
+def create_debug_blueprint(ctx: ServerContext) -> Blueprint:
+    """Only registered with `[debug] fault_injection = true`."""
+    debug = Blueprint("debug", __name__)
+
+    @debug.before_request
+    async def require_api_key() -> None:
+        check_api_key(ctx)
+
+    @debug.post("/debug/room/<room_id>/crash")
+    async def crash_room(room_id: str) -> Response:
+        await ctx.supervisor.crash_room(room_id)
+        return json_response(CrashResponse(status="crashed", room_id=room_id))
+
+    return debug
+
+
+def register_error_handlers(app: QuartTrio) -> None:
+    from api.responses import error_response
+
+    @app.errorhandler(ApiError)
+    async def on_api_error(exc: ApiError) -> Response:
+        return error_response(exc.code, exc.message)
+
+    @app.errorhandler(ActorRefusal)
+    async def on_refusal(exc: ActorRefusal) -> Response:
+        return error_response(exc.code if exc.code in {"room_not_found", "capacity"} else "unavailable", exc.message)
+
+    @app.errorhandler(404)
+    async def on_not_found(_: Exception) -> Response:
+        return error_response("not_found", f"no route {request.path}")
+
+    @app.errorhandler(405)
+    async def on_bad_method(_: Exception) -> Response:
+        return error_response("method_not_allowed", f"{request.method} is not allowed on {request.path}")
+
+    @app.errorhandler(413)
+    async def on_too_large(_: Exception) -> Response:
+        return error_response("too_large", "body over 1 MiB")

@@ -1,0 +1,104 @@
+"""Serving: one asyncio loop (trio-asyncio) around the supervisor and Hypercorn.
+
+`trio_asyncio.open_loop()` is opened around everything, so every task of the
+server, request handlers included, can reach aiortc with `aio_as_trio`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+import trio
+import trio_asyncio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from actors.supervisor import Supervisor
+from api.app import create_app
+from api.context import ServerContext
+from core.config import Config
+from core.tokens import TokenIssuer
+
+log = logging.getLogger("bitbasel.server")
+
+WEBSOCKET_MAX_MESSAGE_BYTES = 64 * 1024
+SHUTDOWN_DEADLINE_SECONDS = 10.0
+
+
+class ServerAddress(msgspec.Struct, frozen=True):
+    url: str  # e.g. http://127.0.0.1:8082
+    host: str
+    port: int
+
+
+def hypercorn_config(config: Config) -> HypercornConfig:
+    hc = HypercornConfig()
+    hc.bind = [f"[{config.server.host}]:{config.server.port}" if ":" in config.server.host
+               else f"{config.server.host}:{config.server.port}"]
+    # just above 64 KiB: the signaling layer itself refuses bigger messages (close 1009)
+    hc.websocket_max_message_size = WEBSOCKET_MAX_MESSAGE_BYTES + 1024
+    hc.graceful_timeout = SHUTDOWN_DEADLINE_SECONDS / 2
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("bitbasel.hypercorn")
+    if config.server.tls:
+        hc.certfile = config.server.certfile
+        hc.keyfile = config.server.keyfile
+        # Hypercorn negotiates h2/http1.1 via ALPN; WebSockets go over http/1.1 here.
+        hc.alpn_protocols = ["http/1.1"]
+    return hc
+
+
+def _address(bind: str) -> ServerAddress:
+    scheme, rest = bind.split("://", 1)
+    host, _, port = rest.rpartition(":")
+    return ServerAddress(url=bind, host=host.strip("[]"), port=int(port))
+
+
+async def run_server(
+    config: Config,
+    shutdown: trio.Event,
+    *,
+    task_status: trio.TaskStatus[ServerAddress] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until `shutdown` is set, then stop every room (peers are told
+    `stopped`/`shutdown`), stop accepting, and return within the deadline."""
+    if not config.auth.secret:
+        log.warning("[auth] secret is empty: join tokens are NOT required; anyone may join any room")
+    if not config.auth.api_key:
+        log.warning("[auth] api_key is empty: the REST API is open to anyone who can reach it")
+    async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
+        supervisor = Supervisor(
+            max_rooms=config.rooms.max_rooms,
+            max_viewers_per_room=config.rooms.max_viewers_per_room,
+            idle_timeout_seconds=config.rooms.idle_timeout_seconds,
+        )
+        client = await nursery.start(supervisor.run)
+        ctx = ServerContext(
+            config=config,
+            supervisor=client,
+            tokens=TokenIssuer(config.auth.secret) if config.auth.secret else None,
+        )
+        app = create_app(ctx)
+        stop_accepting = trio.Event()
+        http_done = trio.Event()
+
+        async def serve_http(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+            try:
+                await serve(app, hypercorn_config(config), shutdown_trigger=stop_accepting.wait,  # type: ignore[arg-type]
+                            task_status=task_status)
+            finally:
+                http_done.set()
+
+        binds: list[str] = await nursery.start(serve_http)
+        task_status.started(_address(binds[0]))
+        await shutdown.wait()
+        log.info("shutting down: stopping every room, then the listener")
+        with trio.move_on_after(SHUTDOWN_DEADLINE_SECONDS) as deadline:
+            await client.stop_all("shutdown")
+            stop_accepting.set()
+            await http_done.wait()  # Hypercorn waits up to graceful_timeout for open sessions
+        if deadline.cancelled_caught:
+            log.warning("shutdown deadline of %.0f s passed: cancelling what is left", SHUTDOWN_DEADLINE_SECONDS)
+        nursery.cancel_scope.cancel()
+

@@ -1,0 +1,81 @@
+"""BitBasel Media Server entry point.
+
+    python app.py [--config PATH] [--host H] [--port P]
+
+Serves REST and WebSocket signaling; prints `listening on http://HOST:PORT`
+once it accepts connections. A bad configuration exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import msgspec
+import trio
+
+from api.server import run_server
+from core.config import Config, ConfigError, load_config
+
+log = logging.getLogger("bitbasel")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="app.py", description="BitBasel Media Server (WebRTC SFU)")
+    parser.add_argument("--config", type=Path, default=Path("config.toml"), help="TOML config file")
+    parser.add_argument("--host", help="override [server] host")
+    parser.add_argument("--port", type=int, help="override [server] port (0 = any free port)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser.parse_args(argv)
+
+
+def effective_config(args: argparse.Namespace) -> Config:
+    config = load_config(args.config)
+    server = config.server
+    if args.host is not None:
+        server = msgspec.structs.replace(server, host=args.host)
+    if args.port is not None:
+        if not 0 <= args.port <= 65535:
+            raise ConfigError(f"--port: {args.port} is not in 0..65535")
+        server = msgspec.structs.replace(server, port=args.port)
+    return msgspec.structs.replace(config, server=server)
+
+
+async def main(config: Config) -> None:
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+
+        async def wait_for_signal() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    log.info("received %s", signal.Signals(signum).name)
+                    shutdown.set()
+                    return
+
+        nursery.start_soon(wait_for_signal)
+        address = await nursery.start(run_server, config, shutdown)
+        scheme = "https" if config.server.tls else "http"
+        print(f"listening on {scheme}://{address.host}:{address.port}", flush=True)
+        await shutdown.wait()
+    log.info("stopped")
+
+
+def run(argv: list[str]) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    try:
+        config = effective_config(args)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    trio.run(main, config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1:]))

@@ -1,0 +1,128 @@
+"""`config.toml`, decoded with msgspec into typed, frozen structs.
+
+A missing key takes its default and a missing section all of its defaults. An
+unknown section or key, a wrong type or an out-of-range value raises
+`ConfigError` with a message that names the key (`app.py` exits with code 2).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+
+MIN_SECRET_BYTES = 32
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the offending key."""
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class ServerConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    host: str = "0.0.0.0"
+    port: Port = 8082
+    max_connections: Positive = 1000
+    certfile: str = ""
+    keyfile: str = ""
+    # messages per second one WebSocket may send before `rate_limited` (1008)
+    max_messages_per_second: Positive = 50
+
+    def __post_init__(self) -> None:
+        if bool(self.certfile) != bool(self.keyfile):
+            raise ValueError("certfile and keyfile must be set together")
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.certfile)
+
+
+class RoomsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    max_rooms: Positive = 100
+    max_viewers_per_room: Positive = 100
+    idle_timeout_seconds: Positive = 300
+
+
+class VideoConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    codec: Literal["VP8"] = "VP8"
+    target_bitrate_kbps: Annotated[int, msgspec.Meta(ge=30, le=100_000)] = 1500
+    max_framerate: Annotated[int, msgspec.Meta(ge=1, le=120)] = 30
+
+
+class AudioConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    codec: Literal["Opus"] = "Opus"
+    bitrate_kbps: Annotated[int, msgspec.Meta(ge=6, le=510)] = 128
+    sample_rate: Literal[48000] = 48000
+
+
+class IceConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    host_addresses: list[str] = msgspec.field(default_factory=list)
+    announced_address: str = ""
+    stun_servers: list[str] = msgspec.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for url in self.stun_servers:
+            if not url.startswith(("stun:", "stuns:")):
+                raise ValueError(f"stun server {url!r} must start with 'stun:'")
+
+
+class AuthConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    secret: str = ""
+    api_key: str = ""
+
+    def __post_init__(self) -> None:
+        if self.secret and len(self.secret.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"secret must be at least {MIN_SECRET_BYTES} bytes (or empty)")
+
+
+class DebugConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    fault_injection: bool = False
+
+
+class Config(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    rooms: RoomsConfig = msgspec.field(default_factory=RoomsConfig)
+    video: VideoConfig = msgspec.field(default_factory=VideoConfig)
+    audio: AudioConfig = msgspec.field(default_factory=AudioConfig)
+    ice: IceConfig = msgspec.field(default_factory=IceConfig)
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    debug: DebugConfig = msgspec.field(default_factory=DebugConfig)
+
+
+def _key_path(message: str) -> str:
+    """msgspec says `... - at `$.server.port``; turn that into `server.port`."""
+    marker = "- at `$."
+    if marker in message:
+        return message.split(marker, 1)[1].rstrip("`")
+    return ""
+
+
+def parse_config(text: str | bytes, *, source: str = "config") -> Config:
+    try:
+        return msgspec.toml.decode(text, type=Config)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        key = _key_path(message)
+        detail = message.split(" - at ", 1)[0]
+        if detail.startswith("Object contains unknown field"):
+            unknown = detail.split("`")[1]
+            key = f"{key}.{unknown}" if key else unknown
+            detail = "unknown key"
+        raise ConfigError(f"{source}: {key or '(top level)'}: {detail}") from exc
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+
+
+def load_config(path: Path) -> Config:
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    return parse_config(text, source=str(path))

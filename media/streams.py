@@ -1,0 +1,47 @@
+"""The boundary between the transport (aiortc adapter) and the forwarder.
+
+The transport negotiates SDP and learns, for each side, what the forwarder
+needs to know to rewrite packets; it hands these descriptions to the router.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+MediaKind = Literal["audio", "video"]
+
+
+class SourceStream(msgspec.Struct, frozen=True):
+    """One media stream the host publishes, as negotiated in the host's answer.
+
+    The SSRC is not part of it: the router learns it from the first packet with
+    this payload type (browsers may change it when they restart a track).
+    """
+
+    kind: MediaKind
+    payload_type: int  # host's payload type for VP8 (video) or Opus (audio)
+    clock_rate: int  # 90000 for VP8, 48000 for Opus
+    # header extensions negotiated with the host: id -> URI
+    extensions: dict[int, str] = msgspec.field(default_factory=dict)
+
+
+class SinkStream(msgspec.Struct, frozen=True):
+    """One media stream the server sends to a viewer, as negotiated in the viewer's answer."""
+
+    kind: MediaKind
+    ssrc: int  # the SSRC the server announced in the viewer's answer (a=ssrc)
+    payload_type: int  # the viewer's payload type for VP8 / Opus
+    clock_rate: int
+    # header extensions negotiated with the viewer: URI -> id
+    extensions: dict[str, int] = msgspec.field(default_factory=dict)
+    mid: str | None = None  # the viewer's MID for this m-line
+
+
+class SdpError(ValueError):
+    """An offer that cannot be parsed or has nothing to send or receive (`bad_sdp`)."""
+
+
+class UnsupportedCodecError(ValueError):
+    """A host offer without VP8 (video) or Opus (audio) (`unsupported_codec`)."""

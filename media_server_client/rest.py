@@ -1,0 +1,135 @@
+"""The REST client, mirroring the C++ prototype's `media_server_client`."""
+
+from __future__ import annotations
+
+import os
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+
+import httpx
+import msgspec
+
+from media_server_client.errors import ERROR_CLASSES, MediaServerError
+
+T = TypeVar("T")
+
+
+class CreatedRoom(msgspec.Struct, frozen=True):
+    room_id: str
+    post_id: str
+    host_token: str | None = None
+
+
+class RoomStats(msgspec.Struct, frozen=True):
+    room_id: str
+    post_id: str
+    is_active: bool
+    viewer_count: int
+    has_host: bool
+    stop_reason: str | None = None
+
+
+class ServerStats(msgspec.Struct, frozen=True):
+    total_rooms: int
+    active_rooms: int
+    total_peers: int
+    total_viewers: int
+    total_hosts: int
+    total_bytes_sent: int
+    total_bytes_received: int
+
+
+class JoinToken(msgspec.Struct, frozen=True):
+    token: str | None
+    expires_at: int | None
+
+
+class _ErrorBody(msgspec.Struct):
+    error: str = "unknown"
+    message: str = ""
+
+
+class MediaServerClient:
+    """Async REST client. Use it as is (a connection per call, safe under any event
+    loop) or as `async with` to keep one pooled connection for many calls."""
+
+    def __init__(self, base_url: str = "http://localhost:8082", *, api_key: str | None = None,
+                 timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._timeout = timeout
+        self._pooled: httpx.AsyncClient | None = None
+
+    async def __aenter__(self) -> MediaServerClient:
+        self._pooled = self._new_http_client()
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if self._pooled is not None:
+            await self._pooled.aclose()
+            self._pooled = None
+
+    # ---- the seed's API ----
+    async def create_room(self, post_id: str, user_id: str) -> str:
+        """Create (or get the active) room for a post; returns its room_id."""
+        return (await self.create_room_with_token(post_id, user_id)).room_id
+
+    async def create_room_with_token(self, post_id: str, user_id: str) -> CreatedRoom:
+        return await self._call("POST", "/room/create", CreatedRoom, {"post_id": post_id, "host_user_id": user_id})
+
+    async def stop_room(self, room_id: str) -> None:
+        await self._call("POST", f"/room/{room_id}/stop", dict[str, Any])
+
+    async def get_room_stats(self, room_id: str) -> RoomStats:
+        return await self._call("GET", f"/room/{room_id}/stats", RoomStats)
+
+    async def get_server_stats(self) -> ServerStats:
+        return await self._call("GET", "/stats", ServerStats)
+
+    async def health(self) -> bool:
+        body = await self._call("GET", "/health", dict[str, Any])
+        return body.get("status") == "healthy"
+
+    async def create_token(self, room_id: str, role: Literal["host", "viewer"], user_id: str,
+                           ttl_seconds: int = 3600) -> JoinToken:
+        body = {"role": role, "user_id": user_id, "ttl_seconds": ttl_seconds}
+        return await self._call("POST", f"/room/{room_id}/token", JoinToken, body)
+
+    # ---- plumbing ----
+    def _new_http_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.base_url, headers=self._headers, timeout=self._timeout)
+
+    async def _call(self, method: str, path: str, kind: type[T], body: object | None = None) -> T:
+        content = msgspec.json.encode(body) if body is not None else None
+        headers = {"Content-Type": "application/json"} if content is not None else {}
+        try:
+            if self._pooled is not None:
+                response = await self._pooled.request(method, path, content=content, headers=headers)
+            else:
+                async with self._new_http_client() as client:
+                    response = await client.request(method, path, content=content, headers=headers)
+        except httpx.HTTPError as exc:
+            raise MediaServerError(0, "unreachable", f"{method} {self.base_url}{path}: {exc!r}") from exc
+        if response.status_code != 200:
+            try:
+                error = msgspec.json.decode(response.content, type=_ErrorBody)
+            except msgspec.MsgspecError:
+                error = _ErrorBody("unknown", response.text[:200])
+            raise ERROR_CLASSES.get(error.error, MediaServerError)(response.status_code, error.error, error.message)
+        return msgspec.json.decode(response.content, type=kind)
+
+
+_default_client: MediaServerClient | None = None
+
+
+def get_media_server_client() -> MediaServerClient:
+    """The process-wide client, configured from MEDIA_SERVER_URL (default
+    http://localhost:8082) and MEDIA_SERVER_API_KEY."""
+    global _default_client
+    if _default_client is None:
+        _default_client = MediaServerClient(
+            os.environ.get("MEDIA_SERVER_URL", "http://localhost:8082"),
+            api_key=os.environ.get("MEDIA_SERVER_API_KEY") or None,
+        )
+    return _default_client
