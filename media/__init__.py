@@ -4,5 +4,14 @@ per-room forwarder (router), SDP helpers.
 Nothing in this package imports trio, asyncio or aiortc. Time is passed in as
 ``now`` (seconds, monotonic). Outputs go through plain callables handed in by
 the caller (``send_rtp(bytes)``, ``send_rtcp(bytes)``), so tests can pass
-``list.append`` and look at the bytes.
+``list.append`` and look at the bytes. Parsers of network bytes end in
+``_untrusted`` and raise only :class:`media.errors.MalformedPacket`.
+
+Modules: ``errors`` (MalformedPacket), ``rtp`` (RTP header parse, extension
+plans, outgoing header/body), ``rtcp`` (compound RTCP parse and builders),
+``vp8`` (payload descriptor, keyframe start, picture id rewrite),
+``packet_cache`` (recent packets by seq, for NACKs), ``seqmap`` (per-viewer
+seq/ts/picture-id offsets), ``receive_stats`` (RR statistics and NACK gap
+tracking toward the host), ``router`` (the forwarder), ``streams`` (the
+transport/forwarder boundary), ``sdp`` (negotiation).
 """

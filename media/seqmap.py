@@ -1,0 +1,116 @@
+"""Per viewer and kind: how the host's seq/ts/picture ids become the viewer's.
+
+Like mediasoup's SeqManager + RtpStreamSend, reduced to what a single-source
+forwarder needs. Within one *source epoch* (one host SSRC of one publisher)
+the mapping is a pure offset: ``out = in + offset`` (mod 2^16 for seq, 2^32
+for ts). The offsets are chosen when the viewer starts on an epoch (at a
+keyframe for video), so that:
+
+- the output seq continues at ``last_out_seq + 1``, whatever the host's seq
+  is and however many packets were dropped while waiting for a keyframe;
+- the output ts advances by the wall time elapsed since the last output
+  packet, in the clock rate, at least 1 tick;
+- VP8 picture ids continue at ``last_out_pid + 1``.
+
+A new viewer starts with zero offsets (it sees the host's numbers).
+Because there are no drops inside an epoch, a NACKed output seq maps back
+to the host seq with the same offset (:meth:`SeqMap.input_seq`).
+"""
+
+from __future__ import annotations
+
+__all__ = ["SeqMap"]
+
+
+class SeqMap:
+    __slots__ = (
+        "clock_rate",
+        "epoch",
+        "first_in_seq",
+        "has_history",
+        "last_out_pid",
+        "last_out_pid_bits",
+        "last_out_seq",
+        "last_out_time",
+        "last_out_ts",
+        "pid_offset",
+        "seq_offset",
+        "ts_offset",
+    )
+
+    def __init__(self, clock_rate: int) -> None:
+        self.clock_rate = clock_rate
+        self.epoch = -1  # the source epoch the offsets are for; -1 = not started
+        self.first_in_seq = 0
+        self.seq_offset = 0
+        self.ts_offset = 0
+        self.pid_offset = 0
+        self.has_history = False
+        self.last_out_seq = 0
+        self.last_out_ts = 0
+        self.last_out_time = 0.0
+        self.last_out_pid: int | None = None
+        self.last_out_pid_bits = 0
+
+    @property
+    def active(self) -> bool:
+        return self.epoch >= 0
+
+    def start(self, epoch: int, in_seq: int, in_ts: int, now: float, in_pid: int | None = None) -> None:
+        """Start mapping source ``epoch`` at the packet (in_seq, in_ts[, in_pid])."""
+        self.epoch = epoch
+        self.first_in_seq = in_seq
+        if self.has_history:
+            self.seq_offset = (self.last_out_seq + 1 - in_seq) & 0xFFFF
+            ticks = max(1, round((now - self.last_out_time) * self.clock_rate))
+            self.ts_offset = (self.last_out_ts + ticks - in_ts) & 0xFFFFFFFF
+            if self.last_out_pid is not None and in_pid is not None:
+                self.pid_offset = (self.last_out_pid + 1 - in_pid) & 0x7FFF
+            else:
+                self.pid_offset = 0
+        else:
+            self.seq_offset = 0
+            self.ts_offset = 0
+            self.pid_offset = 0
+
+    def end(
+        self,
+        highest_in_seq: int,
+        highest_in_ts: int,
+        highest_time: float,
+        highest_pid: int | None = None,
+        highest_pid_bits: int = 0,
+    ) -> None:
+        """The source epoch being mapped ended; remember what was last sent."""
+        if self.epoch < 0:
+            return
+        self.last_out_seq = (highest_in_seq + self.seq_offset) & 0xFFFF
+        self.last_out_ts = (highest_in_ts + self.ts_offset) & 0xFFFFFFFF
+        self.last_out_time = highest_time
+        if highest_pid is not None:
+            mask = 0x7FFF if highest_pid_bits == 15 else 0x7F
+            self.last_out_pid = (highest_pid + self.pid_offset) & mask
+            self.last_out_pid_bits = highest_pid_bits
+        self.has_history = True
+        self.epoch = -1
+
+    def accepts(self, in_seq: int) -> bool:
+        """False for packets older than the one the mapping started at."""
+        return ((in_seq - self.first_in_seq) & 0xFFFF) < 0x8000
+
+    def out_seq(self, in_seq: int) -> int:
+        return (in_seq + self.seq_offset) & 0xFFFF
+
+    def out_ts(self, in_ts: int) -> int:
+        return (in_ts + self.ts_offset) & 0xFFFFFFFF
+
+    def input_seq(self, out_seq: int, epoch: int, highest_in_seq: int) -> int | None:
+        """The host seq that was sent as ``out_seq`` in the current ``epoch``, if any."""
+        if self.epoch != epoch or epoch < 0:
+            return None
+        in_seq = (out_seq - self.seq_offset) & 0xFFFF
+        if ((in_seq - self.first_in_seq) & 0xFFFF) >= 0x8000:
+            return None
+        if ((highest_in_seq - in_seq) & 0xFFFF) >= 0x8000:
+            return None
+        return in_seq
