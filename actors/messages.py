@@ -12,6 +12,9 @@ from typing import Any, Literal
 import msgspec
 import trio
 
+from media.router import RouterStatistics
+from transport.settings import TransportCounters
+
 Role = Literal["host", "viewer"]
 StopReason = Literal["api", "idle", "shutdown", "crashed"]
 Reply = trio.MemorySendChannel[Any]
@@ -33,6 +36,7 @@ class RoomStats(msgspec.Struct, frozen=True):
     restarts: int  # times the room actor was restarted after a crash
     bytes_sent: int  # media bytes (SRTP/SRTCP datagrams) sent to this room's viewers
     bytes_received: int  # media bytes received from this room's host
+    forwarding: RouterStatistics | None = None  # the data plane's counters (None once stopped)
 
 
 class RoomCreated(msgspec.Struct, frozen=True):
@@ -49,6 +53,7 @@ class RoomRef(msgspec.Struct, frozen=True):
     post_id: str
     host_user_id: str
     mailbox: trio.MemorySendChannel[Any]
+    counters: TransportCounters  # the room's media byte counters, given to its peers' connections
 
 
 class JoinAccepted(msgspec.Struct, frozen=True):
@@ -107,6 +112,15 @@ class Join(msgspec.Struct, frozen=True):
 
 class Leave(msgspec.Struct, frozen=True):
     peer_id: str
+    reply: Reply
+
+
+class AttachMedia(msgspec.Struct, frozen=True):
+    """A peer's connection negotiated its offer: route its media (host: publisher;
+    viewer: a new downstream). `connection` is a transport connection."""
+
+    peer_id: str
+    connection: Any
     reply: Reply
 
 

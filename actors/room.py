@@ -10,6 +10,7 @@ restart drops no viewer and no packet: media never passes through the actor.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable
@@ -21,6 +22,7 @@ import trio
 from actors.errors import HostTaken, RoomFull
 from actors.mailbox import answer, open_mailbox
 from actors.messages import (
+    AttachMedia,
     GetRoomStats,
     HostReplaced,
     InjectCrash,
@@ -34,7 +36,8 @@ from actors.messages import (
     RoomStoppedEvent,
     StopReason,
 )
-from core.counters import ByteCounters
+from media.router import Router
+from transport.settings import TransportCounters
 
 log = logging.getLogger("bitbasel.room")
 
@@ -74,11 +77,12 @@ class RoomRecord:
     stopped: StopInfo | None = None
     restarts: int = 0
     crash_times: deque[float] = field(default_factory=deque)
-    counters: ByteCounters = field(default_factory=ByteCounters)
-    mailbox: tuple[trio.MemorySendChannel[Any], trio.MemoryReceiveChannel[Any]] = field(
-        default_factory=open_mailbox
-    )
+    counters: TransportCounters = field(default_factory=TransportCounters)
+    mailbox: tuple[trio.MemorySendChannel[Any], trio.MemoryReceiveChannel[Any]] = field(default_factory=open_mailbox)
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    # the data plane: host packets reach it synchronously from the transport, never via the actor
+    router: Router = field(default_factory=lambda: Router(rtcp_ssrc=1, target_bitrate_bps=1_500_000))
+    publisher_peer_id: str | None = None  # whose connection feeds the router
 
     # ---- derived state ----
     @property
@@ -108,6 +112,7 @@ class RoomRecord:
             restarts=self.restarts,
             bytes_sent=self.counters.bytes_sent,
             bytes_received=self.counters.bytes_received,
+            forwarding=self.router.statistics() if self.stopped is None else None,
         )
 
     def mark_stopped(self, reason: StopReason) -> bool:
@@ -118,18 +123,24 @@ class RoomRecord:
         event = RoomStoppedEvent(room_id=self.room_id, reason=reason)
         for member in self.members.values():
             member.notify(event)
+        for member in self.members.values():
+            if self.router.has_viewer(member.peer_id):
+                self.router.remove_viewer(member.peer_id)
         self.members.clear()
+        self.router.detach_publisher(time.monotonic())
+        self.publisher_peer_id = None
         self.cancel_scope.cancel()
         return True
 
 
-def new_record(room_id: str, post_id: str, host_user_id: str) -> RoomRecord:
+def new_record(room_id: str, post_id: str, host_user_id: str, *, target_bitrate_bps: int) -> RoomRecord:
     return RoomRecord(
         room_id=room_id,
         post_id=post_id,
         host_user_id=host_user_id,
         created_at=time.time(),
         idle_since=trio.current_time(),
+        router=Router(rtcp_ssrc=secrets.randbits(32) or 1, target_bitrate_bps=target_bitrate_bps),
     )
 
 
@@ -145,6 +156,7 @@ class RoomActor:
             Join: self._on_join,
             Leave: self._on_leave,
             PeerConnectionState: self._on_connection_state,
+            AttachMedia: self._on_attach_media,
             InjectCrash: self._on_inject_crash,
         }
 
@@ -174,6 +186,7 @@ class RoomActor:
                 log.info("room %s: host %s replaced by %s", record.room_id, host.peer_id, message.peer_id)
                 host.notify(HostReplaced())
                 del record.members[host.peer_id]
+                self._detach_media(host.peer_id)
         before = self._snapshot()
         record.members[message.peer_id] = Member(
             peer_id=message.peer_id, role=message.role, user_id=message.user_id, inbox=message.inbox
@@ -189,6 +202,7 @@ class RoomActor:
         member = record.members.pop(message.peer_id, None)
         if member is not None:
             log.info("room %s: %s %s left", record.room_id, member.role, member.peer_id)
+        self._detach_media(message.peer_id)
         if not record.members and record.idle_since is None:
             record.idle_since = trio.current_time()
         answer(message.reply, None)
@@ -201,6 +215,48 @@ class RoomActor:
             member.connected = message.connected
         answer(message.reply, None)
         self._broadcast_if_changed(before)
+
+    def _on_attach_media(self, message: AttachMedia) -> None:
+        """Route a negotiated connection: the host's feeds the router, a viewer's is fed by it.
+        From here on its packets go connection -> router -> connections, synchronously."""
+        record = self._record
+        member = record.members.get(message.peer_id)
+        if member is None:  # left while negotiating
+            answer(message.reply, None)
+            return
+        connection = message.connection
+        router = record.router
+        now = time.monotonic()
+        if member.role == "host":
+            connection.on_rtp = lambda data: router.on_publisher_rtp(data, time.monotonic())
+            connection.on_rtcp = lambda data: router.on_publisher_rtcp(data, time.monotonic())
+            router.attach_publisher(connection.sources, connection.send_rtcp, now)
+            record.publisher_peer_id = member.peer_id
+            log.info(
+                "room %s: publisher %s attached (%s)",
+                record.room_id,
+                member.peer_id,
+                ", ".join(f"{s.kind} pt {s.payload_type}" for s in connection.sources),
+            )
+        else:
+            peer_id = member.peer_id
+            connection.on_rtcp = lambda data: router.on_viewer_rtcp(peer_id, data, time.monotonic())
+            router.add_viewer(peer_id, connection.sinks, connection.send_rtp, connection.send_rtcp, now)
+            log.info(
+                "room %s: viewer %s attached (%s)",
+                record.room_id,
+                peer_id,
+                ", ".join(f"{s.kind} pt {s.payload_type}" for s in connection.sinks),
+            )
+        answer(message.reply, None)
+
+    def _detach_media(self, peer_id: str) -> None:
+        record = self._record
+        if record.publisher_peer_id == peer_id:
+            record.router.detach_publisher(time.monotonic())
+            record.publisher_peer_id = None
+        elif record.router.has_viewer(peer_id):
+            record.router.remove_viewer(peer_id)
 
     def _on_inject_crash(self, message: InjectCrash) -> None:
         raise RuntimeError(f"fault injected into room {self._record.room_id}")

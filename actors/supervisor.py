@@ -10,6 +10,7 @@ forgets stopped rooms after the same time.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +39,7 @@ log = logging.getLogger("bitbasel.supervisor")
 MAX_RESTARTS = 3
 RESTART_WINDOW_SECONDS = 10.0
 SWEEP_INTERVAL_SECONDS = 30.0
+ROUTER_TICK_SECONDS = 0.1
 
 
 class SupervisorStatistics(msgspec.Struct, frozen=True):
@@ -64,8 +66,16 @@ class _Statistics(msgspec.Struct, frozen=True):
 
 
 class Supervisor:
-    def __init__(self, *, max_rooms: int, max_viewers_per_room: int, idle_timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        *,
+        max_rooms: int,
+        max_viewers_per_room: int,
+        idle_timeout_seconds: float,
+        target_bitrate_bps: int = 1_500_000,
+    ) -> None:
         self._max_rooms = max_rooms
+        self._target_bitrate_bps = target_bitrate_bps
         self._max_viewers = max_viewers_per_room
         self._idle_timeout = idle_timeout_seconds
         self._mailbox_send, self._mailbox_receive = open_mailbox()
@@ -112,7 +122,9 @@ class Supervisor:
         if len(self._active_by_post) >= self._max_rooms:
             answer(message.reply, Capacity(f"max_rooms ({self._max_rooms}) rooms are active"))
             return
-        record = new_record(self._ids.new(), message.post_id, message.host_user_id)
+        record = new_record(
+            self._ids.new(), message.post_id, message.host_user_id, target_bitrate_bps=self._target_bitrate_bps
+        )
         self._rooms[record.room_id] = record
         self._active_by_post[record.post_id] = record.room_id
         self._rooms_created += 1
@@ -175,27 +187,50 @@ class Supervisor:
     # ---- room lifecycle -----------------------------------------------------------------
 
     async def _supervise(self, record: RoomRecord) -> None:
-        """Run the room's actor, restarting it after a crash, until the room stops."""
+        """The room's life: its data-plane timer, and its actor restarted after each crash."""
         with record.cancel_scope:
-            while record.stopped is None:
-                actor = RoomActor(record, max_viewers=self._max_viewers)
-                try:
-                    await actor.run()
-                except Exception:
-                    if record.stopped is not None:
-                        break
-                    if self._crashed_too_often(record):
-                        log.exception("room %s crashed %d times in %.0f s: stopping it",
-                                      record.room_id, len(record.crash_times), RESTART_WINDOW_SECONDS)
-                        self._rooms_crashed += 1
-                        self._stop(record, "crashed")
-                        break
-                    record.restarts += 1
-                    self._room_restarts += 1
-                    log.exception("room %s actor crashed; restarting it (restart %d)", record.room_id, record.restarts)
-                    await trio.lowlevel.checkpoint()
-                else:
-                    break  # mailbox closed: the room was stopped
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._tick_router, record)
+                    await self._run_actor(record)
+                    nursery.cancel_scope.cancel()
+            except Exception:  # a bug outside the actor (e.g. the router's timer): stop only this room
+                log.exception("room %s failed outside its actor; stopping it", record.room_id)
+                self._rooms_crashed += 1
+                self._stop(record, "crashed")
+
+    @staticmethod
+    async def _tick_router(record: RoomRecord) -> None:
+        """RTCP toward the host (RR, REMB, NACK) and pending keyframe requests."""
+        while True:
+            await trio.sleep(ROUTER_TICK_SECONDS)
+            record.router.tick(time.monotonic())
+
+    async def _run_actor(self, record: RoomRecord) -> None:
+        """Run the room's actor, restarting it after a crash, until the room stops."""
+        while record.stopped is None:
+            actor = RoomActor(record, max_viewers=self._max_viewers)
+            try:
+                await actor.run()
+            except Exception:
+                if record.stopped is not None:
+                    break
+                if self._crashed_too_often(record):
+                    log.exception(
+                        "room %s crashed %d times in %.0f s: stopping it",
+                        record.room_id,
+                        len(record.crash_times),
+                        RESTART_WINDOW_SECONDS,
+                    )
+                    self._rooms_crashed += 1
+                    self._stop(record, "crashed")
+                    break
+                record.restarts += 1
+                self._room_restarts += 1
+                log.exception("room %s actor crashed; restarting it (restart %d)", record.room_id, record.restarts)
+                await trio.lowlevel.checkpoint()
+            else:
+                break  # mailbox closed: the room was stopped
 
     @staticmethod
     def _crashed_too_often(record: RoomRecord) -> bool:
@@ -223,7 +258,7 @@ class Supervisor:
 
     @staticmethod
     def _ref(record: RoomRecord) -> RoomRef:
-        return RoomRef(record.room_id, record.post_id, record.host_user_id, record.mailbox[0])
+        return RoomRef(record.room_id, record.post_id, record.host_user_id, record.mailbox[0], record.counters)
 
     async def _sweep_timer(self) -> None:
         while True:

@@ -4,17 +4,29 @@ from __future__ import annotations
 
 from quart_trio import QuartTrio
 
+from actors.peer import PeerEnvironment
 from api.context import ServerContext
+from api.media import AiortcConnections
+from api.pages import create_pages_blueprint
 from api.responses import MAX_BODY_BYTES
 from api.rest import create_debug_blueprint, create_rest_blueprint, register_error_handlers
+from api.ws import create_ws_blueprint
 
 
 def create_app(ctx: ServerContext) -> QuartTrio:
-    app = QuartTrio("bitbasel_media_server")
+    app = QuartTrio("bitbasel_media_server", static_folder=None)  # web/ is served by api/pages.py
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
     app.register_blueprint(create_rest_blueprint(ctx))
     if ctx.config.debug.fault_injection:
         app.register_blueprint(create_debug_blueprint(ctx))
+    peer_env = PeerEnvironment(
+        supervisor=ctx.supervisor,
+        tokens=ctx.tokens,
+        connections=AiortcConnections(ctx.config),
+        max_messages_per_second=ctx.config.server.max_messages_per_second,
+        silence_timeout_seconds=ctx.config.server.silence_timeout_seconds,
+    )
+    app.register_blueprint(create_ws_blueprint(peer_env, ctx.sessions))
+    app.register_blueprint(create_pages_blueprint())
     register_error_handlers(app)
     return app

@@ -34,8 +34,11 @@ class ServerAddress(msgspec.Struct, frozen=True):
 
 def hypercorn_config(config: Config) -> HypercornConfig:
     hc = HypercornConfig()
-    hc.bind = [f"[{config.server.host}]:{config.server.port}" if ":" in config.server.host
-               else f"{config.server.host}:{config.server.port}"]
+    hc.bind = [
+        f"[{config.server.host}]:{config.server.port}"
+        if ":" in config.server.host
+        else f"{config.server.host}:{config.server.port}"
+    ]
     # just above 64 KiB: the signaling layer itself refuses bigger messages (close 1009)
     hc.websocket_max_message_size = WEBSOCKET_MAX_MESSAGE_BYTES + 1024
     hc.graceful_timeout = SHUTDOWN_DEADLINE_SECONDS / 2
@@ -50,7 +53,7 @@ def hypercorn_config(config: Config) -> HypercornConfig:
 
 
 def _address(bind: str) -> ServerAddress:
-    scheme, rest = bind.split("://", 1)
+    _, rest = bind.split("://", 1)
     host, _, port = rest.rpartition(":")
     return ServerAddress(url=bind, host=host.strip("[]"), port=int(port))
 
@@ -72,6 +75,7 @@ async def run_server(
             max_rooms=config.rooms.max_rooms,
             max_viewers_per_room=config.rooms.max_viewers_per_room,
             idle_timeout_seconds=config.rooms.idle_timeout_seconds,
+            target_bitrate_bps=config.video.target_bitrate_kbps * 1000,
         )
         client = await nursery.start(supervisor.run)
         ctx = ServerContext(
@@ -85,8 +89,9 @@ async def run_server(
 
         async def serve_http(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
             try:
-                await serve(app, hypercorn_config(config), shutdown_trigger=stop_accepting.wait,  # type: ignore[arg-type]
-                            task_status=task_status)
+                await serve(
+                    app, hypercorn_config(config), shutdown_trigger=stop_accepting.wait, task_status=task_status
+                )
             finally:
                 http_done.set()
 
@@ -101,4 +106,3 @@ async def run_server(
         if deadline.cancelled_caught:
             log.warning("shutdown deadline of %.0f s passed: cancelling what is left", SHUTDOWN_DEADLINE_SECONDS)
         nursery.cancel_scope.cancel()
-

@@ -53,8 +53,9 @@ class MediaServerClient:
     """Async REST client. Use it as is (a connection per call, safe under any event
     loop) or as `async with` to keep one pooled connection for many calls."""
 
-    def __init__(self, base_url: str = "http://localhost:8082", *, api_key: str | None = None,
-                 timeout: float = 10.0) -> None:
+    def __init__(
+        self, base_url: str = "http://localhost:8082", *, api_key: str | None = None, timeout: float = 10.0
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._timeout = timeout
@@ -64,8 +65,9 @@ class MediaServerClient:
         self._pooled = self._new_http_client()
         return self
 
-    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._pooled is not None:
             await self._pooled.aclose()
             self._pooled = None
@@ -91,8 +93,9 @@ class MediaServerClient:
         body = await self._call("GET", "/health", dict[str, Any])
         return body.get("status") == "healthy"
 
-    async def create_token(self, room_id: str, role: Literal["host", "viewer"], user_id: str,
-                           ttl_seconds: int = 3600) -> JoinToken:
+    async def create_token(
+        self, room_id: str, role: Literal["host", "viewer"], user_id: str, ttl_seconds: int = 3600
+    ) -> JoinToken:
         body = {"role": role, "user_id": user_id, "ttl_seconds": ttl_seconds}
         return await self._call("POST", f"/room/{room_id}/token", JoinToken, body)
 

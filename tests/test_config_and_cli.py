@@ -50,8 +50,9 @@ def test_bad_values_name_the_key(toml: str, named: str) -> None:
 
 
 def run_app(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(ROOT / "app.py"), *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "app.py"), *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
 
 
 def test_bad_config_exits_with_code_2(tmp_path: Path) -> None:
@@ -67,7 +68,10 @@ def test_bad_config_exits_with_code_2(tmp_path: Path) -> None:
 def test_app_prints_listening_line_and_stops_on_sigterm() -> None:
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", "0"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert process.stdout is not None

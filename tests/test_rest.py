@@ -11,6 +11,7 @@ import trio
 
 from tests.serving import RunningServer, http_client, make_config, running_server
 
+
 async def create(client: httpx.AsyncClient, post_id: str = "post_1", user: str = "user_1") -> dict[str, object]:
     response = await client.post("/room/create", json={"post_id": post_id, "host_user_id": user})
     assert response.status_code == 200, response.text
@@ -151,7 +152,9 @@ async def test_max_rooms_gives_capacity() -> None:
         async with running_server(make_config(rooms={"max_rooms": 2})) as server, http_client(server) as client:
             a = await create(client, "p1")
             await create(client, "p2")
-            assert_error(await client.post("/room/create", json={"post_id": "p3", "host_user_id": "u"}), 503, "capacity")
+            assert_error(
+                await client.post("/room/create", json={"post_id": "p3", "host_user_id": "u"}), 503, "capacity"
+            )
             same = await create(client, "p1")  # the active room of a post is still returned
             assert same["room_id"] == a["room_id"]
             await client.post(f"/room/{a['room_id']}/stop")
@@ -177,9 +180,15 @@ async def test_tokens_are_hs256_jwts_with_the_protocol_claims() -> None:
                 f"/room/{room['room_id']}/token", json={"role": "viewer", "user_id": "v1", "ttl_seconds": 60}
             )
             for ttl in (0, 86401, "60"):
-                bad = await client.post(f"/room/{room['room_id']}/token", json={"role": "viewer", "user_id": "v", "ttl_seconds": ttl})
+                bad = await client.post(
+                    f"/room/{room['room_id']}/token", json={"role": "viewer", "user_id": "v", "ttl_seconds": ttl}
+                )
                 assert_error(bad, 400, "bad_request")
-            assert_error(await client.post(f"/room/{room['room_id']}/token", json={"role": "admin", "user_id": "v"}), 400, "bad_request")
+            assert_error(
+                await client.post(f"/room/{room['room_id']}/token", json={"role": "admin", "user_id": "v"}),
+                400,
+                "bad_request",
+            )
     host_claims = jwt.decode(str(room["host_token"]), SECRET, algorithms=["HS256"])
     assert host_claims["room"] == room["room_id"] and host_claims["role"] == "host" and host_claims["sub"] == "host_t"
     body = token.json()
@@ -193,9 +202,14 @@ async def test_api_key_guards_every_route_but_health() -> None:
         config = make_config(auth={"api_key": "k3y"}, debug={"fault_injection": True})
         async with running_server(config) as server, http_client(server) as client:
             assert (await client.get("/health")).status_code == 200
-            for method, path in [("POST", "/room/create"), ("GET", "/stats"), ("GET", "/room/room_1/stats"),
-                                 ("POST", "/room/room_1/stop"), ("POST", "/room/room_1/token"),
-                                 ("POST", "/debug/room/room_1/crash")]:
+            for method, path in [
+                ("POST", "/room/create"),
+                ("GET", "/stats"),
+                ("GET", "/room/room_1/stats"),
+                ("POST", "/room/room_1/stop"),
+                ("POST", "/room/room_1/token"),
+                ("POST", "/debug/room/room_1/crash"),
+            ]:
                 assert_error(await client.request(method, path, json={}), 401, "unauthorized")
                 wrong = await client.request(method, path, json={}, headers={"Authorization": "Bearer nope"})
                 assert_error(wrong, 401, "unauthorized")

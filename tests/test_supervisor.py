@@ -22,7 +22,9 @@ async def start(nursery: trio.Nursery, **overrides: int) -> SupervisorClient:
     return client
 
 
-async def join(ref: RoomRef, peer_id: str, role: str = "viewer", user: str = "u") -> tuple[JoinAccepted, trio.MemoryReceiveChannel[Any]]:
+async def join(
+    ref: RoomRef, peer_id: str, role: str = "viewer", user: str = "u"
+) -> tuple[JoinAccepted, trio.MemoryReceiveChannel[Any]]:
     send, receive = trio.open_memory_channel[Any](16)
     accepted: JoinAccepted = await call(ref.mailbox, lambda r: Join(peer_id, role, user, send, r))  # type: ignore[arg-type]
     return accepted, receive
@@ -34,7 +36,9 @@ async def ref_of(client: SupervisorClient, room_id: str) -> RoomRef:
     return found
 
 
-async def test_idle_room_is_stopped_by_the_sweep_then_forgotten(autojump_clock: trio.testing.MockClock, nursery: trio.Nursery) -> None:
+async def test_idle_room_is_stopped_by_the_sweep_then_forgotten(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
     client = await start(nursery)
     room = await client.create_room("post", "host")
     await trio.sleep(IDLE - 1)
@@ -77,7 +81,9 @@ async def test_restart_intensity(autojump_clock: trio.testing.MockClock, nursery
     assert not stats.is_active and stats.stop_reason == "crashed"
 
 
-async def test_restart_keeps_the_roster_and_peers_are_not_dropped(autojump_clock: trio.testing.MockClock, nursery: trio.Nursery) -> None:
+async def test_restart_keeps_the_roster_and_peers_are_not_dropped(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
     client = await start(nursery)
     room = await client.create_room("post", "host")
     ref = await ref_of(client, room.room_id)

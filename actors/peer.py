@@ -1,0 +1,396 @@
+"""The peer actor: one WebSocket signaling session, its room membership and its
+peer connection.
+
+Shape (after Galene's per-peer loop and Hypercorn's WebSocket handling): a
+reader and a bounded writer run as siblings in the session's nursery, with the
+room's events arriving in the peer's inbox. Ending the session is a `Close`
+queued behind whatever is still to be sent (an `error` first), so a refusal
+always reaches the client before the close frame. The peer connection and the
+room membership are released in a shielded `finally`, whatever ended the session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import msgspec
+import trio
+import trio_asyncio
+
+from actors.errors import ActorGone, ActorRefusal, RoomNotFound
+from actors.mailbox import call
+from actors.messages import (
+    AttachMedia,
+    HostReplaced,
+    JoinAccepted,
+    PeerConnectionState,
+    RoomChanged,
+    RoomRef,
+    RoomStoppedEvent,
+)
+from actors.messages import (
+    Join as RoomJoin,
+)
+from actors.messages import (
+    Leave as RoomLeave,
+)
+from actors.supervisor import SupervisorClient
+from core.ids import new_peer_id
+from core.signaling import (
+    MAX_MESSAGE_BYTES,
+    Answer,
+    BadMessage,
+    Candidate,
+    ClientMessage,
+    Error,
+    Join,
+    Joined,
+    Leave,
+    Offer,
+    Ping,
+    Pong,
+    RoomUpdate,
+    ServerMessage,
+    Stopped,
+    decode_client_message_untrusted,
+    encode,
+)
+from core.tokens import TokenError, TokenIssuer
+from media.streams import SdpError, UnsupportedCodecError
+from transport.settings import TransportCounters
+
+log = logging.getLogger("bitbasel.peer")
+
+OUTBOX_SIZE = 64
+INBOX_SIZE = 64
+TEARDOWN_DEADLINE_SECONDS = 5.0
+
+# close codes of PROTOCOL.md
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_OF_CODE = {
+    "bad_message": 4400,
+    "unauthorized": 4401,
+    "forbidden": 4403,
+    "room_not_found": 4404,
+    "timeout": 4408,
+    "host_taken": 4409,
+    "replaced": 4410,
+    "unsupported_codec": 4415,
+    "room_full": 4429,
+    "rate_limited": CLOSE_POLICY,
+}
+
+
+class SignalingSocket(Protocol):
+    """What the peer actor needs of a WebSocket (api/ws.py adapts Quart's)."""
+
+    async def receive(self) -> str | bytes: ...
+    async def send(self, text: str) -> None: ...
+    async def close(self, code: int) -> None: ...
+
+
+class MediaConnection(Protocol):
+    """A server-side peer connection (transport.PublisherConnection / ViewerConnection)."""
+
+    on_state: Callable[[str], None] | None
+
+    async def accept_offer(self, offer_sdp: str) -> str: ...
+    async def add_remote_candidate(self, candidate: str, sdp_mid: str | None, sdp_mline_index: int | None) -> None: ...
+    async def close(self) -> None: ...
+
+
+class ConnectionFactory(Protocol):
+    def publisher(self, counters: TransportCounters) -> MediaConnection: ...
+    def viewer(self, counters: TransportCounters) -> MediaConnection: ...
+
+
+@dataclass(frozen=True)
+class PeerEnvironment:
+    supervisor: SupervisorClient
+    tokens: TokenIssuer | None
+    connections: ConnectionFactory
+    max_messages_per_second: int
+    silence_timeout_seconds: float = 60.0
+
+
+class _Close(msgspec.Struct, frozen=True):
+    code: int
+
+
+class _TransportState(msgspec.Struct, frozen=True):
+    state: str
+
+
+class _EndSession(Exception):
+    """Raised inside the reader to end the session after queueing `error` + close."""
+
+
+class RateLimiter:
+    """At most `limit` messages in any one-second window starting at a message."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._window_start = -1.0
+        self._count = 0
+
+    def allow(self, now: float) -> bool:
+        if now - self._window_start >= 1.0:
+            self._window_start = now
+            self._count = 0
+        self._count += 1
+        return self._count <= self._limit
+
+
+class PeerSession:
+    def __init__(self, env: PeerEnvironment, socket: SignalingSocket, *, going_away: trio.Event | None = None) -> None:
+        self._env = env
+        self._socket = socket
+        self.peer_id = new_peer_id()
+        self._outbox_send, self._outbox_receive = trio.open_memory_channel[ServerMessage | _Close](OUTBOX_SIZE)
+        self._inbox_send, self._inbox_receive = trio.open_memory_channel[Any](INBOX_SIZE)
+        self._rate = RateLimiter(env.max_messages_per_second)
+        self._room: RoomRef | None = None
+        self._role: str | None = None
+        self._connection: MediaConnection | None = None
+        self._media_attached = False
+        self._ending = False
+        self.dropped_updates = 0
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write, nursery.cancel_scope)
+                nursery.start_soon(self._handle_events)
+                await self._read()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(TEARDOWN_DEADLINE_SECONDS):
+                await self._teardown()
+
+    async def _teardown(self) -> None:
+        if self._room is not None:
+            with contextlib.suppress(ActorGone):  # the room stopped: nothing to leave
+                await call(self._room.mailbox, lambda r: RoomLeave(self.peer_id, r))
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            await trio_asyncio.aio_as_trio(connection.close)()
+        log.info("peer %s: session ended", self.peer_id)
+
+    # ---- writer: the only task that writes to the socket ----------------------------------
+
+    async def _write(self, session_scope: trio.CancelScope) -> None:
+        async for item in self._outbox_receive:
+            if isinstance(item, _Close):
+                await self._socket.close(item.code)
+                session_scope.cancel()
+                return
+            await self._socket.send(encode(item))
+
+    async def _send(self, message: ServerMessage) -> None:
+        await self._outbox_send.send(message)
+
+    async def _end(self, code: int, error: Error | None = None) -> None:
+        """Queue the error (if any) and the close; the writer sends both and ends the session."""
+        if self._ending:
+            return
+        self._ending = True
+        if error is not None:
+            log.info("peer %s: refused (%s): %s", self.peer_id, error.code, error.message)
+            await self._outbox_send.send(error)
+        await self._outbox_send.send(_Close(code))
+
+    async def _refuse(self, code: str, message: str) -> None:
+        await self._end(CLOSE_OF_CODE[code], Error(code=code, message=message))
+        raise _EndSession
+
+    # ---- reader ---------------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        try:
+            while not self._ending:
+                with trio.move_on_after(self._env.silence_timeout_seconds) as silence:
+                    frame = await self._socket.receive()
+                if silence.cancelled_caught:
+                    await self._refuse("timeout", f"no message for {self._env.silence_timeout_seconds:.0f} s")
+                await self._on_frame(frame)
+        except _EndSession:
+            pass
+        # let the writer flush the queued error and close; it cancels the session then
+        await trio.sleep_forever()
+
+    async def _on_frame(self, frame: str | bytes) -> None:
+        size = len(frame) if isinstance(frame, bytes) else len(frame.encode())
+        if size > MAX_MESSAGE_BYTES:
+            log.info("peer %s: message of %d bytes over the limit; closing 1009", self.peer_id, size)
+            await self._end(CLOSE_TOO_BIG)
+            raise _EndSession
+        if not self._rate.allow(trio.current_time()):
+            await self._refuse("rate_limited", f"more than {self._env.max_messages_per_second} messages per second")
+        try:
+            message = decode_client_message_untrusted(frame)
+        except BadMessage as exc:
+            if self._room is None:
+                await self._refuse("bad_message", f"the first message must be a valid join: {exc}")
+            await self._send(Error(code="bad_message", message=str(exc)))
+            return
+        await self._dispatch(message)
+
+    async def _dispatch(self, message: ClientMessage) -> None:
+        if self._room is None and not isinstance(message, Join):
+            await self._refuse("bad_message", "the first message must be a join")
+        match message:
+            case Join():
+                if self._room is not None:
+                    await self._refuse("bad_message", "join may be sent only once")
+                await self._join(message)
+            case Offer():
+                await self._offer(message)
+            case Candidate():
+                await self._candidate(message)
+            case Leave():
+                await self._end(CLOSE_NORMAL)
+                raise _EndSession
+            case Ping():
+                await self._send(Pong())
+
+    # ---- join -----------------------------------------------------------------------------
+
+    async def _join(self, message: Join) -> None:
+        try:
+            found = await self._env.supervisor.find_room(message.room_id)
+        except RoomNotFound:
+            found = None
+        if not isinstance(found, RoomRef):
+            await self._refuse("room_not_found", f"room {message.room_id} does not exist or is stopped")
+        assert isinstance(found, RoomRef)
+        user_id = await self._authorize(message, found)
+        try:
+            accepted: JoinAccepted = await call(
+                found.mailbox,
+                lambda r: RoomJoin(self.peer_id, message.role, user_id, self._inbox_send, r),
+            )
+        except ActorGone:
+            await self._refuse("room_not_found", f"room {message.room_id} stopped")
+        except ActorRefusal as refusal:
+            await self._refuse(refusal.code, refusal.message)
+        self._room = found
+        self._role = message.role
+        log.info("peer %s joined %s as %s (user %s)", self.peer_id, found.room_id, message.role, user_id)
+        await self._send(
+            Joined(
+                room_id=found.room_id,
+                peer_id=self.peer_id,
+                role=message.role,
+                viewer_count=accepted.viewer_count,
+                has_host=accepted.has_host,
+            )
+        )
+
+    async def _authorize(self, message: Join, room: RoomRef) -> str:
+        """The session's user id, or a refusal (unauthorized / forbidden)."""
+        tokens = self._env.tokens
+        if tokens is not None:
+            if message.token is None:
+                await self._refuse("unauthorized", "a join token is required")
+            assert message.token is not None
+            try:
+                return tokens.verify(message.token, room_id=room.room_id, role=message.role).sub
+            except TokenError as exc:
+                await self._refuse(exc.code, exc.message)
+        if message.role == "host" and message.user_id != room.host_user_id:
+            await self._refuse("forbidden", "only the room's host user may join as host")
+        return message.user_id or self.peer_id
+
+    # ---- media negotiation ------------------------------------------------------------------
+
+    async def _offer(self, message: Offer) -> None:
+        if self._connection is not None:
+            await self._refuse("bad_message", "offer may be sent only once")
+        assert self._room is not None
+        factory = self._env.connections
+        connection = (
+            factory.publisher(self._room.counters) if self._role == "host" else factory.viewer(self._room.counters)
+        )
+        inbox = self._inbox_send
+        connection.on_state = lambda state: _notify(inbox, _TransportState(state))
+        try:
+            answer_sdp = await trio_asyncio.aio_as_trio(connection.accept_offer)(message.sdp)
+        except SdpError as exc:
+            await trio_asyncio.aio_as_trio(connection.close)()
+            await self._send(Error(code="bad_sdp", message=str(exc) or "the offer cannot be used"))
+            return
+        except UnsupportedCodecError as exc:
+            await trio_asyncio.aio_as_trio(connection.close)()
+            await self._refuse("unsupported_codec", str(exc) or "the offer has no VP8 video or no Opus audio")
+        self._connection = connection
+        await self._send(Answer(sdp=answer_sdp))
+        if self._role == "host":
+            # the host's packets are routed from the first one on
+            await self._attach_media()
+        # a viewer is attached once its transport can send: its join-time keyframe request is not wasted
+
+    async def _attach_media(self) -> None:
+        if self._room is None or self._connection is None or self._media_attached:
+            return
+        self._media_attached = True
+        connection = self._connection
+        with contextlib.suppress(ActorGone):  # the room stopped meanwhile; its `stopped` event ends this session
+            await call(self._room.mailbox, lambda r: AttachMedia(self.peer_id, connection, r))
+
+    async def _candidate(self, message: Candidate) -> None:
+        if self._connection is None:
+            await self._send(Error(code="bad_message", message="send candidates after the offer"))
+            return
+        try:
+            await trio_asyncio.aio_as_trio(self._connection.add_remote_candidate)(
+                message.candidate, message.sdpMid, message.sdpMLineIndex
+            )
+        except ValueError as exc:
+            await self._send(Error(code="bad_message", message=f"bad candidate: {exc}"))
+
+    # ---- events from the room and the transport ---------------------------------------------
+
+    async def _handle_events(self) -> None:
+        async for event in self._inbox_receive:
+            match event:
+                case RoomChanged(viewer_count=viewers, has_host=has_host):
+                    try:
+                        self._outbox_send.send_nowait(RoomUpdate(viewer_count=viewers, has_host=has_host))
+                    except trio.WouldBlock:
+                        self.dropped_updates += 1  # a later update supersedes it
+                case RoomStoppedEvent(room_id=room_id, reason=reason):
+                    self._room = None  # nothing to leave
+                    await self._send(Stopped(room_id=room_id, reason=reason))
+                    await self._end(CLOSE_GOING_AWAY if reason == "shutdown" else CLOSE_NORMAL)
+                case HostReplaced():
+                    await self._end(
+                        CLOSE_OF_CODE["replaced"],
+                        Error(code="replaced", message="a new session of the same host replaced this one"),
+                    )
+                case _TransportState(state=state):
+                    await self._on_transport_state(state)
+
+    async def _on_transport_state(self, state: str) -> None:
+        log.info("peer %s: peer connection %s", self.peer_id, state)
+        if self._room is None:
+            return
+        if state == "connected":
+            await self._attach_media()
+        with contextlib.suppress(ActorGone):
+            await call(self._room.mailbox, lambda r: PeerConnectionState(self.peer_id, state == "connected", r))
+
+
+def _notify(inbox: trio.MemorySendChannel[Any], event: object) -> None:
+    """Called synchronously from aiortc callbacks (same thread, trio-asyncio loop)."""
+    try:
+        inbox.send_nowait(event)
+    except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+        log.warning("peer inbox full or closed: dropped %r", event)

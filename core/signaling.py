@@ -1,0 +1,123 @@
+"""WebSocket signaling messages (PROTOCOL.md), as msgspec tagged unions.
+
+One JSON object per text frame, tagged by `"type"`. Unknown fields are
+ignored. The server decodes client messages with `decode_client_message`
+and the Python SDK decodes server messages with `decode_server_message`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE_BYTES = 64 * 1024
+
+Role = Literal["host", "viewer"]
+StopReason = Literal["api", "idle", "shutdown", "crashed"]
+Text = Annotated[str, msgspec.Meta(max_length=256)]
+
+
+class _Message(msgspec.Struct, frozen=True, tag_field="type", omit_defaults=False):
+    pass
+
+
+# ---- client to server --------------------------------------------------------------
+
+
+class Join(_Message, frozen=True, tag="join"):
+    room_id: Text
+    role: Role
+    token: str | None = None
+    user_id: Text | None = None
+
+
+class Offer(_Message, frozen=True, tag="offer"):
+    sdp: str
+
+
+class Candidate(_Message, frozen=True, tag="candidate"):
+    candidate: str
+    sdpMid: str | None = None
+    sdpMLineIndex: int | None = None
+
+
+class Leave(_Message, frozen=True, tag="leave"):
+    pass
+
+
+class Ping(_Message, frozen=True, tag="ping"):
+    pass
+
+
+ClientMessage = Join | Offer | Candidate | Leave | Ping
+
+
+# ---- server to client --------------------------------------------------------------
+
+
+class Joined(_Message, frozen=True, tag="joined"):
+    room_id: str
+    peer_id: str
+    role: Role
+    viewer_count: int
+    has_host: bool
+    protocol: int = PROTOCOL_VERSION
+
+
+class Answer(_Message, frozen=True, tag="answer"):
+    sdp: str
+
+
+class RoomUpdate(_Message, frozen=True, tag="room"):
+    viewer_count: int
+    has_host: bool
+
+
+class Stopped(_Message, frozen=True, tag="stopped"):
+    room_id: str
+    reason: StopReason
+
+
+class Error(_Message, frozen=True, tag="error"):
+    code: str
+    message: str
+
+
+class Pong(_Message, frozen=True, tag="pong"):
+    pass
+
+
+ServerMessage = Joined | Answer | RoomUpdate | Stopped | Error | Pong
+
+
+# ---- codecs ---------------------------------------------------------------------------
+
+
+class BadMessage(ValueError):
+    """A frame that is not a well-formed client message; the text says why."""
+
+
+_client_decoder: msgspec.json.Decoder[ClientMessage] = msgspec.json.Decoder(ClientMessage)
+_server_decoder: msgspec.json.Decoder[ServerMessage] = msgspec.json.Decoder(ServerMessage)
+_encoder = msgspec.json.Encoder()
+
+
+def decode_client_message_untrusted(frame: str | bytes) -> ClientMessage:
+    if isinstance(frame, bytes):
+        raise BadMessage("binary frames are not accepted: send JSON text frames")
+    try:
+        return _client_decoder.decode(frame)
+    except msgspec.ValidationError as exc:
+        raise BadMessage(str(exc)) from exc
+    except msgspec.DecodeError as exc:
+        raise BadMessage(f"malformed JSON: {exc}") from exc
+
+
+def decode_server_message(frame: str | bytes) -> ServerMessage:
+    return _server_decoder.decode(frame)
+
+
+def encode(message: ClientMessage | ServerMessage) -> str:
+    return _encoder.encode(message).decode()

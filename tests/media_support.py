@@ -1,0 +1,69 @@
+"""Helpers for end-to-end media tests: a server plus aiortc bots on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import trio_asyncio
+
+from core.config import Config
+from media.vp8 import descriptor_length
+from media_server_client.bots import Bot, open_host, open_viewer
+from tests.serving import RunningServer, http_client, make_config, running_server
+
+LOOPBACK = ["127.0.0.1"]
+VP8_CLOCK = 90000
+
+
+@asynccontextmanager
+async def media_server(config: Config | None = None) -> AsyncIterator[RunningServer]:
+    """A server inside a trio-asyncio loop (the bots' aiortc shares it)."""
+    async with trio_asyncio.open_loop(), running_server(config or make_config(debug={"fault_injection": True})) as s:
+        yield s
+
+
+async def create_room(server: RunningServer, post: str = "post", host: str = "alice") -> str:
+    async with http_client(server) as client:
+        response = await client.post("/room/create", json={"post_id": post, "host_user_id": host})
+    room_id: str = response.json()["room_id"]
+    return room_id
+
+
+async def room_stats(server: RunningServer, room_id: str) -> dict[str, Any]:
+    async with http_client(server) as client:
+        stats: dict[str, Any] = (await client.get(f"/room/{room_id}/stats")).json()
+    return stats
+
+
+async def server_stats(server: RunningServer) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        stats: dict[str, Any] = (await client.get("/stats")).json()
+    return stats
+
+
+def host(server: RunningServer, room_id: str, **kwargs: Any) -> Any:
+    return open_host(server.ws_url, room_id, user_id=kwargs.pop("user_id", "alice"), host_addresses=LOOPBACK, **kwargs)
+
+
+def viewer(server: RunningServer, room_id: str, **kwargs: Any) -> Any:
+    return open_viewer(server.ws_url, room_id, host_addresses=LOOPBACK, **kwargs)
+
+
+def media_payloads(bot: Bot, payload_type: int, *, vp8: bool) -> set[bytes]:
+    """The media bytes of a bot's recorded packets: whole Opus payloads, VP8 after its descriptor."""
+    out = set()
+    for record in bot.state.rtp:
+        if record.payload_type != payload_type or not record.payload:
+            continue
+        out.add(record.payload[descriptor_length(record.payload) :] if vp8 else record.payload)
+    return out
+
+
+def payload_type_of(sdp: str, codec: str) -> int:
+    for line in sdp.splitlines():
+        if line.startswith("a=rtpmap:") and f" {codec}/" in line:
+            return int(line.split(":", 1)[1].split()[0])
+    raise AssertionError(f"no {codec} in SDP")

@@ -1,0 +1,268 @@
+"""Publish and watch through the SFU with real aiortc peers over loopback.
+
+Every test runs a real server and real WebRTC peers (ICE, DTLS, SRTP) on
+127.0.0.1; the suite runs in a private network namespace (scripts/test).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+
+import pytest
+import trio
+import trio_asyncio
+from aiortc import RTCPeerConnection
+
+from core.signaling import Error, Offer
+from media_server_client.signaling import SessionClosed, connect_signaling
+from media_server_client.sources import TestPatternTrack, ToneTrack
+from tests.media_support import (
+    create_room,
+    host,
+    media_payloads,
+    media_server,
+    payload_type_of,
+    room_stats,
+    server_stats,
+    viewer,
+)
+from tests.serving import http_client
+from transport.aiortc_adapter import observe_rtp_received
+
+SMALL = {"width": 160, "height": 120, "fps": 15}
+
+
+def small_tracks() -> list[TestPatternTrack | ToneTrack]:
+    return [TestPatternTrack(**SMALL), ToneTrack()]
+
+
+def frames_at_least(video: int, audio: int = 0):  # type: ignore[no-untyped-def]
+    return lambda s: s.video_frames >= video and s.audio_frames >= audio
+
+
+async def test_three_viewers_decode_the_hosts_media_byte_for_byte() -> None:
+    with trio.fail_after(90):
+        async with media_server() as server:
+            room_id = await create_room(server)
+            async with (
+                viewer(server, room_id, record_received_rtp=True) as v1,
+                viewer(server, room_id, record_received_rtp=True) as v2,
+                viewer(server, room_id) as v3,
+            ):
+                # viewers joined before the host: they need no new offer when it publishes
+                async with host(
+                    server, room_id, record_sent_rtp=True, tracks=[TestPatternTrack(320, 240, 15), ToneTrack()]
+                ) as h:
+                    for v in (v1, v2, v3):
+                        await v.wait_for(frames_at_least(video=20, audio=50))
+                        assert v.state.video_size == (320, 240)
+                        await v.wait_for(lambda s: s.room.has_host and s.room.viewer_count == 3)
+                    stats = await room_stats(server, room_id)
+                    totals = await server_stats(server)
+                host_vp8 = payload_type_of(h.pc.localDescription.sdp, "VP8")
+                host_opus = payload_type_of(h.pc.localDescription.sdp, "opus")
+                sent_video = media_payloads(h, host_vp8, vp8=True)
+                sent_audio = media_payloads(h, host_opus, vp8=False)
+                for v in (v1, v2):
+                    viewer_vp8 = payload_type_of(v.pc.localDescription.sdp, "VP8")
+                    viewer_opus = payload_type_of(v.pc.localDescription.sdp, "opus")
+                    got_video = media_payloads(v, viewer_vp8, vp8=True)
+                    got_audio = media_payloads(v, viewer_opus, vp8=False)
+                    assert len(got_video) >= 20 and len(got_audio) >= 50
+                    assert got_video <= sent_video, "a viewer got VP8 bytes the host never sent"
+                    assert got_audio <= sent_audio, "a viewer got Opus bytes the host never sent"
+                    assert {r.ssrc for r in v.state.rtp if r.payload_type == viewer_vp8} == {
+                        next(r.ssrc for r in v.state.rtp if r.payload_type == viewer_vp8)
+                    }
+    assert stats["has_host"] is True and stats["viewer_count"] == 3
+    assert stats["bytes_received"] > 20_000 and stats["bytes_sent"] > 3 * 20_000
+    assert totals["total_bytes_sent"] >= stats["bytes_sent"] and totals["total_viewers"] == 3
+
+
+async def test_late_viewer_gets_its_first_frame_promptly() -> None:
+    with trio.fail_after(60):
+        async with media_server() as server:
+            room_id = await create_room(server)
+            async with host(server, room_id, tracks=small_tracks()) as h:
+                await h.wait_connected()
+                async with viewer(server, room_id) as early:
+                    await early.wait_for(frames_at_least(video=10))
+                    await trio.sleep(2)  # long past the encoder's first keyframe
+                    async with viewer(server, room_id) as late:
+                        await late.wait_for(frames_at_least(video=1))
+                        assert late.state.first_video_frame_at is not None
+                        waited = late.state.first_video_frame_at - late.started_at
+    print(f"late viewer: first decoded frame {waited * 1000:.0f} ms after joining")
+    assert waited < 5.0  # generous; bench/fanout.py reports the measured time
+
+
+async def test_host_leaves_and_returns_and_viewers_resume_without_a_new_offer() -> None:
+    with trio.fail_after(90):
+        async with media_server() as server:
+            room_id = await create_room(server)
+            async with viewer(server, room_id) as v:
+                async with host(server, room_id, tracks=small_tracks()):
+                    await v.wait_for(frames_at_least(video=10, audio=20))
+                await v.wait_for(lambda s: not s.room.has_host)
+                before = v.state.video_frames, v.state.audio_frames
+                assert (await room_stats(server, room_id))["has_host"] is False
+                async with host(server, room_id, tracks=small_tracks()):
+                    await v.wait_for(lambda s: s.room.has_host)
+                    await v.wait_for(frames_at_least(video=before[0] + 10, audio=before[1] + 20))
+                assert v.state.connection_state == "connected"
+
+
+async def test_a_nack_is_served_from_the_cache() -> None:
+    dropped: set[int] = set()
+    received_again: set[int] = set()
+
+    def lose_some(vp8_pt: int):  # type: ignore[no-untyped-def]
+        def keep(data: bytes) -> bool:
+            if data[1] & 0x7F != vp8_pt:
+                return True
+            seq = int.from_bytes(data[2:4], "big")
+            if seq in dropped:
+                received_again.add(seq)
+                return True
+            if seq % 25 == 0 and len(dropped) < 10:
+                dropped.add(seq)
+                return False  # lost on its first way
+            return True
+
+        return keep
+
+    with trio.fail_after(60):
+        async with media_server() as server:
+            room_id = await create_room(server)
+            async with host(server, room_id, tracks=small_tracks()), viewer(server, room_id, kinds=("video",)) as v:
+                vp8_pt = payload_type_of(v.pc.localDescription.sdp, "VP8")
+                observe_rtp_received(v.pc, lose_some(vp8_pt))
+                await v.wait_for(lambda s: len(received_again) >= 3)
+                stats = await room_stats(server, room_id)
+    assert stats["forwarding"]["retransmissions"] >= 3
+    assert received_again <= dropped
+
+
+async def test_bad_sdp_gets_an_error_while_other_viewers_keep_receiving() -> None:
+    with trio.fail_after(60):
+        async with media_server() as server:
+            room_id = await create_room(server)
+            async with host(server, room_id, tracks=small_tracks()), viewer(server, room_id) as good:
+                await good.wait_for(frames_at_least(video=5))
+                async with connect_signaling(server.ws_url) as bad:
+                    await bad.join(room_id, "viewer")
+                    for sdp in ["this is not sdp", "v=0\r\n", "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"]:
+                        await bad.send(Offer(sdp=sdp))
+                        error = await bad.receive()
+                        assert isinstance(error, Error) and error.code == "bad_sdp", error
+                    count = good.state.video_frames
+                    await good.wait_for(frames_at_least(video=count + 10))
+
+
+async def test_a_second_offer_ends_the_session() -> None:
+    with trio.fail_after(60):
+        async with media_server() as server:
+            room_id = await create_room(server)
+            async with viewer(server, room_id, decode=False) as v:
+                await v.session.send(Offer(sdp=v.pc.localDescription.sdp))
+                await v.wait_for(lambda s: s.closed is not None)
+                assert v.state.closed is not None and v.state.closed.code == 4400
+
+
+async def test_host_offer_without_vp8_is_unsupported_codec() -> None:
+    with trio.fail_after(60):
+        async with media_server() as server:
+            room_id = await create_room(server)
+            pc = RTCPeerConnection()
+            pc.addTransceiver(TestPatternTrack(**SMALL), direction="sendonly")
+            offer = await trio_asyncio.aio_as_trio(pc.createOffer)()
+            await trio_asyncio.aio_as_trio(pc.close)()
+            no_vp8 = offer.sdp.replace("VP8/90000", "H265/90000")
+            async with connect_signaling(server.ws_url) as session:
+                await session.join(room_id, "host", user_id="alice")
+                await session.send(Offer(sdp=no_vp8))
+                with pytest.raises(SessionClosed) as closed:
+                    await session.wait_closed()
+                assert closed.value.code == 4415 and closed.value.error is not None
+                assert closed.value.error.code == "unsupported_codec"
+
+
+async def test_a_room_actor_crash_keeps_media_flowing() -> None:
+    with trio.fail_after(60):
+        async with media_server() as server:
+            room_id = await create_room(server)
+            async with host(server, room_id, tracks=small_tracks()), viewer(server, room_id) as v:
+                await v.wait_for(frames_at_least(video=10))
+                async with http_client(server) as client:
+                    assert (await client.post(f"/debug/room/{room_id}/crash")).status_code == 200
+                count = v.state.video_frames
+                await v.wait_for(frames_at_least(video=count + 10))
+                stats = await room_stats(server, room_id)
+                assert stats["restarts"] == 1 and stats["viewer_count"] == 1 and stats["has_host"] is True
+                assert v.state.connection_state == "connected" and v.state.closed is None
+
+
+async def test_rest_stop_closes_every_peer_connection() -> None:
+    with trio.fail_after(60):
+        async with media_server() as server:
+            room_id = await create_room(server)
+            async with host(server, room_id, tracks=small_tracks()) as h, viewer(server, room_id) as v:
+                await v.wait_for(frames_at_least(video=5))
+                async with http_client(server) as client:
+                    await client.post(f"/room/{room_id}/stop")
+                for bot in (h, v):
+                    state = await bot.wait_for(lambda s: s.closed is not None)
+                    assert state.stopped is not None and state.stopped.reason == "api"
+                    assert state.closed is not None and state.closed.code == 1000
+                    await bot.wait_for(lambda s: s.connection_state in {"closed", "failed"})
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _live_peer_connections() -> int:
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, RTCPeerConnection) and o.connectionState != "closed")
+
+
+async def _asyncio_tasks() -> int:
+    return len(asyncio.all_tasks())
+
+
+async def test_twenty_viewers_join_and_leave_without_leaks() -> None:
+    with trio.fail_after(120):
+        async with media_server() as server:
+            room_id = await create_room(server)
+            async with host(server, room_id, tracks=small_tracks()) as h:
+                await h.wait_connected()
+                async with viewer(server, room_id, decode=False) as warmup:  # first-use allocations
+                    await warmup.wait_connected()
+                await trio.sleep(0.5)
+                baseline = (_open_fds(), await trio_asyncio.aio_as_trio(_asyncio_tasks)(), _live_peer_connections())
+                for round_ in range(2):
+                    async with trio.open_nursery() as nursery:
+                        for _ in range(10):
+                            nursery.start_soon(_watch_briefly, server, room_id)
+                    del round_
+                await h.wait_for(lambda s: s.room.viewer_count == 0)
+                with trio.fail_after(20):
+                    while True:
+                        after = (
+                            _open_fds(),
+                            await trio_asyncio.aio_as_trio(_asyncio_tasks)(),
+                            _live_peer_connections(),
+                        )
+                        if after <= baseline:
+                            break
+                        await trio.sleep(0.5)
+                stats = await room_stats(server, room_id)
+    assert stats["viewer_count"] == 0 and stats["forwarding"]["viewer_count"] == 0
+    assert after[0] <= baseline[0] and after[1] <= baseline[1] and after[2] <= baseline[2]
+
+
+async def _watch_briefly(server, room_id: str) -> None:  # type: ignore[no-untyped-def]
+    async with viewer(server, room_id, decode=False) as v:
+        await v.wait_connected()
