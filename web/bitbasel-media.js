@@ -1,0 +1,587 @@
+// BitBasel Media Server: browser client (plain ES module, no build step, no dependencies).
+//
+// Speaks the server's signaling protocol (protocol 1, docs/PROTOCOL.md) over a
+// WebSocket at <server>/ws and carries media over one RTCPeerConnection per
+// signaling session.
+//
+//   import { goLive, watch } from "https://media.example.com/static/bitbasel-media.js";
+//   const host = goLive({ roomId, token, userId, stream });          // publish camera + mic
+//   const viewer = watch({ roomId, token, userId, videoElement });    // play the room
+//
+// Each call returns a session (an EventTarget) with the events
+//   joined  {room_id, peer_id, role, viewer_count, has_host, protocol}
+//   room    {viewer_count, has_host}
+//   state   {state, previous}   state: "connecting" | "live" | "offline" | "closed"
+//   stopped {reason, room_id}   the room was stopped (api, idle, shutdown, crashed)
+//   error   {code, message, fatal}
+//   track   {track, streams}    (viewer) a remote track arrived
+//   firstframe {ms}             (viewer) first video frame shown, ms after watch()
+// and the methods close() (alias stop()), stats() and the read-only fields
+// state, viewerCount, hasHost, peerId, closeReason, timings.
+// See docs/JS_CLIENT.md.
+
+export const PROTOCOL_VERSION = 1;
+
+/** Close codes after which the client must not reconnect (PROTOCOL.md). */
+export const FINAL_CLOSE_CODES = Object.freeze([4401, 4403, 4404, 4410]);
+/** Close codes after which a retry would only repeat the refusal: not retried either. */
+export const NOT_RETRIED_CLOSE_CODES = Object.freeze([4400, 4415]);
+
+export const KEEPALIVE_INTERVAL_MS = 20000;
+/** A session whose peer connection is not connected this long after its offer is started anew. */
+const DEFAULT_MEDIA_TIMEOUT_MS = 30000;
+
+const DEFAULT_RECONNECT = Object.freeze({
+  initialDelayMs: 500,
+  maxDelayMs: 15000,
+  factor: 2,
+  maxAttempts: Infinity,
+});
+
+const CODE_OF_CLOSE = {
+  4400: "bad_message",
+  4401: "unauthorized",
+  4403: "forbidden",
+  4404: "room_not_found",
+  4408: "timeout",
+  4409: "host_taken",
+  4410: "replaced",
+  4415: "unsupported_codec",
+  4429: "room_full",
+  1008: "rate_limited",
+  1009: "too_large",
+};
+
+/** The signaling URL for a server: accepts "", http(s)://, ws(s):// URLs, with or without a path prefix. */
+export function signalingUrl(serverUrl) {
+  let base;
+  if (serverUrl) {
+    base = new URL(serverUrl, globalThis.location ? globalThis.location.href : undefined);
+  } else {
+    // default: the server this module was loaded from (…/static/bitbasel-media.js -> …/)
+    base = new URL("..", import.meta.url);
+  }
+  if (base.protocol === "http:") base.protocol = "ws:";
+  else if (base.protocol === "https:") base.protocol = "wss:";
+  else if (base.protocol !== "ws:" && base.protocol !== "wss:") {
+    throw new TypeError(`serverUrl must be an http(s) or ws(s) URL, got ${serverUrl}`);
+  }
+  let path = base.pathname.replace(/\/+$/, "");
+  if (!path.endsWith("/ws")) path += "/ws";
+  base.pathname = path;
+  base.search = "";
+  base.hash = "";
+  return base.toString();
+}
+
+/** Publish `stream` (camera + microphone) to a room as its host. */
+export function goLive(options) {
+  if (!options || !options.stream) throw new TypeError("goLive: options.stream (a MediaStream) is required");
+  return new MediaSession("host", options);
+}
+
+/** Watch a room: the remote stream is attached to `videoElement` (if given). */
+export function watch(options) {
+  return new MediaSession("viewer", options || {});
+}
+
+function eventOf(type, detail) {
+  return new CustomEvent(type, { detail });
+}
+
+function now() {
+  return globalThis.performance ? performance.now() : Date.now();
+}
+
+/**
+ * Reorder (and filter) a transceiver's codecs so the server's codec comes
+ * first. Keeps the codec's retransmission format (rtx) for video. Best effort:
+ * browsers without setCodecPreferences / getCapabilities are left alone.
+ */
+function preferCodec(transceiver, kind, mimeType) {
+  try {
+    if (typeof transceiver.setCodecPreferences !== "function") return;
+    const caps = globalThis.RTCRtpReceiver && RTCRtpReceiver.getCapabilities
+      ? RTCRtpReceiver.getCapabilities(kind) : null;
+    if (!caps || !caps.codecs) return;
+    const wanted = mimeType.toLowerCase();
+    const preferred = caps.codecs.filter((c) => c.mimeType.toLowerCase() === wanted);
+    if (preferred.length === 0) return;
+    const extras = kind === "video"
+      ? caps.codecs.filter((c) => c.mimeType.toLowerCase() === "video/rtx")
+      : [];
+    transceiver.setCodecPreferences([...preferred, ...extras]);
+  } catch (err) {
+    // not fatal: the server picks VP8/Opus from the full list anyway
+    console.warn("bitbasel-media: setCodecPreferences failed", err);
+  }
+}
+
+class MediaSession extends EventTarget {
+  constructor(role, options) {
+    super();
+    if (!options.roomId) throw new TypeError("roomId is required");
+    this.role = role;
+    this.roomId = String(options.roomId);
+    this.token = options.token || null;
+    this.userId = options.userId != null && options.userId !== "" ? String(options.userId) : null;
+    this.stream = options.stream || null;
+    this.videoElement = options.videoElement || null;
+    this.iceServers = Array.isArray(options.iceServers) ? options.iceServers : [];
+    this.url = signalingUrl(options.serverUrl);
+    this.reconnect = { ...DEFAULT_RECONNECT, ...(options.reconnect || {}) };
+    this.mediaTimeoutMs = options.mediaTimeoutMs || DEFAULT_MEDIA_TIMEOUT_MS;
+    this.log = options.log || (() => {});
+
+    this.state = "connecting";
+    this.viewerCount = 0;
+    this.hasHost = false;
+    this.peerId = null;
+    this.closeReason = null; // {code, reason} once closed
+    this.remoteStream = null;
+    this.timings = { started: now() };
+
+    this._ws = null;
+    this._pc = null;
+    this._joined = false;
+    this._offerSent = false;
+    this._pendingCandidates = [];
+    this._keepalive = null;
+    this._reconnectTimer = null;
+    this._attempt = 0;
+    this._closed = false;
+    this._generation = 0;
+    this._mediaTimer = null;
+    this._sentEndOfCandidates = false;
+    // back online: do not wait out the backoff
+    this._onOnline = () => {
+      if (this._reconnectTimer && !this._closed) {
+        clearTimeout(this._reconnectTimer);
+        this._reconnectTimer = null;
+        this._connect();
+      }
+    };
+    if (globalThis.addEventListener) globalThis.addEventListener("online", this._onOnline);
+
+    if (this.videoElement && role === "viewer") {
+      this.videoElement.playsInline = true;
+      this.videoElement.autoplay = true;
+    }
+    this._connect();
+  }
+
+  // ---- public API -----------------------------------------------------------------------
+
+  /** The current RTCPeerConnection (a new one per signaling session), or null. */
+  get peerConnection() {
+    return this._pc;
+  }
+
+  /** Leave the room and release the peer connection. Does not stop the caller's tracks. */
+  close() {
+    if (this._closed) return;
+    this._finish({ code: 1000, reason: "closed" }, true);
+  }
+
+  stop() {
+    this.close();
+  }
+
+  /**
+   * A summary of the peer connection's statistics:
+   *   {role, state, connectionState, video: {...}, audio: {...}, candidatePair: {...}, report}
+   * Viewer: inbound-rtp per kind (framesDecoded, frameWidth, frameHeight,
+   * framesPerSecond, packetsReceived, packetsLost, bytesReceived, totalSamplesReceived, jitter).
+   * Host: outbound-rtp per kind (framesEncoded, frameWidth, frameHeight, framesPerSecond,
+   * packetsSent, bytesSent, targetBitrate, qualityLimitationReason).
+   */
+  async stats() {
+    const summary = {
+      role: this.role,
+      state: this.state,
+      connectionState: this._pc ? this._pc.connectionState : "closed",
+      video: null,
+      audio: null,
+      candidatePair: null,
+      report: null,
+    };
+    if (!this._pc) return summary;
+    const report = await this._pc.getStats();
+    summary.report = report;
+    const wanted = this.role === "viewer" ? "inbound-rtp" : "outbound-rtp";
+    report.forEach((s) => {
+      if (s.type === wanted && (s.kind === "video" || s.kind === "audio")) {
+        const previous = summary[s.kind];
+        // a host may have several outbound entries (simulcast); keep the biggest
+        if (!previous || (s.bytesSent || s.bytesReceived || 0) > (previous.bytesSent || previous.bytesReceived || 0)) {
+          summary[s.kind] = { ...s };
+        }
+      } else if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") {
+        summary.candidatePair = { ...s };
+      }
+    });
+    return summary;
+  }
+
+  // ---- state --------------------------------------------------------------------------------
+
+  _setState(state) {
+    if (this.state === state || this.state === "closed") return;
+    const previous = this.state;
+    this.state = state;
+    this.log("state", previous, "->", state);
+    this.dispatchEvent(eventOf("state", { state, previous }));
+  }
+
+  _updateState() {
+    if (this._closed) return;
+    const pcState = this._pc ? this._pc.connectionState : "new";
+    if (!this._joined || pcState !== "connected") {
+      // viewer joined with no host to show: offline rather than connecting
+      if (this.role === "viewer" && this._joined && !this.hasHost) this._setState("offline");
+      else this._setState("connecting");
+      return;
+    }
+    if (this.role === "host") this._setState("live");
+    else this._setState(this.hasHost ? "live" : "offline");
+  }
+
+  _error(code, message, fatal = false) {
+    this.log("error", code, message);
+    this.dispatchEvent(eventOf("error", { code, message, fatal }));
+  }
+
+  // ---- signaling --------------------------------------------------------------------------
+
+  _connect() {
+    const generation = ++this._generation;
+    this._joined = false;
+    this._offerSent = false;
+    this._pendingCandidates = [];
+    this._stopped = false;
+    this._updateState();
+    let ws;
+    try {
+      ws = new WebSocket(this.url);
+    } catch (err) {
+      this._error("connect_failed", String(err), true);
+      this._finish({ code: 0, reason: "connect_failed" }, false);
+      return;
+    }
+    this._ws = ws;
+    const current = () => generation === this._generation && !this._closed;
+
+    ws.onopen = () => {
+      if (!current()) return;
+      this.timings.wsOpen ??= now();
+      const join = { type: "join", room_id: this.roomId, role: this.role };
+      if (this.token) join.token = this.token;
+      if (this.userId) join.user_id = this.userId;
+      this._send(join);
+      this._keepalive = setInterval(() => this._send({ type: "ping" }), KEEPALIVE_INTERVAL_MS);
+    };
+    ws.onmessage = (event) => {
+      if (!current()) return;
+      let message;
+      try {
+        message = JSON.parse(event.data);
+      } catch {
+        this._error("bad_message", "the server sent a frame that is not JSON");
+        return;
+      }
+      this._onMessage(message, generation).catch((err) => {
+        if (current()) this._error("client_error", String(err && err.message ? err.message : err));
+      });
+    };
+    ws.onerror = () => {
+      // a close event always follows; nothing to do here
+    };
+    ws.onclose = (event) => {
+      if (!current()) return;
+      this._onSocketClosed(event.code, event.reason);
+    };
+  }
+
+  _send(message) {
+    const ws = this._ws;
+    if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(message));
+  }
+
+  async _onMessage(message, generation) {
+    switch (message.type) {
+      case "joined":
+        this._attempt = 0; // a good join resets the backoff
+        this._joined = true;
+        this.peerId = message.peer_id;
+        this.viewerCount = message.viewer_count;
+        this.hasHost = message.has_host;
+        this.timings.joined ??= now();
+        this.dispatchEvent(eventOf("joined", message));
+        this.dispatchEvent(eventOf("room", { viewer_count: message.viewer_count, has_host: message.has_host }));
+        this._updateState();
+        await this._startPeerConnection(generation);
+        break;
+      case "answer":
+        if (!this._pc || generation !== this._generation) return;
+        this.timings.answer ??= now();
+        await this._pc.setRemoteDescription({ type: "answer", sdp: message.sdp });
+        break;
+      case "room":
+        this.viewerCount = message.viewer_count;
+        this.hasHost = message.has_host;
+        this.dispatchEvent(eventOf("room", { viewer_count: message.viewer_count, has_host: message.has_host }));
+        this._updateState();
+        break;
+      case "stopped":
+        this._stopped = true;
+        this.dispatchEvent(eventOf("stopped", { reason: message.reason, room_id: message.room_id }));
+        this._finish({ code: 1000, reason: `stopped:${message.reason}` }, false);
+        break;
+      case "error": {
+        const fatal = this._isFatalCode(message.code);
+        this._error(message.code, message.message, fatal);
+        break;
+      }
+      case "pong":
+        this.timings.lastPong = now();
+        break;
+      default:
+        // unknown server messages are ignored (the protocol may grow)
+        break;
+    }
+  }
+
+  /** Whether an error code comes with a close after which this client does not reconnect. */
+  _isFatalCode(code) {
+    if (code === "bad_message") return !this._joined; // before a good join it closes with 4400
+    return ["unauthorized", "forbidden", "room_not_found", "replaced", "unsupported_codec"].includes(code);
+  }
+
+  _onSocketClosed(code, reason) {
+    this._clearKeepalive();
+    this._closePeerConnection();
+    if (this._closed) return;
+    if (this._stopped) {
+      this._finish({ code, reason: reason || "stopped" }, false);
+      return;
+    }
+    if (FINAL_CLOSE_CODES.includes(code) || NOT_RETRIED_CLOSE_CODES.includes(code)) {
+      this._finish({ code, reason: reason || CODE_OF_CLOSE[code] || "closed" }, false);
+      return;
+    }
+    this._scheduleReconnect(code, reason);
+  }
+
+  _scheduleReconnect(code, reason) {
+    this._attempt += 1;
+    if (this._attempt > this.reconnect.maxAttempts) {
+      this._error("gave_up", `no connection after ${this.reconnect.maxAttempts} attempts`, true);
+      this._finish({ code, reason: "gave_up" }, false);
+      return;
+    }
+    const base = Math.min(
+      this.reconnect.maxDelayMs,
+      this.reconnect.initialDelayMs * this.reconnect.factor ** (this._attempt - 1),
+    );
+    const delay = Math.round(base * (0.75 + Math.random() * 0.5)); // jitter: not every client at once
+    this.log("signaling closed", code, reason, `reconnecting in ${delay} ms (attempt ${this._attempt})`);
+    this._joined = false;
+    this._updateState();
+    this.dispatchEvent(eventOf("reconnecting", { attempt: this._attempt, delayMs: delay, code }));
+    this._reconnectTimer = setTimeout(() => {
+      this._reconnectTimer = null;
+      if (!this._closed) this._connect();
+    }, delay);
+  }
+
+  /** Start a new session from scratch (the server takes one offer per session). */
+  _restartSession(why) {
+    if (this._closed) return;
+    this.log("restarting the session:", why);
+    const ws = this._ws;
+    this._generation++; // ignore whatever the old socket still says
+    this._clearKeepalive();
+    this._closePeerConnection();
+    if (ws && ws.readyState === WebSocket.OPEN) {
+      try {
+        ws.send(JSON.stringify({ type: "leave" }));
+        ws.close(1000, "restart");
+      } catch { /* already gone */ }
+    }
+    this._scheduleReconnect(0, why);
+  }
+
+  _finish(closeReason, deliberate) {
+    if (this._closed) return;
+    this._closed = true;
+    this.closeReason = closeReason;
+    this._generation++;
+    this._clearKeepalive();
+    if (this._reconnectTimer) {
+      clearTimeout(this._reconnectTimer);
+      this._reconnectTimer = null;
+    }
+    const ws = this._ws;
+    this._ws = null;
+    if (ws && (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING)) {
+      try {
+        if (deliberate && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "leave" }));
+        ws.close(1000, deliberate ? "leave" : "");
+      } catch { /* already gone */ }
+    }
+    this._closePeerConnection();
+    if (globalThis.removeEventListener) globalThis.removeEventListener("online", this._onOnline);
+    this.hasHost = false;
+    const previous = this.state;
+    this.state = "closed";
+    this.dispatchEvent(eventOf("state", { state: "closed", previous, reason: closeReason }));
+  }
+
+  _clearKeepalive() {
+    if (this._keepalive) {
+      clearInterval(this._keepalive);
+      this._keepalive = null;
+    }
+  }
+
+  // ---- media --------------------------------------------------------------------------------
+
+  async _startPeerConnection(generation) {
+    this._closePeerConnection();
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: "max-bundle" });
+    this._pc = pc;
+    const current = () => generation === this._generation && !this._closed && this._pc === pc;
+
+    pc.onicecandidate = (event) => {
+      if (!current()) return;
+      const c = event.candidate;
+      const isEnd = !c || !c.candidate;
+      if (isEnd) {
+        if (this._sentEndOfCandidates) return;
+        this._sentEndOfCandidates = true;
+      }
+      const message = isEnd
+        ? { type: "candidate", candidate: "", sdpMid: null, sdpMLineIndex: null } // end of candidates
+        : { type: "candidate", candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex };
+      if (this._offerSent) this._send(message);
+      else this._pendingCandidates.push(message);
+    };
+    pc.onconnectionstatechange = () => {
+      if (!current()) return;
+      this.log("peer connection", pc.connectionState);
+      if (pc.connectionState === "connected") this.timings.connected ??= now();
+      if (pc.connectionState === "failed") {
+        // ICE or DTLS failed: the server takes one offer per session, so start a new session
+        this._restartSession("peer connection failed");
+        return;
+      }
+      this._updateState();
+    };
+
+    if (this.role === "host") {
+      for (const track of this.stream.getTracks()) {
+        const transceiver = pc.addTransceiver(track, { direction: "sendonly", streams: [this.stream] });
+        preferCodec(transceiver, track.kind, track.kind === "video" ? "video/VP8" : "audio/opus");
+      }
+    } else {
+      const remote = new MediaStream();
+      this.remoteStream = remote;
+      for (const kind of ["video", "audio"]) {
+        const transceiver = pc.addTransceiver(kind, { direction: "recvonly" });
+        preferCodec(transceiver, kind, kind === "video" ? "video/VP8" : "audio/opus");
+      }
+      pc.ontrack = (event) => {
+        if (!current()) return;
+        remote.addTrack(event.track);
+        this.dispatchEvent(eventOf("track", { track: event.track, streams: event.streams }));
+        if (event.track.kind === "video") this._watchFirstFrame(event.track);
+      };
+      if (this.videoElement) this._attach(remote);
+    }
+
+    this._sentEndOfCandidates = false;
+    const offer = await pc.createOffer();
+    if (!current()) return;
+    await pc.setLocalDescription(offer);
+    if (!current()) return;
+    this._send({ type: "offer", sdp: pc.localDescription.sdp });
+    this._offerSent = true;
+    this.timings.offer ??= now();
+    // no answer, or ICE/DTLS stuck: start over with a new session rather than wait forever
+    this._clearMediaTimer();
+    this._mediaTimer = setTimeout(() => {
+      this._mediaTimer = null;
+      if (current() && pc.connectionState !== "connected") {
+        this._restartSession(`no media connection within ${this.mediaTimeoutMs} ms`);
+      }
+    }, this.mediaTimeoutMs);
+    for (const message of this._pendingCandidates.splice(0)) this._send(message);
+  }
+
+  _attach(stream) {
+    const video = this.videoElement;
+    video.srcObject = stream;
+    const played = video.play();
+    if (played && typeof played.catch === "function") {
+      played.catch((err) => {
+        // autoplay with sound refused: play muted and let the page offer "unmute"
+        if (err && err.name === "NotAllowedError" && !video.muted) {
+          video.muted = true;
+          this.dispatchEvent(eventOf("autoplay-muted", {}));
+          video.play().catch(() => {});
+        }
+      });
+    }
+  }
+
+  _watchFirstFrame(track) {
+    if (this.timings.firstFrame !== undefined) return;
+    const done = () => {
+      if (this.timings.firstFrame !== undefined || this._closed) return;
+      this.timings.firstFrame = now();
+      const ms = this.timings.firstFrame - this.timings.started;
+      this.dispatchEvent(eventOf("firstframe", { ms }));
+    };
+    const video = this.videoElement;
+    if (video && typeof video.requestVideoFrameCallback === "function") {
+      video.requestVideoFrameCallback(() => done());
+      return;
+    }
+    // fallback: poll the decoder counter
+    const pc = this._pc;
+    const poll = async () => {
+      if (this._closed || this._pc !== pc || this.timings.firstFrame !== undefined) return;
+      const report = await pc.getStats(track);
+      let decoded = 0;
+      report.forEach((s) => {
+        if (s.type === "inbound-rtp" && s.kind === "video") decoded = s.framesDecoded || 0;
+      });
+      if (decoded > 0) done();
+      else setTimeout(poll, 50);
+    };
+    poll();
+  }
+
+  _clearMediaTimer() {
+    if (this._mediaTimer) {
+      clearTimeout(this._mediaTimer);
+      this._mediaTimer = null;
+    }
+  }
+
+  _closePeerConnection() {
+    this._clearMediaTimer();
+    const pc = this._pc;
+    this._pc = null;
+    if (pc) {
+      pc.onicecandidate = null;
+      pc.onconnectionstatechange = null;
+      pc.ontrack = null;
+      try {
+        pc.close();
+      } catch { /* already closed */ }
+    }
+  }
+}
+
+export { MediaSession };
