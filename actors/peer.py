@@ -101,6 +101,9 @@ class MediaConnection(Protocol):
 
     on_state: Callable[[str], None] | None
 
+    @property
+    def state(self) -> str: ...
+
     async def accept_offer(self, offer_sdp: str) -> str: ...
     async def add_remote_candidate(self, candidate: str, sdp_mid: str | None, sdp_mline_index: int | None) -> None: ...
     async def close(self) -> None: ...
@@ -118,6 +121,8 @@ class PeerEnvironment:
     connections: ConnectionFactory
     max_messages_per_second: int
     silence_timeout_seconds: float = 60.0
+    # a peer connection not connected this long after the answer (or failed) ends the session
+    connect_timeout_seconds: float = 30.0
 
 
 class _Close(msgspec.Struct, frozen=True):
@@ -160,6 +165,7 @@ class PeerSession:
         self._role: str | None = None
         self._connection: MediaConnection | None = None
         self._media_attached = False
+        self._nursery: trio.Nursery | None = None
         self._ending = False
         self.dropped_updates = 0
 
@@ -168,6 +174,7 @@ class PeerSession:
     async def run(self) -> None:
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 nursery.start_soon(self._write, nursery.cancel_scope)
                 nursery.start_soon(self._handle_events)
                 await self._read()
@@ -332,10 +339,23 @@ class PeerSession:
             await self._refuse("unsupported_codec", str(exc) or "the offer has no VP8 video or no Opus audio")
         self._connection = connection
         await self._send(Answer(sdp=answer_sdp))
+        assert self._nursery is not None
+        self._nursery.start_soon(self._enforce_connect_deadline, connection)
         if self._role == "host":
             # the host's packets are routed from the first one on
             await self._attach_media()
         # a viewer is attached once its transport can send: its join-time keyframe request is not wasted
+
+    async def _enforce_connect_deadline(self, connection: MediaConnection) -> None:
+        await trio.sleep(self._env.connect_timeout_seconds)
+        if connection.state != "connected":
+            await self._end(
+                CLOSE_OF_CODE["timeout"],
+                Error(
+                    code="timeout",
+                    message=f"peer connection not established in {self._env.connect_timeout_seconds:.0f} s",
+                ),
+            )
 
     async def _attach_media(self) -> None:
         if self._room is None or self._connection is None or self._media_attached:
@@ -384,6 +404,10 @@ class PeerSession:
             return
         if state == "connected":
             await self._attach_media()
+        elif state == "failed":
+            await self._end(
+                CLOSE_OF_CODE["timeout"], Error(code="timeout", message="the peer connection failed (ICE or DTLS)")
+            )
         with contextlib.suppress(ActorGone):
             await call(self._room.mailbox, lambda r: PeerConnectionState(self.peer_id, state == "connected", r))
 

@@ -25,6 +25,7 @@ def create_app(ctx: ServerContext) -> QuartTrio:
         connections=AiortcConnections(ctx.config),
         max_messages_per_second=ctx.config.server.max_messages_per_second,
         silence_timeout_seconds=ctx.config.server.silence_timeout_seconds,
+        connect_timeout_seconds=ctx.config.server.connect_timeout_seconds,
     )
     app.register_blueprint(create_ws_blueprint(peer_env, ctx.sessions))
     app.register_blueprint(create_pages_blueprint())

@@ -36,6 +36,8 @@ class ServerConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     max_messages_per_second: Positive = 50
     # a WebSocket session silent this long is closed with `timeout` (4408)
     silence_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0
+    # a peer connection not connected this long after the answer ends its session (`timeout`, 4408)
+    connect_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
 
     def __post_init__(self) -> None:
         if bool(self.certfile) != bool(self.keyfile):

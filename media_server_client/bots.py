@@ -184,6 +184,21 @@ async def _bot_session(
 
 
 @asynccontextmanager
+async def _running_bot(
+    session: SignalingSession, pc: RTCPeerConnection, joined: Joined, host_addresses: Sequence[str] | None
+) -> AsyncIterator[tuple[Bot, trio.Nursery]]:
+    """Negotiate, then keep reading signaling and sending keepalives while the bot is used."""
+    bot = Bot(session, pc, joined)
+    bot._watch_connection()
+    await _negotiate(session, pc, host_addresses)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(bot._read_signaling)
+        nursery.start_soon(bot._keepalive)
+        yield bot, nursery
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
 async def open_host(
     url: str,
     room_id: str,
@@ -204,16 +219,10 @@ async def open_host(
     ) as (session, pc, joined):
         for track in tracks:
             pc.addTransceiver(track, direction="sendonly")
-        bot = Bot(session, pc, joined)
-        bot._watch_connection()
-        await _negotiate(session, pc, host_addresses)
-        if record_sent_rtp:
-            observe_rtp_sent(pc, bot.record_rtp)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(bot._read_signaling)
-            nursery.start_soon(bot._keepalive)
+        async with _running_bot(session, pc, joined, host_addresses) as (bot, _):
+            if record_sent_rtp:
+                observe_rtp_sent(pc, bot.record_rtp)
             yield bot
-            nursery.cancel_scope.cancel()
 
 
 @asynccontextmanager
@@ -236,19 +245,13 @@ async def open_viewer(
     ) as (session, pc, joined):
         for kind in kinds:
             pc.addTransceiver(kind, direction="recvonly")
-        bot = Bot(session, pc, joined)
-        bot._watch_connection()
-        await _negotiate(session, pc, host_addresses)
-        if record_received_rtp:
-            observe_rtp_received(pc, bot.record_rtp)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(bot._read_signaling)
-            nursery.start_soon(bot._keepalive)
+        async with _running_bot(session, pc, joined, host_addresses) as (bot, nursery):
+            if record_received_rtp:
+                observe_rtp_received(pc, bot.record_rtp)
             if decode:
                 for transceiver in pc.getTransceivers():
                     nursery.start_soon(_count_frames, bot, transceiver.receiver.track)
             yield bot
-            nursery.cancel_scope.cancel()
 
 
 async def _count_frames(bot: Bot, track: MediaStreamTrack) -> None:

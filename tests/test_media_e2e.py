@@ -28,7 +28,7 @@ from tests.media_support import (
     server_stats,
     viewer,
 )
-from tests.serving import http_client
+from tests.serving import http_client, make_config
 from transport.aiortc_adapter import observe_rtp_received
 
 SMALL = {"width": 160, "height": 120, "fps": 15}
@@ -266,3 +266,24 @@ async def test_twenty_viewers_join_and_leave_without_leaks() -> None:
 async def _watch_briefly(server, room_id: str) -> None:  # type: ignore[no-untyped-def]
     async with viewer(server, room_id, decode=False) as v:
         await v.wait_connected()
+
+
+async def test_a_peer_connection_that_never_connects_ends_its_session() -> None:
+    config = make_config(server={"connect_timeout_seconds": 1.0})
+    with trio.fail_after(30):
+        async with media_server(config) as server:
+            room_id = await create_room(server)
+            pc = RTCPeerConnection()
+            pc.addTransceiver("video", direction="recvonly")
+            offer = await trio_asyncio.aio_as_trio(pc.createOffer)()
+            await trio_asyncio.aio_as_trio(pc.setLocalDescription)(offer)
+            sdp = pc.localDescription.sdp  # its candidates are not on loopback: ICE cannot succeed here
+            await trio_asyncio.aio_as_trio(pc.close)()
+            async with connect_signaling(server.ws_url) as session:
+                await session.join(room_id, "viewer")
+                await session.send(Offer(sdp=sdp))
+                with pytest.raises(SessionClosed) as closed:
+                    await session.wait_closed()
+            assert closed.value.code == 4408 and closed.value.error is not None
+            assert closed.value.error.code == "timeout"
+            assert (await room_stats(server, room_id))["viewer_count"] == 0

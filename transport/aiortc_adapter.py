@@ -536,26 +536,19 @@ class SendPath:
         return True
 
     def send_rtp(self, data: bytes) -> int:
-        pair = self._nominated.get(ICE_COMPONENT_RTP)
-        if (pair is not self._pair or pair is None) and not self._select_pair():
-            return 0
-        if self._buffered() > MAX_SEND_BUFFER:
-            return 0  # the socket is full and asyncio queues without bound: drop
-        try:
-            out = self._srtp.protect(data)
-        except pylibsrtp.Error:
-            return 0
-        self._sendto(out, self._addr)
-        return len(out)
+        return self._transmit(data, self._srtp.protect)
 
     def send_rtcp(self, data: bytes) -> int:
+        return self._transmit(data, self._srtp.protect_rtcp)
+
+    def _transmit(self, data: bytes, protect: Callable[[bytes], bytes]) -> int:
         pair = self._nominated.get(ICE_COMPONENT_RTP)
         if (pair is not self._pair or pair is None) and not self._select_pair():
             return 0
         if self._buffered() > MAX_SEND_BUFFER:
             return 0  # the socket is full and asyncio queues without bound: drop
         try:
-            out = self._srtp.protect_rtcp(data)
+            out = protect(data)
         except pylibsrtp.Error:
             return 0
         self._sendto(out, self._addr)
