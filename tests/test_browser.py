@@ -16,6 +16,7 @@ is bounded.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import statistics
 import time
@@ -470,5 +471,6 @@ def save_screenshot(page: Page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / name
     page.screenshot(path=str(path))
-    DOCS_IMG.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, DOCS_IMG / name)
+    if os.environ.get("UPDATE_DOCS_SCREENSHOTS") == "1":  # refresh docs/img/ on purpose only
+        DOCS_IMG.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, DOCS_IMG / name)
