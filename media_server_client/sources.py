@@ -77,3 +77,16 @@ class ToneTrack(MediaStreamTrack):
         frame.time_base = AUDIO_TIME_BASE
         self._samples_sent += self._per_frame
         return frame
+
+
+def file_tracks(path: str, *, loop: bool = True, decode: bool = True) -> list[MediaStreamTrack]:
+    """The video and audio tracks of a media file, for `open_host(..., tracks=...)`.
+
+    With `decode=False` aiortc sends the file's encoded packets as they are (no
+    re-encoding: the file must hold VP8 and Opus, e.g. a .webm); with the default
+    it decodes and re-encodes. Must be called with the asyncio (trio-asyncio) loop running.
+    """
+    from aiortc.contrib.media import MediaPlayer
+
+    player = MediaPlayer(path, loop=loop, decode=decode)
+    return [track for track in (player.video, player.audio) if track is not None]

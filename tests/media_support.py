@@ -67,3 +67,32 @@ def payload_type_of(sdp: str, codec: str) -> int:
         if line.startswith("a=rtpmap:") and f" {codec}/" in line:
             return int(line.split(":", 1)[1].split()[0])
     raise AssertionError(f"no {codec} in SDP")
+
+
+def make_webm(path: str, *, seconds: float = 2.0, width: int = 160, height: int = 120, fps: int = 15) -> None:
+    """A small VP8 + Opus WebM file made with PyAV (a keyframe every second)."""
+    import fractions
+
+    import av
+
+    with av.open(path, "w", format="webm") as container:
+        video = container.add_stream("libvpx", rate=fps)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.options = {"g": str(fps), "deadline": "realtime", "cpu-used": "8"}
+        audio = container.add_stream("libopus", rate=48000)
+        audio.layout = "mono"
+        for index in range(int(seconds * fps)):
+            frame = av.VideoFrame(width, height, "yuv420p")
+            frame.planes[0].update(bytes((x + index * 3) % 256 for x in range(width)) * height)
+            frame.planes[1].update(bytes([128]) * (width * height // 4))
+            frame.planes[2].update(bytes([128]) * (width * height // 4))
+            frame.pts, frame.time_base = index, fractions.Fraction(1, fps)
+            container.mux(video.encode(frame))
+        for index in range(int(seconds * 50)):
+            samples = av.AudioFrame(format="s16", layout="mono", samples=960)
+            samples.planes[0].update(bytes(1920))
+            samples.sample_rate, samples.pts = 48000, index * 960
+            samples.time_base = fractions.Fraction(1, 48000)
+            container.mux(audio.encode(samples))
+        container.mux(video.encode(None))
+        container.mux(audio.encode(None))

@@ -17,10 +17,11 @@ from aiortc import RTCPeerConnection
 
 from core.signaling import Error, Offer
 from media_server_client.signaling import SessionClosed, connect_signaling
-from media_server_client.sources import TestPatternTrack, ToneTrack
+from media_server_client.sources import TestPatternTrack, ToneTrack, file_tracks
 from tests.media_support import (
     create_room,
     host,
+    make_webm,
     media_payloads,
     media_server,
     payload_type_of,
@@ -287,3 +288,19 @@ async def test_a_peer_connection_that_never_connects_ends_its_session() -> None:
             assert closed.value.code == 4408 and closed.value.error is not None
             assert closed.value.error.code == "timeout"
             assert (await room_stats(server, room_id))["viewer_count"] == 0
+
+
+async def test_a_host_bot_publishes_a_file_without_reencoding(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = str(tmp_path / "clip.webm")
+    make_webm(path)
+    with trio.fail_after(60):
+        async with media_server() as server:
+            room_id = await create_room(server)
+            tracks = await trio_asyncio.aio_as_trio(_file_tracks)(path)
+            async with host(server, room_id, tracks=tracks), viewer(server, room_id) as v:
+                await v.wait_for(frames_at_least(video=15, audio=10))
+                assert v.state.video_size == (160, 120)
+
+
+async def _file_tracks(path: str) -> list[object]:
+    return list(file_tracks(path, decode=False))
