@@ -17,7 +17,7 @@ from pathlib import Path
 import msgspec
 import trio
 
-from api.server import run_server
+from api.server import check_tls_files, run_server
 from core.config import Config, ConfigError, load_config
 
 log = logging.getLogger("bitbasel")
@@ -70,6 +70,7 @@ def run(argv: list[str]) -> int:
     )
     try:
         config = effective_config(args)
+        check_tls_files(config)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2

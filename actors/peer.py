@@ -202,6 +202,8 @@ class PeerSession:
             await self._socket.send(encode(item))
 
     async def _send(self, message: ServerMessage) -> None:
+        if self._ending:  # the session's last words (error, close) are queued: nothing may follow them
+            return
         await self._outbox_send.send(message)
 
     async def _end(self, code: int, error: Error | None = None) -> None:

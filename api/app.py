@@ -7,6 +7,7 @@ from quart_trio import QuartTrio
 from actors.peer import PeerEnvironment
 from api.context import ServerContext
 from api.media import AiortcConnections
+from api.openapi import create_openapi_blueprint
 from api.pages import create_pages_blueprint
 from api.responses import MAX_BODY_BYTES
 from api.rest import create_debug_blueprint, create_rest_blueprint, register_error_handlers
@@ -29,5 +30,6 @@ def create_app(ctx: ServerContext) -> QuartTrio:
     )
     app.register_blueprint(create_ws_blueprint(peer_env, ctx.sessions))
     app.register_blueprint(create_pages_blueprint())
+    app.register_blueprint(create_openapi_blueprint())
     register_error_handlers(app)
     return app

@@ -13,21 +13,27 @@ from quart import Blueprint, Response, send_from_directory
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
 
+async def send_web_file(name: str) -> Response:
+    # conditional=False: no Range/If-None-Match handling. The files are a few KB, and
+    # Quart 0.22's range code fails an assertion (a 500) on a Range past the end.
+    return await send_from_directory(WEB_DIR, name, conditional=False)
+
+
 def create_pages_blueprint() -> Blueprint:
     pages = Blueprint("pages", __name__)
 
     @pages.get("/")
     async def go_live() -> Response:
-        return await send_from_directory(WEB_DIR, "golive.html")
+        return await send_web_file("golive.html")
 
     @pages.get("/watch/<room_id>")
     async def watch(room_id: str) -> Response:
         del room_id  # the page reads it from its own URL
-        return await send_from_directory(WEB_DIR, "watch.html")
+        return await send_web_file("watch.html")
 
     @pages.get("/static/<path:filename>")
     async def static_file(filename: str) -> Response:
-        response = await send_from_directory(WEB_DIR, filename)
+        response = await send_web_file(filename)
         response.headers["Access-Control-Allow-Origin"] = "*"
         response.headers["Cache-Control"] = "no-cache"
         return response

@@ -58,3 +58,5 @@ async def decode_body(kind: type[T]) -> T:
         raise ApiError("bad_request", str(exc)) from exc
     except msgspec.DecodeError as exc:
         raise ApiError("bad_request", f"malformed JSON: {exc}") from exc
+    except RecursionError as exc:  # msgspec recurses even into ignored fields: ~1000 `[` are enough
+        raise ApiError("bad_request", "malformed JSON: nested too deeply") from exc

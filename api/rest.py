@@ -7,6 +7,7 @@ import hmac
 
 from quart import Blueprint, Response, request
 from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
 
 from actors.errors import ActorRefusal, RoomNotFound
 from actors.messages import RoomStats
@@ -16,6 +17,7 @@ from api.schemas import (
     CrashResponse,
     CreateRoomRequest,
     CreateRoomResponse,
+    ErrorResponse,
     HealthResponse,
     StopRoomResponse,
     TokenRequest,
@@ -135,3 +137,11 @@ def register_error_handlers(app: QuartTrio) -> None:
     @app.errorhandler(413)
     async def on_too_large(_: Exception) -> Response:
         return error_response("too_large", "body over 1 MiB")
+
+    @app.errorhandler(HTTPException)
+    async def on_other_http_error(exc: HTTPException) -> Response:
+        # any other HTTP error keeps the error shape: e.g. 400 for `GET /ws` without an upgrade,
+        # 416 for an unsatisfiable Range on a static file (routing redirects never get here)
+        status = exc.code or 500
+        code = "bad_request" if status == 400 else (exc.name or "error").lower().replace(" ", "_")
+        return json_response(ErrorResponse(error=code, message=exc.description or exc.name), status)

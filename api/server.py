@@ -7,6 +7,7 @@ server, request handlers included, can reach aiortc with `aio_as_trio`.
 from __future__ import annotations
 
 import logging
+import ssl
 
 import msgspec
 import trio
@@ -16,8 +17,10 @@ from hypercorn.trio import serve
 
 from actors.supervisor import Supervisor
 from api.app import create_app
+from api.body_drain import DrainUnreadBody
 from api.context import ServerContext
-from core.config import Config
+from api.hypercorn_patch import install_hypercorn_patch
+from core.config import Config, ConfigError
 from core.tokens import TokenIssuer
 
 log = logging.getLogger("bitbasel.server")
@@ -52,6 +55,21 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     return hc
 
 
+def check_tls_files(config: Config) -> None:
+    """With TLS on, load the certificate and key once now, so that a missing,
+    unreadable or mismatched file stops the start with a ConfigError naming the
+    keys (not a traceback from inside Hypercorn). The files are read again by Hypercorn."""
+    server = config.server
+    if not server.tls:
+        return
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(server.certfile, server.keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"server.certfile/server.keyfile: cannot load {server.certfile!r} with {server.keyfile!r}: {exc}"
+        ) from exc
+
+
 def _address(bind: str) -> ServerAddress:
     _, rest = bind.split("://", 1)
     host, _, port = rest.rpartition(":")
@@ -65,7 +83,10 @@ async def run_server(
     task_status: trio.TaskStatus[ServerAddress] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until `shutdown` is set, then stop every room (peers are told
-    `stopped`/`shutdown`), stop accepting, and return within the deadline."""
+    `stopped`/`shutdown`), stop accepting, and return within the deadline.
+    Raises ConfigError (before serving) when TLS is on and its files cannot be used."""
+    check_tls_files(config)
+    install_hypercorn_patch()
     if not config.auth.secret:
         log.warning("[auth] secret is empty: join tokens are NOT required; anyone may join any room")
     if not config.auth.api_key:
@@ -90,7 +111,10 @@ async def run_server(
         async def serve_http(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
             try:
                 await serve(
-                    app, hypercorn_config(config), shutdown_trigger=stop_accepting.wait, task_status=task_status
+                    DrainUnreadBody(app),
+                    hypercorn_config(config),
+                    shutdown_trigger=stop_accepting.wait,
+                    task_status=task_status,
                 )
             finally:
                 http_done.set()

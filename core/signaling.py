@@ -113,6 +113,8 @@ def decode_client_message_untrusted(frame: str | bytes) -> ClientMessage:
         raise BadMessage(str(exc)) from exc
     except msgspec.DecodeError as exc:
         raise BadMessage(f"malformed JSON: {exc}") from exc
+    except RecursionError as exc:  # msgspec recurses even into ignored fields: ~1000 `[` are enough
+        raise BadMessage("malformed JSON: nested too deeply") from exc
 
 
 def decode_server_message(frame: str | bytes) -> ServerMessage:

@@ -28,7 +28,8 @@ class JoinClaims(msgspec.Struct, frozen=True):
     room: str
     role: Role
     sub: str
-    exp: int
+    # a JWT NumericDate may have a fraction (e.g. a JS backend's `Date.now() / 1000 + ttl`)
+    exp: int | float
 
 
 class TokenIssuer:
@@ -43,7 +44,12 @@ class TokenIssuer:
         return jwt.encode(claims, self._secret, algorithm="HS256"), expires_at
 
     def verify(self, token: str, *, room_id: str, role: Role) -> JoinClaims:
-        """The claims of a token good for joining `room_id` as `role`, or TokenError."""
+        """The claims of a token good for joining `room_id` as `role`, or TokenError.
+
+        Only HS256 is accepted (so never `alg: none`, nor another HMAC); `exp`
+        is required, with LEEWAY_SECONDS of leeway; `aud` is not checked. The
+        error messages say what is wrong with the token, never the secret.
+        """
         try:
             raw = jwt.decode(
                 token,
@@ -56,6 +62,8 @@ class TokenIssuer:
             raise TokenError("unauthorized", "token expired") from exc
         except jwt.InvalidTokenError as exc:
             raise TokenError("unauthorized", f"invalid token: {exc}") from exc
+        except (ValueError, TypeError) as exc:  # e.g. a str PyJWT cannot encode: refuse, never crash the session
+            raise TokenError("unauthorized", "invalid token") from exc
         try:
             claims = msgspec.convert(raw, JoinClaims)
         except msgspec.ValidationError as exc:

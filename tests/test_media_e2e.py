@@ -154,7 +154,17 @@ async def test_bad_sdp_gets_an_error_while_other_viewers_keep_receiving() -> Non
                 await good.wait_for(frames_at_least(video=5))
                 async with connect_signaling(server.ws_url) as bad:
                     await bad.join(room_id, "viewer")
-                    for sdp in ["this is not sdp", "v=0\r\n", "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"]:
+                    pc = RTCPeerConnection()
+                    pc.addTransceiver("video", direction="recvonly")
+                    offer = await trio_asyncio.aio_as_trio(pc.createOffer)()
+                    await trio_asyncio.aio_as_trio(pc.close)()
+                    no_direction = offer.sdp.replace("a=recvonly\r\n", "")  # parsed by aiortc, then unanswerable
+                    for sdp in [
+                        "this is not sdp",
+                        "v=0\r\n",
+                        "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n",
+                        no_direction,
+                    ]:
                         await bad.send(Offer(sdp=sdp))
                         error = await bad.receive()
                         assert isinstance(error, Error) and error.code == "bad_sdp", error

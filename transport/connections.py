@@ -197,7 +197,10 @@ class _PeerConnection:
             adapter.tap_srtp_receive(dtls, self._on_rtp_data, self._on_rtcp_data)
             dtls.on("statechange", self._sync_send_path)
             prepare(pc)
-            await pc.setLocalDescription(await pc.createAnswer())
+            try:
+                await pc.setLocalDescription(await pc.createAnswer())
+            except Exception as exc:  # an offer aiortc parsed but cannot answer (e.g. an m-line with no direction)
+                raise SdpError(f"cannot answer the offer: {exc!r}") from exc
             answer = pc.localDescription.sdp
             if not sdp.candidate_addresses(answer):
                 logger.warning(

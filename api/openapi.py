@@ -1,0 +1,221 @@
+"""`GET /openapi.json`: an OpenAPI 3.1 description of the REST API (PROTOCOL.md).
+
+The schemas are generated with `msgspec.json.schema_components` from the very
+types the handlers decode and encode (api/schemas.py), so the document cannot
+drift from what the server does on the wire; tests/test_openapi.py checks the
+routes against the app's url_map and real responses against the schemas.
+
+Not described: the pages, `/static/*`, `/ws` (WebSocket signaling, see
+docs/PROTOCOL.md) and the `/debug/*` routes of `[debug] fault_injection`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from quart import Blueprint, Response
+
+from api.schemas import (
+    CreateRoomRequest,
+    CreateRoomResponse,
+    ErrorResponse,
+    HealthResponse,
+    RoomStats,
+    ServerTotals,
+    StopRoomResponse,
+    TokenRequest,
+    TokenResponse,
+)
+
+OPENAPI_VERSION = "3.1.0"
+API_VERSION = "1"
+REF = "#/components/schemas/{name}"
+SECURITY_SCHEME = "bearer"
+
+# the error codes each status stands for (PROTOCOL.md "REST")
+ERRORS: dict[int, str] = {
+    400: "`bad_request`: malformed JSON, a missing or wrong-typed field, a value out of range",
+    401: "`unauthorized`: `[auth] api_key` is set and the request lacks `Authorization: Bearer <api_key>`",
+    404: "`room_not_found`: the room is unknown or was forgotten",
+    413: "`too_large`: body over 1 MiB",
+    503: "`capacity`: `max_rooms` rooms are active",
+}
+UNAVAILABLE = "`unavailable`: the room's actor did not answer (it is stopping or restarting); try again"
+
+_BODY_TYPES: tuple[type[msgspec.Struct], ...] = (
+    CreateRoomRequest,
+    CreateRoomResponse,
+    TokenRequest,
+    TokenResponse,
+    RoomStats,
+    ServerTotals,
+    StopRoomResponse,
+    HealthResponse,
+    ErrorResponse,
+)
+
+
+def _ref(kind: type[msgspec.Struct]) -> dict[str, str]:
+    return {"$ref": REF.format(name=kind.__name__)}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _operation(
+    operation_id: str,
+    summary: str,
+    response: type[msgspec.Struct] | dict[str, Any],
+    *,
+    errors: dict[int, str],
+    body: type[msgspec.Struct] | None = None,
+    room_id: bool = False,
+    guarded: bool = True,
+    description: str | None = None,
+) -> dict[str, Any]:
+    responses: dict[str, Any] = {
+        "200": {
+            "description": "OK",
+            "content": _json(response if isinstance(response, dict) else _ref(response)),
+        }
+    }
+    if body is not None:
+        errors = {400: ERRORS[400], 413: ERRORS[413], **errors}
+    if guarded:
+        errors = {401: ERRORS[401], **errors}
+    for status in sorted(errors):
+        responses[str(status)] = {"description": errors[status], "content": _json(_ref(ErrorResponse))}
+    operation: dict[str, Any] = {"operationId": operation_id, "summary": summary}
+    if description:
+        operation["description"] = description
+    if room_id:
+        operation["parameters"] = [
+            {
+                "name": "room_id",
+                "in": "path",
+                "required": True,
+                "description": "`room_` followed by digits, as returned by `POST /room/create`",
+                "schema": {"type": "string", "examples": ["room_482913375021"]},
+            }
+        ]
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": _json(_ref(body))}
+    operation["responses"] = responses
+    if not guarded:
+        operation["security"] = []  # open even with `[auth] api_key` set
+    return operation
+
+
+def build_openapi() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the REST API (a fresh dict each call)."""
+    _, components = msgspec.json.schema_components(_BODY_TYPES, ref_template=REF)
+    # the one rule msgspec cannot express: `post_id` or `classroom_id` must be a string
+    components["CreateRoomRequest"]["anyOf"] = [
+        {"required": [name], "properties": {name: {"type": "string"}}} for name in ("post_id", "classroom_id")
+    ]
+    room_errors = {404: ERRORS[404], 503: UNAVAILABLE}
+    paths: dict[str, Any] = {
+        "/health": {
+            "get": _operation("health", "Liveness check", HealthResponse, errors={}, guarded=False),
+        },
+        "/room/create": {
+            "post": _operation(
+                "createRoom",
+                "Create the room of a post (or return the post's active room)",
+                CreateRoomResponse,
+                body=CreateRoomRequest,
+                errors={503: ERRORS[503]},
+                description=(
+                    "`post_id` (or the seed's `classroom_id`; `post_id` wins if both are given) is required. "
+                    "While a room for the post is active, that room is returned. `host_token` is a host join "
+                    "token for the room (valid one hour), or null when `[auth] secret` is empty. "
+                    "Unknown body fields are ignored."
+                ),
+            ),
+        },
+        "/room/{room_id}/stop": {
+            "post": _operation(
+                "stopRoom",
+                "Stop a room (again on a stopped room: same answer)",
+                StopRoomResponse,
+                room_id=True,
+                errors=room_errors,
+                description="No body. Every session of the room is told `stopped` (reason `api`) and closed.",
+            ),
+        },
+        "/room/{room_id}/stats": {
+            "get": _operation(
+                "roomStats",
+                "A room's statistics (a stopped room's for `idle_timeout_seconds`, then 404)",
+                RoomStats,
+                room_id=True,
+                errors=room_errors,
+            ),
+        },
+        "/room/{room_id}/token": {
+            "post": _operation(
+                "createToken",
+                "Mint a join token for a room",
+                TokenResponse,
+                body=TokenRequest,
+                room_id=True,
+                errors=room_errors,
+                description=(
+                    "An HS256 JWT with claims `room`, `role`, `sub` (= `user_id`) and `exp`, signed with "
+                    "`[auth] secret`; `token` and `expires_at` are null when the secret is empty. "
+                    "404 for a stopped room too."
+                ),
+            ),
+        },
+        "/stats": {
+            "get": _operation("serverStats", "Server-wide totals", ServerTotals, errors={}),
+        },
+        "/openapi.json": {
+            "get": _operation(
+                "openapi",
+                "This document",
+                {"type": "object", "required": ["openapi", "paths"]},
+                errors={},
+                guarded=False,
+            ),
+        },
+    }
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "BitBasel Media Server",
+            "version": API_VERSION,
+            "description": (
+                "REST API of the BitBasel Media Server (a WebRTC SFU). Every error is "
+                '`{"error": CODE, "message": TEXT}`; an unknown route is 404 `not_found` and a wrong method '
+                "405 `method_not_allowed`. When `[auth] api_key` is set, every route but `/health` and "
+                "`/openapi.json` needs `Authorization: Bearer <api_key>`. WebSocket signaling (`GET /ws`) is "
+                "described in docs/PROTOCOL.md."
+            ),
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                SECURITY_SCHEME: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "`[auth] api_key` (when empty, the REST API is open)",
+                }
+            },
+        },
+        "security": [{SECURITY_SCHEME: []}],
+    }
+
+
+def create_openapi_blueprint() -> Blueprint:
+    openapi = Blueprint("openapi", __name__)
+    document = msgspec.json.encode(build_openapi())
+
+    @openapi.get("/openapi.json")
+    async def openapi_json() -> Response:
+        return Response(document, status=200, content_type="application/json")
+
+    return openapi
