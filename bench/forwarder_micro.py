@@ -4,7 +4,7 @@ Feeds pre-built 1,200-byte VP8 RTP packets (with mid + transport-cc + abs-send-t
 extensions, as a browser host sends them) to ``media.router.Router`` with N
 viewers whose ``send_rtp`` is a no-op, and prints the cost per packet per viewer.
 
-    /work/venv/bin/python bench/forwarder_micro.py [--packets 20000]
+    .venv/bin/python bench/forwarder_micro.py [--packets 20000]
 
 Columns: ``per packet`` = total time / packets; ``per viewer`` =
 (per packet - per packet with 0 viewers) / N, i.e. the marginal cost of one

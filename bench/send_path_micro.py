@@ -2,8 +2,8 @@
 
 Run inside a private network namespace (only loopback exists):
 
-    unshare -rn sh -c 'ip link set lo up && cd /work/main && \
-        /work/venv/bin/python bench/send_path_micro.py'
+    unshare -rn sh -c 'ip link set lo up && \
+        .venv/bin/python bench/send_path_micro.py'
 
 A ViewerConnection is connected to an aiortc viewer over 127.0.0.1, then the
 same 1,200-byte RTP packets (sequence numbers advancing) are sent in a

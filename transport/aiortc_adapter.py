@@ -23,9 +23,12 @@ no decoder, no encoder, no RTCP of aiortc's own
     jitter buffers stay empty.
 send without four coroutine layers
     :class:`SendPath` SRTP-protects with ``RTCDtlsTransport._tx_srtp`` and
-    calls ``sendto`` of the asyncio transport of the nominated aioice pair
-    (``Connection._nominated[1]``), synchronously. The pair is re-read per
-    packet (one dict look-up), because a controlling peer may re-nominate.
+    calls ``sendto`` of the socket of the asyncio transport of the nominated
+    aioice pair (``Connection._nominated[1]``), synchronously; when asyncio
+    already queues datagrams for that socket, or the kernel refuses one, the
+    transport's own ``sendto`` takes it (order kept, EAGAIN waited out). The
+    pair is re-read per packet (one dict look-up): a controlling peer may
+    re-nominate.
 count received bytes
     :func:`count_received_bytes` wraps ``RTCDtlsTransport._rx_srtp`` (set just
     before the transport turns ``connected``), so every SRTP/SRTCP datagram is
@@ -100,6 +103,16 @@ class Hook:
 
 
 HOOKS: tuple[Hook, ...] = (
+    Hook(
+        "asyncio.selector_events._SelectorDatagramTransport",
+        "sendto",
+        "function",  # a plain (not async) method
+        "SendPath",
+        "with nothing queued, asyncio's sendto is `self._sock.sendto`: SendPath calls the socket directly",
+        parameters=("data", "addr"),
+        caller="asyncio.selector_events._SelectorDatagramTransport.sendto",
+        caller_contains=("if not self._buffer:", "self._sock.sendto(data, addr)"),
+    ),
     Hook(
         "aiortc.rtcdtlstransport.RTCDtlsTransport",
         "_handle_rtp_data",
@@ -508,7 +521,7 @@ class SendPath:
     CandidatePair.protocol / remote_addr.
     """
 
-    __slots__ = ("_addr", "_buffered", "_nominated", "_pair", "_sendto", "_srtp")
+    __slots__ = ("_addr", "_buffered", "_nominated", "_pair", "_raw_sendto", "_sendto", "_srtp")
 
     def __init__(self, dtls: RTCDtlsTransport) -> None:
         srtp = dtls._tx_srtp
@@ -519,6 +532,7 @@ class SendPath:
         self._nominated: dict[int, CandidatePair] = connection._nominated
         self._pair: CandidatePair | None = None
         self._sendto: Callable[[bytes, tuple[str, int]], None] = _not_connected
+        self._raw_sendto: Callable[[bytes, tuple[str, int]], object] = _not_connected
         self._buffered: Callable[[], int] = _nothing_buffered
         self._addr: tuple[str, int] = ("", 0)
 
@@ -526,10 +540,13 @@ class SendPath:
         pair = self._nominated.get(ICE_COMPONENT_RTP)
         self._pair = pair
         if pair is None:
-            self._sendto = _not_connected
+            self._sendto = self._raw_sendto = _not_connected
             return False
         transport = pair.protocol.transport
         self._sendto = transport.sendto
+        # the socket itself: asyncio's sendto, with nothing queued, is a few checks and this call
+        raw_socket = getattr(transport, "_sock", None)
+        self._raw_sendto = raw_socket.sendto if raw_socket is not None else transport.sendto
         # a selector datagram transport has it (typeshed only puts it on WriteTransport)
         self._buffered = getattr(transport, "get_write_buffer_size", _nothing_buffered)
         self._addr = pair.remote_addr
@@ -545,13 +562,20 @@ class SendPath:
         pair = self._nominated.get(ICE_COMPONENT_RTP)
         if (pair is not self._pair or pair is None) and not self._select_pair():
             return 0
-        if self._buffered() > MAX_SEND_BUFFER:
+        queued = self._buffered()
+        if queued > MAX_SEND_BUFFER:
             return 0  # the socket is full and asyncio queues without bound: drop
         try:
             out = protect(data)
         except pylibsrtp.Error:
             return 0
-        self._sendto(out, self._addr)
+        if queued:  # asyncio already holds datagrams for this socket: queue behind them, in order
+            self._sendto(out, self._addr)
+            return len(out)
+        try:
+            self._raw_sendto(out, self._addr)
+        except OSError:  # EAGAIN (asyncio queues it and waits for the socket), ICMP errors (it reports them)
+            self._sendto(out, self._addr)
         return len(out)
 
 

@@ -1,0 +1,180 @@
+"""Pre-encoded media for the benchmarks: VP8 + Opus in a WebM file, made once with PyAV.
+
+    .venv/bin/python bench/make_media.py [--force]
+
+writes ``bench/out/fanout-media.webm`` (git-ignored): 640x360 VP8 at 30 fps,
+about 1.5 Mbit/s (libvpx CBR), a keyframe every 2 s, and 48 kHz Opus in 20 ms
+frames, 4 s long so that it loops on a keyframe. :func:`load_media` reads it
+back as lists of encoded frames (bytes) that a publisher sends without
+decoding or encoding anything (see ``fanout.PacketTrack``).
+
+The picture is a random texture scrolling over a gradient, with a band of
+fresh noise every frame: hard enough to compress that the encoder spends its
+whole bit budget, like a camera does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fractions
+import math
+import os
+import random
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+
+OUT_DIR = Path(__file__).resolve().parent / "out"
+MEDIA_PATH = OUT_DIR / "fanout-media.webm"
+
+WIDTH, HEIGHT, FPS = 640, 360, 30
+SECONDS = 4
+GOP_FRAMES = 2 * FPS  # a keyframe every 2 s
+VIDEO_BITRATE = 1_500_000
+AUDIO_RATE = 48_000
+AUDIO_FRAME = 960  # 20 ms
+AUDIO_BITRATE = 64_000
+
+
+@dataclass(frozen=True)
+class EncodedStream:
+    """One stream of encoded frames, in decoding order, at a constant frame rate."""
+
+    kind: str  # "video" or "audio"
+    frames: list[bytes]
+    keyframes: list[bool]
+    frame_ticks: int  # duration of one frame in clock_rate units
+    clock_rate: int
+
+    @property
+    def frame_seconds(self) -> float:
+        return self.frame_ticks / self.clock_rate
+
+    @property
+    def bitrate(self) -> float:
+        return 8 * sum(map(len, self.frames)) / (len(self.frames) * self.frame_seconds)
+
+
+def _video_frames() -> list[av.VideoFrame]:
+    rng = random.Random(1234)
+    # 8x8 blocks of random grey: cheap for intra coding, still detailed when it moves
+    blocks = [[rng.randrange(40, 216) for _ in range(WIDTH * 2 // 8)] for _ in range(HEIGHT // 8 + 1)]
+    texture = b"".join(bytes(v for v in blocks[y // 8] for _ in range(8)) for y in range(HEIGHT))
+    gradient = bytes((x * 255) // WIDTH for x in range(WIDTH))
+    chroma_w, chroma_h = WIDTH // 2, HEIGHT // 2
+    frames = []
+    for i in range(SECONDS * FPS):
+        rows = []
+        shift = (i * 6) % WIDTH
+        noisy = (i * 12) % HEIGHT  # a band of fresh noise moves down the picture
+        for y in range(HEIGHT):
+            if noisy <= y < noisy + 24:
+                rows.append(os.urandom(WIDTH))
+            elif y < HEIGHT // 2:
+                rows.append(texture[y * WIDTH * 2 + shift : y * WIDTH * 2 + shift + WIDTH])
+            else:
+                rows.append(gradient[shift:] + gradient[:shift])
+        frame = av.VideoFrame(WIDTH, HEIGHT, "yuv420p")
+        frame.planes[0].update(b"".join(rows))
+        u = bytes(((x + i) * 3) & 0xFF for x in range(chroma_w)) * chroma_h
+        frame.planes[1].update(u)
+        frame.planes[2].update(bytes([128]) * (chroma_w * chroma_h))
+        frame.pts = i
+        frame.time_base = fractions.Fraction(1, FPS)
+        frames.append(frame)
+    return frames
+
+
+def _audio_frames() -> list[av.AudioFrame]:
+    rng = random.Random(99)
+    frames = []
+    for n in range(SECONDS * AUDIO_RATE // AUDIO_FRAME):
+        start = n * AUDIO_FRAME
+        samples = [
+            int(6000 * math.sin(2 * math.pi * 440 * (start + k) / AUDIO_RATE) + rng.randint(-2000, 2000))
+            for k in range(AUDIO_FRAME)
+        ]
+        frame = av.AudioFrame(format="s16", layout="mono", samples=AUDIO_FRAME)
+        frame.planes[0].update(struct.pack(f"<{AUDIO_FRAME}h", *samples))
+        frame.sample_rate = AUDIO_RATE
+        frame.pts = start
+        frame.time_base = fractions.Fraction(1, AUDIO_RATE)
+        frames.append(frame)
+    return frames
+
+
+def make_media(path: Path = MEDIA_PATH) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.webm")
+    with av.open(str(tmp), "w", format="webm") as out:
+        video = out.add_stream("libvpx", rate=FPS)
+        video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        video.bit_rate = VIDEO_BITRATE
+        video.gop_size = GOP_FRAMES
+        video.options = {
+            "minrate": str(VIDEO_BITRATE),
+            "maxrate": str(VIDEO_BITRATE),
+            "b": str(VIDEO_BITRATE),
+            "g": str(GOP_FRAMES),
+            "keyint_min": str(GOP_FRAMES),
+            "lag-in-frames": "0",
+            "deadline": "good",
+            "cpu-used": "4",
+        }
+        audio = out.add_stream("libopus", rate=AUDIO_RATE)
+        audio.layout = "mono"
+        audio.bit_rate = AUDIO_BITRATE
+        for frame in _video_frames():
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        for aframe in _audio_frames():
+            out.mux(audio.encode(aframe))
+        out.mux(audio.encode(None))
+    os.replace(tmp, path)
+
+
+def load_media(path: Path = MEDIA_PATH) -> tuple[EncodedStream, EncodedStream]:
+    """(video, audio) encoded frames of the file, making it first if it does not exist."""
+    if not path.exists():
+        make_media(path)
+    video_frames: list[bytes] = []
+    video_keys: list[bool] = []
+    audio_frames: list[bytes] = []
+    with av.open(str(path)) as container:
+        for packet in container.demux():
+            if packet.size == 0:
+                continue
+            if packet.stream.type == "video":
+                video_frames.append(bytes(packet))
+                video_keys.append(bool(packet.is_keyframe))
+            elif packet.stream.type == "audio":
+                audio_frames.append(bytes(packet))
+    if not video_frames or not video_keys[0] or not audio_frames:
+        raise RuntimeError(f"{path}: no keyframe-first video or no audio; delete it to remake")
+    video = EncodedStream("video", video_frames, video_keys, 90_000 // FPS, 90_000)
+    audio = EncodedStream("audio", audio_frames, [True] * len(audio_frames), AUDIO_FRAME, AUDIO_RATE)
+    return video, audio
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--force", action="store_true", help="remake the file even if it exists")
+    args = parser.parse_args()
+    if args.force or not MEDIA_PATH.exists():
+        started = time.monotonic()
+        make_media()
+        print(f"made {MEDIA_PATH} in {time.monotonic() - started:.1f} s")
+    video, audio = load_media()
+    keys = [i for i, k in enumerate(video.keyframes) if k]
+    print(
+        f"video: {len(video.frames)} frames, {video.bitrate / 1e3:.0f} kbit/s, keyframes at frames {keys}, "
+        f"largest frame {max(map(len, video.frames)):,} B\n"
+        f"audio: {len(audio.frames)} frames, {audio.bitrate / 1e3:.0f} kbit/s"
+    )
+
+
+if __name__ == "__main__":
+    main()
