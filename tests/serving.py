@@ -7,8 +7,11 @@ logic. The suite is run inside a private network namespace (.ci/run).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -66,3 +69,25 @@ async def running_server(config: Config | None = None) -> AsyncIterator[RunningS
 async def http_client(server: RunningServer, **kwargs: Any) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=server.url, timeout=10, **kwargs) as client:
         yield client
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def app_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`python app.py ARGS` in a child process: yields it and the first line it printed
+    (`listening on ...` once it serves). Killed at exit if still running."""
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py"), *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        yield process, process.stdout.readline().strip()
+    finally:
+        process.kill()
+        process.wait()

@@ -6,9 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from core.config import ConfigError, load_config, parse_config
+from tests.serving import app_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,24 +68,10 @@ def test_bad_config_exits_with_code_2(tmp_path: Path) -> None:
 
 
 def test_app_prints_listening_line_and_stops_on_sigterm() -> None:
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", "0"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline().strip()
-        assert line.startswith("listening on http://127.0.0.1:")
+    with app_process("--host", "127.0.0.1", "--port", "0") as (process, line):
+        assert line.startswith("listening on http://127.0.0.1:"), line
         port = int(line.rsplit(":", 1)[1])
         assert port > 0
-        import httpx
-
         assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).json()["status"] == "healthy"
         process.terminate()
         assert process.wait(timeout=15) == 0
-    finally:
-        process.kill()
-        process.wait()

@@ -24,9 +24,8 @@ from api.server import run_server
 from core.config import ConfigError
 from core.signaling import Ping, Pong
 from media_server_client.signaling import connect_signaling
-from tests.serving import make_config, running_server
+from tests.serving import ROOT, app_process, make_config, running_server
 
-ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
 
 
@@ -120,16 +119,7 @@ def test_app_prints_https_with_tls_on(tls_files: tuple[Path, Path], tmp_path: Pa
     certfile, keyfile = tls_files
     config = tmp_path / "config.toml"
     config.write_text(f'[server]\ncertfile = "{certfile}"\nkeyfile = "{keyfile}"\n')
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "app.py"), "--config", str(config), "--host", LOOPBACK, "--port", "0"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline().strip()
+    with app_process("--config", str(config), "--host", LOOPBACK, "--port", "0") as (process, line):
         assert line.startswith(f"listening on https://{LOOPBACK}:"), line
         port = int(line.rsplit(":", 1)[1])
         assert port > 0
@@ -137,9 +127,6 @@ def test_app_prints_https_with_tls_on(tls_files: tuple[Path, Path], tmp_path: Pa
         assert response.json()["status"] == "healthy"
         process.terminate()
         assert process.wait(timeout=15) == 0
-    finally:
-        process.kill()
-        process.wait()
 
 
 async def test_unusable_tls_files_stop_the_start_naming_the_keys(tls_files: tuple[Path, Path], tmp_path: Path) -> None:
