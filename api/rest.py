@@ -140,8 +140,8 @@ def register_error_handlers(app: QuartTrio) -> None:
 
     @app.errorhandler(HTTPException)
     async def on_other_http_error(exc: HTTPException) -> Response:
-        # any other HTTP error keeps the error shape: e.g. 400 for `GET /ws` without an upgrade,
-        # 416 for an unsatisfiable Range on a static file (routing redirects never get here)
+        # any other HTTP error keeps the error shape: e.g. 400 for `GET /ws` without an upgrade
+        # (routing redirects never get here)
         status = exc.code or 500
         code = "bad_request" if status == 400 else (exc.name or "error").lower().replace(" ", "_")
         return json_response(ErrorResponse(error=code, message=exc.description or exc.name), status)
