@@ -1,10 +1,24 @@
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
 
 from tests.serving import RunningServer, make_config, running_server
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse to run anywhere but a private network namespace with only loopback
+    (`scripts/test` makes one with `unshare -rn`), so a test that reaches for an
+    outside address cannot leak. BITBASEL_ALLOW_NETWORK=1 runs anyway."""
+    interfaces = sorted(name for _, name in socket.if_nameindex())
+    if interfaces != ["lo"] and os.environ.get("BITBASEL_ALLOW_NETWORK") != "1":
+        raise pytest.UsageError(
+            f"network interfaces {interfaces}: run the tests with scripts/test (a private network namespace "
+            "where only loopback exists), or set BITBASEL_ALLOW_NETWORK=1"
+        )
 
 
 @pytest.fixture
