@@ -35,6 +35,7 @@ from media.rtcp import (
     ReceiverReport,
     Remb,
     ReportBlock,
+    RtcpPacket,
     SenderReport,
     build_nack,
     build_pli,
@@ -313,14 +314,17 @@ class Router:
         if src.tracks:
             self._fan_out(src, hdr, data, now)
 
-    def on_publisher_rtcp(self, data: bytes, now: float) -> None:
-        """Decrypted RTCP from the host: SRs are kept (LSR) and translated to viewers."""
+    def _parse_rtcp(self, data: bytes) -> list[RtcpPacket]:
+        """The packets of a compound RTCP datagram; none (counted) if it is malformed."""
         try:
-            packets = parse_rtcp_untrusted(data)
+            return parse_rtcp_untrusted(data)
         except MalformedPacket:
             self._drops["malformed_rtcp"] += 1
-            return
-        for p in packets:
+            return []
+
+    def on_publisher_rtcp(self, data: bytes, now: float) -> None:
+        """Decrypted RTCP from the host: SRs are kept (LSR) and translated to viewers."""
+        for p in self._parse_rtcp(data):
             if isinstance(p, SenderReport):
                 for src in self._sources.values():
                     if src.ssrc == p.ssrc and src.stats is not None:
@@ -369,12 +373,7 @@ class Router:
         if viewer is None:
             self._drops["unknown_viewer"] += 1
             return
-        try:
-            packets = parse_rtcp_untrusted(data)
-        except MalformedPacket:
-            self._drops["malformed_rtcp"] += 1
-            return
-        for p in packets:
+        for p in self._parse_rtcp(data):
             if isinstance(p, Nack):
                 self._serve_nack(viewer, p, now)
             elif isinstance(p, Pli):
