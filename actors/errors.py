@@ -35,3 +35,7 @@ class ActorGone(ActorRefusal):
     """The actor stopped (or crashed) before it answered."""
 
     code = "unavailable"
+
+
+class ActorTimeout(ActorGone):
+    """The actor did not answer within the caller's deadline."""

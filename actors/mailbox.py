@@ -2,7 +2,9 @@
 
 A request carries a one-slot reply channel. The actor answers with a value or
 with an `ActorRefusal` instance, and always closes the reply channel (also when
-it crashes while handling the request), so a caller never waits forever.
+it crashes while handling the request). An actor that stops closes its mailbox
+with `close_mailbox`, which answers every request still queued in it. And every
+`call` has an absolute deadline: a caller never waits forever.
 """
 
 from __future__ import annotations
@@ -13,25 +15,33 @@ from typing import Any, TypeVar
 
 import trio
 
-from actors.errors import ActorGone, ActorRefusal
+from actors.errors import ActorGone, ActorRefusal, ActorTimeout
 
 R = TypeVar("R")
 
 MAILBOX_SIZE = 64
+#: How long a caller waits for an actor to take and answer a request, by default.
+CALL_TIMEOUT_SECONDS = 5.0
 
 
 def open_mailbox() -> tuple[trio.MemorySendChannel[Any], trio.MemoryReceiveChannel[Any]]:
     return trio.open_memory_channel[Any](MAILBOX_SIZE)
 
 
-async def call(mailbox: trio.MemorySendChannel[Any], build: Callable[[trio.MemorySendChannel[Any]], Any]) -> Any:
-    """Send `build(reply_channel)` to `mailbox` and wait for the answer.
+async def call(
+    mailbox: trio.MemorySendChannel[Any],
+    build: Callable[[trio.MemorySendChannel[Any]], Any],
+    *,
+    wait_at_most: float = CALL_TIMEOUT_SECONDS,
+) -> Any:
+    """Send `build(reply_channel)` to `mailbox` and wait for the answer, at most `wait_at_most` s.
 
-    Raises the `ActorRefusal` the actor answered with, or `ActorGone` if the
-    actor's mailbox is closed or it dropped the request without answering.
+    Raises the `ActorRefusal` the actor answered with, `ActorGone` if the
+    actor's mailbox is closed or it dropped the request without answering, or
+    `ActorTimeout` (an `ActorGone`) when the deadline passes first.
     """
     reply_send, reply_receive = trio.open_memory_channel[Any](1)
-    with reply_receive:
+    with reply_receive, trio.move_on_after(wait_at_most):
         try:
             await mailbox.send(build(reply_send))
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -40,13 +50,35 @@ async def call(mailbox: trio.MemorySendChannel[Any], build: Callable[[trio.Memor
             answer = await reply_receive.receive()
         except trio.EndOfChannel as exc:
             raise ActorGone("the actor stopped before answering") from exc
-    if isinstance(answer, ActorRefusal):
-        raise answer
-    return answer
+        if isinstance(answer, ActorRefusal):
+            raise answer
+        return answer
+    raise ActorTimeout(f"no answer within {wait_at_most:g} s")
 
 
 def answer(reply: trio.MemorySendChannel[Any], value: Any) -> None:
     """Send the answer to a request; the one-slot reply channel never blocks."""
-    # BrokenResourceError: the caller gave up (cancelled); nothing to tell it.
+    # BrokenResourceError: the caller gave up (cancelled, or its deadline passed); nothing to tell it.
     with reply, contextlib.suppress(trio.BrokenResourceError):
         reply.send_nowait(value)
+
+
+def close_mailbox(
+    mailbox: tuple[trio.MemorySendChannel[Any], trio.MemoryReceiveChannel[Any]],
+    answer_for: Callable[[Any], Any],
+) -> int:
+    """Close an actor's mailbox and answer each request still queued in it with
+    `answer_for(request)` (a value or an `ActorRefusal`). Senders still blocked on
+    a full mailbox get `ActorGone`. Returns how many queued requests were answered."""
+    send, receive = mailbox
+    send.close()
+    answered = 0
+    while True:
+        try:
+            request = receive.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            break
+        answer(request.reply, answer_for(request))
+        answered += 1
+    receive.close()
+    return answered

@@ -83,17 +83,20 @@ class FindRoom(msgspec.Struct, frozen=True):
     reply: Reply
 
 
-class ListRooms(msgspec.Struct, frozen=True):
-    """Answer: (list[RoomRef], list[RoomStats] of stopped rooms)."""
+class GetRoomStats(msgspec.Struct, frozen=True):
+    """Answer: RoomStats (active or stopped room) or RoomNotFound."""
+
+    room_id: str
+    reply: Reply
+
+
+class GetTotals(msgspec.Struct, frozen=True):
+    """Answer: actors.supervisor.ServerTotals."""
 
     reply: Reply
 
 
 # ---- room requests -------------------------------------------------------------------
-
-
-class GetRoomStats(msgspec.Struct, frozen=True):
-    reply: Reply
 
 
 class InjectCrash(msgspec.Struct, frozen=True):

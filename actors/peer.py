@@ -7,6 +7,15 @@ room's events arriving in the peer's inbox. Ending the session is a `Close`
 queued behind whatever is still to be sent (an `error` first), so a refusal
 always reaches the client before the close frame. The peer connection and the
 room membership are released in a shielded `finally`, whatever ended the session.
+
+A join is atomic: the room to leave is remembered before the `Join` is sent,
+and the teardown first closes the session's inbox (the room sees the member as
+gone from that moment, see actors/room.py) and then sends `Leave`, which the
+room handles after the `Join` (one mailbox, in order). A join the room accepted
+just as the session was cancelled is undone either way.
+
+The session ends at once when its peer connection fails or closes by itself
+(ICE or DTLS failure, or no datagram for `[ice] consent_timeout_seconds`).
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import msgspec
 import trio
@@ -110,8 +119,10 @@ class MediaConnection(Protocol):
 
 
 class ConnectionFactory(Protocol):
-    def publisher(self, counters: TransportCounters) -> MediaConnection: ...
-    def viewer(self, counters: TransportCounters) -> MediaConnection: ...
+    """`label` names the session in the transport's logs."""
+
+    def publisher(self, counters: TransportCounters, *, label: str) -> MediaConnection: ...
+    def viewer(self, counters: TransportCounters, *, label: str) -> MediaConnection: ...
 
 
 @dataclass(frozen=True)
@@ -130,6 +141,7 @@ class _Close(msgspec.Struct, frozen=True):
 
 
 class _TransportState(msgspec.Struct, frozen=True):
+    connection: Any  # which connection reported it (an abandoned one is ignored)
     state: str
 
 
@@ -162,6 +174,7 @@ class PeerSession:
         self._inbox_send, self._inbox_receive = trio.open_memory_channel[Any](INBOX_SIZE)
         self._rate = RateLimiter(env.max_messages_per_second)
         self._room: RoomRef | None = None
+        self._member_of: RoomRef | None = None  # set before the Join is sent: the room to leave
         self._role: str | None = None
         self._connection: MediaConnection | None = None
         self._media_attached = False
@@ -183,9 +196,10 @@ class PeerSession:
                 await self._teardown()
 
     async def _teardown(self) -> None:
-        if self._room is not None:
-            with contextlib.suppress(ActorGone):  # the room stopped: nothing to leave
-                await call(self._room.mailbox, lambda r: RoomLeave(self.peer_id, r))
+        self._inbox_receive.close()  # from now on the room counts this member as gone
+        if self._member_of is not None:
+            with contextlib.suppress(ActorGone):  # the room stopped (or is stuck): nothing to leave
+                await call(self._member_of.mailbox, lambda r: RoomLeave(self.peer_id, r))
         if self._connection is not None:
             connection, self._connection = self._connection, None
             await trio_asyncio.aio_as_trio(connection.close)()
@@ -216,7 +230,7 @@ class PeerSession:
             await self._outbox_send.send(error)
         await self._outbox_send.send(_Close(code))
 
-    async def _refuse(self, code: str, message: str) -> None:
+    async def _refuse(self, code: str, message: str) -> NoReturn:
         await self._end(CLOSE_OF_CODE[code], Error(code=code, message=message))
         raise _EndSession
 
@@ -279,8 +293,8 @@ class PeerSession:
             found = None
         if not isinstance(found, RoomRef):
             await self._refuse("room_not_found", f"room {message.room_id} does not exist or is stopped")
-        assert isinstance(found, RoomRef)
         user_id = await self._authorize(message, found)
+        self._member_of = found
         try:
             accepted: JoinAccepted = await call(
                 found.mailbox,
@@ -309,7 +323,6 @@ class PeerSession:
         if tokens is not None:
             if message.token is None:
                 await self._refuse("unauthorized", "a join token is required")
-            assert message.token is not None
             try:
                 return tokens.verify(message.token, room_id=room.room_id, role=message.role).sub
             except TokenError as exc:
@@ -325,21 +338,24 @@ class PeerSession:
             await self._refuse("bad_message", "offer may be sent only once")
         assert self._room is not None
         factory = self._env.connections
+        label = f"peer {self.peer_id} ({self._role} in {self._room.room_id})"
         connection = (
-            factory.publisher(self._room.counters) if self._role == "host" else factory.viewer(self._room.counters)
+            factory.publisher(self._room.counters, label=label)
+            if self._role == "host"
+            else factory.viewer(self._room.counters, label=label)
         )
         inbox = self._inbox_send
-        connection.on_state = lambda state: _notify(inbox, _TransportState(state))
+        connection.on_state = lambda state: _notify(inbox, _TransportState(connection, state))
+        self._connection = connection  # from now on the teardown closes it, also mid-negotiation
         try:
             answer_sdp = await trio_asyncio.aio_as_trio(connection.accept_offer)(message.sdp)
         except SdpError as exc:
-            await trio_asyncio.aio_as_trio(connection.close)()
+            await self._abandon_connection()
             await self._send(Error(code="bad_sdp", message=str(exc) or "the offer cannot be used"))
             return
         except UnsupportedCodecError as exc:
-            await trio_asyncio.aio_as_trio(connection.close)()
+            await self._abandon_connection()
             await self._refuse("unsupported_codec", str(exc) or "the offer has no VP8 video or no Opus audio")
-        self._connection = connection
         await self._send(Answer(sdp=answer_sdp))
         assert self._nursery is not None
         self._nursery.start_soon(self._enforce_connect_deadline, connection)
@@ -347,6 +363,13 @@ class PeerSession:
             # the host's packets are routed from the first one on
             await self._attach_media()
         # a viewer is attached once its transport can send: its join-time keyframe request is not wasted
+
+    async def _abandon_connection(self) -> None:
+        """Close a connection whose offer was refused; the session may send another offer."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with trio.CancelScope(shield=True):
+                await trio_asyncio.aio_as_trio(connection.close)()
 
     async def _enforce_connect_deadline(self, connection: MediaConnection) -> None:
         await trio.sleep(self._env.connect_timeout_seconds)
@@ -397,8 +420,9 @@ class PeerSession:
                         CLOSE_OF_CODE["replaced"],
                         Error(code="replaced", message="a new session of the same host replaced this one"),
                     )
-                case _TransportState(state=state):
-                    await self._on_transport_state(state)
+                case _TransportState(connection=connection, state=state):
+                    if connection is self._connection:
+                        await self._on_transport_state(state)
 
     async def _on_transport_state(self, state: str) -> None:
         log.info("peer %s: peer connection %s", self.peer_id, state)
@@ -406,9 +430,10 @@ class PeerSession:
             return
         if state == "connected":
             await self._attach_media()
-        elif state == "failed":
+        elif state in ("failed", "closed"):  # "closed" here is aiortc closing it, not us: the peer is gone
             await self._end(
-                CLOSE_OF_CODE["timeout"], Error(code="timeout", message="the peer connection failed (ICE or DTLS)")
+                CLOSE_OF_CODE["timeout"],
+                Error(code="timeout", message=f"the peer connection {state} (ICE, DTLS or consent lost)"),
             )
         with contextlib.suppress(ActorGone):
             await call(self._room.mailbox, lambda r: PeerConnectionState(self.peer_id, state == "connected", r))

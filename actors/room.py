@@ -5,6 +5,17 @@ The record holds what must survive a crash of the room actor: ids, post, host
 user, creation time, the roster of joined peers (their inboxes), counters and
 the media router. A new incarnation of the actor picks the record up, so a
 restart drops no viewer and no packet: media never passes through the actor.
+
+The record is written by the room actor (members, media) and by the
+supervisor (the stop), and read by the supervisor (stats); all of them run on
+the one Trio thread and each handler runs to its end without awaiting, so
+nobody sees half an update.
+
+Membership cannot leak: a member's inbox is the send side of its session's
+event channel, and a session closes the receive side first thing when it ends,
+whatever ends it (cancellation included). A member whose inbox has no open
+receiver is gone: it is not counted, and it is purged at the next join even if
+its `Leave` never arrives.
 """
 
 from __future__ import annotations
@@ -23,7 +34,6 @@ from actors.errors import HostTaken, RoomFull
 from actors.mailbox import answer, open_mailbox
 from actors.messages import (
     AttachMedia,
-    GetRoomStats,
     HostReplaced,
     InjectCrash,
     Join,
@@ -49,6 +59,11 @@ class Member:
     user_id: str
     inbox: trio.MemorySendChannel[Any]
     connected: bool = False
+
+    @property
+    def gone(self) -> bool:
+        """The session ended (it closed its inbox's receive side)."""
+        return self.inbox.statistics().open_receive_channels == 0
 
     def notify(self, event: object) -> bool:
         """Best effort: a peer whose inbox is full or gone misses the event (it is a
@@ -83,15 +98,16 @@ class RoomRecord:
     # the data plane: host packets reach it synchronously from the transport, never via the actor
     router: Router = field(default_factory=lambda: Router(rtcp_ssrc=1, target_bitrate_bps=1_500_000))
     publisher_peer_id: str | None = None  # whose connection feeds the router
+    announced: RoomChanged = field(default_factory=lambda: RoomChanged(viewer_count=0, has_host=False))
 
     # ---- derived state ----
     @property
     def host(self) -> Member | None:
-        return next((m for m in self.members.values() if m.role == "host"), None)
+        return next((m for m in self.members.values() if m.role == "host" and not m.gone), None)
 
     @property
     def viewer_count(self) -> int:
-        return sum(1 for m in self.members.values() if m.role == "viewer")
+        return sum(1 for m in self.members.values() if m.role == "viewer" and not m.gone)
 
     @property
     def has_host(self) -> bool:
@@ -152,7 +168,6 @@ class RoomActor:
         self._record = record
         self._max_viewers = max_viewers
         self._handlers: dict[type, Callable[[Any], None]] = {
-            GetRoomStats: self._on_get_stats,
             Join: self._on_join,
             Leave: self._on_leave,
             PeerConnectionState: self._on_connection_state,
@@ -168,11 +183,9 @@ class RoomActor:
 
     # ---- handlers -----------------------------------------------------------------------
 
-    def _on_get_stats(self, message: GetRoomStats) -> None:
-        answer(message.reply, self._record.stats())
-
     def _on_join(self, message: Join) -> None:
         record = self._record
+        self._purge_gone()
         if message.role == "viewer":
             if record.viewer_count >= self._max_viewers:
                 answer(message.reply, RoomFull(f"room is full ({self._max_viewers} viewers)"))
@@ -187,34 +200,41 @@ class RoomActor:
                 host.notify(HostReplaced())
                 del record.members[host.peer_id]
                 self._detach_media(host.peer_id)
-        before = self._snapshot()
         record.members[message.peer_id] = Member(
             peer_id=message.peer_id, role=message.role, user_id=message.user_id, inbox=message.inbox
         )
         record.idle_since = None
         log.info("room %s: %s %s joined (user %s)", record.room_id, message.role, message.peer_id, message.user_id)
         answer(message.reply, JoinAccepted(viewer_count=record.viewer_count, has_host=record.has_host))
-        self._broadcast_if_changed(before, skip=message.peer_id)
+        self._broadcast_if_changed(skip=message.peer_id)
 
     def _on_leave(self, message: Leave) -> None:
+        self._remove(message.peer_id)
+        answer(message.reply, None)
+        self._broadcast_if_changed()
+
+    def _remove(self, peer_id: str) -> None:
         record = self._record
-        before = self._snapshot()
-        member = record.members.pop(message.peer_id, None)
+        member = record.members.pop(peer_id, None)
         if member is not None:
             log.info("room %s: %s %s left", record.room_id, member.role, member.peer_id)
-        self._detach_media(message.peer_id)
+        self._detach_media(peer_id)
         if not record.members and record.idle_since is None:
             record.idle_since = trio.current_time()
-        answer(message.reply, None)
-        self._broadcast_if_changed(before)
+
+    def _purge_gone(self) -> None:
+        """Remove members whose session ended before its Leave was handled (queued, or lost)."""
+        record = self._record
+        for member in [m for m in record.members.values() if m.gone]:
+            log.debug("room %s: %s %s ended; removed before its Leave", record.room_id, member.role, member.peer_id)
+            self._remove(member.peer_id)
 
     def _on_connection_state(self, message: PeerConnectionState) -> None:
         member = self._record.members.get(message.peer_id)
-        before = self._snapshot()
         if member is not None:
             member.connected = message.connected
         answer(message.reply, None)
-        self._broadcast_if_changed(before)
+        self._broadcast_if_changed()
 
     def _on_attach_media(self, message: AttachMedia) -> None:
         """Route a negotiated connection: the host's feeds the router, a viewer's is fed by it.
@@ -266,10 +286,13 @@ class RoomActor:
     def _snapshot(self) -> RoomChanged:
         return RoomChanged(viewer_count=self._record.viewer_count, has_host=self._record.has_host)
 
-    def _broadcast_if_changed(self, before: RoomChanged, *, skip: str | None = None) -> None:
+    def _broadcast_if_changed(self, *, skip: str | None = None) -> None:
+        """Tell every member the room's state if it differs from what was last told
+        (a member may have gone between two messages, see `Member.gone`)."""
         now = self._snapshot()
-        if now == before:
+        if now == self._record.announced:
             return
+        self._record.announced = now
         for member in self._record.members.values():
             if member.peer_id != skip:
                 member.notify(now)

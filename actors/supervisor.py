@@ -5,10 +5,17 @@ Erlang/OTP one_for_one: a room actor that raises is restarted with its record
 `RESTART_WINDOW_SECONDS` stop the room with reason "crashed". A sweep every
 `SWEEP_INTERVAL_SECONDS` stops rooms idle for `idle_timeout_seconds` and
 forgets stopped rooms after the same time.
+
+Stats are answered here, from the rooms' records, in one hop: a room actor
+that is busy, restarting or just stopped never delays (or drops) a stats
+request. Stopping a room closes its mailbox with `close_mailbox`, which answers
+every request still queued there (`ActorGone`); the supervisor does the same
+with its own mailbox when it ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -18,13 +25,13 @@ import msgspec
 import trio
 
 from actors.errors import ActorGone, Capacity, RoomNotFound
-from actors.mailbox import answer, call, open_mailbox
+from actors.mailbox import answer, call, close_mailbox, open_mailbox
 from actors.messages import (
     CreateRoom,
     FindRoom,
     GetRoomStats,
+    GetTotals,
     InjectCrash,
-    ListRooms,
     RoomCreated,
     RoomRef,
     RoomStats,
@@ -42,16 +49,6 @@ SWEEP_INTERVAL_SECONDS = 30.0
 ROUTER_TICK_SECONDS = 0.1
 
 
-class SupervisorStatistics(msgspec.Struct, frozen=True):
-    total_rooms: int
-    active_rooms: int
-    rooms_created: int
-    room_restarts: int
-    rooms_crashed: int
-    forgotten_bytes_sent: int
-    forgotten_bytes_received: int
-
-
 class _Sweep(msgspec.Struct, frozen=True):
     reply: trio.MemorySendChannel[Any]
 
@@ -60,9 +57,6 @@ class _StopAll(msgspec.Struct, frozen=True):
     reason: StopReason
     reply: trio.MemorySendChannel[Any]
 
-
-class _Statistics(msgspec.Struct, frozen=True):
-    reply: trio.MemorySendChannel[Any]
 
 
 class Supervisor:
@@ -92,10 +86,10 @@ class Supervisor:
             CreateRoom: self._on_create,
             StopRoom: self._on_stop,
             FindRoom: self._on_find,
-            ListRooms: self._on_list,
+            GetRoomStats: self._on_room_stats,
+            GetTotals: self._on_totals,
             _Sweep: self._on_sweep,
             _StopAll: self._on_stop_all,
-            _Statistics: self._on_statistics,
         }
 
     @property
@@ -103,13 +97,16 @@ class Supervisor:
         return SupervisorClient(self._mailbox_send.clone())
 
     async def run(self, *, task_status: trio.TaskStatus[SupervisorClient] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            nursery.start_soon(self._sweep_timer)
-            task_status.started(self.client)
-            async for message in self._mailbox_receive:
-                with message.reply:
-                    self._handlers[type(message)](message)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._sweep_timer)
+                task_status.started(self.client)
+                async for message in self._mailbox_receive:
+                    with message.reply:
+                        self._handlers[type(message)](message)
+        finally:
+            close_mailbox((self._mailbox_send, self._mailbox_receive), lambda _: ActorGone("the server is stopping"))
 
     # ---- message handlers ---------------------------------------------------------------
 
@@ -150,15 +147,42 @@ class Supervisor:
         else:
             answer(message.reply, self._ref(record))
 
-    def _on_list(self, message: ListRooms) -> None:
-        active = [self._ref(r) for r in self._rooms.values() if r.stopped is None]
-        stopped = [r.stats() for r in self._rooms.values() if r.stopped is not None]
-        answer(message.reply, (active, stopped))
+    def _on_room_stats(self, message: GetRoomStats) -> None:
+        record = self._rooms.get(message.room_id)
+        if record is None:
+            answer(message.reply, RoomNotFound(f"no room {message.room_id}"))
+        else:
+            answer(message.reply, record.stats())
+
+    def _on_totals(self, message: GetTotals) -> None:
+        viewers = hosts = bytes_sent = bytes_received = 0
+        for record in self._rooms.values():
+            bytes_sent += record.counters.bytes_sent
+            bytes_received += record.counters.bytes_received
+            if record.stopped is None:
+                viewers += record.viewer_count
+                hosts += 1 if record.host is not None else 0
+        answer(
+            message.reply,
+            ServerTotals(
+                total_rooms=len(self._rooms),
+                active_rooms=len(self._active_by_post),
+                total_peers=viewers + hosts,
+                total_viewers=viewers,
+                total_hosts=hosts,
+                total_bytes_sent=self._forgotten_bytes_sent + bytes_sent,
+                total_bytes_received=self._forgotten_bytes_received + bytes_received,
+                room_restarts=self._room_restarts,
+                rooms_crashed=self._rooms_crashed,
+            ),
+        )
 
     def _on_sweep(self, message: _Sweep) -> None:
         now = trio.current_time()
         for record in list(self._rooms.values()):
             if record.stopped is None:
+                if record.idle_since is None and all(m.gone for m in record.members.values()):
+                    record.idle_since = now  # every session ended without its Leave arriving
                 if record.idle_since is not None and now - record.idle_since >= self._idle_timeout:
                     self._stop(record, "idle")
             elif now - record.stopped.at >= self._idle_timeout:
@@ -169,20 +193,6 @@ class Supervisor:
         for record in list(self._rooms.values()):
             self._stop(record, message.reason)
         answer(message.reply, None)
-
-    def _on_statistics(self, message: _Statistics) -> None:
-        answer(
-            message.reply,
-            SupervisorStatistics(
-                total_rooms=len(self._rooms),
-                active_rooms=len(self._active_by_post),
-                rooms_created=self._rooms_created,
-                room_restarts=self._room_restarts,
-                rooms_crashed=self._rooms_crashed,
-                forgotten_bytes_sent=self._forgotten_bytes_sent,
-                forgotten_bytes_received=self._forgotten_bytes_received,
-            ),
-        )
 
     # ---- room lifecycle -----------------------------------------------------------------
 
@@ -245,10 +255,8 @@ class Supervisor:
             return
         if self._active_by_post.get(record.post_id) == record.room_id:
             del self._active_by_post[record.post_id]
-        send, receive = record.mailbox
-        send.close()
-        receive.close()
-        log.info("room %s stopped (%s)", record.room_id, reason)
+        answered = close_mailbox(record.mailbox, lambda _: ActorGone(f"room {record.room_id} stopped"))
+        log.info("room %s stopped (%s); %d queued request(s) answered", record.room_id, reason, answered)
 
     def _forget(self, record: RoomRecord) -> None:
         self._forgotten_bytes_sent += record.counters.bytes_sent
@@ -263,7 +271,8 @@ class Supervisor:
     async def _sweep_timer(self) -> None:
         while True:
             await trio.sleep(SWEEP_INTERVAL_SECONDS)
-            await call(self._mailbox_send, _Sweep)
+            with contextlib.suppress(ActorGone):  # a busy mailbox: the next sweep catches up
+                await call(self._mailbox_send, _Sweep)
 
 
 class ServerTotals(msgspec.Struct, frozen=True):
@@ -279,9 +288,8 @@ class ServerTotals(msgspec.Struct, frozen=True):
 
 
 class SupervisorClient:
-    """What the REST and WebSocket handlers hold: request/reply over the mailbox."""
-
-    STATS_ATTEMPTS = 3
+    """What the REST and WebSocket handlers hold: request/reply over the mailbox,
+    each call bounded by `actors.mailbox.CALL_TIMEOUT_SECONDS` (then `ActorTimeout`)."""
 
     def __init__(self, mailbox: trio.MemorySendChannel[Any]) -> None:
         self._mailbox = mailbox
@@ -306,22 +314,9 @@ class SupervisorClient:
         await call(self._mailbox, _Sweep)
 
     async def room_stats(self, room_id: str) -> RoomStats:
-        for _ in range(self.STATS_ATTEMPTS):
-            found = await self.find_room(room_id)
-            if isinstance(found, RoomStats):
-                return found
-            try:
-                stats: RoomStats = await call(found.mailbox, GetRoomStats)
-                return stats
-            except ActorGone:
-                await trio.sleep(0.01)  # stopped or restarting right now: look again
-        return await self._stats_of_stopped_or_fail(room_id)
-
-    async def _stats_of_stopped_or_fail(self, room_id: str) -> RoomStats:
-        found = await self.find_room(room_id)
-        if isinstance(found, RoomStats):
-            return found
-        raise ActorGone(f"room {room_id} does not answer")
+        """The room's stats (active or stopped), answered by the supervisor in one hop."""
+        result: RoomStats = await call(self._mailbox, lambda r: GetRoomStats(room_id, r))
+        return result
 
     async def crash_room(self, room_id: str) -> None:
         found = await self.find_room(room_id)
@@ -333,27 +328,5 @@ class SupervisorClient:
             return  # the expected outcome: the actor raised and dropped the request
 
     async def totals(self) -> ServerTotals:
-        active, stopped = await call(self._mailbox, ListRooms)
-        supervisor: SupervisorStatistics = await call(self._mailbox, _Statistics)
-        stats: list[RoomStats] = list(stopped)
-        viewers = hosts = 0
-        for ref in active:
-            try:
-                room: RoomStats = await call(ref.mailbox, GetRoomStats)
-            except ActorGone:
-                continue
-            stats.append(room)
-            viewers += room.viewer_count
-            hosts += 1 if room.host_joined else 0
-        peers = viewers + hosts
-        return ServerTotals(
-            total_rooms=supervisor.total_rooms,
-            active_rooms=supervisor.active_rooms,
-            total_peers=peers,
-            total_viewers=viewers,
-            total_hosts=hosts,
-            total_bytes_sent=supervisor.forgotten_bytes_sent + sum(s.bytes_sent for s in stats),
-            total_bytes_received=supervisor.forgotten_bytes_received + sum(s.bytes_received for s in stats),
-            room_restarts=supervisor.room_restarts,
-            rooms_crashed=supervisor.rooms_crashed,
-        )
+        result: ServerTotals = await call(self._mailbox, GetTotals)
+        return result

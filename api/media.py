@@ -15,6 +15,7 @@ class AiortcConnections:
             host_addresses=list(config.ice.host_addresses),
             announced_address=config.ice.announced_address,
             stun_servers=list(config.ice.stun_servers),
+            consent_timeout_seconds=config.ice.consent_timeout_seconds,
         )
         self._media = MediaSettings(
             video_bitrate_kbps=config.video.target_bitrate_kbps,
@@ -22,8 +23,8 @@ class AiortcConnections:
             audio_bitrate_kbps=config.audio.bitrate_kbps,
         )
 
-    def publisher(self, counters: TransportCounters) -> PublisherConnection:
-        return PublisherConnection(self._ice, self._media, counters)
+    def publisher(self, counters: TransportCounters, *, label: str) -> PublisherConnection:
+        return PublisherConnection(self._ice, self._media, counters, label=label)
 
-    def viewer(self, counters: TransportCounters) -> ViewerConnection:
-        return ViewerConnection(self._ice, self._media, counters)
+    def viewer(self, counters: TransportCounters, *, label: str) -> ViewerConnection:
+        return ViewerConnection(self._ice, self._media, counters, label=label)

@@ -22,6 +22,7 @@ from api.context import ServerContext
 from api.hypercorn_patch import install_hypercorn_patch
 from core.config import Config, ConfigError
 from core.tokens import TokenIssuer
+from transport.containment import contain_loop
 
 log = logging.getLogger("bitbasel.server")
 
@@ -91,7 +92,8 @@ async def run_server(
         log.warning("[auth] secret is empty: join tokens are NOT required; anyone may join any room")
     if not config.auth.api_key:
         log.warning("[auth] api_key is empty: the REST API is open to anyone who can reach it")
-    async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
+    async with trio_asyncio.open_loop() as loop, trio.open_nursery() as nursery:
+        contain_loop(loop)  # no asyncio error (aiortc's tasks) can reach open_loop and end the server
         supervisor = Supervisor(
             max_rooms=config.rooms.max_rooms,
             max_viewers_per_room=config.rooms.max_viewers_per_room,

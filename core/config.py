@@ -70,6 +70,9 @@ class IceConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True)
     host_addresses: list[str] = msgspec.field(default_factory=list)
     announced_address: str = ""
     stun_servers: list[str] = msgspec.field(default_factory=list)
+    # a connected peer from which nothing (ICE check, DTLS, RTP, RTCP) arrives this long has lost
+    # consent (RFC 7675): its session ends as failed, so a vanished viewer stops counting
+    consent_timeout_seconds: Annotated[float, msgspec.Meta(ge=1, le=600)] = 30.0
 
     def __post_init__(self) -> None:
         for url in self.stun_servers:

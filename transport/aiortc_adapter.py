@@ -43,18 +43,21 @@ instrument aiortc clients (bots, tests)
     :func:`observe_rtp_received` wraps ``_rx_srtp`` and :func:`observe_rtp_sent`
     wraps ``_send_rtp`` of a client pc's DTLS transports, to see (or drop)
     clear RTP; aiortc still handles every packet not dropped.
-close without leaks
-    ``RTCPeerConnection`` starts its ``__connect`` with ``ensure_future`` and
-    ``RTCDtlsTransport.stop`` cancels its receive task without awaiting it.
-    :func:`reap_tasks` finds tasks whose coroutine is a method of one of the
-    connection's objects and waits for (or cancels) them.
+hear every datagram (consent, receive side)
+    :func:`count_datagrams_heard` wraps, on the pc's own aioice ``Connection``
+    instances, ``data_received`` (every non-STUN datagram: DTLS, SRTP, SRTCP)
+    and ``request_received`` (every STUN request: the peer's ICE checks), which
+    aioice's ``StunProtocol.datagram_received`` calls on ``self.receiver``.
+
+(Closing without leaks needs no hook: every task aiortc starts belongs to the
+connection's ``TaskOwner``, see :mod:`transport.containment`.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -246,23 +249,24 @@ HOOKS: tuple[Hook, ...] = (
         parameters=("sdp",),
     ),
     Hook(
-        "aiortc.rtcpeerconnection.RTCPeerConnection",
-        "setRemoteDescription",
-        "method",
-        "reap_tasks",
-        "aiortc's detached tasks are methods of the pc / transports (found by owner)",
-        parameters=("sessionDescription",),
-        caller="aiortc.rtcpeerconnection.RTCPeerConnection.setRemoteDescription",
-        caller_contains=("asyncio.ensure_future(self.__connect())",),
+        "aioice.ice.Connection",
+        "data_received",
+        "function",  # a plain method, called synchronously
+        "count_datagrams_heard",
+        "every non-STUN datagram of the connection (DTLS, SRTP, SRTCP); wrapped per instance",
+        parameters=("data", "component"),
+        caller="aioice.ice.StunProtocol.datagram_received",
+        caller_contains=("self.receiver.data_received(data, self.local_candidate.component)",),
     ),
     Hook(
-        "aiortc.rtcdtlstransport.RTCDtlsTransport",
-        "stop",
-        "method",
-        "reap_tasks",
-        "cancels the receive task without awaiting it",
-        caller="aiortc.rtcdtlstransport.RTCDtlsTransport.stop",
-        caller_contains=("self._task.cancel()",),
+        "aioice.ice.Connection",
+        "request_received",
+        "function",
+        "count_datagrams_heard",
+        "every STUN request (the peer's ICE and consent checks); wrapped per instance",
+        parameters=("message", "addr", "protocol"),
+        caller="aioice.ice.StunProtocol.datagram_received",
+        caller_contains=("self.receiver.request_received(message, addr, self)",),
     ),
 )
 
@@ -329,6 +333,51 @@ def _restrict_connection(connection: Connection, chosen: list[str]) -> None:
 
     setattr(connection, "get_component_candidates", get_component_candidates)  # noqa: B010
     setattr(connection, _RESTRICTED, chosen)
+
+
+# ---------------------------------------------------------------------------
+# Hearing from the peer (consent, receive side)
+# ---------------------------------------------------------------------------
+
+
+class DatagramsHeard:
+    """How many datagrams arrived from the peer (ICE checks, DTLS, SRTP, SRTCP)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+_HEARD = "_bbms_heard"
+
+
+def count_datagrams_heard(pc: RTCPeerConnection, heard: DatagramsHeard) -> None:
+    """Count into ``heard`` every datagram the pc's ICE connections receive.
+
+    Call after the pc has its transceivers, before it connects. Idempotent.
+    HOOKS aioice Connection.data_received / request_received, per instance.
+    """
+    for gatherer in ice_gatherers(pc):
+        connection = ice_connection(gatherer)
+        if getattr(connection, _HEARD, None) is not None:
+            continue
+        data_received = connection.data_received
+        request_received = connection.request_received
+
+        def counted_data(data: bytes, component: int, original: Any = data_received) -> None:
+            heard.count += 1
+            original(data, component)
+
+        def counted_request(
+            message: Any, addr: tuple[str, int], protocol: Any, original: Any = request_received
+        ) -> None:
+            heard.count += 1
+            original(message, addr, protocol)
+
+        setattr(connection, "data_received", counted_data)  # noqa: B010
+        setattr(connection, "request_received", counted_request)  # noqa: B010
+        setattr(connection, _HEARD, heard)
 
 
 # ---------------------------------------------------------------------------
@@ -609,67 +658,3 @@ def parse_candidate(text: str) -> RTCIceCandidate:
         return candidate_from_sdp(body)
     except (AssertionError, ValueError, IndexError) as exc:
         raise SdpError(f"malformed candidate {text[:80]!r}") from exc
-
-
-# ---------------------------------------------------------------------------
-# Tasks
-# ---------------------------------------------------------------------------
-
-# Classes whose methods aiortc / aioice run as detached tasks.
-_TASK_OWNER_PREFIXES = (
-    "RTCPeerConnection.",
-    "RTCDtlsTransport.",
-    "RTCIceTransport.",
-    "RTCIceGatherer.",
-    "RTCSctpTransport.",
-    "RTCRtpSender.",
-    "RTCRtpReceiver.",
-    "Connection.",
-)
-
-
-def connection_objects(pc: RTCPeerConnection) -> list[object]:
-    """The pc and everything under it that may own a task."""
-    objects: list[object] = [pc]
-    for transceiver in pc.getTransceivers():
-        objects += [transceiver.sender, transceiver.receiver]
-    if pc.sctp is not None:
-        objects.append(pc.sctp)
-    for dtls in dtls_transports(pc):
-        gatherer = dtls.transport.iceGatherer
-        objects += [dtls, dtls.transport, gatherer, ice_connection(gatherer)]
-    return objects
-
-
-def tasks_owned_by(owners: Collection[object]) -> list[asyncio.Task[Any]]:
-    """Pending tasks whose coroutine is a method of one of ``owners``."""
-    ids = {id(owner) for owner in owners}
-    out = []
-    for task in asyncio.all_tasks():
-        if task.done():
-            continue
-        coro = task.get_coro()
-        qualname = getattr(coro, "__qualname__", "")
-        if not qualname.startswith(_TASK_OWNER_PREFIXES):
-            continue
-        frame = getattr(coro, "cr_frame", None)
-        if frame is not None and id(frame.f_locals.get("self")) in ids:
-            out.append(task)
-    return out
-
-
-async def reap_tasks(owners: Collection[object], grace: float) -> None:
-    """Wait for the owners' tasks to end; cancel those still running after ``grace`` s."""
-    current = asyncio.current_task()
-    tasks = [task for task in tasks_owned_by(owners) if task is not current]
-    if not tasks:
-        return
-    _, pending = await asyncio.wait(tasks, timeout=grace)
-    for task in pending:
-        logger.debug("cancelling aiortc task %r at close", task)
-        task.cancel()
-    if pending:
-        await asyncio.wait(pending, timeout=grace)
-    for task in tasks:
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            logger.debug("aiortc task %r ended with %r", task, task.exception())

@@ -10,7 +10,18 @@ the server). The ``async`` methods are called from trio through
 ``aio_as_trio``; the synchronous methods and the callbacks run on the same
 thread. Callbacks (``on_rtp``, ``on_rtcp``, ``on_state``) are called
 synchronously from aiortc's tasks and must not block; an exception they raise
-is logged, counted in ``TransportCounters.callback_errors`` and swallowed.
+is counted in ``TransportCounters.callback_errors`` and swallowed (logged with
+its traceback the first time, then at 10, 100, 1000... so a bug on the
+per-packet path cannot flood the log).
+
+Every asyncio task aiortc and aioice start for a connection belongs to the
+connection's :class:`~transport.containment.TaskOwner` (the calls into aiortc
+run inside ``owner.current()``): its errors are retrieved and logged with the
+connection's label, and ``close()`` reaps them all, also mid-handshake.
+
+Consent (RFC 7675, receive side): a connection from which no datagram at all
+(ICE check, DTLS, SRTP, SRTCP) arrives for ``consent_timeout_seconds`` after
+the answer reports ``failed``.
 
 Every private aiortc/aioice hook is in :mod:`transport.aiortc_adapter`.
 """
@@ -37,6 +48,7 @@ from av.packet import Packet
 from media import sdp
 from media.streams import SdpError, SinkStream, SourceStream, UnsupportedCodecError
 from transport import aiortc_adapter as adapter
+from transport.containment import TaskOwner
 from transport.settings import IceSettings, MediaSettings, TransportCounters
 
 logger = logging.getLogger(__name__)
@@ -76,10 +88,17 @@ class _PeerConnection:
 
     _role: str = ""
 
-    def __init__(self, ice: IceSettings, media: MediaSettings, counters: TransportCounters) -> None:
+    def __init__(
+        self, ice: IceSettings, media: MediaSettings, counters: TransportCounters, *, label: str = ""
+    ) -> None:
         self._ice = ice
         self._media = media
         self._counters = counters
+        self.label = label or self._role
+        self._tasks = TaskOwner(self.label)
+        self._heard = adapter.DatagramsHeard()
+        self._consent_timer: asyncio.TimerHandle | None = None
+        self._callback_errors = 0
         self._pc: RTCPeerConnection | None = None
         self._path: adapter.SendPath | None = None
         self._state = "new"
@@ -129,7 +148,8 @@ class _PeerConnection:
                 raise SdpError("too many candidates before the offer")
             self._early_candidates.append((candidate, sdp_mid, sdp_mline_index))
             return
-        await self._apply_candidate(parsed)
+        with self._tasks.current():
+            await self._apply_candidate(parsed)
 
     async def close(self) -> None:
         """Close the connection: sockets released, aiortc's tasks ended. Idempotent.
@@ -144,12 +164,13 @@ class _PeerConnection:
         self._close_started = True
         self._close_done = asyncio.Event()
         self._path = None
+        self._stop_consent_timer()
         try:
             pc = self._pc
             if pc is not None:
-                owners = adapter.connection_objects(pc)
-                await pc.close()
-                await adapter.reap_tasks(owners, CLOSE_REAP_TIMEOUT)
+                with self._tasks.current():
+                    await pc.close()
+            await self._tasks.reap(CLOSE_REAP_TIMEOUT)
             for track in self._tracks:
                 track.stop()
             self._report("closed")
@@ -181,6 +202,10 @@ class _PeerConnection:
 
         On any failure the pc is closed and forgotten, so a new offer may follow.
         """
+        with self._tasks.current():
+            return await self._negotiate_owned(offer, prepare)
+
+    async def _negotiate_owned(self, offer: str, prepare: Callable[[RTCPeerConnection], None]) -> str:
         pc = self._pc = self._new_pc()
         try:
             try:
@@ -193,6 +218,7 @@ class _PeerConnection:
             dtls = dtls_list[0]
             if self._ice.host_addresses:
                 adapter.restrict_host_addresses(pc, self._ice.host_addresses)
+            adapter.count_datagrams_heard(pc, self._heard)
             adapter.disable_media_pipeline(pc)
             adapter.tap_srtp_receive(dtls, self._on_rtp_data, self._on_rtcp_data)
             dtls.on("statechange", self._sync_send_path)
@@ -205,7 +231,7 @@ class _PeerConnection:
             if not sdp.candidate_addresses(answer):
                 logger.warning(
                     "%s answer has no candidates (host_addresses=%r)",
-                    self._role,
+                    self.label,
                     self._ice.host_addresses,
                 )
             return answer
@@ -215,19 +241,47 @@ class _PeerConnection:
             raise
 
     async def _discard(self, pc: RTCPeerConnection) -> None:
-        owners = adapter.connection_objects(pc)
         await pc.close()
-        await adapter.reap_tasks(owners, CLOSE_REAP_TIMEOUT)
+        await self._tasks.reap(CLOSE_REAP_TIMEOUT)
 
     async def _finish_negotiation(self) -> None:
         self._answered = True
+        self._watch_consent()
         early, self._early_candidates = self._early_candidates, []
-        for candidate, _, _ in early:
-            text = candidate.strip()
-            try:
-                await self._apply_candidate(None if text in ("", "a=end-of-candidates") else text)
-            except SdpError as exc:  # the answer stands; this candidate is just useless
-                logger.info("%s: early candidate ignored: %s", self._role, exc)
+        with self._tasks.current():
+            for candidate, _, _ in early:
+                text = candidate.strip()
+                try:
+                    await self._apply_candidate(None if text in ("", "a=end-of-candidates") else text)
+                except SdpError as exc:  # the answer stands; this candidate is just useless
+                    logger.info("%s: early candidate ignored: %s", self.label, exc)
+
+    # -- consent (receive side) --------------------------------------------------
+
+    def _watch_consent(self) -> None:
+        timeout = self._ice.consent_timeout_seconds
+        loop = asyncio.get_running_loop()
+        interval = min(1.0, timeout / 4)
+        heard_at = [self._heard.count, loop.time()]
+
+        def check() -> None:
+            now = loop.time()
+            if self._heard.count != heard_at[0]:
+                heard_at[0], heard_at[1] = self._heard.count, now
+            elif now - heard_at[1] >= timeout:
+                self._consent_timer = None
+                logger.info("%s: nothing received for %.0f s: consent lost", self.label, now - heard_at[1])
+                self._path = None
+                self._report("failed")
+                return
+            self._consent_timer = loop.call_later(interval, check)
+
+        self._consent_timer = loop.call_later(interval, check)
+
+    def _stop_consent_timer(self) -> None:
+        if self._consent_timer is not None:
+            self._consent_timer.cancel()
+            self._consent_timer = None
 
     def _announce(self, answer: str) -> str:
         if self._ice.announced_address:
@@ -287,8 +341,18 @@ class _PeerConnection:
         try:
             callback(state)
         except Exception:
-            self._counters.callback_errors += 1
-            logger.exception("%s on_state(%r) raised", self._role, state)
+            self._callback_failed(f"on_state({state!r})")
+
+    def _callback_failed(self, what: str) -> None:
+        """Count a callback's exception (called inside its ``except``); log it with its
+        traceback the first time, then once at each power of ten."""
+        self._counters.callback_errors += 1
+        self._callback_errors += 1
+        count = self._callback_errors
+        if count == 1:
+            logger.exception("%s: %s raised (counted; logged again at 10, 100, ...)", self.label, what)
+        elif count == 10 ** (len(str(count)) - 1):
+            logger.error("%s: callbacks have raised %d times (last: %s)", self.label, count, what)
 
     # -- receive taps --------------------------------------------------------------
 
@@ -303,8 +367,7 @@ class _PeerConnection:
         try:
             callback(data)
         except Exception:
-            self._counters.callback_errors += 1
-            logger.exception("%s on_rtcp raised", self._role)
+            self._callback_failed("on_rtcp")
 
     def _count_rtcp_sent(self, size: int) -> None:
         """SRTCP bytes sent (subclasses decide whether they count)."""
@@ -322,8 +385,10 @@ class PublisherConnection(_PeerConnection):
 
     _role = "publisher"
 
-    def __init__(self, ice: IceSettings, media: MediaSettings, counters: TransportCounters) -> None:
-        super().__init__(ice, media, counters)
+    def __init__(
+        self, ice: IceSettings, media: MediaSettings, counters: TransportCounters, *, label: str = ""
+    ) -> None:
+        super().__init__(ice, media, counters, label=label)
         self._sources: list[SourceStream] = []
         self.on_rtp: PacketCallback | None = None
 
@@ -365,8 +430,7 @@ class PublisherConnection(_PeerConnection):
         try:
             callback(data)
         except Exception:
-            self._counters.callback_errors += 1
-            logger.exception("publisher on_rtp raised")
+            self._callback_failed("on_rtp")
 
 
 class ViewerConnection(_PeerConnection):
@@ -381,8 +445,10 @@ class ViewerConnection(_PeerConnection):
 
     _role = "viewer"
 
-    def __init__(self, ice: IceSettings, media: MediaSettings, counters: TransportCounters) -> None:
-        super().__init__(ice, media, counters)
+    def __init__(
+        self, ice: IceSettings, media: MediaSettings, counters: TransportCounters, *, label: str = ""
+    ) -> None:
+        super().__init__(ice, media, counters, label=label)
         self._sinks: list[SinkStream] = []
 
     @property
