@@ -12,12 +12,15 @@ class IceSettings(msgspec.Struct, frozen=True):
     interface, as aioice does (which skips 127.0.0.1). ``announced_address``:
     non-empty = put this address in the answer's host candidates (1:1 NAT),
     ports kept. ``stun_servers``: ``"stun:host:port"`` URLs; ``[]`` = no STUN
-    server is ever contacted.
+    server is ever contacted. ``consent_timeout_seconds``: a connected peer
+    from which no datagram at all arrives for this long has lost consent
+    (RFC 7675); the connection then reports ``failed``.
     """
 
     host_addresses: list[str]
     announced_address: str
     stun_servers: list[str]
+    consent_timeout_seconds: float = 30.0
 
 
 class MediaSettings(msgspec.Struct, frozen=True):
@@ -29,11 +32,15 @@ class MediaSettings(msgspec.Struct, frozen=True):
 
 
 class TransportCounters:
-    """Process-wide counters, one instance shared by every connection.
+    """Counters of one room: one instance per room (``RoomRecord.counters`` in
+    actors/room.py, kept across restarts of the room actor), shared by the
+    connections of that room's peers, its host's and every viewer's. The
+    server's totals (``GET /stats``) add them up over the rooms
+    (actors/supervisor.py). A connection made alone (tests, bench) gets its own.
 
-    ``bytes_sent``: SRTP + SRTCP datagram bytes sent to viewers.
-    ``bytes_received``: SRTP + SRTCP datagram bytes received from hosts (as they
-    arrive, before unprotect).
+    ``bytes_sent``: SRTP + SRTCP datagram bytes sent to the viewers.
+    ``bytes_received``: SRTP + SRTCP datagram bytes received from the host (as
+    they arrive, before unprotect).
     The ``*_dropped`` counters count packets handed to ``send_rtp`` /
     ``send_rtcp`` that were not sent (not connected yet, closed, or SRTP
     protect refused them).
