@@ -7,16 +7,15 @@ them), so what the handlers return and what /openapi.json says are one type.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 import trio
 
+from core.signaling import Role, StopReason
 from media.router import RouterStatistics
 from transport.settings import TransportCounters
 
-Role = Literal["host", "viewer"]
-StopReason = Literal["api", "idle", "shutdown", "crashed"]
 Reply = trio.MemorySendChannel[Any]
 
 

@@ -40,12 +40,11 @@ from actors.messages import (
     JoinAccepted,
     Leave,
     PeerConnectionState,
-    Role,
     RoomChanged,
     RoomStats,
     RoomStoppedEvent,
-    StopReason,
 )
+from core.signaling import Role, StopReason
 from media.router import Router
 from transport.settings import TransportCounters
 

@@ -35,11 +35,11 @@ from actors.messages import (
     RoomCreated,
     RoomRef,
     RoomStats,
-    StopReason,
     StopRoom,
 )
 from actors.room import RoomActor, RoomRecord, new_record
 from core.ids import RoomIdAllocator
+from core.signaling import StopReason
 
 log = logging.getLogger("bitbasel.supervisor")
 

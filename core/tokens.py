@@ -11,7 +11,8 @@ from typing import Literal
 import jwt
 import msgspec
 
-Role = Literal["host", "viewer"]
+from core.signaling import Role
+
 LEEWAY_SECONDS = 30
 
 
