@@ -20,7 +20,6 @@ callables given by the caller, and ``now`` is passed in.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable
 
 import msgspec
@@ -44,7 +43,7 @@ from media.rtcp import (
     build_sr,
     parse_rtcp_untrusted,
 )
-from media.rtp import ExtensionPlan, RtpHeader, build_body, make_extension_plan, parse_rtp_untrusted
+from media.rtp import FIXED_HEADER, ExtensionPlan, RtpHeader, build_body, make_extension_plan, parse_rtp_untrusted
 from media.seqmap import SeqMap
 from media.streams import MediaKind, SinkStream, SourceStream
 from media.vp8 import is_keyframe_start, read_picture_id, rewrite_picture_id
@@ -70,7 +69,7 @@ DROP_REASONS = (
     "unknown_viewer",  # RTCP for a viewer id that is not added
 )
 
-_pack_fixed = struct.Struct("!BBHII").pack
+_pack_fixed = FIXED_HEADER.pack
 _KINDS: tuple[MediaKind, ...] = ("video", "audio")
 
 
@@ -502,6 +501,8 @@ class Router:
                         waiting += 1
                         continue
                 self._start_track(t, src, hdr, data, now)
+            # The track's SeqMap mapping, inlined (media/seqmap.py says why): older than
+            # its start is dropped, then seq/ts are shifted by its offsets.
             elif (seq - t.first_in_seq) & 0xFFFF >= 0x8000:
                 too_old += 1
                 continue

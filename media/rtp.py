@@ -3,7 +3,8 @@
 The forwarder parses each incoming packet once (:func:`parse_rtp_untrusted`) and
 then builds, per *distinct* viewer extension plan, the part of the outgoing
 packet that follows the fixed 12-byte header (:func:`build_body`). Per viewer,
-only the fixed header is packed (:data:`FIXED_HEADER`) and prepended.
+only the fixed header is packed (:data:`FIXED_HEADER`) and prepended, inline in
+the router's per-viewer loop (``Router._fan_out``).
 """
 
 from __future__ import annotations
@@ -22,12 +23,10 @@ __all__ = [
     "ExtensionPlan",
     "RtpHeader",
     "build_body",
-    "build_rtp_packet",
     "encode_extensions",
     "make_extension_plan",
     "parse_extensions_untrusted",
     "parse_rtp_untrusted",
-    "rewrite_header",
 ]
 
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
@@ -291,42 +290,3 @@ def build_body(hdr: RtpHeader, data: bytes, plan: ExtensionPlan | None) -> tuple
     if plan.static_block:
         return b0 | 0x10, plan.static_block + payload
     return b0, payload
-
-
-def rewrite_header(
-    hdr: RtpHeader,
-    data: bytes,
-    *,
-    ssrc: int,
-    payload_type: int,
-    sequence_number: int,
-    timestamp: int,
-    plan: ExtensionPlan | None = None,
-) -> bytes:
-    """The whole outgoing packet for one viewer (convenience; the router inlines this)."""
-    b0, body = build_body(hdr, data, plan)
-    b1 = (0x80 if hdr.marker else 0) | (payload_type & 0x7F)
-    return FIXED_HEADER.pack(b0, b1, sequence_number, timestamp & 0xFFFFFFFF, ssrc) + body
-
-
-def build_rtp_packet(
-    *,
-    payload_type: int,
-    sequence_number: int,
-    timestamp: int,
-    ssrc: int,
-    payload: bytes,
-    marker: bool = False,
-    extensions: list[tuple[int, bytes]] | None = None,
-    csrcs: tuple[int, ...] = (),
-    padding: int = 0,
-) -> bytes:
-    """A complete RTP packet (for tests, bots and load generators)."""
-    if not 0 <= padding <= 255 or len(csrcs) > 15:
-        raise ValueError("bad padding or too many CSRCs")
-    ext = encode_extensions(extensions or [])
-    b0 = 0x80 | (0x20 if padding else 0) | (0x10 if ext else 0) | len(csrcs)
-    b1 = (0x80 if marker else 0) | (payload_type & 0x7F)
-    head = FIXED_HEADER.pack(b0, b1, sequence_number & 0xFFFF, timestamp & 0xFFFFFFFF, ssrc & 0xFFFFFFFF)
-    pad = b"\x00" * (padding - 1) + bytes((padding,)) if padding else b""
-    return head + b"".join(struct.pack("!I", c) for c in csrcs) + ext + payload + pad

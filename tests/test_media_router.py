@@ -22,15 +22,10 @@ from media.rtcp import (
     build_sr,
     parse_rtcp_untrusted,
 )
-from media.rtp import (
-    AUDIO_LEVEL_URI,
-    MID_URI,
-    RtpHeader,
-    build_rtp_packet,
-    parse_rtp_untrusted,
-)
+from media.rtp import AUDIO_LEVEL_URI, MID_URI, RtpHeader, parse_rtp_untrusted
 from media.streams import SinkStream, SourceStream
 from media.vp8 import read_picture_id
+from tests.rtp_packets import build_rtp_packet
 
 TWCC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 ABS_SEND_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"

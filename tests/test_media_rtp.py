@@ -1,4 +1,8 @@
-"""RTP header parsing and outgoing-header building (media/rtp.py)."""
+"""RTP header parsing and outgoing-header building (media/rtp.py).
+
+The outgoing packet is assembled by the router (its fixed header packed inline
+per viewer, the rest from `build_body`), so those tests go through a `Router`.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +14,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from media.errors import MalformedPacket
+from media.router import Router
 from media.rtp import (
     AUDIO_LEVEL_URI,
     FIXED_HEADER,
     MID_URI,
     build_body,
-    build_rtp_packet,
     encode_extensions,
     make_extension_plan,
     parse_extensions_untrusted,
     parse_rtp_untrusted,
-    rewrite_header,
 )
+from media.streams import SinkStream, SourceStream
+from tests.rtp_packets import build_rtp_packet
 
 TWCC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 ABS_SEND_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
@@ -149,27 +154,38 @@ def _host_packet() -> bytes:
     )
 
 
-def test_build_body_fast_path_strips_extensions() -> None:
-    data = _host_packet()
-    h = parse_rtp_untrusted(data, parse_extensions=False)
-    out = rewrite_header(h, data, ssrc=0x2222, payload_type=100, sequence_number=5, timestamp=7)
+def _forwarded(data: bytes, *, extensions: dict[str, int] | None = None, mid: str | None = None) -> bytes:
+    """Host Opus packet `data` as the router sends it to a new viewer (ssrc 0x2222, PT 100)."""
+    router = Router(rtcp_ssrc=1, target_bitrate_bps=1_500_000)
+    host = SourceStream(kind="audio", payload_type=111, clock_rate=48000, extensions=HOST_EXT)
+    router.attach_publisher([host], lambda d: None, 0.0)
+    sink = SinkStream(
+        kind="audio", ssrc=0x2222, payload_type=100, clock_rate=48000, extensions=extensions or {}, mid=mid
+    )
+    sent: list[bytes] = []
+    router.add_viewer("v", [sink], sent.append, lambda d: None, 0.0)
+    router.on_publisher_rtp(data, 0.0)
+    (out,) = sent
+    return out
+
+
+def test_outgoing_fast_path_strips_extensions() -> None:
+    out = _forwarded(_host_packet())
     o = parse_rtp_untrusted(out)
     assert not o.extension
+    # a new viewer sees the host's seq and ts (tests/test_media_seqmap.py)
     assert (o.ssrc, o.payload_type, o.sequence_number, o.timestamp, o.marker) == (
         0x2222,
         100,
-        5,
-        7,
+        10,
+        960,
         True,
     )
     assert out[o.payload_offset :] == b"OPUS-PAYLOAD"
 
 
-def test_build_body_viewer_mid_and_mapped_audio_level() -> None:
-    data = _host_packet()
-    h = parse_rtp_untrusted(data, parse_extensions=False)
-    plan = make_extension_plan(HOST_EXT, {MID_URI: 3, AUDIO_LEVEL_URI: 1, TWCC_URI: 2}, "v7")
-    out = rewrite_header(h, data, ssrc=1, payload_type=100, sequence_number=5, timestamp=7, plan=plan)
+def test_outgoing_viewer_mid_and_mapped_audio_level() -> None:
+    out = _forwarded(_host_packet(), extensions={MID_URI: 3, AUDIO_LEVEL_URI: 1, TWCC_URI: 2}, mid="v7")
     o = parse_rtp_untrusted(out)
     assert o.extensions == {1: b"\x85", 3: b"v7"}
     assert out[o.payload_offset : o.payload_end] == b"OPUS-PAYLOAD"
@@ -194,8 +210,6 @@ def test_two_byte_form_for_large_ids() -> None:
     assert parse_rtp_untrusted(data).extensions == {3: b"x", 200: b"mid"}
 
 
-def test_csrcs_are_dropped_on_rewrite() -> None:
-    data = build_rtp_packet(payload_type=96, sequence_number=1, timestamp=2, ssrc=3, payload=b"abc", csrcs=(1, 2))
-    h = parse_rtp_untrusted(data)
-    out = rewrite_header(h, data, ssrc=9, payload_type=97, sequence_number=1, timestamp=2)
-    assert out == FIXED_HEADER.pack(0x80, 97, 1, 2, 9) + b"abc"
+def test_csrcs_are_dropped_on_the_way_out() -> None:
+    data = build_rtp_packet(payload_type=111, sequence_number=1, timestamp=2, ssrc=3, payload=b"abc", csrcs=(1, 2))
+    assert _forwarded(data) == FIXED_HEADER.pack(0x80, 100, 1, 2, 0x2222) + b"abc"

@@ -1,55 +1,109 @@
-"""Per-viewer seq/ts/picture-id mapping (media/seqmap.py)."""
+"""Per-viewer seq/ts/picture-id mapping (media/seqmap.py), as the router applies it.
+
+The offsets live in `SeqMap`; the per-packet arithmetic (shift by the offsets,
+drop what is older than the viewer's start) is inlined in `Router._fan_out`,
+so these tests feed host packets to a `Router` and read the viewers' packets.
+"""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from media.router import Router
+from media.rtp import RtpHeader, parse_rtp_untrusted
 from media.seqmap import SeqMap
+from media.streams import MediaKind, SinkStream, SourceStream
+from media.vp8 import read_picture_id
+from tests.rtp_packets import build_rtp_packet, vp8_packet
+
+VP8, OPUS = 96, 111
+CLOCK = {"video": 90000, "audio": 48000}
 
 
-def test_new_viewer_sees_host_numbers() -> None:
-    m = SeqMap(90000)
-    assert not m.active
-    m.start(1, 500, 9000, now=1.0, in_pid=7)
-    assert m.active
-    assert (m.out_seq(501), m.out_ts(12000)) == (501, 12000)
-    assert m.accepts(500) and m.accepts(510) and not m.accepts(499)
+class Viewer:
+    def __init__(self, router: Router, name: str, kind: MediaKind, now: float) -> None:
+        self.ssrc = 0x5000 + len(name)
+        self.packets: list[tuple[RtpHeader, bytes]] = []
+        sink = SinkStream(kind=kind, ssrc=self.ssrc, payload_type=100, clock_rate=CLOCK[kind])
+        router.add_viewer(name, [sink], lambda d: self.packets.append((parse_rtp_untrusted(d), d)), lambda d: None, now)
+
+    @property
+    def seqs(self) -> list[int]:
+        return [h.sequence_number for h, _ in self.packets]
+
+    @property
+    def last(self) -> RtpHeader:
+        return self.packets[-1][0]
 
 
-def test_switch_is_continuous() -> None:
-    m = SeqMap(90000)
-    m.start(1, 65530, 4_294_960_000, now=0.0, in_pid=0x7FFE)
+def forwarder(kind: MediaKind) -> Router:
+    router = Router(rtcp_ssrc=1, target_bitrate_bps=1_500_000)
+    pt = VP8 if kind == "video" else OPUS
+    router.attach_publisher([SourceStream(kind=kind, payload_type=pt, clock_rate=CLOCK[kind])], lambda d: None, 0.0)
+    return router
+
+
+def opus(seq: int, ts: int, ssrc: int = 0xA2) -> bytes:
+    return build_rtp_packet(payload_type=OPUS, sequence_number=seq, timestamp=ts, ssrc=ssrc, payload=b"OPUS")
+
+
+@pytest.mark.parametrize("first", [500, 65534])  # the second one across the wrap
+def test_new_viewer_sees_host_numbers_and_drops_what_is_older_than_its_start(first: int) -> None:
+    seqs = [first, (first + 2) & 0xFFFF, (first + 1) & 0xFFFF, (first + 3) & 0xFFFF]  # one reordered
+    router = forwarder("audio")
+    early = Viewer(router, "early", "audio", 0.0)
+    router.on_publisher_rtp(opus(seqs[0], 9000), 0.0)  # early starts here
+    late = Viewer(router, "late", "audio", 0.01)
+    router.on_publisher_rtp(opus(seqs[1], 9000 + 960 * 2), 0.04)  # late starts here
+    router.on_publisher_rtp(opus(seqs[2], 9000 + 960), 0.05)  # before late's start
+    router.on_publisher_rtp(opus(seqs[3], 9000 + 960 * 3), 0.06)
+    assert early.seqs == seqs
+    assert late.seqs == [seqs[1], seqs[3]]
+    assert [h.timestamp for h, _ in early.packets] == [9000, 9000 + 960 * 2, 9000 + 960, 9000 + 960 * 3]
+    assert router.statistics().drops["too_old"] == 1
+
+
+def test_switch_is_continuous_through_every_wrap() -> None:
+    router = forwarder("video")
+    viewer = Viewer(router, "v", "video", 0.0)
+    router.on_publisher_rtp(vp8_packet(seq=65530, ts=4_294_960_000, ssrc=0xA1, pid=0x7FFE, key=True), 0.0)
     # last packet of the old source: seq 5 (wrapped), ts 4_294_963_000, pid 0x7FFF
-    m.end(5, 4_294_963_000, 10.0, highest_pid=0x7FFF, highest_pid_bits=15)
-    assert not m.active
-    last_out_seq = m.out_seq(5)
-    m.start(2, 1000, 777, now=10.5, in_pid=42)
-    assert m.out_seq(1000) == (last_out_seq + 1) & 0xFFFF == 6
-    assert m.out_ts(777) == (4_294_963_000 + 45000) & 0xFFFFFFFF
-    assert (42 + m.pid_offset) & 0x7FFF == 0  # 0x7FFF + 1 wraps to 0
-    assert m.out_seq(1001) == 7
+    router.on_publisher_rtp(vp8_packet(seq=5, ts=4_294_963_000, ssrc=0xA1, pid=0x7FFF), 10.0)
+    assert viewer.last.sequence_number == 5  # the viewer still sees the host's numbers
+    # the host's SSRC changes: a new source epoch, numbered from scratch, starting at a keyframe
+    router.on_publisher_rtp(vp8_packet(seq=1000, ts=777, ssrc=0xB1, pid=42, key=True), 10.5)
+    router.on_publisher_rtp(vp8_packet(seq=1001, ts=3777, ssrc=0xB1, pid=43), 10.53)
+    (first, data), (second, _) = viewer.packets[-2:]
+    assert (first.sequence_number, second.sequence_number) == (6, 7)
+    # 0.5 s since the last packet sent, in 90 kHz ticks, past the 32-bit wrap
+    assert first.timestamp == (4_294_963_000 + 45000) & 0xFFFFFFFF
+    assert second.timestamp == (first.timestamp + 3000) & 0xFFFFFFFF
+    assert read_picture_id(data, first.payload_offset) == (0, 15)  # 0x7FFF + 1 wraps to 0
 
 
 def test_switch_ts_advances_at_least_one_tick() -> None:
-    m = SeqMap(48000)
-    m.start(1, 10, 100, now=5.0)
-    m.end(10, 100, 5.0)
-    m.start(2, 0, 0, now=5.0)
-    assert m.out_ts(0) == 101
+    router = forwarder("audio")
+    viewer = Viewer(router, "v", "audio", 0.0)
+    router.on_publisher_rtp(opus(10, 100, ssrc=1), 5.0)
+    router.on_publisher_rtp(opus(0, 0, ssrc=2), 5.0)  # a new source at the same instant
+    assert [(h.sequence_number, h.timestamp) for h, _ in viewer.packets] == [(10, 100), (11, 101)]
 
 
 def test_reverse_mapping() -> None:
+    """A NACKed output seq back to the host's (what `Router._serve_nack` looks up)."""
     m = SeqMap(90000)
     m.start(1, 100, 0, now=0.0)
-    m.end(150, 0, 1.0)
-    m.start(2, 65500, 0, now=1.1)
-    out = m.out_seq(65535)
-    assert m.input_seq(out, 2, highest_in_seq=3) == 65535
-    assert m.input_seq(m.out_seq(3), 2, highest_in_seq=3) == 3
-    assert m.input_seq(m.out_seq(4), 2, highest_in_seq=3) is None  # not received yet
-    assert m.input_seq(m.out_seq(65499), 2, highest_in_seq=3) is None  # before start
-    assert m.input_seq(out, 1, highest_in_seq=3) is None  # another epoch
+    m.end(150, 0, 1.0)  # the viewer was last sent seq 150
+    m.start(2, 65500, 0, now=1.1)  # so host seq 65500 is sent as 151, 65535 as 186, 3 as 190
+    assert m.input_seq(186, 2, highest_in_seq=3) == 65535
+    assert m.input_seq(190, 2, highest_in_seq=3) == 3
+    assert m.input_seq(191, 2, highest_in_seq=3) is None  # not received yet
+    assert m.input_seq(150, 2, highest_in_seq=3) is None  # before start
+    assert m.input_seq(186, 1, highest_in_seq=3) is None  # another epoch
 
 
 @given(
@@ -61,22 +115,18 @@ def test_reverse_mapping() -> None:
 )
 def test_output_seq_is_continuous_across_switches(epochs: list[tuple[int, int, int]]) -> None:
     """Whatever each source's numbering, the viewer sees seq +1 per packet and ts increasing."""
-    m = SeqMap(90000)
+    router = forwarder("audio")
+    viewer = Viewer(router, "v", "audio", 0.0)
     now = 0.0
-    expected: int | None = None
-    last_ts: int | None = None
-    for epoch, (first_seq, first_ts, count) in enumerate(epochs, start=1):
-        m.start(epoch, first_seq, first_ts, now)
+    sent = 0
+    for ssrc, (first_seq, first_ts, count) in enumerate(epochs, start=1):
         for k in range(count):
-            seq = (first_seq + k) & 0xFFFF
-            ts = (first_ts + 3000 * k) & 0xFFFFFFFF
-            out = m.out_seq(seq)
-            if expected is not None:
-                assert out == expected
-            if last_ts is not None:
-                assert 0 < (m.out_ts(ts) - last_ts) & 0xFFFFFFFF < 0x80000000
-            expected = (out + 1) & 0xFFFF
-            last_ts = m.out_ts(ts)
-            now += 1 / 30
-        last = count - 1
-        m.end((first_seq + last) & 0xFFFF, (first_ts + 3000 * last) & 0xFFFFFFFF, now - 1 / 30)
+            router.on_publisher_rtp(opus((first_seq + k) & 0xFFFF, (first_ts + 960 * k) & 0xFFFFFFFF, ssrc), now)
+            now += 0.02
+        sent += count
+    assert len(viewer.packets) == sent
+    first = viewer.packets[0][0]
+    assert (first.sequence_number, first.timestamp) == (epochs[0][0], epochs[0][1])
+    for (before, _), (after, _) in pairwise(viewer.packets):
+        assert after.sequence_number == (before.sequence_number + 1) & 0xFFFF
+        assert 0 < (after.timestamp - before.timestamp) & 0xFFFFFFFF < 0x80000000
