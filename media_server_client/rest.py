@@ -14,22 +14,42 @@ from media_server_client.errors import ERROR_CLASSES, MediaServerError
 T = TypeVar("T")
 
 
+# The response bodies, declared here rather than imported from the server's packages
+# (the client is meant to install without them). tests/test_sdk_types_match_server.py
+# checks that their fields are the server's. A field the server added later has a
+# default, so that an older server's answers still decode.
+
+
 class CreatedRoom(msgspec.Struct, frozen=True):
+    """`POST /room/create` (the server's api.schemas.CreateRoomResponse)."""
+
     room_id: str
     post_id: str
-    host_token: str | None = None
+    host_token: str | None = None  # None when the server has no [auth] secret
+    host_user_id: str = ""
 
 
 class RoomStats(msgspec.Struct, frozen=True):
+    """`GET /room/{room_id}/stats` (the server's actors.messages.RoomStats)."""
+
     room_id: str
     post_id: str
     is_active: bool
     viewer_count: int
-    has_host: bool
-    stop_reason: str | None = None
+    has_host: bool  # a host is joined and connected
+    stop_reason: str | None = None  # "api", "idle", "shutdown" or "crashed" once stopped
+    host_joined: bool = False  # a host session is joined (connected or not)
+    host_user_id: str = ""
+    created_at: float = 0.0  # unix seconds
+    restarts: int = 0  # times the room was restarted after a crash
+    bytes_sent: int = 0  # media bytes sent to the room's viewers
+    bytes_received: int = 0  # media bytes received from the room's host
+    forwarding: dict[str, Any] | None = None  # the forwarder's counters while active (see /openapi.json)
 
 
 class ServerStats(msgspec.Struct, frozen=True):
+    """`GET /stats` (the server's actors.supervisor.ServerTotals)."""
+
     total_rooms: int
     active_rooms: int
     total_peers: int
@@ -37,10 +57,14 @@ class ServerStats(msgspec.Struct, frozen=True):
     total_hosts: int
     total_bytes_sent: int
     total_bytes_received: int
+    room_restarts: int = 0  # room actors restarted after a crash
+    rooms_crashed: int = 0  # rooms stopped as "crashed"
 
 
 class JoinToken(msgspec.Struct, frozen=True):
-    token: str | None
+    """`POST /room/{room_id}/token` (the server's api.schemas.TokenResponse)."""
+
+    token: str | None  # None when the server has no [auth] secret
     expires_at: int | None
 
 
