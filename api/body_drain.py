@@ -12,6 +12,11 @@ could pile these up, API key or not.
 So when the app has answered all but the last chunk, this wrapper reads and
 discards what is left of the body (bounded), which lets Hypercorn finish the
 exchange normally: the connection serves its next request, or is closed.
+
+It uses only the ASGI interface, but what it works around is Hypercorn's inner
+workings: tests/test_hypercorn_patch.py pins them (an upgrade that changes them
+fails there), and tests/test_trust_limits.py::test_an_unread_big_body_does_not_stall_the_connection
+checks the behaviour on a live server.
 """
 
 from __future__ import annotations

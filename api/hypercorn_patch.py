@@ -10,8 +10,12 @@ connection slot and a peer task. Anyone could pile those up.
 The fix wraps that method: once it returns with the buffer over the limit, the
 stream is ended the way Hypercorn ends it after a close handshake
 (`StreamClosed`): the app gets `websocket.disconnect`, the TCP connection is
-closed. tests/test_hypercorn_patch.py checks both the hook's shape and the
-behaviour on a live server, so an upgrade that moves or fixes it is noticed.
+closed. tests/test_hypercorn_patch.py pins what the wrapper relies on (the
+version, the `break` after close 1009, the buffer and stream attributes, the
+`StreamClosed` path), so an upgrade that moves or fixes it is noticed, and shows
+on a live server that the TCP connection is closed at once; the same through the
+SDK, with the connection slot freed, is
+tests/test_trust_limits.py::test_a_frame_over_hypercorns_limit_closes_1009_and_frees_the_slot.
 """
 
 from __future__ import annotations
