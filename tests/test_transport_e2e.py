@@ -4,7 +4,9 @@ Testing policy: every peer gathers on 127.0.0.1 only, no STUN server is
 configured, and the suite is meant to run inside ``unshare -rn`` (only ``lo``).
 Each test runs its asyncio body on a trio-asyncio loop, as the server does
 (``trio_asyncio.open_loop`` + ``aio_as_trio``), under an absolute
-``trio.fail_after``; waits poll a condition with a generous deadline.
+``trio.fail_after``. Waits are event-driven: the callbacks a condition depends
+on call ``changed()``, and ``wait_until`` re-checks it on each call, with a
+generous deadline.
 """
 
 from __future__ import annotations
@@ -13,9 +15,8 @@ import asyncio
 import fractions
 import struct
 import threading
-import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 import av
 import pytest
@@ -40,24 +41,59 @@ from transport import (
     ViewerConnection,
 )
 from transport import aiortc_adapter as adapter
+from transport.containment import contain_loop
 
 ICE = IceSettings(host_addresses=["127.0.0.1"], announced_address="", stun_servers=[])
 MEDIA = MediaSettings(video_bitrate_kbps=1500, max_framerate=30, audio_bitrate_kbps=128)
 TEST_TIMEOUT = 30.0
 
 
+T = TypeVar("T")
+_changed: asyncio.Event | None = None  # one per test, made by run()
+
+
 async def run(main: Callable[[], Coroutine[Any, Any, None]], limit: float = TEST_TIMEOUT) -> None:
+    async def main_with_changes() -> None:
+        global _changed
+        _changed = asyncio.Event()
+        await main()
+
     with trio.fail_after(limit):
-        async with trio_asyncio.open_loop():
-            await trio_asyncio.aio_as_trio(main)()
+        async with trio_asyncio.open_loop() as loop:
+            contain_loop(loop)  # as the server does: connections own their aiortc tasks
+            await trio_asyncio.aio_as_trio(main_with_changes)()
+
+
+def changed() -> None:
+    """Something a `wait_until` condition may depend on changed (called from callbacks)."""
+    assert _changed is not None, "only inside run()"
+    _changed.set()
+
+
+def recorded(sink: Callable[[T], object]) -> Callable[[T], None]:
+    """A callback that hands its argument to `sink` (e.g. `list.append`), then calls `changed()`."""
+
+    def record(item: T) -> None:
+        sink(item)
+        changed()
+
+    return record
 
 
 async def wait_until(condition: Callable[[], bool], what: str, limit: float = 10.0) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+    """Return once `condition()` holds, re-checking it on each `changed()`; fail after `limit` s."""
+    event = _changed
+    assert event is not None, "only inside run()"
+
+    async def each_change() -> None:
+        while not condition():
+            event.clear()  # the loop runs the callbacks: none can slip in between check and clear
+            await event.wait()
+
+    try:
+        await asyncio.wait_for(each_change(), limit)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 class PatternTrack(VideoStreamTrack):
@@ -103,7 +139,10 @@ async def close_client(pc: RTCPeerConnection) -> None:
         if sender.track is not None:
             sender.track.stop()
     tasks = [mangled(sender, "RTCRtpSender", "rtp_task") for sender in pc.getSenders()]
-    await wait_until(lambda: all(t is None or t.done() for t in tasks), "client encoders ended")
+    running = [t for t in tasks if t is not None and not t.done()]
+    if running:
+        _, pending = await asyncio.wait(running, timeout=10.0)
+        assert not pending, "timed out waiting for the client encoders to end"
     await pc.close()
 
 
@@ -120,8 +159,8 @@ async def connect_publisher(
     server = PublisherConnection(ICE, MEDIA, counters)
     packets: list[bytes] = []
     states: list[str] = []
-    server.on_rtp = packets.append
-    server.on_state = states.append
+    server.on_rtp = recorded(packets.append)
+    server.on_state = recorded(states.append)
     client = client_pc()
     client.addTransceiver(PatternTrack(), direction="sendonly")
     client.addTransceiver(AudioStreamTrack(), direction="sendonly")
@@ -228,7 +267,7 @@ async def test_viewer_decodes_forwarded_packets_and_its_rtcp_reaches_on_rtcp() -
 
         viewer = ViewerConnection(ICE, MEDIA, counters)
         viewer_states: list[str] = []
-        viewer.on_state = viewer_states.append
+        viewer.on_state = recorded(viewer_states.append)
         rtcp_seen: list[tuple[int, int]] = []
         host_video_ssrc: list[int] = []
 
@@ -245,6 +284,7 @@ async def test_viewer_decodes_forwarded_packets_and_its_rtcp_reaches_on_rtcp() -
                 # picture loss at the viewer: ask the host for a keyframe
                 pli = struct.pack("!BBHII", 0x81, 206, 2, 1, host_video_ssrc[0])
                 publisher.send_rtcp(pli)
+            changed()
 
         viewer.on_rtcp = on_viewer_rtcp
 
@@ -292,6 +332,7 @@ async def test_viewer_decodes_forwarded_packets_and_its_rtcp_reaches_on_rtcp() -
         def lose_one(data: bytes) -> bool:
             nonlocal video_in
             at_client.append(data)
+            changed()
             if data[1] & 0x7F == sinks["video"].payload_type:
                 video_in += 1
                 if video_in == 20:  # lost on its way in: the viewer NACKs it
@@ -307,6 +348,7 @@ async def test_viewer_decodes_forwarded_packets_and_its_rtcp_reaches_on_rtcp() -
             receiver = next(t.receiver for t in client.getTransceivers() if t.kind == kind)
             while True:
                 frames[kind].append(await receiver.track.recv())
+                changed()
 
         consumers = [asyncio.create_task(consume(kind)) for kind in ("video", "audio")]
         try:
@@ -535,19 +577,20 @@ async def test_close_leaves_no_tasks_and_no_sockets() -> None:
         await wait_until(lambda: len(packets) > 10, "media")
         server_ports = {port for _, port, _ in sdp.candidate_addresses(server_answer(server))}
         assert server_ports and server_ports <= _udp_ports()
-        server_objects = adapter.connection_objects(server._pc)  # type: ignore[arg-type]
-        assert adapter.tasks_owned_by(server_objects)  # DTLS / ICE tasks while connected
+        assert server._tasks.pending  # DTLS / ICE tasks while connected
 
         await server.close()  # the client is still up
-        assert adapter.tasks_owned_by(server_objects) == []
+        assert server._tasks.pending == 0
         assert not server_ports & _udp_ports()
         assert states == ["connected", "closed"]
         await server.close()  # idempotent
         assert states == ["connected", "closed"]
 
-        client_objects = adapter.connection_objects(client)
         await close_client(client)
-        await adapter.reap_tasks(client_objects, 5.0)  # aiortc leaves its DTLS task to die
+        # aiortc leaves the client's DTLS task to die by itself
+        leftovers = asyncio.all_tasks() - {me} - tasks_before
+        if leftovers:
+            await asyncio.wait(leftovers, timeout=5.0)
         assert asyncio.all_tasks() - {me} == tasks_before
         assert _udp_ports() == ports_before
 
@@ -598,7 +641,7 @@ async def test_trickled_candidates_connect() -> None:
     async def main() -> None:
         server = ViewerConnection(ICE, MEDIA, TransportCounters())
         states: list[str] = []
-        server.on_state = states.append
+        server.on_state = recorded(states.append)
         client = client_pc()
         client.addTransceiver("video", direction="recvonly")
         offer = await client_offer(client)
