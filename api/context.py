@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import trio
+
 from actors.supervisor import SupervisorClient
 from core.config import Config
 from core.tokens import TokenIssuer
@@ -17,6 +19,7 @@ class ConnectionGate:
     limit: int
     open: int = 0
     refused: int = 0
+    _left: trio.lowlevel.ParkingLot = field(default_factory=trio.lowlevel.ParkingLot)
 
     def try_enter(self) -> bool:
         if self.open >= self.limit:
@@ -27,6 +30,12 @@ class ConnectionGate:
 
     def leave(self) -> None:
         self.open -= 1
+        self._left.unpark_all()
+
+    async def wait_all_left(self) -> None:
+        """Return once no session is open (bound it with a deadline)."""
+        while self.open:
+            await self._left.park()
 
 
 @dataclass

@@ -13,6 +13,7 @@ from actors.errors import ActorRefusal, RoomNotFound
 from actors.messages import RoomStats
 from api.context import ServerContext
 from api.responses import ApiError, decode_body, json_response
+from api.runtime import runtime_stats
 from api.schemas import (
     CrashResponse,
     CreateRoomRequest,
@@ -100,12 +101,17 @@ def create_rest_blueprint(ctx: ServerContext) -> Blueprint:
 
 
 def create_debug_blueprint(ctx: ServerContext) -> Blueprint:
-    """Only registered with `[debug] fault_injection = true`."""
+    """Only registered with `[debug] fault_injection = true`: room crashes on demand, and
+    the process's task, fd and memory counts (`GET /debug/runtime`)."""
     debug = Blueprint("debug", __name__)
 
     @debug.before_request
     async def require_api_key() -> None:
         check_api_key(ctx)
+
+    @debug.get("/debug/runtime")
+    async def runtime() -> Response:
+        return json_response(runtime_stats())
 
     @debug.post("/debug/room/<room_id>/crash")
     async def crash_room(room_id: str) -> Response:

@@ -28,6 +28,10 @@ log = logging.getLogger("bitbasel.server")
 
 WEBSOCKET_MAX_MESSAGE_BYTES = 64 * 1024
 SHUTDOWN_DEADLINE_SECONDS = 10.0
+#: After the WebSocket sessions ended: how long open HTTP connections get before they are closed.
+HTTP_DRAIN_SECONDS = 0.25
+#: How long the WebSocket sessions get to send `stopped` and close, at shutdown.
+SESSIONS_DRAIN_SECONDS = 3.0
 
 
 class ServerAddress(msgspec.Struct, frozen=True):
@@ -45,7 +49,10 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     ]
     # just above 64 KiB: the signaling layer itself refuses bigger messages (close 1009)
     hc.websocket_max_message_size = WEBSOCKET_MAX_MESSAGE_BYTES + 1024
-    hc.graceful_timeout = SHUTDOWN_DEADLINE_SECONDS / 2
+    # By the time the listener stops, every WebSocket session has been told `stopped` and has
+    # ended (run_server waits for that): what is left are REST requests (milliseconds) and idle
+    # keep-alive connections, which Hypercorn 0.18 would keep for its whole graceful timeout.
+    hc.graceful_timeout = HTTP_DRAIN_SECONDS
     hc.accesslog = None
     hc.errorlog = logging.getLogger("bitbasel.hypercorn")
     if config.server.tls:
@@ -126,9 +133,11 @@ async def run_server(
         await shutdown.wait()
         log.info("shutting down: stopping every room, then the listener")
         with trio.move_on_after(SHUTDOWN_DEADLINE_SECONDS) as deadline:
-            await client.stop_all("shutdown")
+            await client.stop_all("shutdown")  # every session is told `stopped` and closes
+            with trio.move_on_after(SESSIONS_DRAIN_SECONDS):
+                await ctx.sessions.wait_all_left()
             stop_accepting.set()
-            await http_done.wait()  # Hypercorn waits up to graceful_timeout for open sessions
+            await http_done.wait()  # Hypercorn gives open HTTP connections HTTP_DRAIN_SECONDS
         if deadline.cancelled_caught:
             log.warning("shutdown deadline of %.0f s passed: cancelling what is left", SHUTDOWN_DEADLINE_SECONDS)
         nursery.cancel_scope.cancel()

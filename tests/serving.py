@@ -91,3 +91,48 @@ def app_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
     finally:
         process.kill()
         process.wait()
+
+
+class ServerProcess(msgspec.Struct):
+    process: subprocess.Popen[str]
+    url: str
+    log_path: Path
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http", "ws", 1) + "/ws"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextmanager
+def server_process(directory: Path, *, port: int = 0, **sections: dict[str, Any]) -> Iterator[ServerProcess]:
+    """`python app.py` on 127.0.0.1 with loopback candidates, `[debug] fault_injection` on (for
+    `/debug/runtime`) and `sections` merged into its config. Its log goes to a file, so a chatty
+    server never blocks on a full pipe. Killed at exit if still running."""
+    config: dict[str, dict[str, Any]] = {"ice": {"host_addresses": ["127.0.0.1"]}, "debug": {"fault_injection": True}}
+    for name, values in sections.items():
+        config[name] = {**config.get(name, {}), **values}
+    config_path = directory / "server.toml"
+    config_path.write_bytes(msgspec.toml.encode(config))
+    log_path = directory / f"server-{len(list(directory.glob('server-*.log')))}.log"
+    command = [sys.executable, str(ROOT / "app.py"), "--config", str(config_path), "--host", "127.0.0.1"]
+    command += ["--port", str(port)]
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()
+        if not line.startswith("listening on "):
+            raise AssertionError(f"the server did not start: {line!r}\n{log_path.read_text()[-3000:]}")
+        yield ServerProcess(process=process, url=line.removeprefix("listening on "), log_path=log_path)
+    finally:
+        process.kill()
+        process.wait()

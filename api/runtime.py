@@ -1,0 +1,55 @@
+"""`GET /debug/runtime`: what the process holds right now (tasks, fds, memory).
+
+For leak hunting (tests/test_reliability.py, bench/soak.py): every number is
+read fresh from Trio's task tree, the asyncio loop and /proc on each request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import msgspec
+import trio
+import trio_asyncio
+
+from transport import containment
+
+
+class RuntimeStats(msgspec.Struct, frozen=True):
+    trio_tasks: int
+    asyncio_tasks: int
+    open_fds: int
+    rss_bytes: int
+    contained_task_errors: int  # aiortc/aioice tasks that ended with an exception (logged, not raised)
+    contained_loop_errors: int  # errors reported to the asyncio loop's handler (logged, never raised)
+
+
+def _count_trio_tasks(task: trio.lowlevel.Task) -> int:
+    return 1 + sum(_count_trio_tasks(child) for nursery in task.child_nurseries for child in nursery.child_tasks)
+
+
+def _rss_bytes() -> int:
+    try:
+        resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+    return resident_pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def runtime_stats() -> RuntimeStats:
+    loop = trio_asyncio.current_loop.get()
+    root = trio.lowlevel.current_root_task()
+    try:
+        fds = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        fds = 0
+    return RuntimeStats(
+        trio_tasks=_count_trio_tasks(root) if root is not None else 0,
+        asyncio_tasks=len(asyncio.all_tasks(loop)) if loop is not None else 0,
+        open_fds=fds,
+        rss_bytes=_rss_bytes(),
+        contained_task_errors=containment.statistics.task_errors,
+        contained_loop_errors=containment.statistics.unowned_errors,
+    )
