@@ -11,7 +11,6 @@ import ssl
 
 import msgspec
 import trio
-import trio_asyncio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
@@ -22,7 +21,7 @@ from api.context import ServerContext
 from api.hypercorn_patch import install_hypercorn_patch
 from core.config import Config, ConfigError
 from core.tokens import TokenIssuer
-from transport.containment import contain_loop
+from transport.containment import open_contained_loop
 
 log = logging.getLogger("bitbasel.server")
 
@@ -99,8 +98,8 @@ async def run_server(
         log.warning("[auth] secret is empty: join tokens are NOT required; anyone may join any room")
     if not config.auth.api_key:
         log.warning("[auth] api_key is empty: the REST API is open to anyone who can reach it")
-    async with trio_asyncio.open_loop() as loop, trio.open_nursery() as nursery:
-        contain_loop(loop)  # no asyncio error (aiortc's tasks) can reach open_loop and end the server
+    # contained: no asyncio error (aiortc's tasks) can reach the loop's nursery and end the server
+    async with open_contained_loop(), trio.open_nursery() as nursery:
         supervisor = Supervisor(
             max_rooms=config.rooms.max_rooms,
             max_viewers_per_room=config.rooms.max_viewers_per_room,

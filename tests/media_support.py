@@ -7,12 +7,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-import trio_asyncio
 
 from core.config import Config
 from media.vp8 import descriptor_length
 from media_server_client.bots import Bot, open_host, open_viewer
 from tests.serving import RunningServer, http_client, make_config, running_server
+from transport.containment import open_contained_loop
 
 LOOPBACK = ["127.0.0.1"]
 VP8_CLOCK = 90000
@@ -21,7 +21,7 @@ VP8_CLOCK = 90000
 @asynccontextmanager
 async def media_server(config: Config | None = None) -> AsyncIterator[RunningServer]:
     """A server inside a trio-asyncio loop (the bots' aiortc shares it)."""
-    async with trio_asyncio.open_loop(), running_server(config or make_config(debug={"fault_injection": True})) as s:
+    async with open_contained_loop(), running_server(config or make_config(debug={"fault_injection": True})) as s:
         yield s
 
 

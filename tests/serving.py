@@ -115,7 +115,13 @@ def server_process(directory: Path, *, port: int = 0, **sections: dict[str, Any]
     for name, values in sections.items():
         config[name] = {**config.get(name, {}), **values}
     config_path = directory / "server.toml"
-    config_path.write_bytes(msgspec.toml.encode(config))
+    # JSON scalars and lists of them are valid TOML values
+    config_path.write_text(
+        "".join(
+            f"[{name}]\n" + "".join(f"{key} = {msgspec.json.encode(value).decode()}\n" for key, value in values.items())
+            for name, values in config.items()
+        )
+    )
     log_path = directory / f"server-{len(list(directory.glob('server-*.log')))}.log"
     command = [sys.executable, str(ROOT / "app.py"), "--config", str(config_path), "--host", "127.0.0.1"]
     command += ["--port", str(port)]

@@ -41,7 +41,7 @@ from transport import (
     ViewerConnection,
 )
 from transport import aiortc_adapter as adapter
-from transport.containment import contain_loop
+from transport.containment import open_contained_loop
 
 ICE = IceSettings(host_addresses=["127.0.0.1"], announced_address="", stun_servers=[])
 MEDIA = MediaSettings(video_bitrate_kbps=1500, max_framerate=30, audio_bitrate_kbps=128)
@@ -59,8 +59,7 @@ async def run(main: Callable[[], Coroutine[Any, Any, None]], limit: float = TEST
         await main()
 
     with trio.fail_after(limit):
-        async with trio_asyncio.open_loop() as loop:
-            contain_loop(loop)  # as the server does: connections own their aiortc tasks
+        async with open_contained_loop():  # as the server does: connections own their aiortc tasks
             await trio_asyncio.aio_as_trio(main_with_changes)()
 
 

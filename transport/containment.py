@@ -30,9 +30,11 @@ import asyncio
 import contextvars
 import logging
 import weakref
-from collections.abc import Coroutine, Generator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Coroutine, Generator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
+
+import trio_asyncio
 
 logger = logging.getLogger(__name__)
 
@@ -155,3 +157,12 @@ def loop_is_contained(loop: asyncio.AbstractEventLoop) -> bool:
         loop.get_task_factory() is _owned_task_factory
         and loop.get_exception_handler() is _contained_exception_handler
     )
+
+
+@asynccontextmanager
+async def open_contained_loop() -> AsyncIterator[asyncio.AbstractEventLoop]:
+    """``trio_asyncio.open_loop()`` with :func:`contain_loop` applied: what the server runs
+    on, and what any trio program using aiortc (bots, tests) should open."""
+    async with trio_asyncio.open_loop() as loop:
+        contain_loop(loop)
+        yield loop
