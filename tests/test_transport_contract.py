@@ -143,3 +143,76 @@ def test_every_private_access_of_the_adapter_is_in_hooks() -> None:
         "_send_rtp",
     ):
         assert name in source and name in listed, name
+
+
+# ---- containment (transport/containment.py): the mechanism, checked on trio-asyncio itself ----
+
+
+def test_trio_asyncio_still_reraises_loop_errors_into_its_nursery() -> None:
+    """Why containment exists: trio-asyncio's default handler raises whatever is reported."""
+    from trio_asyncio._async import TrioEventLoop
+
+    source = inspect.getsource(TrioEventLoop.default_exception_handler)
+    assert "propagate_asyncio_error" in source and "self._nursery.start_soon" in source
+
+
+async def test_a_contained_loop_gives_tasks_to_their_owner_and_never_raises() -> None:
+    import asyncio
+    import gc
+
+    from transport.containment import TaskOwner, loop_is_contained, open_contained_loop, statistics
+
+    async def fail() -> None:
+        raise RuntimeError("boom")
+
+    async def main() -> TaskOwner:
+        owner = TaskOwner("contract")
+        with owner.current():
+            failing = asyncio.ensure_future(fail())  # a detached task, as aiortc starts them
+            waiting = asyncio.ensure_future(asyncio.sleep(3600))
+        unowned = asyncio.ensure_future(fail())  # nobody's: reported to the loop's handler
+        await asyncio.sleep(0.05)
+        assert owner.task_errors == 1 and owner.pending == 1
+        await owner.reap(0.1)  # cancels the sleeper
+        assert owner.pending == 0 and waiting.cancelled() and failing.done()
+        del unowned  # its exception is never retrieved: reported when it is collected
+        orphan = asyncio.ensure_future(asyncio.sleep(3600))
+        del orphan  # "Task was destroyed but it is pending!" at collection
+        gc.collect()
+        await asyncio.sleep(0.05)
+        return owner
+
+    unowned_before = statistics.unowned_errors
+    with trio.fail_after(10):
+        async with open_contained_loop() as loop:
+            assert loop_is_contained(loop)
+            await trio_asyncio.aio_as_trio(main)()
+            await trio.sleep(0.05)
+    assert statistics.unowned_errors > unowned_before  # logged, and the loop (this test) lived on
+
+
+async def test_a_connection_closed_mid_handshake_leaves_no_task_and_raises_nothing() -> None:
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    from transport.connections import ViewerConnection
+    from transport.containment import open_contained_loop
+    from transport.settings import IceSettings, MediaSettings, TransportCounters
+
+    ice = IceSettings(host_addresses=["127.0.0.1"], announced_address="", stun_servers=[])
+    media = MediaSettings(video_bitrate_kbps=1500, max_framerate=30, audio_bitrate_kbps=128)
+
+    async def main() -> None:
+        client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        client.addTransceiver("video", direction="recvonly")
+        adapter.restrict_host_addresses(client, ["127.0.0.1"])
+        await client.setLocalDescription(await client.createOffer())
+        server = ViewerConnection(ice, media, TransportCounters(), label="contract viewer")
+        await server.accept_offer(client.localDescription.sdp)
+        await server.close()  # before any check arrived: aiortc's __connect fails on the closed transport
+        assert server._tasks.pending == 0
+        await client.close()
+
+    with trio.fail_after(20):
+        async with open_contained_loop():
+            await trio_asyncio.aio_as_trio(main)()
+            await trio.sleep(0.1)
