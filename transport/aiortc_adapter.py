@@ -43,11 +43,12 @@ instrument aiortc clients (bots, tests)
     :func:`observe_rtp_received` wraps ``_rx_srtp`` and :func:`observe_rtp_sent`
     wraps ``_send_rtp`` of a client pc's DTLS transports, to see (or drop)
     clear RTP; aiortc still handles every packet not dropped.
-hear every datagram (consent, receive side)
-    :func:`count_datagrams_heard` wraps, on the pc's own aioice ``Connection``
-    instances, ``data_received`` (every non-STUN datagram: DTLS, SRTP, SRTCP)
-    and ``request_received`` (every STUN request: the peer's ICE checks), which
-    aioice's ``StunProtocol.datagram_received`` calls on ``self.receiver``.
+hear the peer's ICE checks (consent, receive side)
+    :func:`count_checks_heard` wraps, on the pc's own aioice ``Connection``
+    instances, ``request_received`` (every STUN request, which aioice's
+    ``StunProtocol.datagram_received`` calls on ``self.receiver``) and counts
+    the authenticated ones (our ufrag, valid MESSAGE-INTEGRITY). With the
+    SRTP/SRTCP that unprotects (the receive taps), that is the peer's proof of life.
 
 (Closing without leaks needs no hook: every task aiortc starts belongs to the
 connection's ``TaskOwner``, see :mod:`transport.containment`.)
@@ -250,19 +251,9 @@ HOOKS: tuple[Hook, ...] = (
     ),
     Hook(
         "aioice.ice.Connection",
-        "data_received",
-        "function",  # a plain method, called synchronously
-        "count_datagrams_heard",
-        "every non-STUN datagram of the connection (DTLS, SRTP, SRTCP); wrapped per instance",
-        parameters=("data", "component"),
-        caller="aioice.ice.StunProtocol.datagram_received",
-        caller_contains=("self.receiver.data_received(data, self.local_candidate.component)",),
-    ),
-    Hook(
-        "aioice.ice.Connection",
         "request_received",
-        "function",
-        "count_datagrams_heard",
+        "function",  # a plain method, called synchronously
+        "count_checks_heard",
         "every STUN request (the peer's ICE and consent checks); wrapped per instance",
         parameters=("message", "addr", "protocol"),
         caller="aioice.ice.StunProtocol.datagram_received",
@@ -340,8 +331,9 @@ def _restrict_connection(connection: Connection, chosen: list[str]) -> None:
 # ---------------------------------------------------------------------------
 
 
-class DatagramsHeard:
-    """How many datagrams arrived from the peer (ICE checks, DTLS, SRTP, SRTCP)."""
+class Heard:
+    """How many authenticated things arrived from the peer (ICE checks; SRTP/SRTCP
+    are counted by the connection's receive taps)."""
 
     __slots__ = ("count",)
 
@@ -352,31 +344,34 @@ class DatagramsHeard:
 _HEARD = "_bbms_heard"
 
 
-def count_datagrams_heard(pc: RTCPeerConnection, heard: DatagramsHeard) -> None:
-    """Count into ``heard`` every datagram the pc's ICE connections receive.
-
-    Call after the pc has its transceivers, before it connects. Idempotent.
-    HOOKS aioice Connection.data_received / request_received, per instance.
+def count_checks_heard(pc: RTCPeerConnection, heard: Heard) -> None:
+    """Count into ``heard`` each authenticated STUN request (ICE or consent check) the
+    pc's ICE connections receive. Call after the pc has its transceivers. Idempotent.
+    HOOK aioice Connection.request_received, per instance.
     """
     for gatherer in ice_gatherers(pc):
         connection = ice_connection(gatherer)
         if getattr(connection, _HEARD, None) is not None:
             continue
-        data_received = connection.data_received
         request_received = connection.request_received
 
-        def counted_data(data: bytes, component: int, original: Any = data_received) -> None:
-            heard.count += 1
-            original(data, component)
-
-        def counted_request(
-            message: Any, addr: tuple[str, int], protocol: Any, original: Any = request_received
+        def counted(
+            message: Any,
+            addr: tuple[str, int],
+            protocol: Any,
+            connection: Any = connection,
+            original: Any = request_received,
         ) -> None:
-            heard.count += 1
+            username = message.attributes.get("USERNAME", "")
+            if (
+                isinstance(username, str)
+                and username.startswith(f"{connection.local_username}:")
+                and message.check_message_integrity(connection.local_password.encode("utf8"))
+            ):
+                heard.count += 1
             original(message, addr, protocol)
 
-        setattr(connection, "data_received", counted_data)  # noqa: B010
-        setattr(connection, "request_received", counted_request)  # noqa: B010
+        setattr(connection, "request_received", counted)  # noqa: B010
         setattr(connection, _HEARD, heard)
 
 

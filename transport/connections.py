@@ -19,9 +19,10 @@ connection's :class:`~transport.containment.TaskOwner` (the calls into aiortc
 run inside ``owner.current()``): its errors are retrieved and logged with the
 connection's label, and ``close()`` reaps them all, also mid-handshake.
 
-Consent (RFC 7675, receive side): a connection from which no datagram at all
-(ICE check, DTLS, SRTP, SRTCP) arrives for ``consent_timeout_seconds`` after
-the answer reports ``failed``.
+Consent (RFC 7675, receive side): a connection from which nothing
+authenticated (an ICE check with our credentials, SRTP or SRTCP that
+unprotects) arrives for ``consent_timeout_seconds`` after the answer reports
+``failed``.
 
 Every private aiortc/aioice hook is in :mod:`transport.aiortc_adapter`.
 """
@@ -88,15 +89,13 @@ class _PeerConnection:
 
     _role: str = ""
 
-    def __init__(
-        self, ice: IceSettings, media: MediaSettings, counters: TransportCounters, *, label: str = ""
-    ) -> None:
+    def __init__(self, ice: IceSettings, media: MediaSettings, counters: TransportCounters, *, label: str = "") -> None:
         self._ice = ice
         self._media = media
         self._counters = counters
         self.label = label or self._role
         self._tasks = TaskOwner(self.label)
-        self._heard = adapter.DatagramsHeard()
+        self._heard = adapter.Heard()
         self._consent_timer: asyncio.TimerHandle | None = None
         self._callback_errors = 0
         self._pc: RTCPeerConnection | None = None
@@ -218,7 +217,7 @@ class _PeerConnection:
             dtls = dtls_list[0]
             if self._ice.host_addresses:
                 adapter.restrict_host_addresses(pc, self._ice.host_addresses)
-            adapter.count_datagrams_heard(pc, self._heard)
+            adapter.count_checks_heard(pc, self._heard)
             adapter.disable_media_pipeline(pc)
             adapter.tap_srtp_receive(dtls, self._on_rtp_data, self._on_rtcp_data)
             dtls.on("statechange", self._sync_send_path)
@@ -270,7 +269,9 @@ class _PeerConnection:
                 heard_at[0], heard_at[1] = self._heard.count, now
             elif now - heard_at[1] >= timeout:
                 self._consent_timer = None
-                logger.info("%s: nothing received for %.0f s: consent lost", self.label, now - heard_at[1])
+                logger.info(
+                    "%s: nothing authenticated received for %.0f s: consent lost", self.label, now - heard_at[1]
+                )
                 self._path = None
                 self._report("failed")
                 return
@@ -361,6 +362,7 @@ class _PeerConnection:
 
     def _on_rtcp_data(self, data: bytes) -> None:
         """Raw RTCP after SRTCP unprotect: to ``on_rtcp``."""
+        self._heard.count += 1
         callback = self.on_rtcp
         if callback is None:
             return
@@ -385,9 +387,7 @@ class PublisherConnection(_PeerConnection):
 
     _role = "publisher"
 
-    def __init__(
-        self, ice: IceSettings, media: MediaSettings, counters: TransportCounters, *, label: str = ""
-    ) -> None:
+    def __init__(self, ice: IceSettings, media: MediaSettings, counters: TransportCounters, *, label: str = "") -> None:
         super().__init__(ice, media, counters, label=label)
         self._sources: list[SourceStream] = []
         self.on_rtp: PacketCallback | None = None
@@ -424,6 +424,7 @@ class PublisherConnection(_PeerConnection):
         adapter.count_received_bytes(dtls, self._counters)
 
     def _on_rtp_data(self, data: bytes) -> None:
+        self._heard.count += 1
         callback = self.on_rtp
         if callback is None:
             return
@@ -445,9 +446,7 @@ class ViewerConnection(_PeerConnection):
 
     _role = "viewer"
 
-    def __init__(
-        self, ice: IceSettings, media: MediaSettings, counters: TransportCounters, *, label: str = ""
-    ) -> None:
+    def __init__(self, ice: IceSettings, media: MediaSettings, counters: TransportCounters, *, label: str = "") -> None:
         super().__init__(ice, media, counters, label=label)
         self._sinks: list[SinkStream] = []
 

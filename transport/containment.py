@@ -154,8 +154,7 @@ def contain_loop(loop: asyncio.AbstractEventLoop) -> None:
 
 def loop_is_contained(loop: asyncio.AbstractEventLoop) -> bool:
     return (
-        loop.get_task_factory() is _owned_task_factory
-        and loop.get_exception_handler() is _contained_exception_handler
+        loop.get_task_factory() is _owned_task_factory and loop.get_exception_handler() is _contained_exception_handler
     )
 
 
