@@ -30,7 +30,7 @@ import msgspec
 import trio
 import trio_asyncio
 
-from actors.errors import ActorGone, ActorRefusal, RoomNotFound
+from actors.errors import ActorGone, ActorRefusal, ActorTimeout, RoomNotFound
 from actors.mailbox import call
 from actors.messages import (
     AttachMedia,
@@ -83,6 +83,7 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
+CLOSE_TRY_AGAIN_LATER = 1013  # RFC 6455 registry: a retryable refusal (the server is too busy)
 CLOSE_OF_CODE = {
     "bad_message": 4400,
     "unauthorized": 4401,
@@ -94,6 +95,7 @@ CLOSE_OF_CODE = {
     "unsupported_codec": 4415,
     "room_full": 4429,
     "rate_limited": CLOSE_POLICY,
+    "unavailable": CLOSE_TRY_AGAIN_LATER,
 }
 
 
@@ -291,6 +293,8 @@ class PeerSession:
             found = await self._env.supervisor.find_room(message.room_id)
         except RoomNotFound:
             found = None
+        except ActorTimeout as exc:
+            await self._refuse("unavailable", f"the server is too busy to answer: {exc.message}; try again")
         if not isinstance(found, RoomRef):
             await self._refuse("room_not_found", f"room {message.room_id} does not exist or is stopped")
         user_id = await self._authorize(message, found)
@@ -300,6 +304,8 @@ class PeerSession:
                 found.mailbox,
                 lambda r: RoomJoin(self.peer_id, message.role, user_id, self._inbox_send, r),
             )
+        except ActorTimeout as exc:
+            await self._refuse("unavailable", f"room {message.room_id} did not answer: {exc.message}; try again")
         except ActorGone:
             await self._refuse("room_not_found", f"room {message.room_id} stopped")
         except ActorRefusal as refusal:

@@ -139,3 +139,74 @@ async def test_shutdown_stops_all_rooms_with_reason(nursery: trio.Nursery) -> No
     await client.stop_all("shutdown")
     for room in rooms:
         assert (await client.room_stats(room.room_id)).stop_reason == "shutdown"
+
+
+# ---- deadlines, queued requests at a stop, atomic membership -------------------------------
+
+
+async def test_a_call_nobody_answers_fails_at_its_deadline(autojump_clock: trio.testing.MockClock) -> None:
+    from actors.errors import ActorTimeout
+    from actors.mailbox import CALL_TIMEOUT_SECONDS, open_mailbox
+
+    send, _receive = open_mailbox()  # an actor that never reads its mailbox
+    started = trio.current_time()
+    with pytest.raises(ActorTimeout):
+        await call(send, lambda r: Leave("p", r))
+    assert trio.current_time() - started == pytest.approx(CALL_TIMEOUT_SECONDS)
+
+
+async def test_closing_a_mailbox_answers_every_queued_request() -> None:
+    from actors.mailbox import close_mailbox, open_mailbox
+
+    mailbox = open_mailbox()
+    outcomes: list[str] = []
+
+    async def caller() -> None:
+        try:
+            await call(mailbox[0], lambda r: Leave("p", r))
+        except ActorGone:
+            outcomes.append("gone")
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(10):
+            nursery.start_soon(caller)
+        await trio.testing.wait_all_tasks_blocked()
+        assert close_mailbox(mailbox, lambda _: ActorGone("stopped")) == 10
+    assert outcomes == ["gone"] * 10
+
+
+async def test_stopping_a_busy_room_answers_its_queued_joins(nursery: trio.Nursery) -> None:
+    client = await start(nursery, max_viewers_per_room=100)
+    room_id = (await client.create_room("post", "host")).room_id
+    ref = await ref_of(client, room_id)
+    outcomes: list[str] = []
+
+    async def joiner(index: int) -> None:
+        try:
+            await join(ref, f"peer_{index}")
+            outcomes.append("joined")
+        except ActorGone:
+            outcomes.append("gone")
+        except RoomFull:
+            outcomes.append("full")
+
+    with trio.fail_after(10):  # before the fix, the joins queued at the stop waited forever
+        async with trio.open_nursery() as joiners:
+            for index in range(40):
+                joiners.start_soon(joiner, index)
+            await trio.sleep(0)  # a few joins are handled, the rest wait in the room's mailbox
+            await client.stop_room(room_id)
+    assert len(outcomes) == 40 and "gone" in outcomes
+    assert (await client.room_stats(room_id)).viewer_count == 0
+
+
+async def test_a_member_whose_session_ended_is_not_counted_even_before_its_leave(nursery: trio.Nursery) -> None:
+    client = await start(nursery, max_viewers_per_room=1)
+    room_id = (await client.create_room("post", "host")).room_id
+    ref = await ref_of(client, room_id)
+    _, inbox = await join(ref, "viewer_1")
+    assert (await client.room_stats(room_id)).viewer_count == 1
+    inbox.close()  # the session ended; its Leave has not arrived (or never will)
+    assert (await client.room_stats(room_id)).viewer_count == 0
+    accepted, _ = await join(ref, "viewer_2")  # the room is not full of a phantom
+    assert accepted.viewer_count == 1
