@@ -1,7 +1,10 @@
 """Sans-IO media core: RTP/RTCP parsing and rewriting, VP8 keyframe logic, the
-per-room forwarder (router), SDP helpers.
+per-room forwarder (router), SDP helpers, the RFC 7983 demultiplexer and the
+ICE-lite responder.
 
-Nothing in this package imports trio, asyncio or aiortc. Time is passed in as
+Nothing in this package imports trio, asyncio or aiortc (``ice_lite`` uses
+aioice's STUN codec, ``aioice.stun``, whose module imports asyncio but runs
+nothing of it). Time is passed in as
 ``now`` (seconds, monotonic). Outputs go through plain callables handed in by
 the caller (``send_rtp(bytes)``, ``send_rtcp(bytes)``), so tests can pass
 ``list.append`` and look at the bytes. Parsers of network bytes end in
@@ -13,5 +16,6 @@ plans, outgoing header/body), ``rtcp`` (compound RTCP parse and builders),
 ``packet_cache`` (recent packets by seq, for NACKs), ``seqmap`` (per-viewer
 seq/ts/picture-id offsets), ``receive_stats`` (RR statistics and NACK gap
 tracking toward the host), ``router`` (the forwarder), ``streams`` (the
-transport/forwarder boundary), ``sdp`` (negotiation).
+transport/forwarder boundary), ``sdp`` (negotiation), ``demux`` (STUN / DTLS /
+RTP / RTCP by first byte), ``ice_lite`` (answering connectivity checks, consent).
 """

@@ -1,0 +1,621 @@
+"""The ICE-lite responder (media/ice_lite.py): bytes in, bytes out, time passed in."""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+from aioice import stun
+from aioice.candidate import Candidate
+from aioice.ice import CandidatePair, Connection
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+from media.errors import MalformedPacket
+from media.ice_lite import (
+    CONSENT_TIMEOUT,
+    MAX_STUN_SIZE,
+    BindingResult,
+    IceCredentials,
+    IceLiteDirectory,
+    IceLiteSession,
+    StunError,
+    stun_username_untrusted,
+    validate_ufrag,
+)
+
+LOCAL = IceCredentials("LoCa", "l0calpassw0rdl0calpass")
+REMOTE_UFRAG = "R3mt"
+A = ("192.0.2.1", 5000)
+B = ("198.51.100.7", 6000)
+C = ("203.0.113.9", 7000)
+V6 = ("2001:db8::1", 9000)
+
+
+def request(
+    *,
+    username: str | None = "LoCa:R3mt",
+    key: bytes | None = LOCAL.pwd.encode(),
+    controlling: bool = True,
+    controlled: bool = False,
+    priority: bool = True,
+    use_candidate: bool = False,
+    fingerprint: bool = True,
+    klass: stun.Class = stun.Class.REQUEST,
+    method: stun.Method = stun.Method.BINDING,
+    tid: bytes = b"0123456789ab",
+) -> bytes:
+    """A Binding request as a full controlling agent sends it (RFC 8445 7.1)."""
+    msg = stun.Message(method, klass, transaction_id=tid)
+    if username is not None:
+        msg.attributes["USERNAME"] = username
+    if priority:
+        msg.attributes["PRIORITY"] = 1853824767
+    if controlling:
+        msg.attributes["ICE-CONTROLLING"] = 0x1122334455667788
+    if controlled:
+        msg.attributes["ICE-CONTROLLED"] = 0x1122334455667788
+    if use_candidate:
+        msg.attributes["USE-CANDIDATE"] = None
+    if key is not None:
+        msg.add_message_integrity(key)  # and FINGERPRINT
+        if not fingerprint:
+            del msg.attributes["FINGERPRINT"]
+    elif fingerprint:
+        msg.add_fingerprint()
+    return bytes(msg)
+
+
+def session(now: float = 0.0, **kwargs: Any) -> IceLiteSession:
+    kwargs.setdefault("remote_ufrag", REMOTE_UFRAG)
+    return IceLiteSession(now, LOCAL, **kwargs)
+
+
+def parse_signed(data: bytes, key: bytes = LOCAL.pwd.encode()) -> stun.Message:
+    """What aioice's Transaction does with a response: parse (FINGERPRINT checked) and authenticate."""
+    msg = stun.parse_message(data)
+    assert "FINGERPRINT" in msg.attributes
+    assert msg.check_message_integrity(key)
+    return msg
+
+
+def parse_unsigned(data: bytes) -> stun.Message:
+    msg = stun.parse_message(data)
+    assert "FINGERPRINT" in msg.attributes
+    assert "MESSAGE-INTEGRITY" not in msg.attributes
+    return msg
+
+
+# ---------------------------------------------------------------- credentials
+
+
+def test_generated_credentials() -> None:
+    creds = IceCredentials.generate()
+    assert len(creds.ufrag) == 8 and len(creds.pwd) == 24
+    assert IceCredentials(creds.ufrag, creds.pwd) == creds
+    assert len({IceCredentials.generate().ufrag for _ in range(50)}) == 50
+    short = IceCredentials.generate(4, 22)
+    assert len(short.ufrag) == 4 and len(short.pwd) == 22
+
+
+@pytest.mark.parametrize(
+    ("ufrag", "pwd"),
+    [("abc", "a" * 22), ("abcd", "a" * 21), ("ab:d", "a" * 22), ("abcd", "a" * 21 + "!"), ("a" * 257, "a" * 22)],
+)
+def test_bad_credentials(ufrag: str, pwd: str) -> None:
+    with pytest.raises(ValueError):
+        IceCredentials(ufrag, pwd)
+
+
+def test_remote_ufrag() -> None:
+    assert validate_ufrag("ab+/") == "ab+/"
+    with pytest.raises(ValueError):
+        validate_ufrag("ab\n")
+    s = IceLiteSession(0.0, LOCAL)
+    assert s.remote_ufrag is None
+    s.set_remote_ufrag("R3mt")
+    s.set_remote_ufrag("R3mt")
+    with pytest.raises(ValueError):
+        s.set_remote_ufrag("0ther")
+    with pytest.raises(ValueError):
+        IceLiteSession(0.0, LOCAL, "x")
+    assert len(IceLiteSession(0.0).local.pwd) == 24  # generated when not given
+
+
+# ---------------------------------------------------------------- valid checks
+
+
+def test_valid_check_answered() -> None:
+    s = session()
+    result = s.handle_binding_request_untrusted(request(), A, 1.0)
+    assert result.accepted and not result.nominated and result.error_code is None
+    assert result.response is not None
+    msg = parse_signed(result.response)
+    assert msg.message_method == stun.Method.BINDING
+    assert msg.message_class == stun.Class.RESPONSE
+    assert msg.transaction_id == b"0123456789ab"
+    assert msg.attributes["XOR-MAPPED-ADDRESS"] == A
+    assert not parse_signed_ok(result.response, b"wrong password........")
+    # regular nomination: nothing selected before USE-CANDIDATE
+    assert s.state == "new" and s.selected_address is None and not result.address_changed
+    assert s.addresses == (A,) and s.is_valid_address(A)
+    assert s.last_check_at == 1.0
+
+
+def parse_signed_ok(data: bytes, key: bytes) -> bool:
+    return stun.parse_message(data).check_message_integrity(key)
+
+
+def test_ipv6_and_four_tuple_address() -> None:
+    s = session()
+    result = s.handle_binding_request_untrusted(request(use_candidate=True), cast(Any, (*V6, 0, 0)), 0.0)
+    assert result.response is not None
+    assert parse_signed(result.response).attributes["XOR-MAPPED-ADDRESS"] == V6
+    assert s.selected_address == V6
+
+
+def test_nomination_selects_and_connects() -> None:
+    s = session()
+    r = s.handle_binding_request_untrusted(request(use_candidate=True), A, 2.0)
+    assert r.accepted and r.nominated and r.address_changed
+    assert s.state == "connected" and s.selected_address == A and s.nominated
+    again = s.handle_binding_request_untrusted(request(use_candidate=True), A, 3.0)
+    assert again.nominated and not again.address_changed
+
+
+def test_nomination_switches_address() -> None:
+    s = session()
+    s.handle_binding_request_untrusted(request(use_candidate=True), A, 0.0)
+    # a plain check from elsewhere makes a valid address but does not move media
+    r = s.handle_binding_request_untrusted(request(), B, 1.0)
+    assert r.accepted and not r.address_changed and s.selected_address == A
+    # a nominated check from elsewhere does (mobility)
+    r = s.handle_binding_request_untrusted(request(use_candidate=True), B, 2.0)
+    assert r.address_changed and s.selected_address == B
+    assert set(s.addresses) == {A, B}
+    r = s.handle_binding_request_untrusted(request(use_candidate=True), A, 3.0)
+    assert r.address_changed and s.selected_address == A
+
+
+def test_early_selection() -> None:
+    s = session(early_selection=True)
+    r = s.handle_binding_request_untrusted(request(), A, 0.0)
+    assert r.address_changed and s.selected_address == A and s.state == "connected" and not s.nominated
+    r = s.handle_binding_request_untrusted(request(), B, 1.0)
+    assert not r.address_changed and s.selected_address == A
+    r = s.handle_binding_request_untrusted(request(use_candidate=True), B, 2.0)
+    assert r.address_changed and s.selected_address == B and s.nominated
+
+
+def test_lenient_remote_ufrag_until_known() -> None:
+    s = IceLiteSession(0.0, LOCAL)
+    assert s.handle_binding_request_untrusted(request(username="LoCa:whatever"), A, 0.0).accepted
+    s.set_remote_ufrag(REMOTE_UFRAG)
+    r = s.handle_binding_request_untrusted(request(username="LoCa:whatever"), A, 0.0)
+    assert r.error_code == 401 and not r.accepted
+    assert s.handle_binding_request_untrusted(request(), A, 0.0).accepted
+
+
+def test_binding_indication_ignored() -> None:
+    s = session()
+    keepalive = request(username=None, key=None, controlling=False, priority=False, klass=stun.Class.INDICATION)
+    r = s.handle_binding_request_untrusted(keepalive, A, 5.0)
+    assert r == BindingResult(None)
+    assert s.last_check_at is None and s.addresses == ()
+
+
+# ---------------------------------------------------------------- error responses
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "code"),
+    [
+        ({"username": None}, 400),
+        ({"key": None}, 400),
+        ({"username": "LoCa"}, 401),
+        ({"username": "XXXX:R3mt"}, 401),
+        ({"username": "LoCa:XXXX"}, 401),
+        ({"username": ":LoCa"}, 401),
+        ({"key": b"not the local password!"}, 401),
+    ],
+)
+def test_unauthenticated_errors_are_unsigned(kwargs: dict[str, Any], code: int) -> None:
+    s = session()
+    r = s.handle_binding_request_untrusted(request(**kwargs), A, 0.0)
+    assert r.error_code == code and not r.accepted and r.response is not None
+    msg = parse_unsigned(r.response)
+    assert msg.message_class == stun.Class.ERROR
+    assert msg.error_code == code
+    assert msg.transaction_id == b"0123456789ab"
+    assert s.addresses == () and s.last_check_at is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "code"),
+    [
+        ({"priority": False}, 400),
+        ({"controlling": False}, 400),  # no role attribute at all
+        ({"controlled": True}, 400),  # both roles
+        ({"controlling": False, "controlled": True}, 487),
+        ({"controlling": False, "controlled": True, "use_candidate": True}, 487),
+    ],
+)
+def test_authenticated_errors_are_signed(kwargs: dict[str, Any], code: int) -> None:
+    s = session()
+    r = s.handle_binding_request_untrusted(request(**kwargs), A, 0.0)
+    assert r.error_code == code and not r.accepted and r.response is not None
+    msg = parse_signed(r.response)
+    assert msg.message_class == stun.Class.ERROR and msg.error_code == code
+    assert s.selected_address is None and s.addresses == ()
+
+
+# ---------------------------------------------------------------- dropped
+
+
+def test_dropped_without_answer() -> None:
+    s = session()
+    valid = request()
+    cases = [
+        b"",
+        b"\x00\x01",
+        b"garbage" * 5,
+        request(fingerprint=False),  # RFC 8445 7.3: FINGERPRINT is mandatory
+        valid[:-1] + bytes([valid[-1] ^ 1]),  # FINGERPRINT mismatch
+        valid[:4] + b"\x21\x12\xa4\x43" + valid[8:],  # magic cookie
+        bytes([valid[0] | 0x40]) + valid[1:],  # top bits
+        valid + b"\x00\x00\x00\x00",  # length mismatch
+        request(klass=stun.Class.RESPONSE),
+        request(klass=stun.Class.ERROR),
+        request(method=stun.Method.ALLOCATE),
+        bytes(2000),
+    ]
+    for data in cases:
+        with pytest.raises(StunError):
+            s.handle_binding_request_untrusted(data, A, 0.0)
+    for n in range(len(valid)):  # every truncation
+        with pytest.raises(StunError):
+            s.handle_binding_request_untrusted(valid[:n], A, 0.0)
+    assert s.addresses == () and s.last_check_at is None
+    assert issubclass(StunError, MalformedPacket)
+
+
+def _attr(atype: int, value: bytes) -> bytes:
+    return struct.pack("!HH", atype, len(value)) + value + bytes(-len(value) % 4)
+
+
+def raw_stun(
+    mtype: int,
+    attrs: list[tuple[int, bytes]],
+    *,
+    key: bytes | None = None,
+    fingerprint: bool = True,
+    tid: bytes = b"0123456789ab",
+) -> bytes:
+    """A STUN message from raw attributes, with correct MESSAGE-INTEGRITY/FINGERPRINT on request."""
+    body = b"".join(_attr(t, v) for t, v in attrs)
+
+    def header(length: int) -> bytes:
+        return struct.pack("!HHI", mtype, length, 0x2112A442) + tid
+
+    data = header(len(body)) + body
+    if key is not None:
+        body += _attr(0x0008, stun.message_integrity(data, key))
+        data = header(len(body)) + body
+    if fingerprint:
+        body += _attr(0x8028, struct.pack("!I", stun.message_fingerprint(data)))
+        data = header(len(body)) + body
+    return data
+
+
+def test_framing_rules() -> None:
+    s = session()
+    key = LOCAL.pwd.encode()
+    base = [(0x0006, b"LoCa:R3mt"), (0x0024, struct.pack("!I", 1)), (0x802A, bytes(8))]
+    assert s.handle_binding_request_untrusted(raw_stun(0x0001, base, key=key), A, 0.0).accepted
+    # unknown comprehension-optional attributes (e.g. GOOG-NETWORK-INFO) are ignored
+    extra = [*base, (0xC057, b"\x00\x01\x00\x0a")]
+    assert s.handle_binding_request_untrusted(raw_stun(0x0001, extra, key=key), A, 0.0).accepted
+    bad = [
+        raw_stun(0x0001, [*base, (0x0006, b"LoCa:R3mt")], key=key),  # repeated USERNAME
+        raw_stun(0x0001, [*base, (0x0024, struct.pack("!I", 2))], key=key),  # repeated PRIORITY
+        raw_stun(0x0001, [*base, (0x0024, b"\x01")], key=key),  # repeated and short
+        raw_stun(0x0001, [(0x0006, b"LoCa:\xff\xfe"), *base[1:]], key=key),  # USERNAME not UTF-8
+        raw_stun(0x0001, [*base[:1], (0x0024, b"\x01\x02"), base[2]], key=key),  # PRIORITY too short
+        raw_stun(0x0001, [*base, (0x8028, b"\x00\x00\x00\x00")], key=key, fingerprint=False),  # zero FP
+        raw_stun(0x0001, base, key=key) + _attr(0x0006, b"late"),  # attribute after FINGERPRINT
+    ]
+    for data in bad:
+        with pytest.raises(StunError):
+            s.handle_binding_request_untrusted(data, A, 0.0)
+    # an attribute after MESSAGE-INTEGRITY (other than FINGERPRINT) is ignored, as RFC 8489 says
+    unauth = raw_stun(0x0001, base, key=key, fingerprint=False) + _attr(0x0025, b"")  # USE-CANDIDATE
+    unauth = unauth[:2] + struct.pack("!H", len(unauth) - 20 + 8) + unauth[4:]
+    unauth += _attr(0x8028, struct.pack("!I", stun.message_fingerprint(unauth)))
+    r = s.handle_binding_request_untrusted(unauth, B, 0.0)
+    assert r.accepted and not r.nominated
+
+
+def test_oversize_dropped() -> None:
+    s = session()
+    padding = [(0xC057, bytes(MAX_STUN_SIZE))]
+    with pytest.raises(StunError):
+        s.handle_binding_request_untrusted(raw_stun(0x0001, padding, key=LOCAL.pwd.encode()), A, 0.0)
+
+
+def test_failed_session_drops() -> None:
+    s = session()
+    s.close()
+    assert s.state == "failed"
+    with pytest.raises(StunError):
+        s.handle_binding_request_untrusted(request(use_candidate=True), A, 0.0)
+
+
+def test_username_peek() -> None:
+    assert stun_username_untrusted(request()) == "LoCa:R3mt"
+    for data in (request(username=None), b"junk", raw_stun(0x0001, [(0x0006, b"\xff")])):
+        with pytest.raises(StunError):
+            stun_username_untrusted(data)
+
+
+# ---------------------------------------------------------------- consent freshness
+
+
+def test_consent_expiry_without_any_check() -> None:
+    s = session(now=100.0)
+    assert s.consent_expires_at == 100.0 + CONSENT_TIMEOUT
+    assert not s.expired(129.9)
+    assert s.expired(130.0)
+    assert s.expired(105.0, timeout=5.0)
+    assert not s.check_consent(129.9)
+    assert s.check_consent(130.0) and s.state == "failed"
+    assert not s.check_consent(200.0)  # only the transition reports
+
+
+def test_consent_refreshed_by_checks_from_selected_address() -> None:
+    s = session(consent_timeout=10.0)
+    s.handle_binding_request_untrusted(request(use_candidate=True), A, 5.0)
+    assert s.consent_expires_at == 15.0
+    s.handle_binding_request_untrusted(request(), A, 9.0)  # consent check (not nominated)
+    assert s.consent_expires_at == 19.0
+    s.handle_binding_request_untrusted(request(), B, 12.0)  # another address: not consent for A
+    assert s.consent_expires_at == 19.0 and s.last_check_at == 12.0
+    assert not s.expired(18.9) and s.expired(19.0)
+    # rejected checks do not count
+    s.handle_binding_request_untrusted(request(key=b"bad password, ignored!"), A, 18.0)
+    assert s.consent_expires_at == 19.0
+    # the nominated switch to B refreshes consent for B
+    s.handle_binding_request_untrusted(request(use_candidate=True), B, 18.5)
+    assert s.consent_expires_at == 28.5
+    assert not s.check_consent(28.4) and s.state == "connected"
+    assert s.check_consent(28.5) and s.state == "failed"
+
+
+def test_address_bound_and_prune() -> None:
+    s = session(max_addresses=3)
+    s.handle_binding_request_untrusted(request(use_candidate=True), A, 0.0)
+    s.handle_binding_request_untrusted(request(), B, 1.0)
+    s.handle_binding_request_untrusted(request(), C, 2.0)
+    r = s.handle_binding_request_untrusted(request(), ("192.0.2.99", 1), 3.0)
+    assert r.evicted == (B,)  # oldest that is not selected
+    assert A in s.addresses and B not in s.addresses
+    assert s.prune(32.5, 30.0) == (C,)
+    assert set(s.addresses) == {A, ("192.0.2.99", 1)}  # selected A is never pruned
+    s.forget_address(A)
+    assert s.selected_address is None and not s.nominated
+    with pytest.raises(ValueError):
+        session(max_addresses=1)
+
+
+# ---------------------------------------------------------------- directory
+
+
+def test_directory_routes_by_username_then_address() -> None:
+    d = IceLiteDirectory()
+    s1 = session()
+    s2 = IceLiteSession(0.0, IceCredentials("Oth3", "0therpassw0rd0therpass"), "Rm2x")
+    d.add(s1)
+    d.add(s2)
+    assert len(d) == 2 and d.by_ufrag("LoCa") is s1 and d.by_ufrag("nope") is None
+    assert d.by_address(A) is None
+    assert d.find_for_stun(request(), A) is s1
+    assert d.find_for_stun(request(username="Oth3:Rm2x"), A) is s2
+    assert d.find_for_stun(request(username="Unkn:R3mt"), A) is None
+    assert d.find_for_stun(b"junk", A) is None
+
+    with pytest.raises(StunError):
+        d.handle_stun_untrusted(request(username="Unkn:R3mt"), A, 0.0)
+    # rejected: nothing mapped
+    _, r = d.handle_stun_untrusted(request(key=b"bad password, ignored!"), A, 0.0)
+    assert r.error_code == 401 and d.by_address(A) is None
+    # accepted: the source address now routes DTLS/RTP
+    got, r = d.handle_stun_untrusted(request(use_candidate=True), A, 1.0)
+    assert got is s1 and r.accepted and d.by_address(A) is s1
+    # a request without USERNAME from a known address reaches its session (400)
+    got, r = d.handle_stun_untrusted(request(username=None), A, 1.5)
+    assert got is s1 and r.error_code == 400
+    # and from an unknown address it is dropped
+    with pytest.raises(StunError):
+        d.handle_stun_untrusted(request(username=None), B, 1.5)
+
+
+def test_directory_address_moves_between_sessions() -> None:
+    d = IceLiteDirectory()
+    s1 = session()
+    s2 = IceLiteSession(0.0, IceCredentials("Oth3", "0therpassw0rd0therpass"), "Rm2x")
+    d.add(s1)
+    d.add(s2)
+    d.handle_stun_untrusted(request(use_candidate=True), A, 0.0)
+    assert d.by_address(A) is s1
+    key2 = s2.local.pwd.encode()
+    d.handle_stun_untrusted(request(username="Oth3:Rm2x", key=key2, use_candidate=True), A, 1.0)
+    assert d.by_address(A) is s2 and s2.selected_address == A
+    assert s1.selected_address is None and A not in s1.addresses
+
+
+def test_directory_eviction_remove_and_sweep() -> None:
+    d = IceLiteDirectory(max_sessions=2)
+    s1 = session(max_addresses=2, consent_timeout=10.0)
+    d.add(s1)
+    with pytest.raises(ValueError):
+        d.add(session())  # same ufrag
+    d.handle_stun_untrusted(request(use_candidate=True), A, 0.0)
+    d.handle_stun_untrusted(request(), B, 1.0)
+    _, r = d.handle_stun_untrusted(request(), C, 2.0)
+    assert r.evicted == (B,) and d.by_address(B) is None and d.by_address(C) is s1
+
+    s2 = IceLiteSession(0.0, IceCredentials("Oth3", "0therpassw0rd0therpass"), consent_timeout=9.0)
+    d.add(s2)
+    with pytest.raises(ValueError):
+        d.add(IceLiteSession(0.0))  # full
+    assert list(d) == [s1, s2]
+
+    d.handle_stun_untrusted(request(), A, 5.0)  # consent for A until 15
+    assert d.sweep(9.0) == [s2]  # never nominated: failed 9 s after creation
+    assert s2.state == "failed" and d.by_ufrag("Oth3") is None
+    assert d.sweep(12.5) == [] and d.by_address(C) is None and d.by_address(A) is s1  # C went stale
+    assert d.sweep(15.0) == [s1]
+    assert len(d) == 0 and d.by_address(A) is None
+    assert not d.remove(s1)
+
+
+def test_directory_remove_unmaps() -> None:
+    d = IceLiteDirectory()
+    s1 = session()
+    d.add(s1)
+    d.handle_stun_untrusted(request(use_candidate=True), A, 0.0)
+    assert d.remove(s1) and d.by_address(A) is None and d.by_ufrag("LoCa") is None
+    with pytest.raises(StunError):
+        d.handle_stun_untrusted(request(), A, 0.0)
+
+
+# ---------------------------------------------------------------- interop with aioice (a full agent)
+
+
+def aioice_agent(controlling: bool, ufrag: str, pwd: str) -> tuple[Connection, CandidatePair]:
+    conn = Connection(ice_controlling=controlling, local_username="Cl1entUf", local_password="cl1entpassw0rdcl1entpa")
+    conn.remote_is_lite = True
+    conn.remote_username = ufrag
+    conn.remote_password = pwd
+    local = Candidate("1", 1, "udp", 2130706431, A[0], A[1], "host")
+    remote = Candidate("1", 1, "udp", 2130706431, "192.0.2.200", 3478, "host")
+    protocol = SimpleNamespace(local_candidate=local)  # no socket: only the component is read
+    return conn, CandidatePair(cast(Any, protocol), remote)
+
+
+@pytest.mark.parametrize("nominate", [False, True])
+def test_aioice_controlling_check_gets_accepted_response(nominate: bool) -> None:
+    s = IceLiteSession(0.0, remote_ufrag="Cl1entUf")
+    conn, pair = aioice_agent(True, s.local.ufrag, s.local.pwd)
+    req = conn.build_request(pair, nominate=nominate)
+    assert conn.remote_password is not None
+    key = conn.remote_password.encode("utf8")
+    req.add_message_integrity(key)  # as StunProtocol.request does
+    result = s.handle_binding_request_untrusted(bytes(req), A, 1.0)
+    assert result.accepted and result.nominated is nominate
+    assert s.selected_address == (A if nominate else None)
+    # aioice's Transaction.response_received: authenticated with the remote password, class RESPONSE
+    assert result.response is not None
+    resp = stun.parse_message(result.response)
+    assert resp.check_message_integrity(key)
+    assert resp.message_class == stun.Class.RESPONSE
+    assert resp.transaction_id == req.transaction_id
+    assert resp.attributes["XOR-MAPPED-ADDRESS"] == A
+
+
+def test_aioice_controlled_check_gets_role_conflict_it_accepts() -> None:
+    s = IceLiteSession(0.0, remote_ufrag="Cl1entUf")
+    conn, pair = aioice_agent(False, s.local.ufrag, s.local.pwd)
+    req = conn.build_request(pair, nominate=False)
+    assert "ICE-CONTROLLED" in req.attributes
+    assert conn.remote_password is not None
+    key = conn.remote_password.encode("utf8")
+    req.add_message_integrity(key)
+    result = s.handle_binding_request_untrusted(bytes(req), A, 1.0)
+    assert result.error_code == 487 and result.response is not None
+    resp = stun.parse_message(result.response)
+    # signed, so aioice's Transaction does not discard it; it then switches to controlling
+    assert resp.check_message_integrity(key)
+    assert resp.message_class == stun.Class.ERROR and resp.error_code == 487
+    conn.switch_role(ice_controlling=True)
+    retry = conn.build_request(pair, nominate=True)
+    retry.add_message_integrity(key)
+    assert s.handle_binding_request_untrusted(bytes(retry), A, 2.0).nominated
+
+
+# ---------------------------------------------------------------- fuzzing
+
+
+def _check_result(result: BindingResult, tid: bytes | None = None) -> None:
+    assert isinstance(result, BindingResult)
+    if result.response is not None:
+        msg = stun.parse_message(result.response)
+        if tid is not None:
+            assert msg.transaction_id == tid
+        if result.accepted:
+            assert msg.check_message_integrity(LOCAL.pwd.encode())
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=200))
+def test_fuzz_random_bytes(data: bytes) -> None:
+    s = session()
+    with contextlib.suppress(StunError):
+        _check_result(s.handle_binding_request_untrusted(data, A, 0.0))
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), min_size=1, max_size=4))
+def test_fuzz_mutated_valid_request(edits: list[tuple[int, int]]) -> None:
+    data = bytearray(request(use_candidate=True))
+    for pos, value in edits:
+        if pos < len(data):
+            data[pos] = value
+        else:
+            data.append(value)
+    s = session()
+    with contextlib.suppress(StunError):
+        _check_result(s.handle_binding_request_untrusted(bytes(data), A, 0.0))
+
+
+# Mostly attributes whose values aioice decodes (addresses, ERROR-CODE, strings, integers), some
+# that the framing walk polices (USERNAME, PRIORITY, MESSAGE-INTEGRITY, FINGERPRINT).
+_ATTR_TYPES = st.sampled_from(
+    [
+        *(0x0001, 0x0003, 0x0009, 0x000C, 0x0012, 0x0013, 0x0014, 0x0020, 0x0025, 0x8022, 0x8029, 0x802B),
+        *(0xC057, 0x7FFF, 0x0006, 0x0024, 0x0008, 0x8028),
+    ]
+)
+
+
+@settings(max_examples=600)
+@given(
+    st.one_of(st.just(0x0001), st.sampled_from([0x0011, 0x0101, 0x0111, 0x0003, 0x0002])),
+    st.lists(st.tuples(_ATTR_TYPES, st.binary(max_size=24)), max_size=4),
+    st.sampled_from([None, LOCAL.pwd.encode(), b"wrong-password-wrong-pw"]),
+    st.booleans(),
+    st.booleans(),
+)
+def test_fuzz_well_framed_messages(
+    mtype: int, attrs: list[tuple[int, bytes]], key: bytes | None, fingerprint: bool, with_base: bool
+) -> None:
+    """Framing and checksums right, attribute values arbitrary: reach aioice's value decoding."""
+    if with_base:  # a valid check's attributes first, so some messages get all the way through
+        attrs = [(0x0006, b"LoCa:R3mt"), (0x0024, b"\x6e\x7f\x1e\xff"), (0x802A, bytes(8)), *attrs]
+    data = raw_stun(mtype, attrs, key=key, fingerprint=fingerprint)
+    d = IceLiteDirectory()
+    s = session()
+    d.add(s)
+    for addr in (A, B):
+        try:
+            result = s.handle_binding_request_untrusted(data, addr, 0.0)
+        except StunError as exc:
+            event(f"dropped: {exc}"[:48])  # see them with --hypothesis-show-statistics
+        else:
+            event(f"answered {result.error_code or ('success' if result.accepted else 'nothing')}")
+            _check_result(result, b"0123456789ab")
+        with contextlib.suppress(StunError):
+            _, result = d.handle_stun_untrusted(data, addr, 0.0)
+            _check_result(result, b"0123456789ab")
