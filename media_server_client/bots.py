@@ -10,25 +10,36 @@ They run under Trio with a trio-asyncio loop open (aiortc is asyncio):
 
 `host_addresses=["127.0.0.1"]` gathers ICE candidates on loopback only (aioice
 skips 127.0.0.1 by default). No STUN server is used unless given.
+
+A refused first join raises out of `open_host`/`open_viewer`. Once joined, a bot
+reconnects after an abnormal close (1006 connection lost, 1011, 1012, 4408, ...)
+like web/bitbasel-media.js: after a `Backoff` delay it opens a new WebSocket, joins
+the same room with the same role, token and user id, negotiates a new peer
+connection (a host republishes its tracks) and goes on counting into the same
+`BotState` (`reconnects`, `last_close`). A final close (`reconnects_after`), a
+refused rejoin or `reconnect_for` seconds without success end it: `state.closed`
+is set and leaving the `async with` raises nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import random
 import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NoReturn
 
 import trio
 import trio_asyncio
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
+from trio_websocket import ConnectionClosed, HandshakeError
 
 from core.signaling import Answer, Joined, Offer, Ping, RoomUpdate, Stopped
-from media_server_client.signaling import SessionClosed, SignalingSession, connect_signaling
+from media_server_client.signaling import ServerError, SessionClosed, SignalingSession, connect_signaling
 from media_server_client.sources import TestPatternTrack, ToneTrack
 from transport.aiortc_adapter import (
     observe_rtp_received,
@@ -38,6 +49,39 @@ from transport.aiortc_adapter import (
 )
 
 KEEPALIVE_SECONDS = 20.0
+# a reconnection attempt that has not connected, joined and negotiated within this long has failed
+RECONNECT_ATTEMPT_SECONDS = 10.0
+# close codes after which a retry would only repeat the refusal (as in web/bitbasel-media.js)
+NOT_RETRIED_CLOSE_CODES = frozenset({4400, 4415})
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """The wait before reconnection attempt n (1, 2, ...): `initial` * `factor` ** (n - 1), at most
+    `maximum`, less a random part (up to `jitter` of it) so bots cut off together do not all come back at once."""
+
+    initial: float = 0.25
+    maximum: float = 5.0
+    factor: float = 2.0
+    jitter: float = 0.25
+
+    def delay(self, attempt: int, rand: float | None = None) -> float:
+        """`rand` in [0, 1) picks the jitter (default: `random.random()`)."""
+        base = min(self.maximum, self.initial * self.factor ** min(attempt - 1, 64))
+        return base * (1 - self.jitter * (random.random() if rand is None else rand))
+
+
+DEFAULT_BACKOFF = Backoff()
+
+
+def reconnects_after(closed: SessionClosed, *, stopped: bool) -> bool:
+    """Whether a bot reconnects after `closed`. Not after a final code (4401, 4403, 4404, 4410), a
+    refusal a retry would repeat (4400, 4415), a normal close (1000, e.g. after `leave`), a close
+    without a code, or once its room was `stopped`; after anything else (1006 connection lost, 1011,
+    1012, 4408 timeout, 4409, 4429, 1008) it does."""
+    if stopped or closed.code is None:
+        return False
+    return not (closed.final or closed.code in NOT_RETRIED_CLOSE_CODES or closed.code == 1000)
 
 
 @dataclass
@@ -53,27 +97,60 @@ class RtpRecord:
 
 @dataclass
 class BotState:
-    joined: Joined
+    joined: Joined  # of the current session
     room: RoomUpdate
-    connection_state: str = "new"
+    connection_state: str = "new"  # of the current peer connection
     stopped: Stopped | None = None
-    closed: SessionClosed | None = None
-    video_frames: int = 0
+    closed: SessionClosed | None = None  # set once the bot has ended (no more reconnection)
+    video_frames: int = 0  # counted across reconnections
     audio_frames: int = 0
     first_video_frame_at: float | None = None  # trio clock
     video_size: tuple[int, int] | None = None
     rtp: list[RtpRecord] = field(default_factory=list)
+    reconnects: int = 0  # sessions joined and negotiated again after an abnormal close
+    last_close: SessionClosed | None = None  # the latest close or failed reconnection attempt
+
+
+@dataclass(frozen=True)
+class _Dial:
+    """What every (re)join uses: the same room, role, token and user id."""
+
+    url: str
+    room_id: str
+    role: Literal["host", "viewer"]
+    token: str | None
+    user_id: str | None
+    ssl_context: ssl.SSLContext | None
+    stun_servers: Sequence[str]
+    host_addresses: Sequence[str] | None
 
 
 class Bot:
-    """What both bots share: signaling, the peer connection, a state to wait on."""
+    """What both bots share: signaling, the peer connection, a state to wait on, reconnection.
 
-    def __init__(self, session: SignalingSession, pc: RTCPeerConnection, joined: Joined) -> None:
-        self.session = session
-        self.pc = pc
+    `session` and `pc` are the current ones: a reconnection replaces both."""
+
+    def __init__(
+        self,
+        dial: _Dial,
+        session: SignalingSession,
+        pc: RTCPeerConnection,
+        joined: Joined,
+        *,
+        prepare: Callable[[RTCPeerConnection], None],
+        start: Callable[[Bot, trio.Nursery], None],
+        reconnect_for: float,
+        backoff: Backoff,
+    ) -> None:
+        self._dial = dial
+        self._prepare = prepare  # before each offer: add the transceivers
+        self._start = start  # after each answer: observers and frame counters, in the session's nursery
+        self.reconnect_for = reconnect_for
+        self.backoff = backoff
         self.state = BotState(joined=joined, room=RoomUpdate(joined.viewer_count, joined.has_host))
         self._changed = trio.Event()
         self.started_at = trio.current_time()
+        self._use(session, pc, joined)
 
     @property
     def peer_id(self) -> str:
@@ -92,29 +169,83 @@ class Bot:
     async def wait_connected(self) -> None:
         await self.wait_for(lambda s: s.connection_state == "connected")
 
-    def _watch_connection(self) -> None:
-        @self.pc.on("connectionstatechange")
+    def _use(self, session: SignalingSession, pc: RTCPeerConnection, joined: Joined) -> None:
+        """Make a newly joined session and its new peer connection the current ones."""
+        self.session, self.pc = session, pc
+        self.state.joined, self.state.room = joined, RoomUpdate(joined.viewer_count, joined.has_host)
+        self.state.connection_state = pc.connectionState
+
+        @pc.on("connectionstatechange")
         def on_state() -> None:
-            self.state.connection_state = self.pc.connectionState
-            self._notify()
-
-    async def _read_signaling(self) -> None:
-        try:
-            while True:
-                message = await self.session.receive()
-                if isinstance(message, RoomUpdate):
-                    self.state.room = message
-                elif isinstance(message, Stopped):
-                    self.state.stopped = message
+            if pc is self.pc:
+                self.state.connection_state = pc.connectionState
                 self._notify()
-        except SessionClosed as closed:
-            self.state.closed = closed
-            self._notify()
 
-    async def _keepalive(self) -> None:
+        self._prepare(pc)
+        self._notify()
+
+    async def _run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve the session open at start, then reconnect after each abnormal close until a final one."""
+        closed = await self._serve(task_status)
+        attempt, give_up_at = 0, trio.current_time() + self.reconnect_for
+        while self.reconnect_for > 0 and reconnects_after(closed, stopped=self.state.stopped is not None):
+            attempt += 1
+            delay = self.backoff.delay(attempt)
+            if trio.current_time() + delay > give_up_at:
+                why = f"gave up reconnecting after {attempt - 1} attempts in {self.reconnect_for:g} s"
+                closed = SessionClosed(closed.code, why, closed.error)
+                break
+            await trio.sleep(delay)
+            try:
+                with trio.CancelScope(deadline=trio.current_time() + RECONNECT_ATTEMPT_SECONDS) as attempt_scope:
+                    async with _joined_session(self._dial) as (session, pc, joined):
+                        self._use(session, pc, joined)
+                        await _negotiate(session, pc, self._dial.host_addresses)
+                        attempt_scope.deadline = math.inf
+                        self.state.reconnects += 1
+                        self._notify()
+                        closed = await self._serve()
+                        attempt, give_up_at = 0, trio.current_time() + self.reconnect_for
+                if attempt_scope.cancelled_caught:
+                    closed = SessionClosed(1006, "reconnection attempt timed out", None)
+            except SessionClosed as refused:  # e.g. room_not_found: rooms do not survive a server restart
+                closed = refused
+            except ServerError as refused:  # the new offer was refused: not retried
+                closed = SessionClosed(None, "offer refused", refused.error)
+            except (HandshakeError, ConnectionClosed, OSError) as failed:
+                closed = SessionClosed(1006, f"reconnection failed: {failed!r}", None)
+            self.state.last_close = closed
+            self._notify()
+        self.state.closed = closed
+        self._notify()
+
+    async def _serve(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> SessionClosed:
+        """Read signaling, send keepalives and run the role's tasks until the session closes; then
+        close its peer connection."""
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_keepalive, self.session)
+                self._start(self, nursery)
+                task_status.started()
+                closed = await self._read_signaling()
+                nursery.cancel_scope.cancel()
+        finally:
+            await _close_pc_shielded(self.pc)
+        self.state.last_close = closed
+        self._notify()
+        return closed
+
+    async def _read_signaling(self) -> SessionClosed:
         while True:
-            await trio.sleep(KEEPALIVE_SECONDS)
-            await self.session.send(Ping())
+            try:
+                message = await self.session.receive()
+            except SessionClosed as closed:
+                return closed
+            if isinstance(message, RoomUpdate):
+                self.state.room = message
+            elif isinstance(message, Stopped):
+                self.state.stopped = message
+            self._notify()
 
     def record_rtp(self, data: bytes) -> None:
         if len(data) < 12:
@@ -135,16 +266,49 @@ class Bot:
         )
 
 
+async def _keepalive(session: SignalingSession) -> None:
+    while True:
+        await trio.sleep(KEEPALIVE_SECONDS)
+        try:
+            await session.send(Ping())
+        except ConnectionClosed:
+            return  # the reader sees the close too and ends the session
+
+
+class _EndedTrack(MediaStreamTrack):
+    """Put in a sender's place before its pc is closed: the encoder loop ends on it by itself, and the
+    host's own track stays live for its next pc (a stopped track cannot be sent again: its recv raises)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.stop()
+
+    async def recv(self) -> NoReturn:
+        raise MediaStreamError
+
+
 async def _close_pc(pc: RTCPeerConnection) -> None:
-    """Stop the tracks so the encoder loops end by themselves, then close
-    (cancelling an encoder in run_in_executor can hang under trio-asyncio)."""
+    """End the encoder loops by themselves, then close (cancelling an encoder in run_in_executor can
+    hang under trio-asyncio). The senders' tracks are swapped for ended ones, not stopped: a host
+    stops its own tracks when it ends (`open_host`)."""
     for sender in pc.getSenders():
         if sender.track is not None:
-            sender.track.stop()
+            sender.replaceTrack(_EndedTrack(sender.track.kind))
     encoders = sender_encoder_tasks(pc)
     if encoders:
         await asyncio.wait(encoders, timeout=3)
     await pc.close()
+
+
+async def _close_pc_shielded(pc: RTCPeerConnection) -> None:
+    with trio.CancelScope(shield=True), trio.move_on_after(10):
+        await trio_asyncio.aio_as_trio(_close_pc)(pc)
+
+
+async def _stop_tracks(tracks: Sequence[MediaStreamTrack]) -> None:
+    for track in tracks:
+        track.stop()
 
 
 def _configuration(stun_servers: Sequence[str]) -> RTCConfiguration:
@@ -163,39 +327,34 @@ async def _negotiate(session: SignalingSession, pc: RTCPeerConnection, host_addr
 
 
 @asynccontextmanager
-async def _bot_session(
-    url: str,
-    room_id: str,
-    role: Literal["host", "viewer"],
-    *,
-    token: str | None,
-    user_id: str | None,
-    ssl_context: ssl.SSLContext | None,
-    stun_servers: Sequence[str],
-) -> AsyncIterator[tuple[SignalingSession, RTCPeerConnection, Joined]]:
-    async with connect_signaling(url, ssl_context=ssl_context) as session:
-        joined = await session.join(room_id, role, token=token, user_id=user_id)
-        pc = RTCPeerConnection(_configuration(stun_servers))
+async def _joined_session(dial: _Dial) -> AsyncIterator[tuple[SignalingSession, RTCPeerConnection, Joined]]:
+    """A new WebSocket joined to the room and a new peer connection, closed at exit."""
+    async with connect_signaling(dial.url, ssl_context=dial.ssl_context) as session:
+        joined = await session.join(dial.room_id, dial.role, token=dial.token, user_id=dial.user_id)
+        pc = RTCPeerConnection(_configuration(dial.stun_servers))
         try:
             yield session, pc, joined
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(10):
-                await trio_asyncio.aio_as_trio(_close_pc)(pc)
+            await _close_pc_shielded(pc)
 
 
 @asynccontextmanager
-async def _running_bot(
-    session: SignalingSession, pc: RTCPeerConnection, joined: Joined, host_addresses: Sequence[str] | None
-) -> AsyncIterator[tuple[Bot, trio.Nursery]]:
-    """Negotiate, then keep reading signaling and sending keepalives while the bot is used."""
-    bot = Bot(session, pc, joined)
-    bot._watch_connection()
-    await _negotiate(session, pc, host_addresses)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(bot._read_signaling)
-        nursery.start_soon(bot._keepalive)
-        yield bot, nursery
-        nursery.cancel_scope.cancel()
+async def _open_bot(
+    dial: _Dial,
+    *,
+    prepare: Callable[[RTCPeerConnection], None],
+    start: Callable[[Bot, trio.Nursery], None],
+    reconnect_for: float,
+    backoff: Backoff,
+) -> AsyncIterator[Bot]:
+    """Join and negotiate (a refusal raises here), then run the bot while it is used."""
+    async with _joined_session(dial) as (session, pc, joined):
+        bot = Bot(dial, session, pc, joined, prepare=prepare, start=start, reconnect_for=reconnect_for, backoff=backoff)
+        await _negotiate(session, pc, dial.host_addresses)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(bot._run)
+            yield bot
+            nursery.cancel_scope.cancel()
 
 
 @asynccontextmanager
@@ -210,19 +369,29 @@ async def open_host(
     stun_servers: Sequence[str] = (),
     ssl_context: ssl.SSLContext | None = None,
     record_sent_rtp: bool = False,
+    reconnect_for: float = 60.0,
+    backoff: Backoff = DEFAULT_BACKOFF,
 ) -> AsyncIterator[Bot]:
-    """Join `room_id` as host and publish `tracks` (default: a test pattern and a tone)."""
-    if tracks is None:
-        tracks = [TestPatternTrack(), ToneTrack()]
-    async with _bot_session(
-        url, room_id, "host", token=token, user_id=user_id, ssl_context=ssl_context, stun_servers=stun_servers
-    ) as (session, pc, joined):
-        for track in tracks:
+    """Join `room_id` as host and publish `tracks` (default: a test pattern and a tone); after an
+    abnormal close, reconnect and publish them again for up to `reconnect_for` seconds (0: never).
+    The tracks are stopped when the bot is left."""
+    sources = [TestPatternTrack(), ToneTrack()] if tracks is None else list(tracks)
+
+    def prepare(pc: RTCPeerConnection) -> None:
+        for track in sources:
             pc.addTransceiver(track, direction="sendonly")
-        async with _running_bot(session, pc, joined, host_addresses) as (bot, _):
-            if record_sent_rtp:
-                observe_rtp_sent(pc, bot.record_rtp)
+
+    def start(bot: Bot, nursery: trio.Nursery) -> None:
+        if record_sent_rtp:
+            observe_rtp_sent(bot.pc, bot.record_rtp)
+
+    dial = _Dial(url, room_id, "host", token, user_id, ssl_context, stun_servers, host_addresses)
+    try:
+        async with _open_bot(dial, prepare=prepare, start=start, reconnect_for=reconnect_for, backoff=backoff) as bot:
             yield bot
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio_asyncio.aio_as_trio(_stop_tracks)(sources)
 
 
 @asynccontextmanager
@@ -238,20 +407,26 @@ async def open_viewer(
     ssl_context: ssl.SSLContext | None = None,
     decode: bool = True,
     record_received_rtp: bool = False,
+    reconnect_for: float = 60.0,
+    backoff: Backoff = DEFAULT_BACKOFF,
 ) -> AsyncIterator[Bot]:
-    """Join `room_id` as viewer; decode (count frames) what arrives."""
-    async with _bot_session(
-        url, room_id, "viewer", token=token, user_id=user_id, ssl_context=ssl_context, stun_servers=stun_servers
-    ) as (session, pc, joined):
+    """Join `room_id` as viewer; decode (count frames) what arrives; after an abnormal close,
+    reconnect for up to `reconnect_for` seconds (0: never)."""
+
+    def prepare(pc: RTCPeerConnection) -> None:
         for kind in kinds:
             pc.addTransceiver(kind, direction="recvonly")
-        async with _running_bot(session, pc, joined, host_addresses) as (bot, nursery):
-            if record_received_rtp:
-                observe_rtp_received(pc, bot.record_rtp)
-            if decode:
-                for transceiver in pc.getTransceivers():
-                    nursery.start_soon(_count_frames, bot, transceiver.receiver.track)
-            yield bot
+
+    def start(bot: Bot, nursery: trio.Nursery) -> None:
+        if record_received_rtp:
+            observe_rtp_received(bot.pc, bot.record_rtp)
+        if decode:
+            for transceiver in bot.pc.getTransceivers():
+                nursery.start_soon(_count_frames, bot, transceiver.receiver.track)
+
+    dial = _Dial(url, room_id, "viewer", token, user_id, ssl_context, stun_servers, host_addresses)
+    async with _open_bot(dial, prepare=prepare, start=start, reconnect_for=reconnect_for, backoff=backoff) as bot:
+        yield bot
 
 
 async def _count_frames(bot: Bot, track: MediaStreamTrack) -> None:
