@@ -74,7 +74,14 @@ def run(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    trio.run(main, config)
+    failure: ConfigError | None = None
+    try:
+        trio.run(main, config)
+    except* ConfigError as group:  # found while starting (e.g. the media port is taken)
+        failure = next(e for e in group.exceptions if isinstance(e, ConfigError))
+    if failure is not None:
+        print(f"config error: {failure}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -28,7 +28,6 @@ from typing import Any, NoReturn, Protocol
 
 import msgspec
 import trio
-import trio_asyncio
 
 from actors.errors import ActorGone, ActorRefusal, ActorTimeout, RoomNotFound
 from actors.mailbox import call
@@ -108,16 +107,19 @@ class SignalingSocket(Protocol):
 
 
 class MediaConnection(Protocol):
-    """A server-side peer connection (transport.PublisherConnection / ViewerConnection)."""
+    """A server-side peer connection (transport.PeerConnection): synchronous, never blocks."""
 
     on_state: Callable[[str], None] | None
 
     @property
     def state(self) -> str: ...
 
-    async def accept_offer(self, offer_sdp: str) -> str: ...
-    async def add_remote_candidate(self, candidate: str, sdp_mid: str | None, sdp_mline_index: int | None) -> None: ...
-    async def close(self) -> None: ...
+    @property
+    def failure(self) -> str | None: ...
+
+    def accept_offer(self, offer_sdp: str) -> str: ...
+    def add_remote_candidate(self, candidate: str, sdp_mid: str | None, sdp_mline_index: int | None) -> None: ...
+    def close(self) -> None: ...
 
 
 class ConnectionFactory(Protocol):
@@ -204,7 +206,8 @@ class PeerSession:
                 await call(self._member_of.mailbox, lambda r: RoomLeave(self.peer_id, r))
         if self._connection is not None:
             connection, self._connection = self._connection, None
-            await trio_asyncio.aio_as_trio(connection.close)()
+            connection.on_state = None
+            connection.close()
         log.info("peer %s: session ended", self.peer_id)
 
     # ---- writer: the only task that writes to the socket ----------------------------------
@@ -354,13 +357,13 @@ class PeerSession:
         connection.on_state = lambda state: _notify(inbox, _TransportState(connection, state))
         self._connection = connection  # from now on the teardown closes it, also mid-negotiation
         try:
-            answer_sdp = await trio_asyncio.aio_as_trio(connection.accept_offer)(message.sdp)
+            answer_sdp = connection.accept_offer(message.sdp)
         except SdpError as exc:
-            await self._abandon_connection()
+            self._abandon_connection()
             await self._send(Error(code="bad_sdp", message=str(exc) or "the offer cannot be used"))
             return
         except UnsupportedCodecError as exc:
-            await self._abandon_connection()
+            self._abandon_connection()
             await self._refuse("unsupported_codec", str(exc) or "the offer has no VP8 video or no Opus audio")
         await self._send(Answer(sdp=answer_sdp))
         assert self._nursery is not None
@@ -370,12 +373,11 @@ class PeerSession:
             await self._attach_media()
         # a viewer is attached once its transport can send: its join-time keyframe request is not wasted
 
-    async def _abandon_connection(self) -> None:
+    def _abandon_connection(self) -> None:
         """Close a connection whose offer was refused; the session may send another offer."""
         connection, self._connection = self._connection, None
         if connection is not None:
-            with trio.CancelScope(shield=True):
-                await trio_asyncio.aio_as_trio(connection.close)()
+            connection.close()
 
     async def _enforce_connect_deadline(self, connection: MediaConnection) -> None:
         await trio.sleep(self._env.connect_timeout_seconds)
@@ -401,9 +403,7 @@ class PeerSession:
             await self._send(Error(code="bad_message", message="send candidates after the offer"))
             return
         try:
-            await trio_asyncio.aio_as_trio(self._connection.add_remote_candidate)(
-                message.candidate, message.sdpMid, message.sdpMLineIndex
-            )
+            self._connection.add_remote_candidate(message.candidate, message.sdpMid, message.sdpMLineIndex)
         except ValueError as exc:
             await self._send(Error(code="bad_message", message=f"bad candidate: {exc}"))
 
@@ -436,18 +436,23 @@ class PeerSession:
             return
         if state == "connected":
             await self._attach_media()
-        elif state in ("failed", "closed"):  # "closed" here is aiortc closing it, not us: the peer is gone
+        elif state == "failed":
+            reason = self._connection.failure if self._connection is not None else None
             await self._end(
                 CLOSE_OF_CODE["timeout"],
-                Error(code="timeout", message=f"the peer connection {state} (ICE, DTLS or consent lost)"),
+                Error(code="timeout", message=f"the peer connection failed: {reason or 'unknown reason'}"),
             )
+        elif state == "closed":  # the client closed its peer connection (DTLS close_notify): it is leaving
+            await self._end(CLOSE_NORMAL)
         with contextlib.suppress(ActorGone):
             await call(self._room.mailbox, lambda r: PeerConnectionState(self.peer_id, state == "connected", r))
 
 
 def _notify(inbox: trio.MemorySendChannel[Any], event: object) -> None:
-    """Called synchronously from aiortc callbacks (same thread, trio-asyncio loop)."""
+    """Called synchronously from the transport's callbacks (on the media port's task)."""
     try:
         inbox.send_nowait(event)
-    except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-        log.warning("peer inbox full or closed: dropped %r", event)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # the session has ended: nobody to tell
+    except trio.WouldBlock:
+        log.warning("peer inbox full: dropped %r", event)

@@ -6,7 +6,6 @@ from quart_trio import QuartTrio
 
 from actors.peer import PeerEnvironment
 from api.context import ServerContext
-from api.media import AiortcConnections
 from api.openapi import create_openapi_blueprint
 from api.pages import create_pages_blueprint
 from api.responses import MAX_BODY_BYTES
@@ -23,7 +22,7 @@ def create_app(ctx: ServerContext) -> QuartTrio:
     peer_env = PeerEnvironment(
         supervisor=ctx.supervisor,
         tokens=ctx.tokens,
-        connections=AiortcConnections(ctx.config),
+        connections=ctx.media,
         max_messages_per_second=ctx.config.server.max_messages_per_second,
         silence_timeout_seconds=ctx.config.server.silence_timeout_seconds,
         connect_timeout_seconds=ctx.config.server.connect_timeout_seconds,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import trio
 
 from actors.supervisor import SupervisorClient
+from api.media import MediaConnections
 from core.config import Config
 from core.tokens import TokenIssuer
 
@@ -43,6 +44,7 @@ class ServerContext:
     config: Config
     supervisor: SupervisorClient
     tokens: TokenIssuer | None
+    media: MediaConnections
     sessions: ConnectionGate = field(init=False)
 
     def __post_init__(self) -> None:

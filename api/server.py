@@ -1,7 +1,7 @@
-"""Serving: one asyncio loop (trio-asyncio) around the supervisor and Hypercorn.
+"""Serving: the media port, the supervisor and Hypercorn in one Trio nursery.
 
-`trio_asyncio.open_loop()` is opened around everything, so every task of the
-server, request handlers included, can reach aiortc with `aio_as_trio`.
+The server is Trio only: media (ICE-lite, DTLS, SRTP, forwarding) runs on the
+media port's tasks (transport/media_port.py), with no asyncio loop at all.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from api.app import create_app
 from api.body_drain import DrainUnreadBody
 from api.context import ServerContext
 from api.hypercorn_patch import install_hypercorn_patch
+from api.media import MediaConnections, open_media_port
 from core.config import Config, ConfigError
 from core.tokens import TokenIssuer
-from transport.containment import open_contained_loop
 
 log = logging.getLogger("bitbasel.server")
 
@@ -98,8 +98,9 @@ async def run_server(
         log.warning("[auth] secret is empty: join tokens are NOT required; anyone may join any room")
     if not config.auth.api_key:
         log.warning("[auth] api_key is empty: the REST API is open to anyone who can reach it")
-    # contained: no asyncio error (aiortc's tasks) can reach the loop's nursery and end the server
-    async with open_contained_loop(), trio.open_nursery() as nursery:
+    media_port = open_media_port(config)  # binds now: a port in use stops the start (ConfigError)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(media_port.serve)
         supervisor = Supervisor(
             max_rooms=config.rooms.max_rooms,
             max_viewers_per_room=config.rooms.max_viewers_per_room,
@@ -111,6 +112,7 @@ async def run_server(
             config=config,
             supervisor=client,
             tokens=TokenIssuer(config.auth.secret) if config.auth.secret else None,
+            media=MediaConnections(config, media_port),
         )
         app = create_app(ctx)
         stop_accepting = trio.Event()

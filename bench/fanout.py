@@ -178,91 +178,55 @@ def shaped_floor(viewers: int, bursts_per_second: float, seconds: float = 1.0) -
 
 
 async def measure_send_paths() -> dict[str, list[float]]:
-    """A server ViewerConnection connected to an aiortc client over 127.0.0.1, then per packet:
-    ``server send_rtp`` (the adapter's fast path), ``aiortc _send_rtp`` (RTCDtlsTransport,
-    four coroutine layers) and ``aiortc sender`` (what RTCRtpSender._run_rtp does per packet
-    of a pre-encoded frame: build an RtpPacket with abs-send-time + mid, serialize, _send_rtp).
+    """The server's send path: a ``PeerConnection`` on a served ``MediaPort`` (127.0.0.1),
+    connected to an aiortc client, then per packet ``send_rtp`` (SRTP protect + ``sendto``
+    on the port's socket, counters) in a synchronous loop. Runs under trio.
     """
-    from aiortc import clock
-    from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
-    from aiortc.rtp import HeaderExtensionsMap, RtpPacket
-
-    from transport import IceSettings, MediaSettings, TransportCounters, ViewerConnection
+    from transport import IceSettings, MediaPort, MediaSettings, PeerConnection, TransportCounters
+    from transport.containment import open_contained_loop
+    from transport.dtls import process_certificate
 
     ice = IceSettings(host_addresses=LOOPBACK, announced_address="", stun_servers=[])
     media = MediaSettings(video_bitrate_kbps=1500, max_framerate=30, audio_bitrate_kbps=128)
-    counters = TransportCounters()
-    viewer = ViewerConnection(ice, media, counters)
-    connected = asyncio.Event()
+    port = MediaPort(LOOPBACK, 0)
+    viewer = PeerConnection(port, process_certificate(), "viewer", ice, media, TransportCounters())
+    connected = trio.Event()
     viewer.on_state = lambda state: connected.set() if state == "connected" else None
-    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    try:
-        client.addTransceiver("video", direction="recvonly")
-        adapter.restrict_host_addresses(client, LOOPBACK)
-        await client.setLocalDescription(await client.createOffer())
-        answer = await viewer.accept_offer(client.localDescription.sdp)
-        await client.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-        await asyncio.wait_for(connected.wait(), 15)
-        for dtls in adapter.dtls_transports(client):  # the client only reads its socket
-            adapter.tap_srtp_receive(dtls, lambda data: None, lambda data: None)
-        pc = viewer._pc
-        assert pc is not None
-        dtls = adapter.dtls_transports(pc)[0]
-        sink = viewer.sinks[0]
-        source = PacketSource(sink.ssrc, sink.payload_type)
-        ext_map = HeaderExtensionsMap()
-        ext_map.configure(
-            RTCRtpParameters(
-                headerExtensions=[
-                    RTCRtpHeaderExtensionParameters(id=1, uri="urn:ietf:params:rtp-hdrext:sdes:mid"),
-                    RTCRtpHeaderExtensionParameters(
-                        id=2, uri="http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
-                    ),
-                ]
+    async with open_contained_loop(), trio.open_nursery() as nursery:
+        await nursery.start(port.serve)
+        client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        try:
+            client.addTransceiver("video", direction="recvonly")
+            adapter.restrict_host_addresses(client, LOOPBACK)
+            await trio_asyncio.aio_as_trio(client.setLocalDescription)(
+                await trio_asyncio.aio_as_trio(client.createOffer)()
             )
-        )
-        payload = bytes(RTP_SIZE - 12 - 12)
+            answer = viewer.accept_offer(client.localDescription.sdp)
+            remote = RTCSessionDescription(sdp=answer, type="answer")
+            await trio_asyncio.aio_as_trio(client.setRemoteDescription)(remote)
+            with trio.fail_after(15):
+                await connected.wait()
+            for dtls in adapter.dtls_transports(client):  # the client only reads its socket
+                adapter.tap_srtp_receive(dtls, lambda data: None, lambda data: None)
+            sink = viewer.sinks[0]
+            source = PacketSource(sink.ssrc, sink.payload_type)
 
-        def fast_round(packets: list[bytes]) -> float:
-            send = viewer.send_rtp
-            start = time.process_time()
-            for packet in packets:
-                send(packet)
-            return (time.process_time() - start) / len(packets)
+            def fast_round(packets: list[bytes]) -> float:
+                send = viewer.send_rtp
+                start = time.process_time()
+                for packet in packets:
+                    send(packet)
+                return (time.process_time() - start) / len(packets)
 
-        async def aiortc_round(packets: list[bytes]) -> float:
-            start = time.process_time()
-            for packet in packets:
-                await dtls._send_rtp(packet)
-            return (time.process_time() - start) / len(packets)
-
-        async def sender_round(count: int) -> float:
-            seq0 = source.seq
-            source.seq += count
-            start = time.process_time()
-            for i in range(count):
-                packet = RtpPacket(payload_type=sink.payload_type, sequence_number=(seq0 + i) & 0xFFFF, timestamp=i)
-                packet.ssrc = sink.ssrc
-                packet.payload = payload
-                packet.marker = 0
-                packet.extensions.abs_send_time = (clock.current_ntp_time() >> 14) & 0x00FFFFFF
-                packet.extensions.mid = "0"
-                await dtls._send_rtp(packet.serialize(ext_map))
-            return (time.process_time() - start) / count
-
-        results: dict[str, list[float]] = {"server send_rtp": [], "aiortc _send_rtp": [], "aiortc sender": []}
-        quarter = MICRO_PACKETS // 4
-        for _ in range(MICRO_ROUNDS):
-            results["server send_rtp"].append(fast_round(source.take(MICRO_PACKETS)))
-            await asyncio.sleep(0.05)  # let the client drain
-            results["aiortc _send_rtp"].append(await aiortc_round(source.take(quarter)))
-            await asyncio.sleep(0.05)
-            results["aiortc sender"].append(await sender_round(quarter))
-            await asyncio.sleep(0.05)
-        return results
-    finally:
-        await viewer.close()
-        await client.close()
+            results: dict[str, list[float]] = {"server send_rtp": []}
+            for _ in range(MICRO_ROUNDS):
+                results["server send_rtp"].append(fast_round(source.take(MICRO_PACKETS)))
+                await trio.sleep(0.05)  # let the client drain
+            return results
+        finally:
+            viewer.close()
+            await trio_asyncio.aio_as_trio(client.close)()
+            nursery.cancel_scope.cancel()
 
 
 # ---------------------------------------------------------------------------
@@ -745,16 +709,17 @@ async def run_profile(pid: int, seconds: float) -> dict[str, Any]:
 #: Where a sample of the server's stack is counted: the first marker found in it.
 PROFILE_CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("RTCP in and out (viewers' RR/NACK/PLI, host SR, reports)", ("_rtcp",)),
-    ("viewer send: SRTP protect (pylibsrtp)", ("SendPath", "Session.protect")),
-    ("viewer send: sendto (asyncio transport + syscall)", ("SendPath", "sendto")),
-    ("viewer send: SendPath / ViewerConnection bookkeeping", ("SendPath",)),
+    ("viewer send: SRTP protect (pylibsrtp)", ("PeerConnection.send_rtp", "Session.protect")),
+    ("viewer send: sendto (syscall)", ("MediaPort.sendto",)),
+    ("viewer send: PeerConnection bookkeeping", ("PeerConnection.send_rtp",)),
     ("router per viewer: header rewrite, body share (_fan_out)", ("Router._fan_out",)),
     ("router per host packet: parse, stats, cache, NACK", ("Router.on_publisher_rtp",)),
-    ("receive: aiortc DTLS task after the ICE queue, SRTP unprotect", ("RTCDtlsTransport",)),
+    ("receive: SRTP unprotect", ("PeerConnection.receive_srtp",)),
+    ("receive: recvfrom, demux, session look-up", ("MediaPort._read", "MediaPort._handle")),
     ("epoll wait (trio EpollIOManager.get_events)", ("EpollIOManager.get_events",)),
-    ("socket read + aioice datagram_received, STUN, consent", ("datagram_received",)),
+    ("STUN, DTLS, timers, consent", ("_handle_stun", "receive_dtls", "_run_timers", "_sweep_consent")),
     ("REST, WebSocket, actors", ("hypercorn", "quart", "actors/", "api/")),
-    ("trio + trio-asyncio scheduling (everything else)", ()),
+    ("trio scheduling (everything else)", ()),
 )
 
 
@@ -1086,11 +1051,9 @@ def main(argv: list[str]) -> int:
         return 0
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     load_media()
-    print("measuring the floor and aiortc's send paths ...", flush=True)
+    print("measuring the floor and the server's send path ...", flush=True)
     floor_rounds = measure_floor()
-    # a plain asyncio loop (importing trio_asyncio installs its own loop policy)
-    with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
-        paths = runner.run(asyncio.wait_for(measure_send_paths(), 60))
+    paths = trio.run(measure_send_paths)
     budget = args.seconds + args.join_timeout + 90
     try:
         result: Result = _run_with_deadline(bench, budget, args, floor_rounds, paths)

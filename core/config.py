@@ -66,8 +66,13 @@ class AudioConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     sample_rate: Literal[48000] = 48000
 
 
+DEFAULT_UDP_PORT = 50000
+
+
 class IceConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     host_addresses: list[str] = msgspec.field(default_factory=list)
+    # every peer connection's media goes through this one UDP port (0 = any free port)
+    udp_port: Port = DEFAULT_UDP_PORT
     announced_address: str = ""
     stun_servers: list[str] = msgspec.field(default_factory=list)
     # a connected peer from which nothing (ICE check, DTLS, RTP, RTCP) arrives this long has lost

@@ -55,6 +55,7 @@ host = "127.0.0.1"
 port = 0
 [ice]
 host_addresses = ["127.0.0.1"]
+udp_port = 0
 stun_servers = []
 """
 

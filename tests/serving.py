@@ -27,6 +27,7 @@ host = "127.0.0.1"
 port = 0
 [ice]
 host_addresses = ["127.0.0.1"]
+udp_port = 0
 stun_servers = []
 """
 
@@ -111,7 +112,10 @@ def server_process(directory: Path, *, port: int = 0, **sections: dict[str, Any]
     """`python app.py` on 127.0.0.1 with loopback candidates, `[debug] fault_injection` on (for
     `/debug/runtime`) and `sections` merged into its config. Its log goes to a file, so a chatty
     server never blocks on a full pipe. Killed at exit if still running."""
-    config: dict[str, dict[str, Any]] = {"ice": {"host_addresses": ["127.0.0.1"]}, "debug": {"fault_injection": True}}
+    config: dict[str, dict[str, Any]] = {
+        "ice": {"host_addresses": ["127.0.0.1"], "udp_port": 0},
+        "debug": {"fault_injection": True},
+    }
     for name, values in sections.items():
         config[name] = {**config.get(name, {}), **values}
     config_path = directory / "server.toml"

@@ -20,9 +20,11 @@ from actors.supervisor import SupervisorClient
 from api import schemas
 from api.app import create_app
 from api.context import ServerContext
+from api.media import MediaConnections
 from api.openapi import build_openapi
 from core.config import Config
 from tests.serving import RunningServer, make_config, running_server
+from transport.media_port import MediaPort
 
 SECRET = "openapi-test-secret-of-32-bytes-or-more"
 API_KEY = "k"
@@ -35,7 +37,12 @@ DOC_URI = "urn:bitbasel:openapi"
 def rest_routes(config: Config) -> set[tuple[str, str]]:
     """(method, OpenAPI path) of every rule of the real app's url_map that is REST."""
     send, _ = trio.open_memory_channel[Any](0)
-    app = create_app(ServerContext(config=config, supervisor=SupervisorClient(send), tokens=None))
+    port = MediaPort(["127.0.0.1"], 0)
+    try:
+        media = MediaConnections(config, port)
+        app = create_app(ServerContext(config=config, supervisor=SupervisorClient(send), tokens=None, media=media))
+    finally:
+        port.close()
     routes = set()
     for rule in app.url_map.iter_rules():
         if rule.endpoint.split(".", 1)[0] in NOT_REST or rule.endpoint == "static":

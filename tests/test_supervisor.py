@@ -194,7 +194,7 @@ async def test_stopping_a_busy_room_answers_its_queued_joins(nursery: trio.Nurse
         async with trio.open_nursery() as joiners:
             for index in range(40):
                 joiners.start_soon(joiner, index)
-            await trio.sleep(0)  # a few joins are handled, the rest wait in the room's mailbox
+            await trio.lowlevel.checkpoint()  # a few joins are handled, the rest wait in the mailbox
             await client.stop_room(room_id)
     assert len(outcomes) == 40 and "gone" in outcomes
     assert (await client.room_stats(room_id)).viewer_count == 0

@@ -707,6 +707,7 @@ async def test_fuzz_the_live_server_while_media_flows(caplog: pytest.LogCaptureF
                         assert watch.frames_between(start, end) > 0, f"no video frame during {name}"
                     assert watch.longest_stall(start, end) < 3.0, (name, watch.longest_stall(start, end))
                 assert publisher.state.closed is None and watcher.state.closed is None
+                assert publisher.state.reconnects == 0 and watcher.state.reconnects == 0  # never dropped
                 assert watcher.state.connection_state == "connected"
                 async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=10) as client:
                     stats = (await client.get(f"/room/{media_room}/stats")).json()

@@ -1,18 +1,25 @@
-"""The aiortc adapter: the only server package that touches aiortc.
+"""The media transport: the only server package that deals with ICE, DTLS and SRTP.
 
-Public API: :class:`PublisherConnection`, :class:`ViewerConnection`,
-:class:`IceSettings`, :class:`MediaSettings`, :class:`TransportCounters`.
-Every private aiortc/aioice hook lives in :mod:`transport.aiortc_adapter`.
+Server: :class:`~transport.media_port.MediaPort` (all media of the process on
+one UDP port, ICE-lite, the receive path) and
+:class:`~transport.peer_connection.PeerConnection` (one client's connection:
+answer, DTLS-SRTP via :mod:`transport.dtls`, send and receive). No aiortc and
+no asyncio on the server.
+
+Clients (bots, tests, benchmarks) drive aiortc; every private aiortc/aioice
+hook they need lives in :mod:`transport.aiortc_adapter`, and
+:mod:`transport.containment` keeps an aiortc task's error from ending a trio
+program.
 """
 
-from transport.connections import IdleTrack, PublisherConnection, ViewerConnection
+from transport.media_port import MediaPort
+from transport.peer_connection import PeerConnection
 from transport.settings import IceSettings, MediaSettings, TransportCounters
 
 __all__ = [
     "IceSettings",
-    "IdleTrack",
+    "MediaPort",
     "MediaSettings",
-    "PublisherConnection",
+    "PeerConnection",
     "TransportCounters",
-    "ViewerConnection",
 ]

@@ -1,57 +1,30 @@
-"""Every private aiortc / aioice hook of the server, and nothing else.
+"""Every private aiortc / aioice hook of the project's aiortc *clients*, and nothing else.
 
-Pinned to aiortc 1.16.0 and aioice 0.13.0 (see pyproject.toml). The rest of
-``transport/`` only uses aiortc's public API and the functions here.
-``tests/test_transport_contract.py`` checks every entry of :data:`HOOKS`
-against the installed aiortc/aioice and fails naming the hook that moved.
+The server does not use aiortc: its media transport is its own
+(transport/media_port.py, peer_connection.py, dtls.py). The Python bots,
+the tests and the benchmarks drive aiortc peers, and these are the things
+they need that aiortc has no API for. Pinned to aiortc 1.16.0 and aioice
+0.13.0 (see pyproject.toml); ``tests/test_transport_contract.py`` checks
+every entry of :data:`HOOKS` against the installed aiortc/aioice and fails
+naming the hook that moved.
 
-What the server needs that aiortc has no API for:
-
-receive below the receiver
-    :func:`tap_srtp_receive` replaces, on one ``RTCDtlsTransport`` instance,
-    ``_handle_rtp_data`` / ``_handle_rtcp_data`` (called by ``_recv_next``
-    with the datagram just SRTP/SRTCP-unprotected, before aiortc parses it).
-    The raw bytes go to a callback; aiortc's router, receivers and senders
-    never see them.
-no decoder, no encoder, no RTCP of aiortc's own
-    :func:`disable_media_pipeline` replaces ``RTCRtpReceiver.receive`` and
-    ``RTCRtpSender.send`` on the instances with no-ops. ``receive`` is what
-    starts the decoder thread (unbounded frame queue) and the receiver's RTCP
-    task; ``send`` starts ``_run_rtp`` (encoder loop) and ``_run_rtcp``
-    (sender reports with zero counts on our SSRC, and a BYE at stop). With
-    neither started, ``stop()`` of both is a no-op, no thread exists and the
-    jitter buffers stay empty.
-send without four coroutine layers
-    :class:`SendPath` SRTP-protects with ``RTCDtlsTransport._tx_srtp`` and
-    calls ``sendto`` of the socket of the asyncio transport of the nominated
-    aioice pair (``Connection._nominated[1]``), synchronously; when asyncio
-    already queues datagrams for that socket, or the kernel refuses one, the
-    transport's own ``sendto`` takes it (order kept, EAGAIN waited out). The
-    pair is re-read per packet (one dict look-up): a controlling peer may
-    re-nominate.
-count received bytes
-    :func:`count_received_bytes` wraps ``RTCDtlsTransport._rx_srtp`` (set just
-    before the transport turns ``connected``), so every SRTP/SRTCP datagram is
-    counted with its size on the wire.
 choose the host addresses
     aioice gathers on every interface but 127.0.0.1 and has no setting.
     :func:`restrict_host_addresses` wraps, on the pc's own aioice
     ``Connection`` instances, ``get_component_candidates`` (a public aioice
     method that ``gather_candidates`` calls with the address list) so it gets
     the configured addresses instead. Nothing process-wide is patched.
-instrument aiortc clients (bots, tests)
+count without decoding (benchmark viewers)
+    :func:`tap_srtp_receive` replaces, on one ``RTCDtlsTransport`` instance,
+    ``_handle_rtp_data`` / ``_handle_rtcp_data`` (called by ``_recv_next``
+    with the datagram just SRTP/SRTCP-unprotected, before aiortc parses it).
+see what a client sends and receives (bots, tests)
     :func:`observe_rtp_received` wraps ``_rx_srtp`` and :func:`observe_rtp_sent`
     wraps ``_send_rtp`` of a client pc's DTLS transports, to see (or drop)
     clear RTP; aiortc still handles every packet not dropped.
-hear the peer's ICE checks (consent, receive side)
-    :func:`count_checks_heard` wraps, on the pc's own aioice ``Connection``
-    instances, ``request_received`` (every STUN request, which aioice's
-    ``StunProtocol.datagram_received`` calls on ``self.receiver``) and counts
-    the authenticated ones (our ufrag, valid MESSAGE-INTEGRITY). With the
-    SRTP/SRTCP that unprotects (the receive taps), that is the peer's proof of life.
-
-(Closing without leaks needs no hook: every task aiortc starts belongs to the
-connection's ``TaskOwner``, see :mod:`transport.containment`.)
+close a sending client
+    :func:`sender_encoder_tasks`: the senders' encoder loops, awaited before
+    ``pc.close()`` (cancelling them can hang on trio-asyncio).
 """
 
 from __future__ import annotations
@@ -64,16 +37,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pylibsrtp
 from aiortc import RTCDtlsTransport, RTCIceGatherer, RTCPeerConnection
-from aiortc.rtcicetransport import RTCIceCandidate
-from aiortc.sdp import candidate_from_sdp
-
-from media.streams import SdpError
 
 if TYPE_CHECKING:
     from aioice import Candidate, Connection
-    from aioice.ice import CandidatePair
 
-    from transport.settings import TransportCounters
 
 logger = logging.getLogger(__name__)
 
@@ -107,16 +74,6 @@ class Hook:
 
 
 HOOKS: tuple[Hook, ...] = (
-    Hook(
-        "asyncio.selector_events._SelectorDatagramTransport",
-        "sendto",
-        "function",  # a plain (not async) method
-        "SendPath",
-        "with nothing queued, asyncio's sendto is `self._sock.sendto`: SendPath calls the socket directly",
-        parameters=("data", "addr"),
-        caller="asyncio.selector_events._SelectorDatagramTransport.sendto",
-        caller_contains=("if not self._buffer:", "self._sock.sendto(data, addr)"),
-    ),
     Hook(
         "aiortc.rtcdtlstransport.RTCDtlsTransport",
         "_handle_rtp_data",
@@ -157,19 +114,10 @@ HOOKS: tuple[Hook, ...] = (
         "aiortc.rtcdtlstransport.RTCDtlsTransport",
         "_rx_srtp",
         "instance attribute",
-        "count_received_bytes, observe_rtp_received",
-        "wrapped (bytes received; clients: clear RTP seen/dropped); set before 'connected'",
+        "observe_rtp_received",
+        "wrapped (clients: clear RTP seen/dropped); set before 'connected'",
         caller="aiortc.rtcdtlstransport.RTCDtlsTransport.start",
         caller_contains=("self._setup_srtp()", "self._set_state(State.CONNECTED)"),
-    ),
-    Hook(
-        "aiortc.rtcdtlstransport.RTCDtlsTransport",
-        "_tx_srtp",
-        "instance attribute",
-        "SendPath",
-        "pylibsrtp Session that protects what we send (protect / protect_rtcp)",
-        caller="aiortc.rtcdtlstransport.RTCDtlsTransport._setup_srtp",
-        caller_contains=("self._tx_srtp = Session(tx_policy)",),
     ),
     Hook(
         "aiortc.rtcrtpsender.RTCRtpSender",
@@ -189,27 +137,6 @@ HOOKS: tuple[Hook, ...] = (
     ),
     Hook(
         "aioice.ice.Connection",
-        "_nominated",
-        "instance attribute",
-        "SendPath",
-        "dict component -> nominated CandidatePair (cleared on close)",
-    ),
-    Hook(
-        "aioice.ice.CandidatePair",
-        "remote_addr",
-        "property",
-        "SendPath",
-        "where the nominated pair sends",
-    ),
-    Hook(
-        "aioice.ice.CandidatePair",
-        "protocol",
-        "instance attribute",
-        "SendPath",
-        "the StunProtocol whose .transport (asyncio DatagramTransport) has sendto",
-    ),
-    Hook(
-        "aioice.ice.Connection",
         "get_component_candidates",
         "method",
         "restrict_host_addresses",
@@ -220,44 +147,6 @@ HOOKS: tuple[Hook, ...] = (
             "get_host_addresses(",
             "self.get_component_candidates(component=component, addresses=addresses)",
         ),
-    ),
-    Hook(
-        "aiortc.rtcrtpreceiver.RTCRtpReceiver",
-        "receive",
-        "method",
-        "disable_media_pipeline",
-        "starts the decoder thread and RTCP task: replaced per instance by a no-op",
-        parameters=("parameters",),
-        caller="aiortc.rtcpeerconnection.RTCPeerConnection._RTCPeerConnection__connect",
-        caller_contains=("await transceiver.receiver.receive(",),
-    ),
-    Hook(
-        "aiortc.rtcrtpsender.RTCRtpSender",
-        "send",
-        "method",
-        "disable_media_pipeline",
-        "starts _run_rtp (encoder) and _run_rtcp (zero-count SRs): replaced by a no-op",
-        parameters=("parameters",),
-        caller="aiortc.rtcpeerconnection.RTCPeerConnection._RTCPeerConnection__connect",
-        caller_contains=("await transceiver.sender.send(self.__localRtp(transceiver))",),
-    ),
-    Hook(
-        "aiortc.sdp",
-        "candidate_from_sdp",
-        "function",
-        "parse_candidate",
-        "parses a trickled 'candidate:...' string",
-        parameters=("sdp",),
-    ),
-    Hook(
-        "aioice.ice.Connection",
-        "request_received",
-        "function",  # a plain method, called synchronously
-        "count_checks_heard",
-        "every STUN request (the peer's ICE and consent checks); wrapped per instance",
-        parameters=("message", "addr", "protocol"),
-        caller="aioice.ice.StunProtocol.datagram_received",
-        caller_contains=("self.receiver.request_received(message, addr, self)",),
     ),
 )
 
@@ -324,78 +213,6 @@ def _restrict_connection(connection: Connection, chosen: list[str]) -> None:
 
     setattr(connection, "get_component_candidates", get_component_candidates)  # noqa: B010
     setattr(connection, _RESTRICTED, chosen)
-
-
-# ---------------------------------------------------------------------------
-# Hearing from the peer (consent, receive side)
-# ---------------------------------------------------------------------------
-
-
-class Heard:
-    """How many authenticated things arrived from the peer (ICE checks; SRTP/SRTCP
-    are counted by the connection's receive taps)."""
-
-    __slots__ = ("count",)
-
-    def __init__(self) -> None:
-        self.count = 0
-
-
-_HEARD = "_bbms_heard"
-
-
-def count_checks_heard(pc: RTCPeerConnection, heard: Heard) -> None:
-    """Count into ``heard`` each authenticated STUN request (ICE or consent check) the
-    pc's ICE connections receive. Call after the pc has its transceivers. Idempotent.
-    HOOK aioice Connection.request_received, per instance.
-    """
-    for gatherer in ice_gatherers(pc):
-        connection = ice_connection(gatherer)
-        if getattr(connection, _HEARD, None) is not None:
-            continue
-        request_received = connection.request_received
-
-        def counted(
-            message: Any,
-            addr: tuple[str, int],
-            protocol: Any,
-            connection: Any = connection,
-            original: Any = request_received,
-        ) -> None:
-            username = message.attributes.get("USERNAME", "")
-            if (
-                isinstance(username, str)
-                and username.startswith(f"{connection.local_username}:")
-                and message.check_message_integrity(connection.local_password.encode("utf8"))
-            ):
-                heard.count += 1
-            original(message, addr, protocol)
-
-        setattr(connection, "request_received", counted)  # noqa: B010
-        setattr(connection, _HEARD, heard)
-
-
-# ---------------------------------------------------------------------------
-# No decoder thread, no encoder loop, no aiortc RTCP
-# ---------------------------------------------------------------------------
-
-
-async def _receive_disabled(parameters: object) -> None:
-    """Stands in for RTCRtpReceiver.receive: no decoder thread, no RTCP task."""
-
-
-async def _send_disabled(parameters: object) -> None:
-    """Stands in for RTCRtpSender.send: no _run_rtp, no _run_rtcp."""
-
-
-def disable_media_pipeline(pc: RTCPeerConnection) -> None:
-    """Make every transceiver's receiver and sender inert (call before connecting).
-
-    HOOKS RTCRtpReceiver.receive and RTCRtpSender.send, per instance.
-    """
-    for transceiver in pc.getTransceivers():
-        setattr(transceiver.receiver, "receive", _receive_disabled)  # noqa: B010
-        setattr(transceiver.sender, "send", _send_disabled)  # noqa: B010
 
 
 # ---------------------------------------------------------------------------
@@ -514,142 +331,3 @@ def observe_rtp_sent(pc: RTCPeerConnection, callback: Callable[[bytes], object])
             await original(data)
 
         setattr(dtls, "_send_rtp", send_rtp)  # noqa: B010
-
-
-class _CountingSrtpSession:
-    """Counts the bytes of every datagram given to unprotect, then delegates."""
-
-    __slots__ = ("_counters", "_session")
-
-    def __init__(self, session: pylibsrtp.Session, counters: TransportCounters) -> None:
-        self._session = session
-        self._counters = counters
-
-    def unprotect(self, packet: bytes) -> bytes:
-        self._counters.bytes_received += len(packet)
-        return self._session.unprotect(packet)
-
-    def unprotect_rtcp(self, packet: bytes) -> bytes:
-        self._counters.bytes_received += len(packet)
-        return self._session.unprotect_rtcp(packet)
-
-
-def count_received_bytes(dtls: RTCDtlsTransport, counters: TransportCounters) -> bool:
-    """Count SRTP/SRTCP bytes received on ``dtls`` into ``counters.bytes_received``.
-
-    Call when ``dtls.state`` turns ``connected`` (its statechange handler runs
-    before the receive task starts). Returns False if there is no SRTP session
-    yet. HOOK RTCDtlsTransport._rx_srtp.
-    """
-    session = dtls._rx_srtp
-    if session is None:
-        return False
-    if not isinstance(session, _CountingSrtpSession):
-        setattr(dtls, "_rx_srtp", _CountingSrtpSession(session, counters))  # noqa: B010
-    return True
-
-
-# ---------------------------------------------------------------------------
-# The send path
-# ---------------------------------------------------------------------------
-
-
-class SendPath:
-    """Synchronous SRTP/SRTCP protect + ``sendto`` on one DTLS transport's nominated pair.
-
-    Build it once the transport is ``connected``. ``send_rtp`` / ``send_rtcp``
-    return the datagram size sent, or 0 when nothing was sent (no nominated
-    pair any more, more than MAX_SEND_BUFFER bytes already queued in asyncio,
-    or SRTP refused the packet).
-    HOOKS RTCDtlsTransport._tx_srtp, aioice Connection._nominated,
-    CandidatePair.protocol / remote_addr.
-    """
-
-    __slots__ = ("_addr", "_buffered", "_nominated", "_pair", "_raw_sendto", "_sendto", "_srtp")
-
-    def __init__(self, dtls: RTCDtlsTransport) -> None:
-        srtp = dtls._tx_srtp
-        if srtp is None:
-            raise RuntimeError("the DTLS transport has no SRTP session (not connected)")
-        self._srtp: pylibsrtp.Session = srtp
-        connection = ice_connection(dtls.transport.iceGatherer)
-        self._nominated: dict[int, CandidatePair] = connection._nominated
-        self._pair: CandidatePair | None = None
-        self._sendto: Callable[[bytes, tuple[str, int]], None] = _not_connected
-        self._raw_sendto: Callable[[bytes, tuple[str, int]], object] = _not_connected
-        self._buffered: Callable[[], int] = _nothing_buffered
-        self._addr: tuple[str, int] = ("", 0)
-
-    def _select_pair(self) -> bool:
-        pair = self._nominated.get(ICE_COMPONENT_RTP)
-        self._pair = pair
-        if pair is None:
-            self._sendto = self._raw_sendto = _not_connected
-            return False
-        transport = pair.protocol.transport
-        self._sendto = transport.sendto
-        # the socket itself: asyncio's sendto, with nothing queued, is a few checks and this call
-        raw_socket = getattr(transport, "_sock", None)
-        self._raw_sendto = raw_socket.sendto if raw_socket is not None else transport.sendto
-        # a selector datagram transport has it (typeshed only puts it on WriteTransport)
-        self._buffered = getattr(transport, "get_write_buffer_size", _nothing_buffered)
-        self._addr = pair.remote_addr
-        return True
-
-    def send_rtp(self, data: bytes) -> int:
-        return self._transmit(data, self._srtp.protect)
-
-    def send_rtcp(self, data: bytes) -> int:
-        return self._transmit(data, self._srtp.protect_rtcp)
-
-    def _transmit(self, data: bytes, protect: Callable[[bytes], bytes]) -> int:
-        pair = self._nominated.get(ICE_COMPONENT_RTP)
-        if (pair is not self._pair or pair is None) and not self._select_pair():
-            return 0
-        queued = self._buffered()
-        if queued > MAX_SEND_BUFFER:
-            return 0  # the socket is full and asyncio queues without bound: drop
-        try:
-            out = protect(data)
-        except pylibsrtp.Error:
-            return 0
-        if queued:  # asyncio already holds datagrams for this socket: queue behind them, in order
-            self._sendto(out, self._addr)
-            return len(out)
-        try:
-            self._raw_sendto(out, self._addr)
-        except OSError:  # EAGAIN (asyncio queues it and waits for the socket), ICMP errors (it reports them)
-            self._sendto(out, self._addr)
-        return len(out)
-
-
-def _not_connected(data: bytes, addr: tuple[str, int]) -> None:
-    raise ConnectionError("no nominated ICE pair")
-
-
-def _nothing_buffered() -> int:
-    return 0
-
-
-# ---------------------------------------------------------------------------
-# Candidates
-# ---------------------------------------------------------------------------
-
-
-def parse_candidate(text: str) -> RTCIceCandidate:
-    """Parse a trickled candidate (``candidate:...`` with or without ``a=``).
-
-    Raises :class:`SdpError`. HOOK aiortc.sdp.candidate_from_sdp.
-    """
-    body = text.strip()
-    if body.startswith("a="):
-        body = body[2:]
-    if body.startswith("candidate:"):
-        body = body[len("candidate:") :]
-    bits = body.split()
-    if len(bits) < 8 or bits[6] != "typ" or len(body) > 1024:
-        raise SdpError(f"malformed candidate {text[:80]!r}")
-    try:
-        return candidate_from_sdp(body)
-    except (AssertionError, ValueError, IndexError) as exc:
-        raise SdpError(f"malformed candidate {text[:80]!r}") from exc

@@ -55,6 +55,7 @@ class TransportCounters:
         "callback_errors",
         "rtcp_dropped",
         "rtp_dropped",
+        "srtp_errors",
     )
 
     def __init__(self) -> None:
@@ -63,6 +64,7 @@ class TransportCounters:
         self.rtp_dropped = 0
         self.rtcp_dropped = 0
         self.callback_errors = 0
+        self.srtp_errors = 0  # datagrams from the peer's address that did not unprotect (dropped)
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)}" for name in self.__slots__)

@@ -1,0 +1,349 @@
+"""A server-side peer connection on the media port: ICE-lite, DTLS-SRTP, nothing decoded.
+
+One class for both sides. A host's connection (``role="host"``) receives:
+after :meth:`accept_offer`, :attr:`sources` says what the host sends, and
+``on_rtp`` gets every RTP packet raw right after SRTP unprotect (``on_rtcp``
+the host's RTCP). A viewer's connection (``role="viewer"``) sends what the
+forwarder hands to :meth:`send_rtp` (SRTP protect + ``sendto``, synchronous);
+:attr:`sinks` says, per m-line, the SSRC, payload type, header extension ids
+and mid the answer announced, and ``on_rtcp`` gets the viewer's RTCP raw.
+
+The life of a connection (all synchronous, driven by the :class:`MediaPort`'s
+tasks; nothing here awaits):
+
+1. :meth:`accept_offer` writes the answer (ICE-lite, our certificate's
+   fingerprint, ``setup:active`` unless the offer is ``active``) and registers
+   the connection's ICE session on the port.
+2. The client, a full ICE agent and controlling, sends checks; the ICE-lite
+   session answers them; a nominated check sets the address media goes to.
+   As DTLS client the connection then starts the handshake.
+3. DTLS connected: SRTP sessions from its keys; state ``connected``.
+4. ``failed`` on a DTLS failure (:attr:`failure` says why) or when nothing
+   authenticated (a check with our credentials, SRTP/SRTCP that unprotects)
+   arrived for ``consent_timeout_seconds`` (RFC 7675); ``closed`` on a
+   close_notify from the peer or :meth:`close`.
+
+Callbacks (``on_rtp``, ``on_rtcp``, ``on_state``) run synchronously on the
+port's task and must not block; an exception they raise is counted in
+``TransportCounters.callback_errors`` and swallowed (logged with its traceback
+the first time, then at 10, 100, 1000...).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+from collections.abc import Callable
+from typing import Literal
+
+import pylibsrtp
+
+from media.ice_lite import BindingResult, IceCredentials, IceLiteSession
+from media.sdp_answer import AnswerParams, answer_offer_untrusted, parse_candidate_untrusted, random_ssrcs
+from media.streams import SdpError, SinkStream, SourceStream
+from transport.dtls import DtlsCertificate, DtlsError, DtlsSession
+from transport.media_port import MediaPort
+from transport.settings import IceSettings, MediaSettings, TransportCounters
+
+logger = logging.getLogger(__name__)
+
+Role = Literal["host", "viewer"]
+StateCallback = Callable[[str], None]
+PacketCallback = Callable[[bytes], None]
+
+
+class PeerConnection:
+    def __init__(
+        self,
+        port: MediaPort,
+        certificate: DtlsCertificate,
+        role: Role,
+        ice: IceSettings,
+        media: MediaSettings,
+        counters: TransportCounters,
+        *,
+        label: str = "",
+    ) -> None:
+        self._port = port
+        self._certificate = certificate
+        self.role: Role = role
+        self._ice_settings = ice
+        self._media = media
+        self._counters = counters
+        self.label = label or role
+        self.ice = IceLiteSession(0.0, IceCredentials.generate(), consent_timeout=ice.consent_timeout_seconds)
+        self._dtls: DtlsSession | None = None
+        self._rx: pylibsrtp.Session | None = None
+        self._tx: pylibsrtp.Session | None = None
+        self._sock: socket.socket | None = None
+        self._remote: tuple[str, int] | None = None
+        self._sources: list[SourceStream] = []
+        self._sinks: list[SinkStream] = []
+        self._state = "new"
+        self._failure: str | None = None
+        self._registered = False
+        self._heard = 0  # authenticated things received; compared by the consent check
+        self._heard_at_check = 0
+        self._heard_at = 0.0
+        self._callback_errors = 0
+        self.on_state: StateCallback | None = None
+        self.on_rtp: PacketCallback | None = None
+        self.on_rtcp: PacketCallback | None = None
+
+    # ---- public ---------------------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        """``new``, ``connected``, ``failed`` or ``closed`` (the last reported)."""
+        return self._state
+
+    @property
+    def failure(self) -> str | None:
+        """Why the connection failed (DTLS alert, fingerprint mismatch, consent lost...)."""
+        return self._failure
+
+    @property
+    def connected(self) -> bool:
+        return self._tx is not None and self._remote is not None
+
+    @property
+    def sources(self) -> list[SourceStream]:
+        """Host: one per audio/video m-line the host sends on (empty before accept_offer)."""
+        return list(self._sources)
+
+    @property
+    def sinks(self) -> list[SinkStream]:
+        """Viewer: one per audio/video m-line the server sends on (empty before accept_offer)."""
+        return list(self._sinks)
+
+    def accept_offer(self, offer: str) -> str:
+        """Answer the client's offer; returns the complete answer with the port's candidates.
+
+        Raises :class:`SdpError` (or :class:`UnsupportedCodecError` for a host
+        offer without VP8/Opus). After an error the connection is as new.
+        """
+        if self._registered or self._state == "closed":
+            raise RuntimeError(f"{self.label}: the connection already has an offer (or is closed)")
+        media = self._media
+        params = AnswerParams(
+            role=self.role,
+            ice_ufrag=self.ice.local.ufrag,
+            ice_pwd=self.ice.local.pwd,
+            fingerprint=("sha-256", self._certificate.fingerprint_sha256()),
+            candidates=self._port.candidates,
+            video_bitrate_kbps=media.video_bitrate_kbps,
+            max_framerate=media.max_framerate,
+            audio_bitrate_kbps=media.audio_bitrate_kbps,
+            ssrcs=random_ssrcs() if self.role == "viewer" else {},
+        )
+        answer = answer_offer_untrusted(offer, params)
+        try:
+            dtls = DtlsSession(
+                self._certificate,
+                "client" if answer.setup == "active" else "server",
+                answer.remote_fingerprints,
+            )
+        except ValueError as exc:
+            raise SdpError(f"the offer's fingerprint cannot be used: {exc}") from exc
+        self.ice.set_remote_ufrag(answer.remote_ufrag)
+        self._dtls = dtls
+        self._sources, self._sinks = answer.sources, answer.sinks
+        self._port.register(self)
+        self._registered = True
+        return answer.sdp
+
+    def add_remote_candidate(self, candidate: str, sdp_mid: str | None, sdp_mline_index: int | None) -> None:
+        """Check a trickled candidate of the client (``""`` = end of candidates).
+
+        An ICE-lite agent never sends checks, so the client's candidates are not
+        used: its own checks show where it is (peer-reflexive addresses, mDNS
+        names included). A malformed candidate raises :class:`SdpError`."""
+        text = candidate.strip()
+        if text in ("", "a=end-of-candidates"):
+            return
+        text = text.removeprefix("a=")
+        try:
+            parse_candidate_untrusted(text.removeprefix("candidate:"))
+        except ValueError as exc:
+            raise SdpError(f"malformed candidate {candidate[:80]!r}: {exc}") from exc
+
+    def send_rtp(self, data: bytes) -> None:
+        """SRTP-protect and send one RTP packet; dropped (counted) if not connected."""
+        tx, remote, sock = self._tx, self._remote, self._sock
+        if tx is not None and remote is not None and sock is not None:
+            try:
+                out = tx.protect(data)
+            except pylibsrtp.Error:
+                self._counters.rtp_dropped += 1
+                return
+            if self._port.sendto(sock, out, remote):
+                self._counters.bytes_sent += len(out)
+                return
+        self._counters.rtp_dropped += 1
+
+    def send_rtcp(self, data: bytes) -> None:
+        """SRTCP-protect and send one (compound) RTCP packet; dropped (counted) if not connected."""
+        tx, remote, sock = self._tx, self._remote, self._sock
+        if tx is not None and remote is not None and sock is not None:
+            try:
+                out = tx.protect_rtcp(data)
+            except pylibsrtp.Error:
+                self._counters.rtcp_dropped += 1
+                return
+            if self._port.sendto(sock, out, remote):
+                if self.role == "viewer":
+                    self._counters.bytes_sent += len(out)
+                return
+        self._counters.rtcp_dropped += 1
+
+    def close(self) -> None:
+        """Send close_notify (if connected), leave the port. Idempotent; reports ``closed``."""
+        if self._state == "closed":
+            return
+        if self._dtls is not None:
+            self._send_all(self._dtls.close())
+        self._leave_port()
+        self._rx = self._tx = None
+        self._report("closed")
+
+    # ---- driven by the media port -------------------------------------------------------------
+
+    def on_check(self, sock: socket.socket, result: BindingResult, now: float) -> None:
+        """An accepted ICE check (already answered by the port)."""
+        self._heard += 1
+        selected = self.ice.selected_address
+        if selected is None or (selected == self._remote and sock is self._sock):
+            return
+        self._remote, self._sock = selected, sock
+        dtls = self._dtls
+        if dtls is not None and dtls.state == "new" and dtls.role == "client":
+            self._send_all(dtls.start(now))
+            self._schedule(dtls)
+
+    def receive_dtls(self, sock: socket.socket, data: bytes, address: tuple[str, int], now: float) -> None:
+        dtls = self._dtls
+        if dtls is None or self._state in ("failed", "closed"):
+            return
+        if self._remote is None:  # DTLS server role: the client's flight tells where it is
+            self._remote, self._sock = address, sock
+        try:
+            out = dtls.receive_untrusted(data, now)
+        except DtlsError as exc:
+            self._send_all(exc.datagrams or [])
+            self._fail(f"DTLS: {exc.reason}")
+            return
+        self._send_all(out)
+        if dtls.state == "connected" and self._tx is None:
+            self._rx, self._tx = dtls.srtp_sessions()
+            logger.info("%s: DTLS connected (%s) with %s", self.label, dtls.cipher, self._remote)
+            self._report("connected")
+        elif dtls.state == "closed":
+            self._leave_port()
+            self._rx = self._tx = None
+            self._report("closed")
+            return
+        self._schedule(dtls)
+
+    def receive_srtp(self, data: bytes) -> None:
+        """SRTP or SRTCP from the peer's address (the per-packet path)."""
+        rx = self._rx
+        if rx is None:
+            return
+        counters = self._counters
+        try:
+            if 191 < data[1] < 224:  # RTCP packet types (RFC 5761)
+                clear = rx.unprotect_rtcp(data)
+                callback = self.on_rtcp
+            else:
+                clear = rx.unprotect(data)
+                callback = self.on_rtp
+        except pylibsrtp.Error:
+            counters.srtp_errors += 1
+            return
+        self._heard += 1
+        if self.role == "host":
+            counters.bytes_received += len(data)
+        if callback is not None:
+            try:
+                callback(clear)
+            except Exception:
+                self._callback_failed("on_rtcp" if callback is self.on_rtcp else "on_rtp")
+
+    def on_timer(self, now: float) -> None:
+        dtls = self._dtls
+        if dtls is None or self._state in ("failed", "closed"):
+            return
+        deadline = dtls.next_timeout()
+        if deadline is None or deadline > now:
+            return
+        try:
+            self._send_all(dtls.handle_timeout(now))
+        except DtlsError as exc:
+            self._send_all(exc.datagrams or [])
+            self._fail(f"DTLS: {exc.reason}")
+            return
+        self._schedule(dtls, after=now)
+
+    def check_consent(self, now: float) -> None:
+        """Called about once a second by the port: fail after the consent timeout of silence."""
+        if not self._registered or self._state in ("failed", "closed"):
+            return
+        if self._heard != self._heard_at_check or self._heard_at == 0.0:
+            self._heard_at_check, self._heard_at = self._heard, now
+        elif now - self._heard_at >= self._ice_settings.consent_timeout_seconds:
+            self._fail(f"consent lost: nothing authenticated received for {now - self._heard_at:.0f} s")
+
+    # ---- internals --------------------------------------------------------------------------
+
+    def _schedule(self, dtls: DtlsSession, *, after: float = -math.inf) -> None:
+        """Have the port call on_timer when DTLS wants it (a deadline not after `after` is
+        stale: OpenSSL has nothing to retransmit, so nothing is scheduled)."""
+        deadline = dtls.next_timeout()
+        if deadline is not None and deadline > after:
+            self._port.schedule(deadline, self)
+
+    def _send_all(self, datagrams: list[bytes]) -> None:
+        sock, remote = self._sock, self._remote
+        if sock is None or remote is None:
+            return
+        for datagram in datagrams:
+            self._port.sendto(sock, datagram, remote)
+
+    def _fail(self, reason: str) -> None:
+        if self._state in ("failed", "closed"):
+            return
+        self._failure = reason
+        logger.info("%s: failed: %s", self.label, reason)
+        self._leave_port()
+        self._rx = self._tx = None
+        self._report("failed")
+
+    def _leave_port(self) -> None:
+        if self._registered:
+            self._port.unregister(self)
+            self._registered = False
+
+    def _report(self, state: str) -> None:
+        if state == self._state or self._state == "closed":
+            return
+        self._state = state
+        callback = self.on_state
+        if callback is None:
+            return
+        try:
+            callback(state)
+        except Exception:
+            self._callback_failed(f"on_state({state!r})")
+
+    def _callback_failed(self, what: str) -> None:
+        """Count a callback's exception (called inside its ``except``); log it with its
+        traceback the first time, then once at each power of ten."""
+        self._counters.callback_errors += 1
+        self._callback_errors += 1
+        count = self._callback_errors
+        if count == 1:
+            logger.exception("%s: %s raised (counted; logged again at 10, 100, ...)", self.label, what)
+        elif count == 10 ** (len(str(count)) - 1):
+            logger.error("%s: callbacks have raised %d times (last: %s)", self.label, count, what)
+
