@@ -643,6 +643,7 @@ max_viewers_per_room = {max(100, viewers + 10)}
 
 [ice]
 host_addresses = ["127.0.0.1"]
+udp_port = 0
 stun_servers = []
 """
 
