@@ -1,0 +1,256 @@
+"""Many rooms benchmark: R rooms x V viewers, the server in its own process (not a test).
+
+Run it inside a private network namespace (only loopback exists):
+
+    unshare -rn sh -c 'ip link set lo up && .venv/bin/python bench/rooms.py --rooms 10 --viewers 2'
+
+In one run:
+
+1. the floor, in this process (SRTP protect + ``sendto`` of a 1,200-byte packet, CPU us);
+2. ``app.py`` started alone (loopback, ``[ice] udp_port = 0``), R rooms created over REST;
+3. R host bots in this process publishing the pre-encoded VP8 640x360 ~1.4 Mbit/s + Opus file
+   of ``bench/make_media.py`` as it is (aiortc only packetizes: nothing encoded live), about
+   200 packets per second per host;
+4. the viewers in processes of their own (``fanout.py --role viewers``, one per room:
+   real aiortc peers whose RTP is counted at the DTLS transport, never decoded);
+5. a steady window (every host paused around both ends so no packet is in flight): the
+   server's CPU (schedstat), the rooms' forwarding counters, the viewers' counts.
+
+It prints: server CPU per host packet and per forwarded packet, the ratio to the floor,
+delivery and sequence gaps, the server's share of a core and **rooms per core**
+(R / server cores used), and the client side's CPU (bench + viewer processes), so it shows
+the clients were not the bottleneck. ``ss -uanp`` of the server is printed too: it holds its
+one media port whatever R is.
+
+Not measured here yet: Janus (Debian's ``janus``) on the same workload, and the forwarding
+delay under REST load; see bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import httpx
+import trio
+from fanout import (
+    LOOPBACK,
+    OUT_DIR,
+    Child,
+    Gate,
+    PacketTrack,
+    load_media,
+    measure_floor,
+    proc_runtime_ns,
+    spawn,
+)
+
+from media_server_client.bots import open_host
+from transport.containment import open_contained_loop
+
+DRAIN_SECONDS = 0.4
+BENCH_DIR = Path(__file__).resolve().parent
+
+
+def server_toml(rooms: int, viewers: int) -> str:
+    return f"""
+[server]
+host = "127.0.0.1"
+port = 0
+max_connections = {max(1000, rooms * (viewers + 1) * 2)}
+max_messages_per_second = 1000
+[rooms]
+max_rooms = {rooms + 10}
+max_viewers_per_room = {viewers + 10}
+[ice]
+host_addresses = ["127.0.0.1"]
+udp_port = 0
+stun_servers = []
+"""
+
+
+async def start_server() -> tuple[Child, str]:
+    config = OUT_DIR / "rooms-server.toml"
+    config.write_text(server_toml(ARGS.rooms, ARGS.viewers))
+    argv = [sys.executable, str(BENCH_DIR.parent / "app.py"), "--config", str(config)]
+    argv += ["--port", "0", "--log-level", "WARNING"]
+    child = await spawn("server", argv, OUT_DIR / "rooms-server.log")
+    with trio.fail_after(30):
+        while True:
+            line = await child.lines.next()
+            if line is None:
+                raise RuntimeError(f"server exited (see {OUT_DIR / 'rooms-server.log'})")
+            if line.startswith("listening on "):
+                return child, line.split()[-1]
+
+
+async def read_counters(
+    http: httpx.AsyncClient, room_ids: list[str], server: Child, viewers: list[Child], gate: Gate
+) -> dict[str, Any]:
+    """Pause every host, let in-flight packets land, read every counter, resume."""
+    gate.close()
+    try:
+        await trio.sleep(DRAIN_SECONDS)
+        ns = proc_runtime_ns(server.pid)
+        wall = time.monotonic()
+        for child in viewers:
+            await child.send("snap")
+        snaps = [await child.event("snap", 15) for child in viewers]
+        packets_in = packets_out = 0
+        for room_id in room_ids:
+            forwarding = (await http.get(f"/room/{room_id}/stats")).json()["forwarding"]
+            packets_in += forwarding["packets_in"]
+            packets_out += forwarding["packets_out"]
+    finally:
+        gate.open()
+    received = gaps = 0
+    for snap in snaps:
+        for viewer in snap["viewers"]:
+            received += viewer["video"] + viewer["audio"]
+            gaps += viewer["video_expected"] - viewer["video"] + viewer["audio_expected"] - viewer["audio"]
+    return {
+        "ns": ns,
+        "wall": wall,
+        "in": packets_in,
+        "out": packets_out,
+        "received": received,
+        "gaps": gaps,
+        "viewer_cpu": sum(float(s["cpu"]) for s in snaps),
+        "main_cpu": time.process_time(),
+    }
+
+
+def server_udp_sockets(pid: int) -> str:
+    try:
+        out = subprocess.run(["ss", "-uanp"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "(ss not available)"
+    lines = [line for line in out.splitlines() if f"pid={pid}," in line]
+    return "\n".join(lines) or "(no UDP socket of the server?)"
+
+
+async def bench() -> dict[str, Any]:
+    video, audio = load_media()
+    gate = Gate()
+    children: list[Child] = []
+    try:
+        server, base_url = await start_server()
+        children.append(server)
+        ws_url = base_url.replace("http", "ws", 1) + "/ws"
+        async with httpx.AsyncClient(base_url=base_url, timeout=15) as http:
+            room_ids = []
+            for index in range(ARGS.rooms):
+                response = await http.post("/room/create", json={"post_id": f"p{index}", "host_user_id": "host"})
+                response.raise_for_status()
+                room_ids.append(response.json()["room_id"])
+            async with open_contained_loop(), trio.open_nursery() as hosts:
+                connected = trio.Semaphore(0)
+                stop_hosts = trio.Event()
+
+                async def host(room_id: str) -> None:
+                    tracks = [PacketTrack(video, gate), PacketTrack(audio, gate)]
+                    async with open_host(ws_url, room_id, user_id="host", tracks=tracks, host_addresses=LOOPBACK) as h:
+                        await h.wait_connected()
+                        connected.release()
+                        await stop_hosts.wait()
+
+                for room_id in room_ids:
+                    hosts.start_soon(host, room_id)
+                with trio.fail_after(60):
+                    for _ in room_ids:
+                        await connected.acquire()
+                viewers = []
+                for index, room_id in enumerate(room_ids):
+                    argv = [sys.executable, str(BENCH_DIR / "fanout.py"), "--role", "viewers"]
+                    argv += ["--url", ws_url, "--room", room_id, "--viewers", str(ARGS.viewers)]
+                    argv += ["--first-index", str(index * 1000), "--stagger", "0.05"]
+                    viewers.append(await spawn(f"viewers{index}", argv, OUT_DIR / f"rooms-viewers{index}.log", True))
+                children += viewers
+                with trio.fail_after(60 + 2 * ARGS.rooms * ARGS.viewers):
+                    for child in viewers:
+                        await child.event("ready", 120)
+                await trio.sleep(1.0)
+                start = await read_counters(http, room_ids, server, viewers, gate)
+                await trio.sleep(ARGS.seconds)
+                end = await read_counters(http, room_ids, server, viewers, gate)
+                sockets = server_udp_sockets(server.pid)
+                stop_hosts.set()
+                for child in viewers:
+                    await child.send("quit")
+    finally:
+        for child in children:
+            await child.stop()
+    seconds = end["wall"] - start["wall"]
+    cpu_seconds = (end["ns"] - start["ns"]) / 1e9
+    packets_in = end["in"] - start["in"]
+    packets_out = end["out"] - start["out"]
+    received = end["received"] - start["received"]
+    server_cores = cpu_seconds / seconds
+    return {
+        "rooms": ARGS.rooms,
+        "viewers": ARGS.viewers,
+        "seconds": seconds,
+        "packets_in": packets_in,
+        "packets_out": packets_out,
+        "received": received,
+        "gaps": end["gaps"] - start["gaps"],
+        "us_per_host_packet": 1e6 * cpu_seconds / max(1, packets_in),
+        "us_per_forwarded_packet": 1e6 * cpu_seconds / max(1, packets_out),
+        "server_cores": server_cores,
+        "rooms_per_core": ARGS.rooms / server_cores if server_cores else float("nan"),
+        "delivery_pct": 100.0 * received / max(1, packets_out),
+        "viewer_procs_cores": (end["viewer_cpu"] - start["viewer_cpu"]) / seconds,
+        "bench_cores": (end["main_cpu"] - start["main_cpu"]) / seconds,
+        "sockets": sockets,
+    }
+
+
+def main() -> None:
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    floor_us = 1e6 * min(measure_floor())
+    result = trio.run(bench)
+    floor_after = 1e6 * min(measure_floor())
+    floor = statistics.fmean([floor_us, floor_after])
+    r = result
+    print(f"\nrooms: {r['rooms']} x {r['viewers']} viewers, {r['seconds']:.1f} s window (pre-encoded VP8 + Opus)")
+    rows = [
+        ("floor: SRTP protect + sendto, CPU us/pkt", f"{floor:.2f}"),
+        ("server CPU us per host packet", f"{r['us_per_host_packet']:.1f}"),
+        ("server CPU us per forwarded packet", f"{r['us_per_forwarded_packet']:.2f}"),
+        ("  ratio to the floor", f"{r['us_per_forwarded_packet'] / floor:.2f}x"),
+        ("server CPU, cores", f"{r['server_cores']:.3f}"),
+        ("rooms per core", f"{r['rooms_per_core']:.1f}"),
+        ("packets in / out / received", f"{r['packets_in']:,} / {r['packets_out']:,} / {r['received']:,}"),
+        ("delivery (received / out)", f"{r['delivery_pct']:.3f} %"),
+        ("sequence gaps seen by viewers", f"{r['gaps']}"),
+        (
+            "client side: viewer processes / bench+hosts, cores",
+            f"{r['viewer_procs_cores']:.2f} / {r['bench_cores']:.2f}",
+        ),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    print("\nthe server's UDP sockets (ss -uanp):")
+    print(r["sockets"])
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rooms", type=int, default=10)
+    parser.add_argument("--viewers", type=int, default=2, help="viewers per room")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    return parser.parse_args(argv)
+
+
+ARGS = parse_args(sys.argv[1:]) if __name__ == "__main__" else parse_args([])
+
+if __name__ == "__main__":
+    main()
