@@ -66,10 +66,20 @@ async def offer_of(client: RTCPeerConnection) -> str:
     return sdp_text
 
 
+def new_connection(port: MediaPort, role: str, consent: float = 30.0) -> PeerConnection:
+    return PeerConnection(port, process_certificate(), role, ice(consent), MEDIA, TransportCounters())  # type: ignore[arg-type]
+
+
 async def connect(
-    port: MediaPort, role: str, client: RTCPeerConnection, *, consent: float = 30.0
+    port: MediaPort,
+    role: str,
+    client: RTCPeerConnection,
+    *,
+    consent: float = 30.0,
+    connection: PeerConnection | None = None,
 ) -> tuple[PeerConnection, Changes, list[str]]:
-    connection = PeerConnection(port, process_certificate(), role, ice(consent), MEDIA, TransportCounters())  # type: ignore[arg-type]
+    """Answer the client's offer and wait for the connection's first state."""
+    connection = connection or new_connection(port, role, consent)
     changes = Changes()
     states: list[str] = []
 
@@ -153,21 +163,11 @@ async def test_a_viewer_gets_what_send_rtp_sends_and_nothing_before_it_connects(
         async with served_port() as port:
             client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
             client.addTransceiver("video", direction="recvonly")
-            connection = PeerConnection(port, process_certificate(), "viewer", ice(), MEDIA, TransportCounters())
+            connection = new_connection(port, "viewer")
             connection.send_rtp(b"\x80\x60" + bytes(30))
             assert connection._counters.rtp_dropped == 1  # not connected yet: dropped and counted
             seen: list[bytes] = []
-            changes = Changes()
-            states: list[str] = []
-
-            def on_state(state: str) -> None:
-                states.append(state)
-                changes.changed()
-
-            connection.on_state = on_state
-            answer = connection.accept_offer(await offer_of(client))
-            await aio(client.setRemoteDescription, RTCSessionDescription(sdp=answer, type="answer"))
-            await changes.wait_until(lambda: states)
+            connection, changes, _ = await connect(port, "viewer", client, connection=connection)
 
             def observed(data: bytes) -> bool:
                 seen.append(data)
