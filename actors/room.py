@@ -9,7 +9,9 @@ restart drops no viewer and no packet: media never passes through the actor.
 The record is written by the room actor (members, media) and by the
 supervisor (the stop), and read by the supervisor (stats); all of them run on
 the one Trio thread and each handler runs to its end without awaiting, so
-nobody sees half an update.
+nobody sees half an update. The router is also driven by the media thread
+(transport/media_port.py): whoever touches it holds `media_lock` (the media
+port's lock), and the actor holds it for each handler.
 
 Membership cannot leak: a member's inbox is the send side of its session's
 event channel, and a session closes the receive side first thing when it ends,
@@ -22,9 +24,11 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +101,8 @@ class RoomRecord:
     # the data plane: host packets reach it synchronously from the transport, never via the actor
     router: Router = field(default_factory=lambda: Router(rtcp_ssrc=1, target_bitrate_bps=1_500_000))
     publisher_peer_id: str | None = None  # whose connection feeds the router
+    # held around anything that touches the router (the media thread drives it too)
+    media_lock: AbstractContextManager[Any] = field(default_factory=threading.RLock)
     announced: RoomChanged = field(default_factory=lambda: RoomChanged(viewer_count=0, has_host=False))
 
     # ---- derived state ----
@@ -148,8 +154,16 @@ class RoomRecord:
         return True
 
 
-def new_record(room_id: str, post_id: str, host_user_id: str, *, target_bitrate_bps: int) -> RoomRecord:
+def new_record(
+    room_id: str,
+    post_id: str,
+    host_user_id: str,
+    *,
+    target_bitrate_bps: int,
+    media_lock: AbstractContextManager[Any] | None = None,
+) -> RoomRecord:
     return RoomRecord(
+        media_lock=media_lock if media_lock is not None else threading.RLock(),
         room_id=room_id,
         post_id=post_id,
         host_user_id=host_user_id,
@@ -177,7 +191,7 @@ class RoomActor:
     async def run(self) -> None:
         _, mailbox = self._record.mailbox
         async for message in mailbox:
-            with message.reply:  # closed even if the handler raises: no caller waits forever
+            with message.reply, self._record.media_lock:  # reply closed even if the handler raises
                 self._handlers[type(message)](message)
 
     # ---- handlers -----------------------------------------------------------------------

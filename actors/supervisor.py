@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import msgspec
@@ -67,7 +69,10 @@ class Supervisor:
         max_viewers_per_room: int,
         idle_timeout_seconds: float,
         target_bitrate_bps: int = 1_500_000,
+        media_lock: AbstractContextManager[Any] | None = None,
     ) -> None:
+        # the media port's lock: every room's router is driven by the media thread too
+        self._media_lock = media_lock if media_lock is not None else threading.RLock()
         self._max_rooms = max_rooms
         self._target_bitrate_bps = target_bitrate_bps
         self._max_viewers = max_viewers_per_room
@@ -120,7 +125,11 @@ class Supervisor:
             answer(message.reply, Capacity(f"max_rooms ({self._max_rooms}) rooms are active"))
             return
         record = new_record(
-            self._ids.new(), message.post_id, message.host_user_id, target_bitrate_bps=self._target_bitrate_bps
+            self._ids.new(),
+            message.post_id,
+            message.host_user_id,
+            target_bitrate_bps=self._target_bitrate_bps,
+            media_lock=self._media_lock,
         )
         self._rooms[record.room_id] = record
         self._active_by_post[record.post_id] = record.room_id
@@ -151,12 +160,14 @@ class Supervisor:
         record = self._rooms.get(message.room_id)
         if record is None:
             answer(message.reply, RoomNotFound(f"no room {message.room_id}"))
-        else:
-            answer(message.reply, record.stats())
+            return
+        with self._media_lock:
+            stats = record.stats()
+        answer(message.reply, stats)
 
     def _on_totals(self, message: GetTotals) -> None:
         viewers = hosts = bytes_sent = bytes_received = 0
-        for record in self._rooms.values():
+        for record in self._rooms.values():  # plain counters: read without the media lock
             bytes_sent += record.counters.bytes_sent
             bytes_received += record.counters.bytes_received
             if record.stopped is None:
@@ -214,7 +225,8 @@ class Supervisor:
         """RTCP toward the host (RR, REMB, NACK) and pending keyframe requests."""
         while True:
             await trio.sleep(ROUTER_TICK_SECONDS)
-            record.router.tick(time.monotonic())
+            with record.media_lock:
+                record.router.tick(time.monotonic())
 
     async def _run_actor(self, record: RoomRecord) -> None:
         """Run the room's actor, restarting it after a crash, until the room stops."""
@@ -251,7 +263,9 @@ class Supervisor:
         return len(record.crash_times) > MAX_RESTARTS
 
     def _stop(self, record: RoomRecord, reason: StopReason) -> None:
-        if not record.mark_stopped(reason):
+        with self._media_lock:
+            stopped_now = record.mark_stopped(reason)
+        if not stopped_now:
             return
         if self._active_by_post.get(record.post_id) == record.room_id:
             del self._active_by_post[record.post_id]

@@ -106,6 +106,7 @@ async def run_server(
             max_viewers_per_room=config.rooms.max_viewers_per_room,
             idle_timeout_seconds=config.rooms.idle_timeout_seconds,
             target_bitrate_bps=config.video.target_bitrate_kbps * 1000,
+            media_lock=media_port.lock,
         )
         client = await nursery.start(supervisor.run)
         ctx = ServerContext(

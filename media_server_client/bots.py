@@ -2,7 +2,7 @@
 
 They run under Trio with a trio-asyncio loop open (aiortc is asyncio):
 
-    async with trio_asyncio.open_loop():
+    async with open_bot_loop():
         async with open_host(ws_url, room_id, user_id="alice") as host:
             await host.wait_connected()
         async with open_viewer(ws_url, room_id) as viewer:
@@ -47,6 +47,11 @@ from transport.aiortc_adapter import (
     restrict_host_addresses,
     sender_encoder_tasks,
 )
+from transport.containment import open_contained_loop
+
+#: A trio-asyncio loop for bots: an aiortc task that fails is logged, never re-raised into
+#: the loop's nursery (trio-asyncio's default would end the program); see transport/containment.py.
+open_bot_loop = open_contained_loop
 
 KEEPALIVE_SECONDS = 20.0
 # a reconnection attempt that has not connected, joined and negotiated within this long has failed

@@ -106,9 +106,11 @@ async def test_a_host_connects_and_its_rtp_arrives_raw_and_byte_identical() -> N
             assert states == ["connected"]
             adapter.observe_rtp_sent(client, sent.append)
 
-            def on_rtp(data: bytes) -> None:
+            token = trio.lowlevel.current_trio_token()
+
+            def on_rtp(data: bytes) -> None:  # on the media thread: tell Trio through its token
                 received.append(data)
-                changes.changed()
+                token.run_sync_soon(changes.changed)
 
             connection.on_rtp = on_rtp
             await changes.wait_until(lambda: len(received) >= 30)
@@ -229,4 +231,36 @@ async def test_a_wrong_fingerprint_fails_the_dtls_handshake_with_a_reason() -> N
             await changes.wait_until(lambda: states)
             assert states == ["failed"]
             assert connection.failure is not None and "fingerprint" in connection.failure
+            await aio(client.close)
+
+
+async def test_garbage_on_the_port_is_dropped_and_counted_while_a_peer_keeps_its_media() -> None:
+    import random
+    import socket
+
+    with trio.fail_after(30):
+        async with served_port() as port:
+            client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            client.addTransceiver(VideoStreamTrack(), direction="sendonly")
+            connection, changes, states = await connect(port, "host", client)
+            received: list[bytes] = []
+            token = trio.lowlevel.current_trio_token()
+
+            def on_rtp(data: bytes) -> None:
+                received.append(data)
+                token.run_sync_soon(changes.changed)
+
+            connection.on_rtp = on_rtp
+            rng = random.Random(7)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+                for first in [0, 1, 3, 20, 22, 63, 128, 150, 191, 200, 255]:  # STUN, DTLS, RTP/RTCP, unknown
+                    for _ in range(20):
+                        size = rng.randrange(1, 1400)
+                        stranger.sendto(bytes([first]) + rng.randbytes(size), ("127.0.0.1", port.port))
+            before = len(received)
+            await changes.wait_until(lambda: len(received) >= before + 20)
+            assert port.statistics.unknown_address > 0 and port.statistics.unknown_stun > 0
+            assert port.statistics.handler_errors == 0
+            assert states == ["connected"]
+            connection.close()
             await aio(client.close)

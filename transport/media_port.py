@@ -1,10 +1,10 @@
 """All media of the process on one UDP port: the receive path, with no asyncio in it.
 
-One non-blocking socket per host address, all bound to ``[ice] udp_port``
-(mediasoup's WebRtcServer, LiveKit's ``udp_port``). A Trio task per socket
-waits until the socket is readable, then drains every datagram that is ready
-(up to ``DRAIN_BATCH`` before it lets other tasks run) and handles each one
-synchronously, by its first byte (RFC 7983, :mod:`media.demux`):
+One socket per host address, all bound to ``[ice] udp_port`` (mediasoup's
+WebRtcServer, LiveKit's ``udp_port``). A **media thread** per socket blocks in
+``recvfrom``, then, holding the media lock, handles that datagram and every
+other one already waiting (up to ``DRAIN_BATCH``), each synchronously, by its
+first byte (RFC 7983, :mod:`media.demux`):
 
 - STUN: the ICE-lite directory (:mod:`media.ice_lite`) finds the session by
   the USERNAME's local ufrag, the session answers (sent at once on the same
@@ -14,8 +14,19 @@ synchronously, by its first byte (RFC 7983, :mod:`media.demux`):
   handshake, SRTP/SRTCP is unprotected and handed to the router, which
   protects and ``sendto``\\ s to every viewer before the next datagram is read.
 
-No queue, no task and no loop hand-off per packet. Timers (DTLS
-retransmissions, the consent check) run in one more task: a heap of deadlines.
+No queue, no task and no loop hand-off per packet. Why a thread and not a
+Trio task: waking Trio for one lone datagram costs 80-110 us of CPU, a blocking
+``recvfrom`` 27 us (``bench/wakeup_micro.py``), and in small rooms packets come
+one at a time. Timers (DTLS retransmissions, the consent check) run in Trio
+tasks: a heap of deadlines, and a sweep a second.
+
+**The media lock** (``MediaPort.lock``, reentrant) guards every piece of media
+state: the ICE directory, the peer connections, and the rooms' routers. The
+media thread holds it while it handles datagrams; Trio code takes it around
+whatever touches that state (the peer connections do it themselves; the room
+actors, the router timer and the stats take it through their record). Nothing
+awaits while holding it. Callbacks that must reach Trio (``on_state``) are
+handed over with ``run_sync_soon``. Time is ``time.monotonic()`` throughout.
 
 A datagram that makes handling raise is dropped and counted (logged the first
 time, then at 10, 100, ...): one bad peer or one bug never ends the port.
@@ -23,11 +34,14 @@ time, then at 10, 100, ...): one bad peer or one bug never ends the port.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import heapq
 import logging
 import math
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -94,7 +108,11 @@ class MediaPort:
         self._timers: list[tuple[float, int, PeerConnection]] = []
         self._timer_sequence = 0
         self._timers_changed = trio.lowlevel.ParkingLot()
-        self._errors_logged = 0
+        self._trio_token: trio.lowlevel.TrioToken | None = None
+        self._trio_thread = 0
+        self._stopping = threading.Event()
+        #: Guards the directory, the connections and the routers (see the module's docstring).
+        self.lock = threading.RLock()
 
     # ---- what connections use ---------------------------------------------------------
 
@@ -117,15 +135,26 @@ class MediaPort:
         return iter(tuple(self._connections.values()))
 
     def schedule(self, deadline: float, connection: PeerConnection) -> None:
-        """Call ``connection.on_timer(now)`` at ``deadline`` (trio clock); extra calls are harmless."""
+        """Call ``connection.on_timer(now)`` at ``deadline`` (``time.monotonic()``), under the
+        lock; extra calls are harmless. Callable from either thread (hold the lock)."""
         self._timer_sequence += 1
         heapq.heappush(self._timers, (deadline, self._timer_sequence, connection))
         if self._timers[0][2] is connection and self._timers[0][0] == deadline:
-            self._timers_changed.unpark_all()
+            self.call_in_trio(self._timers_changed.unpark_all)
+
+    def call_in_trio(self, function: Any, *args: Any) -> None:
+        """Run ``function(*args)`` on Trio's thread: now if this is it, else soon."""
+        token = self._trio_token
+        if token is None or threading.get_ident() == self._trio_thread:
+            function(*args)
+            return
+        with contextlib.suppress(trio.RunFinishedError):  # the server has stopped: nobody to tell
+            token.run_sync_soon(function, *args)
 
     def sendto(self, sock: socket.socket, data: bytes, address: Address) -> bool:
+        """Send without ever blocking (from either thread); a full buffer drops (counted)."""
         try:
-            sock.sendto(data, address)
+            sock.sendto(data, socket.MSG_DONTWAIT, address)
         except OSError as exc:  # EAGAIN (buffer full: drop), ICMP errors reported on a later send
             self.statistics.send_errors += 1
             if exc.errno not in (errno.EAGAIN, errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
@@ -136,41 +165,62 @@ class MediaPort:
     # ---- the tasks ----------------------------------------------------------------------
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Read every socket, run the timers and the consent sweep, until cancelled."""
+        """Read every socket (a media thread each), run the timers and the consent sweep,
+        until cancelled; then stop the threads and close the sockets."""
+        self._trio_token = trio.lowlevel.current_trio_token()
+        self._trio_thread = threading.get_ident()
         try:
             async with trio.open_nursery() as nursery:
                 for sock in self._sockets:
-                    nursery.start_soon(self._read, sock, name=f"media port {sock.getsockname()}")
+                    nursery.start_soon(self._run_media_thread, sock, name=f"media thread {sock.getsockname()}")
                 nursery.start_soon(self._run_timers)
                 nursery.start_soon(self._sweep_consent)
                 task_status.started()
         finally:
+            self._stopping.set()
+            for sock in self._sockets:  # wake each thread from its recvfrom
+                with contextlib.suppress(OSError):
+                    sock.sendto(b"", socket.MSG_DONTWAIT, sock.getsockname()[:2])
             self.close()
 
     def close(self) -> None:
         for sock in self._sockets:
             sock.close()
 
-    async def _read(self, sock: socket.socket) -> None:
+    async def _run_media_thread(self, sock: socket.socket) -> None:
+        # abandoned on cancellation: serve() then wakes it, and it sees _stopping
+        await trio.to_thread.run_sync(self._read_blocking, sock, abandon_on_cancel=True)
+
+    def _read_blocking(self, sock: socket.socket) -> None:
+        """The media thread: block for a datagram, then handle it and all that wait, locked."""
         receive = sock.recvfrom
         handle = self._handle
         statistics = self.statistics
-        while True:
-            await trio.lowlevel.wait_readable(sock)
-            for _ in range(DRAIN_BATCH):
-                try:
-                    data, address = receive(MAX_DATAGRAM)
-                except BlockingIOError:
-                    break
-                except OSError:  # ICMP port unreachable etc. of an earlier send: nothing to read
-                    continue
-                statistics.datagrams_received += 1
-                try:
-                    handle(sock, data, address)
-                except Exception:  # a bug: drop the datagram, keep the port
-                    self._handler_failed(address)
-            else:
-                await trio.lowlevel.checkpoint()  # more may be waiting: let the others run first
+        lock = self.lock
+        stopping = self._stopping
+        dont_wait = socket.MSG_DONTWAIT
+        while not stopping.is_set():  # set (and the thread woken with an empty datagram) by serve()
+            try:
+                data, address = receive(MAX_DATAGRAM)
+            except OSError as exc:
+                if stopping.is_set() or exc.errno == errno.EBADF:
+                    return
+                continue  # ICMP errors of earlier sends: nothing to read
+            with lock:
+                for _ in range(DRAIN_BATCH):
+                    statistics.datagrams_received += 1
+                    try:
+                        handle(sock, data, address)
+                    except Exception:  # a bug: drop the datagram, keep the port
+                        self._handler_failed(address)
+                    try:
+                        data, address = receive(MAX_DATAGRAM, dont_wait)
+                    except BlockingIOError:
+                        break
+                    except OSError:
+                        if stopping.is_set():
+                            return
+                        break
 
     def _handle(self, sock: socket.socket, data: bytes, address: Any) -> None:
         if not data:
@@ -192,11 +242,11 @@ class MediaPort:
             if connection is None:
                 self.statistics.unknown_address += 1
                 return
-            connection.receive_dtls(sock, data, address, trio.current_time())
+            connection.receive_dtls(sock, data, address, time.monotonic())
 
     def _handle_stun(self, sock: socket.socket, data: bytes, address: Address) -> None:
         try:
-            session, result = self.directory.handle_stun_untrusted(data, address, trio.current_time())
+            session, result = self.directory.handle_stun_untrusted(data, address, time.monotonic())
         except StunError:
             self.statistics.unknown_stun += 1
             return
@@ -204,7 +254,7 @@ class MediaPort:
             self.sendto(sock, result.response, address)
         connection = self._connections.get(session.local.ufrag)
         if connection is not None and result.accepted:
-            connection.on_check(sock, result, trio.current_time())
+            connection.on_check(sock, result, time.monotonic())
 
     def _handler_failed(self, address: Any) -> None:
         self.statistics.handler_errors += 1
@@ -216,35 +266,37 @@ class MediaPort:
 
     async def _run_timers(self) -> None:
         while True:
-            now = trio.current_time()
-            due: list[PeerConnection] = []
-            while self._timers and self._timers[0][0] <= now:
-                due.append(heapq.heappop(self._timers)[2])
-            for connection in due:  # what they schedule now waits for the next round
-                try:
-                    connection.on_timer(now)
-                except Exception:
-                    self._handler_failed("a timer")
+            with self.lock:
+                now = time.monotonic()
+                due: list[PeerConnection] = []
+                while self._timers and self._timers[0][0] <= now:
+                    due.append(heapq.heappop(self._timers)[2])
+                for connection in due:  # what they schedule now waits for the next round
+                    try:
+                        connection.on_timer(now)
+                    except Exception:
+                        self._handler_failed("a timer")
+                wait = self._timers[0][0] - time.monotonic() if self._timers else math.inf
             if due:
                 await trio.lowlevel.checkpoint()
                 continue
-            deadline = self._timers[0][0] if self._timers else math.inf
-            with trio.move_on_at(deadline):
+            with trio.move_on_after(max(0.0, wait)):
                 await self._timers_changed.park()
 
     async def _sweep_consent(self) -> None:
         while True:
             await trio.sleep(CONSENT_SWEEP_SECONDS)
-            now = trio.current_time()
-            for connection in self.connections():
-                connection.check_consent(now)
+            with self.lock:
+                now = time.monotonic()
+                for connection in self.connections():
+                    connection.check_consent(now)
 
 
 def _bind(address: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        sock.setblocking(False)
+        sock.setblocking(True)  # the media thread blocks in recvfrom; everything else passes MSG_DONTWAIT
         for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
         sock.bind((address, port))

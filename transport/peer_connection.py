@@ -23,8 +23,11 @@ tasks; nothing here awaits):
    arrived for ``consent_timeout_seconds`` (RFC 7675); ``closed`` on a
    close_notify from the peer or :meth:`close`.
 
-Callbacks (``on_rtp``, ``on_rtcp``, ``on_state``) run synchronously on the
-port's task and must not block; an exception they raise is counted in
+Threads: the connection is driven by the port's media thread (datagrams) and
+by Trio (the offer, timers, consent, close), always under the port's media
+lock: its public methods take it. ``on_rtp`` and ``on_rtcp`` run synchronously
+on the media thread, under the lock, and must not block; ``on_state`` is
+always called on Trio's thread. An exception a callback raises is counted in
 ``TransportCounters.callback_errors`` and swallowed (logged with its traceback
 the first time, then at 10, 100, 1000...).
 """
@@ -149,8 +152,9 @@ class PeerConnection:
         self.ice.set_remote_ufrag(answer.remote_ufrag)
         self._dtls = dtls
         self._sources, self._sinks = answer.sources, answer.sinks
-        self._port.register(self)
-        self._registered = True
+        with self._port.lock:  # from here on the media thread may drive it
+            self._port.register(self)
+            self._registered = True
         return answer.sdp
 
     def add_remote_candidate(self, candidate: str, sdp_mid: str | None, sdp_mline_index: int | None) -> None:
@@ -199,13 +203,14 @@ class PeerConnection:
 
     def close(self) -> None:
         """Send close_notify (if connected), leave the port. Idempotent; reports ``closed``."""
-        if self._state == "closed":
-            return
-        if self._dtls is not None:
-            self._send_all(self._dtls.close())
-        self._leave_port()
-        self._rx = self._tx = None
-        self._report("closed")
+        with self._port.lock:
+            if self._state == "closed":
+                return
+            if self._dtls is not None:
+                self._send_all(self._dtls.close())
+            self._leave_port()
+            self._rx = self._tx = None
+            self._report("closed")
 
     # ---- driven by the media port -------------------------------------------------------------
 
@@ -217,7 +222,7 @@ class PeerConnection:
             return
         self._remote, self._sock = selected, sock
         dtls = self._dtls
-        if dtls is not None and dtls.state == "new" and dtls.role == "client":
+        if dtls is not None and dtls.state == "new":  # a client sends its ClientHello; a server's clock starts
             self._send_all(dtls.start(now))
             self._schedule(dtls)
 
@@ -251,6 +256,9 @@ class PeerConnection:
         if rx is None:
             return
         counters = self._counters
+        if len(data) < 8:  # shorter than any RTCP header: not even worth unprotecting
+            counters.srtp_errors += 1
+            return
         try:
             if 191 < data[1] < 224:  # RTCP packet types (RFC 5761)
                 clear = rx.unprotect_rtcp(data)
@@ -328,6 +336,9 @@ class PeerConnection:
         if state == self._state or self._state == "closed":
             return
         self._state = state
+        self._port.call_in_trio(self._call_on_state, state)
+
+    def _call_on_state(self, state: str) -> None:
         callback = self.on_state
         if callback is None:
             return
