@@ -22,13 +22,24 @@ delivery and sequence gaps, the server's share of a core and **rooms per core**
 the clients were not the bottleneck. ``ss -uanp`` of the server is printed too: it holds its
 one media port whatever R is.
 
-Not measured here yet: Janus (Debian's ``janus``) on the same workload, and the forwarding
-delay under REST load; see bench/README.md.
+When Debian's ``janus`` is installed (``/usr/bin/janus``; ``--no-janus`` to skip it, ``--janus``
+to insist), the same run then measures **Janus 1.1's VideoRoom** on the same workload (what a
+user would pick instead; ``bench/janus.py``): ``janus`` started alone (HTTP API on loopback,
+no STUN, only the VideoRoom plugin and the HTTP transport), R rooms created over its API, the
+same R host tracks published by aiortc peers in this process, the viewers in processes of their
+own (``janus.py --role janus-viewers``, one per room, counted the same way), the same window.
+Janus's CPU is every thread of its process (schedstat). Janus's own forwarding counters are
+not read: its "packets out" are what its viewers received (so its delivery is received /
+(packets in x viewers)), and its packets in are what the hosts sent (aiortc, counted as sent).
+Both servers are printed side by side.
+
+Not measured here yet: the forwarding delay under REST load; see bench/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import subprocess
 import sys
@@ -39,6 +50,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx
+import janus
 import trio
 from fanout import (
     LOOPBACK,
@@ -187,6 +199,10 @@ async def bench() -> dict[str, Any]:
     finally:
         for child in children:
             await child.stop()
+    return summarize(start, end, sockets)
+
+
+def summarize(start: dict[str, Any], end: dict[str, Any], sockets: str) -> dict[str, Any]:
     seconds = end["wall"] - start["wall"]
     cpu_seconds = (end["ns"] - start["ns"]) / 1e9
     packets_in = end["in"] - start["in"]
@@ -206,40 +222,163 @@ async def bench() -> dict[str, Any]:
         "server_cores": server_cores,
         "rooms_per_core": ARGS.rooms / server_cores if server_cores else float("nan"),
         "delivery_pct": 100.0 * received / max(1, packets_out),
+        "delivery_in_pct": 100.0 * received / max(1, packets_in * ARGS.viewers),
         "viewer_procs_cores": (end["viewer_cpu"] - start["viewer_cpu"]) / seconds,
         "bench_cores": (end["main_cpu"] - start["main_cpu"]) / seconds,
         "sockets": sockets,
     }
 
 
-def main() -> None:
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    floor_us = 1e6 * min(measure_floor())
-    result = trio.run(bench)
-    floor_after = 1e6 * min(measure_floor())
-    floor = statistics.fmean([floor_us, floor_after])
-    r = result
-    print(f"\nrooms: {r['rooms']} x {r['viewers']} viewers, {r['seconds']:.1f} s window (pre-encoded VP8 + Opus)")
-    rows = [
-        ("floor: SRTP protect + sendto, CPU us/pkt", f"{floor:.2f}"),
+async def read_janus_counters(
+    publishers: list[janus.Publisher], server: Child, viewers: list[Child], gate: Gate
+) -> dict[str, Any]:
+    """:func:`read_counters` for Janus: packets in = what the hosts sent, out = what the viewers got."""
+    gate.close()
+    try:
+        await trio.sleep(DRAIN_SECONDS)
+        ns = proc_runtime_ns(server.pid)
+        wall = time.monotonic()
+        packets_in = sum(p.sent for p in publishers)
+        for child in viewers:
+            await child.send("snap")
+        snaps = [await child.event("snap", 15) for child in viewers]
+    finally:
+        gate.open()
+    received = gaps = 0
+    for snap in snaps:
+        for viewer in snap["viewers"]:
+            received += viewer["video"] + viewer["audio"]
+            gaps += viewer["video_expected"] - viewer["video"] + viewer["audio_expected"] - viewer["audio"]
+    return {
+        "ns": ns,
+        "wall": wall,
+        "in": packets_in,
+        "out": received,
+        "received": received,
+        "gaps": gaps,
+        "viewer_cpu": sum(float(s["cpu"]) for s in snaps),
+        "main_cpu": time.process_time(),
+    }
+
+
+async def bench_janus() -> dict[str, Any]:
+    """The same workload on Janus's VideoRoom (see the module's docstring)."""
+    video, audio = load_media()
+    gate = Gate()
+    viewers: list[Child] = []
+    rooms = [1000 + index for index in range(ARGS.rooms)]
+    try:
+        async with (
+            janus.start_janus() as (server, url),
+            httpx.AsyncClient(timeout=15) as http,
+            open_contained_loop(),
+            trio.open_nursery() as hosts,
+        ):
+            publishers: list[janus.Publisher] = []
+            connected = trio.Semaphore(0)
+            stop_hosts = trio.Event()
+
+            async def host(room: int) -> None:
+                tracks = [PacketTrack(video, gate), PacketTrack(audio, gate)]
+                async with janus.open_session(http, url) as session:
+                    await janus.create_room(session, room)
+                    async with janus.open_publisher(session, room, tracks) as publisher:
+                        publishers.append(publisher)
+                        connected.release()
+                        await stop_hosts.wait()
+                for track in tracks:
+                    track.stop()
+
+            for room in rooms:
+                hosts.start_soon(host, room)
+            with trio.fail_after(60):
+                for _ in rooms:
+                    await connected.acquire()
+            for index, publisher in enumerate(publishers):
+                argv = [sys.executable, str(BENCH_DIR / "janus.py"), "--role", "janus-viewers", "--url", url]
+                argv += ["--room", str(publisher.room), "--feed", str(publisher.feed)]
+                argv += ["--viewers", str(ARGS.viewers), "--first-index", str(index * 1000), "--stagger", "0.05"]
+                log = OUT_DIR / f"rooms-janus-viewers{index}.log"
+                viewers.append(await spawn(f"janus-viewers{index}", argv, log, True))
+            with trio.fail_after(60 + 2 * ARGS.rooms * ARGS.viewers):
+                for child in viewers:
+                    await child.event("ready", 120)
+            await trio.sleep(1.0)
+            start = await read_janus_counters(publishers, server, viewers, gate)
+            await trio.sleep(ARGS.seconds)
+            end = await read_janus_counters(publishers, server, viewers, gate)
+            sockets = server_udp_sockets(server.pid)
+            with trio.move_on_after(15), contextlib.suppress(RuntimeError, OSError):  # measured: leave quietly
+                for child in viewers:
+                    await child.send("quit")
+                for child in viewers:
+                    await child.event("closed", 15)
+            stop_hosts.set()
+    finally:
+        for child in viewers:
+            await child.stop()
+    return summarize(start, end, sockets)
+
+
+def rows(r: dict[str, Any], floor: float) -> list[tuple[str, str]]:
+    return [
         ("server CPU us per host packet", f"{r['us_per_host_packet']:.1f}"),
         ("server CPU us per forwarded packet", f"{r['us_per_forwarded_packet']:.2f}"),
         ("  ratio to the floor", f"{r['us_per_forwarded_packet'] / floor:.2f}x"),
         ("server CPU, cores", f"{r['server_cores']:.3f}"),
         ("rooms per core", f"{r['rooms_per_core']:.1f}"),
-        ("packets in / out / received", f"{r['packets_in']:,} / {r['packets_out']:,} / {r['received']:,}"),
-        ("delivery (received / out)", f"{r['delivery_pct']:.3f} %"),
+        ("packets in (from hosts)", f"{r['packets_in']:,}"),
+        ("packets out (forwarded)", f"{r['packets_out']:,}"),
+        ("packets received by viewers", f"{r['received']:,}"),
+        ("delivery: received / out", f"{r['delivery_pct']:.3f} %"),
+        ("delivery: received / (in x viewers)", f"{r['delivery_in_pct']:.3f} %"),
         ("sequence gaps seen by viewers", f"{r['gaps']}"),
-        (
-            "client side: viewer processes / bench+hosts, cores",
-            f"{r['viewer_procs_cores']:.2f} / {r['bench_cores']:.2f}",
-        ),
+        ("server UDP sockets", f"{len([line for line in r['sockets'].splitlines() if 'pid=' in line])}"),
+        ("client side: viewer procs / bench+hosts, cores", f"{r['viewer_procs_cores']:.2f} / {r['bench_cores']:.2f}"),
     ]
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
+
+
+def use_janus() -> bool:
+    if ARGS.janus is None:
+        return janus.available()
+    if ARGS.janus and not janus.available():
+        raise SystemExit(f"--janus: {janus.JANUS} not found (apt-get install janus)")
+    return bool(ARGS.janus)
+
+
+def main() -> None:
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    with_janus = use_janus()
+    floor_us = 1e6 * min(measure_floor())
+    ours = trio.run(bench)
+    theirs = None
+    if with_janus:
+        try:
+            theirs = trio.run(bench_janus)
+        except Exception as error:  # ours is still printed
+            print(f"Janus: not measured: {error!r} (see {janus.LOG_PATH})", file=sys.stderr)
+    floor_after = 1e6 * min(measure_floor())
+    floor = statistics.fmean([floor_us, floor_after])
+    r = ours
+    print(f"\nrooms: {r['rooms']} x {r['viewers']} viewers, {r['seconds']:.1f} s window (pre-encoded VP8 + Opus)")
+    table = [("floor: SRTP protect + sendto, CPU us/pkt", f"{floor:.2f}", "")]
+    if theirs is None:
+        table += [(name, value, "") for name, value in rows(ours, floor)]
+    else:
+        table += [(a[0], a[1], b[1]) for a, b in zip(rows(ours, floor), rows(theirs, floor), strict=True)]
+    width = max(len(name) for name, _, _ in table)
+    column = max(len(value) for _, value, _ in table) + 2
+    if theirs is not None:
+        print(f"{'':<{width}}  {'this server':<{column}}Janus 1.1 VideoRoom")
+    for name, value, janus_value in table:
+        print(f"{name:<{width}}  {value:<{column}}{janus_value}".rstrip())
+    if theirs is not None:
+        print("(Janus: packets out = what its viewers received; packets in = what the hosts sent)")
     print("\nthe server's UDP sockets (ss -uanp):")
     print(r["sockets"])
+    if theirs is not None:
+        print("\nJanus's UDP sockets (ss -uanp):")
+        print(theirs["sockets"])
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -247,6 +386,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rooms", type=int, default=10)
     parser.add_argument("--viewers", type=int, default=2, help="viewers per room")
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--janus",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also measure Janus's VideoRoom (default: when /usr/bin/janus exists)",
+    )
     return parser.parse_args(argv)
 
 
