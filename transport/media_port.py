@@ -62,6 +62,8 @@ MAX_DATAGRAM = 2048
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 #: How often connections' consent is checked.
 CONSENT_SWEEP_SECONDS = 1.0
+#: At shutdown, how long to wait for a woken media thread to leave its recvfrom.
+THREAD_STOP_SECONDS = 1.0
 
 Address = tuple[str, int]
 
@@ -111,6 +113,7 @@ class MediaPort:
         self._trio_token: trio.lowlevel.TrioToken | None = None
         self._trio_thread = 0
         self._stopping = threading.Event()
+        self._threads_done: list[threading.Event] = []
         #: Guards the directory, the connections and the routers (see the module's docstring).
         self.lock = threading.RLock()
 
@@ -181,6 +184,10 @@ class MediaPort:
             for sock in self._sockets:  # wake each thread from its recvfrom
                 with contextlib.suppress(OSError):
                     sock.sendto(b"", socket.MSG_DONTWAIT, sock.getsockname()[:2])
+            # A socket closed under a thread blocked in recvfrom would leave it blocked for good:
+            # let the threads see the wake-up first (microseconds; bounded).
+            for done in self._threads_done:
+                done.wait(THREAD_STOP_SECONDS)
             self.close()
 
     def close(self) -> None:
@@ -189,9 +196,18 @@ class MediaPort:
 
     async def _run_media_thread(self, sock: socket.socket) -> None:
         # abandoned on cancellation: serve() then wakes it, and it sees _stopping
-        await trio.to_thread.run_sync(self._read_blocking, sock, abandon_on_cancel=True)
+        done = threading.Event()
+        self._threads_done.append(done)
+        limiter = trio.CapacityLimiter(1)  # its own: never waits for (or holds) Trio's default thread tokens
+        await trio.to_thread.run_sync(self._read_blocking, sock, done, abandon_on_cancel=True, limiter=limiter)
 
-    def _read_blocking(self, sock: socket.socket) -> None:
+    def _read_blocking(self, sock: socket.socket, done: threading.Event) -> None:
+        try:
+            self._read_until_stopped(sock)
+        finally:
+            done.set()
+
+    def _read_until_stopped(self, sock: socket.socket) -> None:
         """The media thread: block for a datagram, then handle it and all that wait, locked."""
         receive = sock.recvfrom
         handle = self._handle
