@@ -36,7 +36,7 @@ class MediaConnections:
     """The peer actors' ConnectionFactory: peer connections on the process's media port."""
 
     def __init__(self, config: Config, port: MediaPort) -> None:
-        self._port = port
+        self.port = port
         self._ice = IceSettings(
             host_addresses=list(config.ice.host_addresses),
             announced_address=config.ice.announced_address,
@@ -50,8 +50,8 @@ class MediaConnections:
         )
 
     def publisher(self, counters: TransportCounters, *, label: str) -> PeerConnection:
-        return PeerConnection(self._port, process_certificate(), "host", self._ice, self._media, counters, label=label)
+        return PeerConnection(self.port, process_certificate(), "host", self._ice, self._media, counters, label=label)
 
     def viewer(self, counters: TransportCounters, *, label: str) -> PeerConnection:
         certificate = process_certificate()  # one per process, renewed before it expires
-        return PeerConnection(self._port, certificate, "viewer", self._ice, self._media, counters, label=label)
+        return PeerConnection(self.port, certificate, "viewer", self._ice, self._media, counters, label=label)

@@ -111,7 +111,7 @@ def create_debug_blueprint(ctx: ServerContext) -> Blueprint:
 
     @debug.get("/debug/runtime")
     async def runtime() -> Response:
-        return json_response(runtime_stats())
+        return json_response(runtime_stats(ctx.media.port))
 
     @debug.post("/debug/room/<room_id>/crash")
     async def crash_room(room_id: str) -> Response:

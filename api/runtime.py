@@ -15,6 +15,17 @@ import trio
 import trio_asyncio
 
 from transport import containment
+from transport.media_port import MediaPort
+
+
+class MediaPortStats(msgspec.Struct, frozen=True):
+    udp_port: int
+    sessions: int  # peer connections registered on the port
+    datagrams_received: int
+    unknown_address: int  # DTLS/RTP/RTCP from an address no session knows (dropped)
+    unknown_stun: int  # STUN no session answers: unknown ufrag, malformed (dropped)
+    send_errors: int  # sendto refused, e.g. a full socket buffer (dropped)
+    handler_errors: int  # datagrams whose handling raised (a bug; dropped, logged)
 
 
 class RuntimeStats(msgspec.Struct, frozen=True):
@@ -24,6 +35,7 @@ class RuntimeStats(msgspec.Struct, frozen=True):
     rss_bytes: int
     contained_task_errors: int  # aiortc/aioice tasks that ended with an exception (logged, not raised)
     contained_loop_errors: int  # errors reported to the asyncio loop's handler (logged, never raised)
+    media_port: MediaPortStats | None = None
 
 
 def _count_trio_tasks(task: trio.lowlevel.Task) -> int:
@@ -38,7 +50,20 @@ def _rss_bytes() -> int:
     return resident_pages * os.sysconf("SC_PAGE_SIZE")
 
 
-def runtime_stats() -> RuntimeStats:
+def media_port_stats(port: MediaPort) -> MediaPortStats:
+    counts = port.statistics
+    return MediaPortStats(
+        udp_port=port.port,
+        sessions=len(port.directory),
+        datagrams_received=counts.datagrams_received,
+        unknown_address=counts.unknown_address,
+        unknown_stun=counts.unknown_stun,
+        send_errors=counts.send_errors,
+        handler_errors=counts.handler_errors,
+    )
+
+
+def runtime_stats(port: MediaPort | None = None) -> RuntimeStats:
     loop = trio_asyncio.current_loop.get()
     root = trio.lowlevel.current_root_task()
     try:
@@ -52,4 +77,5 @@ def runtime_stats() -> RuntimeStats:
         rss_bytes=_rss_bytes(),
         contained_task_errors=containment.statistics.task_errors,
         contained_loop_errors=containment.statistics.unowned_errors,
+        media_port=media_port_stats(port) if port is not None else None,
     )

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Datagrams handled per wake-up before other tasks get a turn.
+#: Datagrams handled per hold of the media lock before the thread lets Trio's side take it.
 DRAIN_BATCH = 256
 #: Bigger than any datagram we accept (RTP over a 1500-byte MTU, DTLS flights are split).
 MAX_DATAGRAM = 2048
@@ -69,7 +69,7 @@ Address = tuple[str, int]
 
 
 class PortStatistics:
-    """Counts of the port, for /debug/runtime and logs."""
+    """Counts of the port (``GET /debug/runtime``, api/runtime.py)."""
 
     __slots__ = (
         "datagrams_received",
