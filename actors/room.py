@@ -34,7 +34,7 @@ from typing import Any
 
 import trio
 
-from actors.errors import HostTaken, RoomFull
+from actors.errors import ActorGone, HostTaken, RoomFull
 from actors.mailbox import answer, open_mailbox
 from actors.messages import (
     AttachMedia,
@@ -192,6 +192,11 @@ class RoomActor:
         _, mailbox = self._record.mailbox
         async for message in mailbox:
             with message.reply, self._record.media_lock:  # reply closed even if the handler raises
+                if self._record.stopped is not None:
+                    # taken from the mailbox just before the stop closed it (trio hands over a
+                    # received message even to a cancelled task): refused, never handled
+                    answer(message.reply, ActorGone(f"room {self._record.room_id} stopped"))
+                    continue
                 self._handlers[type(message)](message)
 
     # ---- handlers -----------------------------------------------------------------------
