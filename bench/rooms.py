@@ -103,6 +103,16 @@ async def start_server() -> tuple[Child, str]:
                 return child, line.split()[-1]
 
 
+def viewer_totals(snaps: list[dict[str, Any]]) -> tuple[int, int]:
+    """(packets received, packets missing from sequence numbers) over the viewer processes' snapshots."""
+    received = gaps = 0
+    for snap in snaps:
+        for viewer in snap["viewers"]:
+            received += viewer["video"] + viewer["audio"]
+            gaps += viewer["video_expected"] - viewer["video"] + viewer["audio_expected"] - viewer["audio"]
+    return received, gaps
+
+
 async def read_counters(
     http: httpx.AsyncClient, room_ids: list[str], server: Child, viewers: list[Child], gate: Gate
 ) -> dict[str, Any]:
@@ -122,11 +132,7 @@ async def read_counters(
             packets_out += forwarding["packets_out"]
     finally:
         gate.open()
-    received = gaps = 0
-    for snap in snaps:
-        for viewer in snap["viewers"]:
-            received += viewer["video"] + viewer["audio"]
-            gaps += viewer["video_expected"] - viewer["video"] + viewer["audio_expected"] - viewer["audio"]
+    received, gaps = viewer_totals(snaps)
     return {
         "ns": ns,
         "wall": wall,
@@ -244,11 +250,7 @@ async def read_janus_counters(
         snaps = [await child.event("snap", 15) for child in viewers]
     finally:
         gate.open()
-    received = gaps = 0
-    for snap in snaps:
-        for viewer in snap["viewers"]:
-            received += viewer["video"] + viewer["audio"]
-            gaps += viewer["video_expected"] - viewer["video"] + viewer["audio_expected"] - viewer["audio"]
+    received, gaps = viewer_totals(snaps)
     return {
         "ns": ns,
         "wall": wall,
