@@ -14,6 +14,7 @@ import msgspec
 import trio
 import trio_asyncio
 
+from media.delay_histogram import DelaySnapshot
 from transport import containment
 from transport.media_port import MediaPort
 
@@ -26,6 +27,8 @@ class MediaPortStats(msgspec.Struct, frozen=True):
     unknown_stun: int  # STUN no session answers: unknown ufrag, malformed (dropped)
     send_errors: int  # sendto refused, e.g. a full socket buffer (dropped)
     handler_errors: int  # datagrams whose handling raised (a bug; dropped, logged)
+    #: RTP packets: kernel receive time to sent to every viewer (media/delay_histogram.py)
+    forwarding_delay: DelaySnapshot
 
 
 class RuntimeStats(msgspec.Struct, frozen=True):
@@ -52,6 +55,8 @@ def _rss_bytes() -> int:
 
 def media_port_stats(port: MediaPort) -> MediaPortStats:
     counts = port.statistics
+    with port.lock:
+        delay = counts.forwarding_delay.snapshot()
     return MediaPortStats(
         udp_port=port.port,
         sessions=len(port.directory),
@@ -60,6 +65,7 @@ def media_port_stats(port: MediaPort) -> MediaPortStats:
         unknown_stun=counts.unknown_stun,
         send_errors=counts.send_errors,
         handler_errors=counts.handler_errors,
+        forwarding_delay=delay,
     )
 
 

@@ -33,13 +33,18 @@ not read: its "packets out" are what its viewers received (so its delivery is re
 (packets in x viewers)), and its packets in are what the hosts sent (aiortc, counted as sent).
 Both servers are printed side by side.
 
-Not measured here yet: the forwarding delay under REST load; see bench/README.md.
+Then a second window of the same length measures the **forwarding delay** (the server's own
+histogram: an RTP packet's kernel receive time to its send to every viewer, ``GET
+/debug/runtime``) while ``--stats-per-second`` REST ``GET /room/{id}/stats`` requests (default 50,
+round robin over the rooms) are in flight, beside the same histogram over the quiet window:
+the control plane must not hold media up. Janus has no such counter (not measured there).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import statistics
 import subprocess
 import sys
@@ -51,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx
 import janus
+import msgspec
 import trio
 from fanout import (
     LOOPBACK,
@@ -64,6 +70,7 @@ from fanout import (
     spawn,
 )
 
+from media.delay_histogram import DelaySnapshot
 from media_server_client.bots import open_host
 from transport.containment import open_contained_loop
 
@@ -85,6 +92,8 @@ max_viewers_per_room = {viewers + 10}
 host_addresses = ["127.0.0.1"]
 udp_port = 0
 stun_servers = []
+[debug]
+fault_injection = true  # GET /debug/runtime: the forwarding-delay histogram
 """
 
 
@@ -145,6 +154,55 @@ async def read_counters(
     }
 
 
+async def forwarding_delay(http: httpx.AsyncClient) -> DelaySnapshot:
+    """The server's forwarding-delay histogram so far."""
+    response = await http.get("/debug/runtime")
+    response.raise_for_status()
+    return msgspec.convert(response.json()["media_port"]["forwarding_delay"], DelaySnapshot)
+
+
+async def stats_load(base_url: str, room_ids: list[str], per_second: float, latencies: list[float]) -> None:
+    """``GET /room/{id}/stats`` at ``per_second``, round robin, each request on its own task
+    (never waiting for the previous one), until cancelled; each latency appended (inf: failed)."""
+
+    async def one(http: httpx.AsyncClient, room_id: str) -> None:
+        start = time.monotonic()
+        try:
+            (await http.get(f"/room/{room_id}/stats")).raise_for_status()
+            latencies.append(time.monotonic() - start)
+        except httpx.HTTPError:
+            latencies.append(math.inf)
+
+    limits = httpx.Limits(max_connections=int(per_second) + 10)
+    async with httpx.AsyncClient(base_url=base_url, timeout=15, limits=limits) as http, trio.open_nursery() as nursery:
+        next_at = trio.current_time()
+        for index in range(10**9):
+            nursery.start_soon(one, http, room_ids[index % len(room_ids)])
+            next_at += 1.0 / per_second
+            await trio.sleep_until(next_at)
+
+
+async def measure_delay_under_load(http: httpx.AsyncClient, base_url: str, room_ids: list[str]) -> dict[str, Any]:
+    """The forwarding delay over a quiet window and over one with REST stats load."""
+    quiet_start = await forwarding_delay(http)
+    await trio.sleep(ARGS.seconds)
+    quiet = (await forwarding_delay(http)).since(quiet_start)
+    latencies: list[float] = []
+    loaded_start = await forwarding_delay(http)
+    with trio.move_on_after(ARGS.seconds):
+        await stats_load(base_url, room_ids, ARGS.stats_per_second, latencies)
+    loaded = (await forwarding_delay(http)).since(loaded_start)
+    answered = sorted(latency for latency in latencies if latency != math.inf)
+    return {
+        "quiet": quiet,
+        "loaded": loaded,
+        "requests": len(latencies),
+        "failed": len(latencies) - len(answered),
+        "request_p50_ms": 1e3 * answered[len(answered) // 2] if answered else math.nan,
+        "request_p99_ms": 1e3 * answered[min(len(answered) - 1, int(0.99 * len(answered)))] if answered else math.nan,
+    }
+
+
 def server_udp_sockets(pid: int) -> str:
     try:
         out = subprocess.run(["ss", "-uanp"], capture_output=True, text=True, timeout=10).stdout
@@ -199,13 +257,14 @@ async def bench() -> dict[str, Any]:
                 await trio.sleep(ARGS.seconds)
                 end = await read_counters(http, room_ids, server, viewers, gate)
                 sockets = server_udp_sockets(server.pid)
+                delay = await measure_delay_under_load(http, base_url, room_ids)
                 stop_hosts.set()
                 for child in viewers:
                     await child.send("quit")
     finally:
         for child in children:
             await child.stop()
-    return summarize(start, end, sockets)
+    return summarize(start, end, sockets) | {"delay": delay}
 
 
 def summarize(start: dict[str, Any], end: dict[str, Any], sockets: str) -> dict[str, Any]:
@@ -376,6 +435,7 @@ def main() -> None:
         print(f"{name:<{width}}  {value:<{column}}{janus_value}".rstrip())
     if theirs is not None:
         print("(Janus: packets out = what its viewers received; packets in = what the hosts sent)")
+    print_delay(r["delay"])
     print("\nthe server's UDP sockets (ss -uanp):")
     print(r["sockets"])
     if theirs is not None:
@@ -383,11 +443,35 @@ def main() -> None:
         print(theirs["sockets"])
 
 
+def print_delay(delay: dict[str, Any]) -> None:
+    """The forwarding-delay table: quiet window beside the one under REST load."""
+    quiet: DelaySnapshot = delay["quiet"]
+    loaded: DelaySnapshot = delay["loaded"]
+
+    def upto(value: float) -> str:
+        return f"<= {value / 1000:g} ms" if math.isfinite(value) else "above the last bucket"
+
+    print(f"\nforwarding delay (kernel receive -> sent to every viewer), {ARGS.seconds:g} s windows:")
+    print(f"{'':<34}{'quiet':<24}{ARGS.stats_per_second:g} GET /room/{{id}}/stats per second")
+    for name, q in (("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)):
+        print(f"  {name:<32}{upto(quiet.quantile_us(q)):<24}{upto(loaded.quantile_us(q))}")
+    added = loaded.quantile_us(0.99) - quiet.quantile_us(0.99)
+    print(f"  {'added by the REST load at p99':<32}{'':<24}{added / 1000:+g} ms (bucket bounds: an over-estimate)")
+    print(f"  {'max':<32}{'':<24}{loaded.max_us / 1000:.2f} ms (the whole run so far)")
+    print(f"  {'mean':<32}{quiet.sum_us / max(1, quiet.total):<24.1f}{loaded.sum_us / max(1, loaded.total):.1f} us")
+    print(f"  {'RTP packets counted':<32}{quiet.total:<24,}{loaded.total:,}")
+    print(
+        f"  REST: {delay['requests']} requests ({delay['requests'] / ARGS.seconds:.1f}/s), {delay['failed']} failed,"
+        f" latency p50 {delay['request_p50_ms']:.1f} ms, p99 {delay['request_p99_ms']:.1f} ms"
+    )
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rooms", type=int, default=10)
     parser.add_argument("--viewers", type=int, default=2, help="viewers per room")
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--stats-per-second", type=float, default=50.0, help="REST load of the delay window")
     parser.add_argument(
         "--janus",
         action=argparse.BooleanOptionalAction,

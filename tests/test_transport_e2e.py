@@ -117,6 +117,10 @@ async def test_a_host_connects_and_its_rtp_arrives_raw_and_byte_identical() -> N
             assert {kind.kind for kind in connection.sources} == {"video", "audio"}
             assert set(received[5:25]) <= set(sent), "the server saw RTP the client never sent"
             assert connection._counters.bytes_received > 0
+            with port.lock:  # every RTP packet's delay, from the kernel's receive timestamp
+                delay = port.statistics.forwarding_delay.snapshot()
+            assert delay.total >= len(received)
+            assert 0 < delay.max_us < 1_000_000
             connection.close()
             await aio(client.close)
 
@@ -231,6 +235,7 @@ async def test_a_wrong_fingerprint_fails_the_dtls_handshake_with_a_reason() -> N
             await changes.wait_until(lambda: states)
             assert states == ["failed"]
             assert connection.failure is not None and "fingerprint" in connection.failure
+            assert connection.failure_kind == "dtls"
             await aio(client.close)
 
 

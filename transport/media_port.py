@@ -2,7 +2,7 @@
 
 One socket per host address, all bound to ``[ice] udp_port`` (mediasoup's
 WebRtcServer, LiveKit's ``udp_port``). A **media thread** per socket blocks in
-``recvfrom``, then, holding the media lock, handles that datagram and every
+``recvmsg``, then, holding the media lock, handles that datagram and every
 other one already waiting (up to ``DRAIN_BATCH``), each synchronously, by its
 first byte (RFC 7983, :mod:`media.demux`):
 
@@ -40,6 +40,7 @@ import heapq
 import logging
 import math
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -47,7 +48,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from media.ice_lite import IceLiteDirectory, StunError
+from media.delay_histogram import DelayHistogram
+from media.ice_lite import IceCredentials, IceLiteDirectory, StunError
 
 if TYPE_CHECKING:
     from transport.peer_connection import PeerConnection
@@ -62,8 +64,12 @@ MAX_DATAGRAM = 2048
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 #: How often connections' consent is checked.
 CONSENT_SWEEP_SECONDS = 1.0
-#: At shutdown, how long to wait for a woken media thread to leave its recvfrom.
+#: At shutdown, how long to wait for a woken media thread to leave its recvmsg.
 THREAD_STOP_SECONDS = 1.0
+#: Linux: the kernel's receive time of each datagram (a ``struct timespec``, CLOCK_REALTIME).
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_TIMESPEC = struct.Struct("@qq")
+_ANCILLARY_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
 
 Address = tuple[str, int]
 
@@ -73,6 +79,7 @@ class PortStatistics:
 
     __slots__ = (
         "datagrams_received",
+        "forwarding_delay",
         "handler_errors",
         "send_errors",
         "unknown_address",
@@ -85,6 +92,8 @@ class PortStatistics:
         self.unknown_stun = 0  # STUN that no session answers (unknown ufrag, malformed)
         self.send_errors = 0  # sendto refused (buffer full: dropped, or ICMP errors)
         self.handler_errors = 0  # bugs: a datagram whose handling raised
+        #: Kernel receive time to handled (forwarded to every viewer), per RTP packet.
+        self.forwarding_delay = DelayHistogram()
 
 
 class MediaPort:
@@ -134,6 +143,13 @@ class MediaPort:
         self.directory.remove(connection.ice)
         self._connections.pop(connection.ice.local.ufrag, None)
 
+    def restart_ice(self, connection: PeerConnection, local: IceCredentials, remote_ufrag: str) -> None:
+        """The connection's ICE restart: its session answers the new credentials only."""
+        old_ufrag = connection.ice.local.ufrag
+        self.directory.restart(connection.ice, local, remote_ufrag)
+        del self._connections[old_ufrag]
+        self._connections[local.ufrag] = connection
+
     def connections(self) -> Iterator[PeerConnection]:
         return iter(tuple(self._connections.values()))
 
@@ -181,10 +197,10 @@ class MediaPort:
                 task_status.started()
         finally:
             self._stopping.set()
-            for sock in self._sockets:  # wake each thread from its recvfrom
+            for sock in self._sockets:  # wake each thread from its recvmsg
                 with contextlib.suppress(OSError):
                     sock.sendto(b"", socket.MSG_DONTWAIT, sock.getsockname()[:2])
-            # A socket closed under a thread blocked in recvfrom would leave it blocked for good:
+            # A socket closed under a thread blocked in recvmsg would leave it blocked for good:
             # let the threads see the wake-up first (microseconds; bounded).
             for done in self._threads_done:
                 done.wait(THREAD_STOP_SECONDS)
@@ -208,16 +224,23 @@ class MediaPort:
             done.set()
 
     def _read_until_stopped(self, sock: socket.socket) -> None:
-        """The media thread: block for a datagram, then handle it and all that wait, locked."""
-        receive = sock.recvfrom
+        """The media thread: block for a datagram, then handle it and all that wait, locked.
+
+        Each RTP packet's forwarding delay is measured from the kernel's receive timestamp
+        to the end of its handling, so time spent waiting for the lock or the GIL counts."""
+        receive = sock.recvmsg
         handle = self._handle
         statistics = self.statistics
+        record_delay = statistics.forwarding_delay.record
+        unpack_timespec = _TIMESPEC.unpack_from
+        clock_ns = time.time_ns
         lock = self.lock
         stopping = self._stopping
         dont_wait = socket.MSG_DONTWAIT
+        space = _ANCILLARY_SPACE
         while not stopping.is_set():  # set (and the thread woken with an empty datagram) by serve()
             try:
-                data, address = receive(MAX_DATAGRAM)
+                data, ancillary, _flags, address = receive(MAX_DATAGRAM, space)
             except OSError as exc:
                 if stopping.is_set() or exc.errno == errno.EBADF:
                     return
@@ -227,10 +250,13 @@ class MediaPort:
                     statistics.datagrams_received += 1
                     try:
                         handle(sock, data, address)
+                        if ancillary and len(data) > 1 and 127 < data[0] < 192 and not 191 < data[1] < 224:
+                            seconds, nanoseconds = unpack_timespec(ancillary[0][2])
+                            record_delay(clock_ns() - seconds * 1_000_000_000 - nanoseconds)
                     except Exception:  # a bug: drop the datagram, keep the port
                         self._handler_failed(address)
                     try:
-                        data, address = receive(MAX_DATAGRAM, dont_wait)
+                        data, ancillary, _flags, address = receive(MAX_DATAGRAM, space, dont_wait)
                     except BlockingIOError:
                         break
                     except OSError:
@@ -312,7 +338,9 @@ def _bind(address: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        sock.setblocking(True)  # the media thread blocks in recvfrom; everything else passes MSG_DONTWAIT
+        sock.setblocking(True)  # the media thread blocks in recvmsg; everything else passes MSG_DONTWAIT
+        with contextlib.suppress(OSError):  # receive timestamps: the forwarding delay (none: not measured)
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
         sock.bind((address, port))
