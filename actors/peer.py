@@ -92,6 +92,7 @@ CLOSE_OF_CODE = {
     "host_taken": 4409,
     "replaced": 4410,
     "unsupported_codec": 4415,
+    "dtls_failed": 4495,
     "room_full": 4429,
     "rate_limited": CLOSE_POLICY,
     "unavailable": CLOSE_TRY_AGAIN_LATER,
@@ -116,6 +117,9 @@ class MediaConnection(Protocol):
 
     @property
     def failure(self) -> str | None: ...
+
+    @property
+    def failure_kind(self) -> str | None: ...
 
     def accept_offer(self, offer_sdp: str) -> str: ...
     def add_remote_candidate(self, candidate: str, sdp_mid: str | None, sdp_mline_index: int | None) -> None: ...
@@ -344,7 +348,8 @@ class PeerSession:
 
     async def _offer(self, message: Offer) -> None:
         if self._connection is not None:
-            await self._refuse("bad_message", "offer may be sent only once")
+            await self._renegotiate(message)
+            return
         assert self._room is not None
         factory = self._env.connections
         label = f"peer {self.peer_id} ({self._role} in {self._room.room_id})"
@@ -372,6 +377,19 @@ class PeerSession:
             # the host's packets are routed from the first one on
             await self._attach_media()
         # a viewer is attached once its transport can send: its join-time keyframe request is not wasted
+
+    async def _renegotiate(self, message: Offer) -> None:
+        """A later offer (an ICE restart): answered, or refused with `bad_sdp` (the session and
+        its media go on either way)."""
+        assert self._connection is not None
+        try:
+            answer_sdp = self._connection.accept_offer(message.sdp)
+        except (SdpError, UnsupportedCodecError) as exc:
+            await self._send(Error(code="bad_sdp", message=str(exc) or "the new offer cannot be used"))
+            return
+        except RuntimeError:  # the connection failed or closed just now: that event ends the session
+            return
+        await self._send(Answer(sdp=answer_sdp))
 
     def _abandon_connection(self) -> None:
         """Close a connection whose offer was refused; the session may send another offer."""
@@ -437,11 +455,10 @@ class PeerSession:
         if state == "connected":
             await self._attach_media()
         elif state == "failed":
-            reason = self._connection.failure if self._connection is not None else None
-            await self._end(
-                CLOSE_OF_CODE["timeout"],
-                Error(code="timeout", message=f"the peer connection failed: {reason or 'unknown reason'}"),
-            )
+            connection = self._connection
+            reason = (connection.failure if connection is not None else None) or "unknown reason"
+            code = "dtls_failed" if connection is not None and connection.failure_kind == "dtls" else "timeout"
+            await self._end(CLOSE_OF_CODE[code], Error(code=code, message=f"the peer connection failed: {reason}"))
         elif state == "closed":  # the client closed its peer connection (DTLS close_notify): it is leaving
             await self._end(CLOSE_NORMAL)
         with contextlib.suppress(ActorGone):

@@ -60,7 +60,6 @@ class _StopAll(msgspec.Struct, frozen=True):
     reply: trio.MemorySendChannel[Any]
 
 
-
 class Supervisor:
     def __init__(
         self,

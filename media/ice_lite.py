@@ -307,7 +307,7 @@ class IceLiteSession:
             raise ValueError("max_addresses must be at least 2")
         if consent_timeout <= 0:
             raise ValueError("consent_timeout must be positive")
-        self.local: Final = local if local is not None else IceCredentials.generate()
+        self.local = local if local is not None else IceCredentials.generate()
         self.remote_ufrag: str | None = None
         if remote_ufrag is not None:
             self.set_remote_ufrag(remote_ufrag)
@@ -332,11 +332,27 @@ class IceLiteSession:
     # ---- signalling
 
     def set_remote_ufrag(self, ufrag: str) -> None:
-        """The peer's ufrag from its SDP. Changing it needs an ICE restart (a new session)."""
+        """The peer's ufrag from its SDP. Changing it is an ICE restart (:meth:`restart`)."""
         validate_ufrag(ufrag)
         if self.remote_ufrag is not None and self.remote_ufrag != ufrag:
-            raise ValueError("remote ufrag changed: an ICE restart needs a new session")
+            raise ValueError("remote ufrag changed: that is an ICE restart")
         self.remote_ufrag = ufrag
+
+    def restart(self, local: IceCredentials, remote_ufrag: str) -> None:
+        """An ICE restart (RFC 8445 section 9): new credentials on both sides.
+
+        Only checks with the new credentials are accepted from now on. The
+        selected address stays (media keeps flowing on the old path) until a
+        check on the new credentials selects one; it is no longer "nominated".
+        Use :meth:`IceLiteDirectory.restart` for a registered session.
+        """
+        validate_ufrag(remote_ufrag)
+        if local.ufrag == self.local.ufrag:
+            raise ValueError("an ICE restart needs a new local ufrag")
+        self.local = local
+        self._key = local.pwd.encode("utf-8")
+        self.remote_ufrag = remote_ufrag
+        self.nominated = False
 
     # ---- addresses and consent
 
@@ -522,6 +538,18 @@ class IceLiteDirectory:
             if self._by_address.get(addr) is session:
                 del self._by_address[addr]
         return True
+
+    def restart(self, session: IceLiteSession, local: IceCredentials, remote_ufrag: str) -> None:
+        """:meth:`IceLiteSession.restart` of a registered session, re-keyed under its new ufrag
+        (ValueError if that ufrag is taken; nothing changes then)."""
+        if self._by_ufrag.get(session.local.ufrag) is not session:
+            raise ValueError("ICE session not registered")
+        if local.ufrag in self._by_ufrag:
+            raise ValueError("ICE ufrag already registered")
+        old_ufrag = session.local.ufrag
+        session.restart(local, remote_ufrag)
+        del self._by_ufrag[old_ufrag]
+        self._by_ufrag[local.ufrag] = session
 
     def by_ufrag(self, ufrag: str) -> IceLiteSession | None:
         return self._by_ufrag.get(ufrag)

@@ -371,6 +371,64 @@ def test_a_viewer_reconnects_after_a_signaling_drop(context: BrowserContext, med
     viewer.assert_no_errors()
 
 
+# The selected candidate pair's local port and id, as the viewer's browser sees them.
+JS_SELECTED_PAIR = """async () => {
+  const pc = window.bitbasel.session.peerConnection;
+  const report = await pc.getStats();
+  let pairId = null;
+  report.forEach((r) => { if (r.type === 'transport' && r.selectedCandidatePairId) pairId = r.selectedCandidatePairId; });
+  const pair = pairId && report.get(pairId);
+  const local = pair && report.get(pair.localCandidateId);
+  return pair ? { id: pairId, localPort: local ? local.port : null, state: pair.state } : null;
+}"""
+
+# Samples framesDecoded every 50 ms; `window.frameGaps()` gives the longest time without a new frame.
+JS_SAMPLE_FRAMES = """() => {
+  let last = 0, lastAt = performance.now(), longest = 0;
+  const timer = setInterval(async () => {
+    const pc = window.bitbasel.session.peerConnection;
+    if (!pc) return;
+    let decoded = 0;
+    (await pc.getStats()).forEach((r) => { if (r.type === 'inbound-rtp' && r.kind === 'video') decoded = r.framesDecoded; });
+    const t = performance.now();
+    if (decoded > last) { longest = Math.max(longest, t - lastAt); last = decoded; lastAt = t; }
+  }, 50);
+  window.frameGaps = () => { clearInterval(timer); return Math.max(longest, performance.now() - lastAt); };
+}"""
+
+
+def test_a_viewer_restarts_ice_mid_stream_and_keeps_decoding(
+    context: BrowserContext, media_server: ServerProcess
+) -> None:
+    room_id = new_room(media_server, "carol")
+    host = open_host(context, media_server, room_id, "carol")
+    start_live(host)
+    viewer = open_viewer(context, media_server, room_id, "viewer")
+    viewer.wait_frames_over(15)
+    peer_id = viewer.page.evaluate("window.bitbasel.session.peerId")
+    before = viewer.page.evaluate(JS_SELECTED_PAIR)
+    assert before and before["localPort"], before
+    viewer.page.evaluate(JS_SAMPLE_FRAMES)
+    viewer.page.wait_for_timeout(500)
+    assert viewer.page.evaluate("window.bitbasel.session.restartIce('test')") is True
+
+    def moved() -> Any:  # a new ICE generation: new local candidates, a new selected pair
+        now = viewer.page.evaluate(JS_SELECTED_PAIR)
+        return now if now and now["localPort"] != before["localPort"] and now["state"] == "succeeded" else None
+
+    after = wait_until(viewer.page, moved, "a new selected candidate pair after the ICE restart")
+    viewer.wait_frames_over(viewer.video_frames() + 30)  # decoding on the new path
+    longest_gap_ms = float(viewer.page.evaluate("window.frameGaps()"))
+    print(f"\nICE restart: {before} -> {after}, longest gap between decoded frames {longest_gap_ms:.0f} ms")
+    assert longest_gap_ms < 2000, f"video stalled {longest_gap_ms:.0f} ms across the ICE restart"
+    # the same session: no new WebSocket, the same peer, still counted once
+    assert len(viewer.websockets) == 1 and viewer.page.evaluate("window.bitbasel.session.peerId") == peer_id
+    assert viewer.page.evaluate("window.bitbasel.session.iceRestarts") == 1
+    media_server.wait_room(room_id, viewer_count=1, has_host=True)
+    host.assert_no_errors()
+    viewer.assert_no_errors()
+
+
 def test_final_refusals_are_not_retried(context: BrowserContext, media_server: ServerProcess) -> None:
     viewer = open_viewer(context, media_server, "room_000000000001", "viewer")
     viewer.wait_state("error")

@@ -13,9 +13,9 @@ import os
 import pytest
 import trio
 import trio_asyncio
-from aiortc import RTCPeerConnection
+from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from core.signaling import Error, Offer
+from core.signaling import Answer, Error, Offer
 from media_server_client.signaling import SessionClosed, connect_signaling
 from media_server_client.sources import TestPatternTrack, ToneTrack, file_tracks
 from tests.media_support import (
@@ -30,7 +30,7 @@ from tests.media_support import (
     viewer,
 )
 from tests.serving import http_client, make_config
-from transport.aiortc_adapter import observe_rtp_received
+from transport.aiortc_adapter import observe_rtp_received, restrict_host_addresses
 
 SMALL = {"width": 160, "height": 120, "fps": 15}
 
@@ -175,14 +175,106 @@ async def test_bad_sdp_gets_an_error_while_other_viewers_keep_receiving() -> Non
                     await good.wait_for(frames_at_least(video=count + 10))
 
 
-async def test_a_second_offer_ends_the_session() -> None:
+def _with_ice_credentials(sdp: str, ufrag: str, pwd: str) -> str:
+    """The offer a client sends for an ICE restart: the same, with new ICE credentials."""
+    lines = []
+    for line in sdp.split("\r\n"):
+        if line.startswith("a=ice-ufrag:"):
+            line = f"a=ice-ufrag:{ufrag}"
+        elif line.startswith("a=ice-pwd:"):
+            line = f"a=ice-pwd:{pwd}"
+        lines.append(line)
+    return "\r\n".join(lines)
+
+
+def _ice_ufrag(sdp: str) -> str:
+    return next(line.split(":", 1)[1] for line in sdp.split("\r\n") if line.startswith("a=ice-ufrag:"))
+
+
+def _fingerprint(sdp: str) -> str:
+    return next(line for line in sdp.split("\r\n") if line.startswith("a=fingerprint:"))
+
+
+async def test_a_later_offer_restarts_ice_and_nothing_else_while_media_flows() -> None:
+    aio = trio_asyncio.aio_as_trio
     with trio.fail_after(60):
         async with media_server() as server:
             room_id = await create_room(server)
-            async with viewer(server, room_id, decode=False) as v:
-                await v.session.send(Offer(sdp=v.pc.localDescription.sdp))
-                await v.wait_for(lambda s: s.closed is not None)
-                assert v.state.closed is not None and v.state.closed.code == 4400
+            async with host(server, room_id, tracks=small_tracks()), connect_signaling(server.ws_url) as session:
+                await session.join(room_id, "viewer")
+                pc = RTCPeerConnection()
+                try:
+                    pc.addTransceiver("video", direction="recvonly")
+                    pc.addTransceiver("audio", direction="recvonly")
+                    restrict_host_addresses(pc, ["127.0.0.1"])
+                    await aio(pc.setLocalDescription)(await aio(pc.createOffer)())
+                    offer = pc.localDescription.sdp
+                    await session.send(Offer(sdp=offer))
+                    answer = await session.expect(Answer)
+                    await aio(pc.setRemoteDescription)(RTCSessionDescription(sdp=answer.sdp, type="answer"))
+                    received: list[bytes] = []
+                    observe_rtp_received(pc, received.append)
+
+                    async def more_rtp(count: int = 20) -> None:
+                        target = len(received) + count
+                        while len(received) < target:  # noqa: ASYNC110 (filled by aiortc's loop)
+                            await trio.sleep(0.05)
+
+                    await more_rtp()
+                    # the same offer again: the same answer (nothing changes)
+                    await session.send(Offer(sdp=offer))
+                    again = await session.expect(Answer)
+                    assert _ice_ufrag(again.sdp) == _ice_ufrag(answer.sdp)
+                    # new ICE credentials: an ICE restart, new server credentials, same DTLS
+                    restart = _with_ice_credentials(offer, "rstr", "restartpasswordrestartpass")
+                    await session.send(Offer(sdp=restart))
+                    restarted = await session.expect(Answer)
+                    assert _ice_ufrag(restarted.sdp) != _ice_ufrag(answer.sdp)
+                    assert _fingerprint(restarted.sdp) == _fingerprint(answer.sdp)
+                    assert "a=setup:active" in restarted.sdp
+                    await more_rtp()  # media goes on (on the old path until new checks select one)
+                    # anything else changed: bad_sdp, and the session and its media go on
+                    video_only = restart[: restart.index("m=audio")]  # video was added first
+                    forged = "a=fingerprint:sha-256 " + ":".join(["AB"] * 32)
+                    for changed in (video_only, restart.replace(_fingerprint(restart), forged)):
+                        await session.send(Offer(sdp=changed))
+                        refusal = await session.expect(Error)
+                        assert refusal.code == "bad_sdp", refusal
+                    await more_rtp()
+                    await session.send(Offer(sdp=restart))  # the restart's credentials again: its answer
+                    assert _ice_ufrag((await session.expect(Answer)).sdp) == _ice_ufrag(restarted.sdp)
+                    assert (await room_stats(server, room_id))["viewer_count"] == 1
+                finally:
+                    await aio(pc.close)()
+
+
+async def test_a_failed_dtls_handshake_ends_the_session_with_dtls_failed() -> None:
+    aio = trio_asyncio.aio_as_trio
+    with trio.fail_after(60):
+        async with media_server() as server:
+            room_id = await create_room(server)
+            async with connect_signaling(server.ws_url) as session:
+                await session.join(room_id, "viewer")
+                pc = RTCPeerConnection()
+                try:
+                    pc.addTransceiver("video", direction="recvonly")
+                    restrict_host_addresses(pc, ["127.0.0.1"])
+                    await aio(pc.setLocalDescription)(await aio(pc.createOffer)())
+                    offer = pc.localDescription.sdp
+                    forged = "\r\n".join(  # every hash the offer lists (the strongest one is checked)
+                        "a=fingerprint:sha-256 " + ":".join(["AB"] * 32) if line.startswith("a=fingerprint:") else line
+                        for line in offer.split("\r\n")
+                    )
+                    await session.send(Offer(sdp=forged))
+                    answer = await session.expect(Answer)
+                    await aio(pc.setRemoteDescription)(RTCSessionDescription(sdp=answer.sdp, type="answer"))
+                    with pytest.raises(SessionClosed) as closed:
+                        await session.wait_closed()
+                finally:
+                    await aio(pc.close)()
+            assert closed.value.code == 4495 and closed.value.error is not None
+            assert closed.value.error.code == "dtls_failed" and "fingerprint" in closed.value.error.message
+            assert (await room_stats(server, room_id))["viewer_count"] == 0
 
 
 async def test_host_offer_without_vp8_is_unsupported_codec() -> None:

@@ -619,3 +619,41 @@ def test_fuzz_well_framed_messages(
         with contextlib.suppress(StunError):
             _, result = d.handle_stun_untrusted(data, addr, 0.0)
             _check_result(result, b"0123456789ab")
+
+
+def test_ice_restart_answers_only_the_new_credentials_and_keeps_the_path_until_a_new_one() -> None:
+    d = IceLiteDirectory()
+    s = session()
+    d.add(s)
+    _, r = d.handle_stun_untrusted(request(use_candidate=True), A, 1.0)
+    assert r.accepted and s.selected_address == A and s.nominated
+    fresh = IceCredentials("N3wl", "newl0calpassw0rdnewl0c")
+    d.restart(s, fresh, "N3wr")
+    # the old credentials are unknown now; the old path still carries media meanwhile
+    with pytest.raises(StunError):
+        d.handle_stun_untrusted(request(), A, 2.0)
+    assert d.by_ufrag("LoCa") is None and d.by_ufrag("N3wl") is s
+    assert s.selected_address == A and not s.nominated and d.by_address(A) is s
+    # the old remote ufrag with the new local one: 401
+    _, r = d.handle_stun_untrusted(request(username="N3wl:R3mt", key=fresh.pwd.encode()), B, 2.0)
+    assert r.error_code == 401 and not r.accepted
+    # a check on the new credentials from a new address selects it
+    _, r = d.handle_stun_untrusted(request(username="N3wl:N3wr", key=fresh.pwd.encode(), use_candidate=True), B, 3.0)
+    assert r.accepted and s.selected_address == B and s.nominated and d.by_address(B) is s
+    assert parse_signed_ok(r.response or b"", fresh.pwd.encode())
+
+
+def test_ice_restart_refusals_change_nothing() -> None:
+    d = IceLiteDirectory()
+    s1, s2 = session(), IceLiteSession(0.0, IceCredentials("Oth3", "0therpassw0rd0therpass"), "Rm2x")
+    d.add(s1)
+    d.add(s2)
+    with pytest.raises(ValueError, match="taken|registered"):
+        d.restart(s1, IceCredentials("Oth3", "whateverpassw0rdwhatev"), "N3wr")
+    with pytest.raises(ValueError):
+        d.restart(s1, IceCredentials("LoCa", "l0calpassw0rdl0calpass"), "N3wr")  # not new
+    with pytest.raises(ValueError):
+        d.restart(s1, IceCredentials("N3wl", "newl0calpassw0rdnewl0c"), "x")  # a bad remote ufrag
+    with pytest.raises(ValueError, match="not registered"):
+        d.restart(session(), IceCredentials("N3wl", "newl0calpassw0rdnewl0c"), "N3wr")
+    assert d.by_ufrag("LoCa") is s1 and s1.remote_ufrag == REMOTE_UFRAG and d.by_ufrag("Oth3") is s2

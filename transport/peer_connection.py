@@ -13,12 +13,16 @@ tasks; nothing here awaits):
 
 1. :meth:`accept_offer` writes the answer (ICE-lite, our certificate's
    fingerprint, ``setup:active`` unless the offer is ``active``) and registers
-   the connection's ICE session on the port.
+   the connection's ICE session on the port. A later offer renegotiates: the
+   same m-lines, codecs and DTLS fingerprint; with new ICE credentials it is an
+   ICE restart (new local credentials, DTLS and SRTP go on; media moves to
+   the path the client's new checks select).
 2. The client, a full ICE agent and controlling, sends checks; the ICE-lite
    session answers them; a nominated check sets the address media goes to.
    As DTLS client the connection then starts the handshake.
 3. DTLS connected: SRTP sessions from its keys; state ``connected``.
-4. ``failed`` on a DTLS failure (:attr:`failure` says why) or when nothing
+4. ``failed`` on a DTLS failure (:attr:`failure` says why, :attr:`failure_kind`
+   is ``"dtls"``) or (``"consent"``) when nothing
    authenticated (a check with our credentials, SRTP/SRTCP that unprotects)
    arrived for ``consent_timeout_seconds`` (RFC 7675); ``closed`` on a
    close_notify from the peer or :meth:`close`.
@@ -40,10 +44,11 @@ import socket
 from collections.abc import Callable
 from typing import Literal
 
+import msgspec
 import pylibsrtp
 
 from media.ice_lite import BindingResult, IceCredentials, IceLiteSession
-from media.sdp_answer import AnswerParams, answer_offer_untrusted, parse_candidate_untrusted, random_ssrcs
+from media.sdp_answer import Answer, AnswerParams, answer_offer_untrusted, parse_candidate_untrusted, random_ssrcs
 from media.streams import SdpError, SinkStream, SourceStream
 from transport.dtls import DtlsCertificate, DtlsError, DtlsSession
 from transport.media_port import MediaPort
@@ -52,6 +57,7 @@ from transport.settings import IceSettings, MediaSettings, TransportCounters
 logger = logging.getLogger(__name__)
 
 Role = Literal["host", "viewer"]
+FailureKind = Literal["dtls", "consent"]
 StateCallback = Callable[[str], None]
 PacketCallback = Callable[[bytes], None]
 
@@ -85,6 +91,8 @@ class PeerConnection:
         self._sinks: list[SinkStream] = []
         self._state = "new"
         self._failure: str | None = None
+        self._failure_kind: FailureKind | None = None
+        self._answered: tuple[AnswerParams, Answer] | None = None  # of the accepted offer
         self._registered = False
         self._heard = 0  # authenticated things received; compared by the consent check
         self._heard_at_check = 0
@@ -107,6 +115,11 @@ class PeerConnection:
         return self._failure
 
     @property
+    def failure_kind(self) -> FailureKind | None:
+        """``"dtls"`` (the handshake failed or a fatal alert) or ``"consent"`` (silence)."""
+        return self._failure_kind
+
+    @property
     def connected(self) -> bool:
         return self._tx is not None and self._remote is not None
 
@@ -124,10 +137,14 @@ class PeerConnection:
         """Answer the client's offer; returns the complete answer with the port's candidates.
 
         Raises :class:`SdpError` (or :class:`UnsupportedCodecError` for a host
-        offer without VP8/Opus). After an error the connection is as new.
+        offer without VP8/Opus). After an error the connection is as before:
+        new, or still answering its previous offer. A later offer renegotiates
+        (see the module's docstring).
         """
-        if self._registered or self._state == "closed":
-            raise RuntimeError(f"{self.label}: the connection already has an offer (or is closed)")
+        if self._state in ("failed", "closed"):
+            raise RuntimeError(f"{self.label}: the connection has {self._state}")
+        if self._answered is not None:
+            return self._renegotiate(offer)
         media = self._media
         params = AnswerParams(
             role=self.role,
@@ -152,9 +169,35 @@ class PeerConnection:
         self.ice.set_remote_ufrag(answer.remote_ufrag)
         self._dtls = dtls
         self._sources, self._sinks = answer.sources, answer.sinks
+        self._answered = (params, answer)
         with self._port.lock:  # from here on the media thread may drive it
             self._port.register(self)
             self._registered = True
+        return answer.sdp
+
+    def _renegotiate(self, offer: str) -> str:
+        """A later offer: nothing may change but the ICE credentials (new ones: an ICE restart)."""
+        assert self._answered is not None
+        params, previous = self._answered
+        fresh = IceCredentials.generate()
+        restarted = msgspec.structs.replace(params, ice_ufrag=fresh.ufrag, ice_pwd=fresh.pwd)
+        answer = answer_offer_untrusted(offer, restarted)
+        restart = answer.remote_ufrag != previous.remote_ufrag
+        if restart == (answer.remote_pwd == previous.remote_pwd):
+            raise SdpError("a new offer changes both ice-ufrag and ice-pwd (an ICE restart) or neither")
+        if answer.remote_fingerprints != previous.remote_fingerprints or answer.setup != previous.setup:
+            raise SdpError("a new offer must keep the DTLS fingerprint and role (DTLS restarts are not supported)")
+        negotiated = (answer.sources, answer.sinks, answer.bundle_mids)
+        if negotiated != (previous.sources, previous.sinks, previous.bundle_mids):
+            raise SdpError("a new offer must keep the same m-lines and codecs (only an ICE restart is supported)")
+        if not restart:  # the same answer again: nothing changes
+            return answer_offer_untrusted(offer, params).sdp
+        with self._port.lock:
+            if self._state in ("failed", "closed"):
+                raise RuntimeError(f"{self.label}: the connection has {self._state}")
+            self._port.restart_ice(self, fresh, answer.remote_ufrag)
+        logger.info("%s: ICE restart (new ufrag %s)", self.label, fresh.ufrag)
+        self._answered = (restarted, answer)
         return answer.sdp
 
     def add_remote_candidate(self, candidate: str, sdp_mid: str | None, sdp_mline_index: int | None) -> None:
@@ -236,7 +279,7 @@ class PeerConnection:
             out = dtls.receive_untrusted(data, now)
         except DtlsError as exc:
             self._send_all(exc.datagrams or [])
-            self._fail(f"DTLS: {exc.reason}")
+            self._fail("dtls", f"DTLS: {exc.reason}")
             return
         self._send_all(out)
         if dtls.state == "connected" and self._tx is None:
@@ -289,7 +332,7 @@ class PeerConnection:
             self._send_all(dtls.handle_timeout(now))
         except DtlsError as exc:
             self._send_all(exc.datagrams or [])
-            self._fail(f"DTLS: {exc.reason}")
+            self._fail("dtls", f"DTLS: {exc.reason}")
             return
         self._schedule(dtls, after=now)
 
@@ -300,7 +343,7 @@ class PeerConnection:
         if self._heard != self._heard_at_check or self._heard_at == 0.0:
             self._heard_at_check, self._heard_at = self._heard, now
         elif now - self._heard_at >= self._ice_settings.consent_timeout_seconds:
-            self._fail(f"consent lost: nothing authenticated received for {now - self._heard_at:.0f} s")
+            self._fail("consent", f"consent lost: nothing authenticated received for {now - self._heard_at:.0f} s")
 
     # ---- internals --------------------------------------------------------------------------
 
@@ -318,10 +361,10 @@ class PeerConnection:
         for datagram in datagrams:
             self._port.sendto(sock, datagram, remote)
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, kind: FailureKind, reason: str) -> None:
         if self._state in ("failed", "closed"):
             return
-        self._failure = reason
+        self._failure, self._failure_kind = reason, kind
         logger.info("%s: failed: %s", self.label, reason)
         self._leave_port()
         self._rx = self._tx = None
@@ -357,4 +400,3 @@ class PeerConnection:
             logger.exception("%s: %s raised (counted; logged again at 10, 100, ...)", self.label, what)
         elif count == 10 ** (len(str(count)) - 1):
             logger.error("%s: callbacks have raised %d times (last: %s)", self.label, count, what)
-

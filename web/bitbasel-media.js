@@ -30,6 +30,8 @@ export const NOT_RETRIED_CLOSE_CODES = Object.freeze([4400, 4415]);
 export const KEEPALIVE_INTERVAL_MS = 20000;
 /** A session whose peer connection is not connected this long after its offer is started anew. */
 const DEFAULT_MEDIA_TIMEOUT_MS = 30000;
+/** A peer connection `disconnected` this long restarts ICE (a new path, same session). */
+export const ICE_RESTART_AFTER_DISCONNECTED_MS = 3000;
 
 const DEFAULT_RECONNECT = Object.freeze({
   initialDelayMs: 500,
@@ -48,6 +50,7 @@ const CODE_OF_CLOSE = {
   4410: "replaced",
   4415: "unsupported_codec",
   4429: "room_full",
+  4495: "dtls_failed",
   1008: "rate_limited",
   1009: "too_large",
 };
@@ -153,15 +156,25 @@ class MediaSession extends EventTarget {
     this._generation = 0;
     this._mediaTimer = null;
     this._sentEndOfCandidates = false;
-    // back online: do not wait out the backoff
+    this._disconnectedTimer = null;
+    this._iceRestartedSinceConnected = false;
+    this.iceRestarts = 0;
+    // back online: do not wait out the backoff; a live session moves to the new network
     this._onOnline = () => {
-      if (this._reconnectTimer && !this._closed) {
+      if (this._closed) return;
+      if (this._reconnectTimer) {
         clearTimeout(this._reconnectTimer);
         this._reconnectTimer = null;
         this._connect();
+      } else {
+        this.restartIce("network change");
       }
     };
     if (globalThis.addEventListener) globalThis.addEventListener("online", this._onOnline);
+    this._networkInformation = globalThis.navigator ? globalThis.navigator.connection : undefined;
+    if (this._networkInformation && this._networkInformation.addEventListener) {
+      this._networkInformation.addEventListener("change", this._onOnline);
+    }
 
     if (this.videoElement && role === "viewer") {
       this.videoElement.playsInline = true;
@@ -171,6 +184,30 @@ class MediaSession extends EventTarget {
   }
 
   // ---- public API -----------------------------------------------------------------------
+
+  /**
+   * Restart ICE on the current peer connection: a new offer with new ICE credentials in the
+   * same session (PROTOCOL.md, "ICE restart"); media moves to whatever path works now.
+   * Done by itself after ICE_RESTART_AFTER_DISCONNECTED_MS `disconnected`, on `failed` and
+   * on a network change. Resolves to whether an offer was sent.
+   */
+  async restartIce(why = "requested") {
+    const pc = this._pc;
+    const generation = this._generation;
+    if (!pc || this._closed || !this._offerSent || pc.signalingState !== "stable") return false;
+    const current = () => generation === this._generation && !this._closed && this._pc === pc;
+    this.log("ICE restart:", why);
+    this.iceRestarts += 1;
+    this._iceRestartedSinceConnected = true;
+    this._sentEndOfCandidates = false;
+    const offer = await pc.createOffer({ iceRestart: true });
+    if (!current() || pc.signalingState !== "stable") return false;
+    await pc.setLocalDescription(offer);
+    if (!current()) return false;
+    this._send({ type: "offer", sdp: pc.localDescription.sdp });
+    this._armMediaTimer(pc, current); // not connected again in time: a new session
+    return true;
+  }
 
   /** The current RTCPeerConnection (a new one per signaling session), or null. */
   get peerConnection() {
@@ -338,6 +375,10 @@ class MediaSession extends EventTarget {
         this._finish({ code: 1000, reason: `stopped:${message.reason}` }, false);
         break;
       case "error": {
+        if (message.code === "bad_sdp" && this._pc && this._pc.signalingState === "have-local-offer" && this._pc.remoteDescription) {
+          // a refused ICE restart: the session and its media go on as they were
+          await this._pc.setLocalDescription({ type: "rollback" });
+        }
         const fatal = this._isFatalCode(message.code);
         this._error(message.code, message.message, fatal);
         break;
@@ -431,6 +472,9 @@ class MediaSession extends EventTarget {
     }
     this._closePeerConnection();
     if (globalThis.removeEventListener) globalThis.removeEventListener("online", this._onOnline);
+    if (this._networkInformation && this._networkInformation.removeEventListener) {
+      this._networkInformation.removeEventListener("change", this._onOnline);
+    }
     this.hasHost = false;
     const previous = this.state;
     this.state = "closed";
@@ -468,12 +512,27 @@ class MediaSession extends EventTarget {
     };
     pc.onconnectionstatechange = () => {
       if (!current()) return;
-      this.log("peer connection", pc.connectionState);
-      if (pc.connectionState === "connected") this.timings.connected ??= now();
-      if (pc.connectionState === "failed") {
-        // ICE or DTLS failed: the server takes one offer per session, so start a new session
-        this._restartSession("peer connection failed");
-        return;
+      const state = pc.connectionState;
+      this.log("peer connection", state);
+      this._clearDisconnectedTimer();
+      if (state === "connected") {
+        this.timings.connected ??= now();
+        this._iceRestartedSinceConnected = false;
+      } else if (state === "disconnected") {
+        // often back by itself within a second or two; else look for a new path
+        this._disconnectedTimer = setTimeout(() => {
+          this._disconnectedTimer = null;
+          if (current() && pc.connectionState === "disconnected") this.restartIce("disconnected");
+        }, ICE_RESTART_AFTER_DISCONNECTED_MS);
+      } else if (state === "failed") {
+        // first an ICE restart in this session; if that failed too, a new session
+        if (this._iceRestartedSinceConnected) {
+          this._restartSession("peer connection failed");
+          return;
+        }
+        this.restartIce("failed").then((sent) => {
+          if (!sent && current()) this._restartSession("peer connection failed");
+        });
       }
       this._updateState();
     };
@@ -507,7 +566,12 @@ class MediaSession extends EventTarget {
     this._send({ type: "offer", sdp: pc.localDescription.sdp });
     this._offerSent = true;
     this.timings.offer ??= now();
-    // no answer, or ICE/DTLS stuck: start over with a new session rather than wait forever
+    this._armMediaTimer(pc, current);
+    for (const message of this._pendingCandidates.splice(0)) this._send(message);
+  }
+
+  /** No answer, or ICE/DTLS stuck: start over with a new session rather than wait forever. */
+  _armMediaTimer(pc, current) {
     this._clearMediaTimer();
     this._mediaTimer = setTimeout(() => {
       this._mediaTimer = null;
@@ -515,7 +579,13 @@ class MediaSession extends EventTarget {
         this._restartSession(`no media connection within ${this.mediaTimeoutMs} ms`);
       }
     }, this.mediaTimeoutMs);
-    for (const message of this._pendingCandidates.splice(0)) this._send(message);
+  }
+
+  _clearDisconnectedTimer() {
+    if (this._disconnectedTimer) {
+      clearTimeout(this._disconnectedTimer);
+      this._disconnectedTimer = null;
+    }
   }
 
   _attach(stream) {
@@ -571,6 +641,7 @@ class MediaSession extends EventTarget {
 
   _closePeerConnection() {
     this._clearMediaTimer();
+    this._clearDisconnectedTimer();
     const pc = this._pc;
     this._pc = null;
     if (pc) {
