@@ -47,6 +47,7 @@ from actors.messages import (
     Leave as RoomLeave,
 )
 from actors.supervisor import SupervisorClient
+from core.ice_servers import IceServer
 from core.ids import new_peer_id
 from core.signaling import (
     MAX_MESSAGE_BYTES,
@@ -142,6 +143,8 @@ class PeerEnvironment:
     silence_timeout_seconds: float = 60.0
     # a peer connection not connected this long after the answer (or failed) ends the session
     connect_timeout_seconds: float = 30.0
+    # `joined.ice_servers` for a session of this user id (core/ice_servers.py)
+    ice_servers: Callable[[str], list[IceServer]] = lambda user_id: []
 
 
 class _Close(msgspec.Struct, frozen=True):
@@ -327,6 +330,7 @@ class PeerSession:
                 role=message.role,
                 viewer_count=accepted.viewer_count,
                 has_host=accepted.has_host,
+                ice_servers=self._env.ice_servers(user_id),
             )
         )
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from functools import partial
+
 from quart_trio import QuartTrio
 
 from actors.peer import PeerEnvironment
@@ -11,6 +14,8 @@ from api.pages import create_pages_blueprint
 from api.responses import MAX_BODY_BYTES
 from api.rest import create_debug_blueprint, create_rest_blueprint, register_error_handlers
 from api.ws import create_ws_blueprint
+from core.config import IceConfig
+from core.ice_servers import IceServer, ice_servers_for
 
 
 def create_app(ctx: ServerContext) -> QuartTrio:
@@ -26,9 +31,21 @@ def create_app(ctx: ServerContext) -> QuartTrio:
         max_messages_per_second=ctx.config.server.max_messages_per_second,
         silence_timeout_seconds=ctx.config.server.silence_timeout_seconds,
         connect_timeout_seconds=ctx.config.server.connect_timeout_seconds,
+        ice_servers=partial(_ice_servers, ctx.config.ice),
     )
     app.register_blueprint(create_ws_blueprint(peer_env, ctx.sessions))
     app.register_blueprint(create_pages_blueprint())
     app.register_blueprint(create_openapi_blueprint())
     register_error_handlers(app)
     return app
+
+
+def _ice_servers(ice: IceConfig, user_id: str) -> list[IceServer]:
+    return ice_servers_for(
+        user_id,
+        now=time.time(),
+        stun_servers=ice.stun_servers,
+        turn_servers=ice.turn_servers,
+        turn_secret=ice.turn_secret,
+        ttl_seconds=ice.turn_credential_ttl_seconds,
+    )

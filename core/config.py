@@ -74,7 +74,13 @@ class IceConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True)
     # every peer connection's media goes through this one UDP port (0 = any free port)
     udp_port: Port = DEFAULT_UDP_PORT
     announced_address: str = ""
+    # handed to clients in `joined.ice_servers` (the server itself is ICE-lite and contacts none)
     stun_servers: list[str] = msgspec.field(default_factory=list)
+    # TURN for clients behind NATs that need a relay (coturn with `use-auth-secret`): the URLs,
+    # coturn's `static-auth-secret`, and how long each session's credentials stay valid
+    turn_servers: list[str] = msgspec.field(default_factory=list)
+    turn_secret: str = ""
+    turn_credential_ttl_seconds: Annotated[int, msgspec.Meta(ge=60, le=7 * 86400)] = 86400
     # a connected peer from which nothing (ICE check, DTLS, RTP, RTCP) arrives this long has lost
     # consent (RFC 7675): its session ends as failed, so a vanished viewer stops counting
     consent_timeout_seconds: Annotated[float, msgspec.Meta(ge=1, le=600)] = 30.0
@@ -83,6 +89,11 @@ class IceConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True)
         for url in self.stun_servers:
             if not url.startswith(("stun:", "stuns:")):
                 raise ValueError(f"stun server {url!r} must start with 'stun:'")
+        for url in self.turn_servers:
+            if not url.startswith(("turn:", "turns:")):
+                raise ValueError(f"turn server {url!r} must start with 'turn:' or 'turns:'")
+        if self.turn_servers and not self.turn_secret:
+            raise ValueError("turn_servers needs turn_secret (coturn's static-auth-secret)")
 
 
 class AuthConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from core.ice_servers import IceServer
+
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 64 * 1024
 
@@ -64,6 +66,8 @@ class Joined(_Message, frozen=True, tag="joined"):
     viewer_count: int
     has_host: bool
     protocol: int = PROTOCOL_VERSION
+    # STUN/TURN servers for this session's RTCPeerConnection (TURN credentials minted for it)
+    ice_servers: list[IceServer] = msgspec.field(default_factory=list)
 
 
 class Answer(_Message, frozen=True, tag="answer"):

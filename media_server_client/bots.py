@@ -34,10 +34,18 @@ from typing import Literal, NoReturn
 
 import trio
 import trio_asyncio
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCIceTransportPolicy,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamError
 from trio_websocket import ConnectionClosed, HandshakeError
 
+from core.ice_servers import IceServer
 from core.signaling import Answer, Joined, Offer, Ping, RoomUpdate, Stopped
 from media_server_client.signaling import ServerError, SessionClosed, SignalingSession, connect_signaling
 from media_server_client.sources import TestPatternTrack, ToneTrack
@@ -128,6 +136,7 @@ class _Dial:
     ssl_context: ssl.SSLContext | None
     stun_servers: Sequence[str]
     host_addresses: Sequence[str] | None
+    relay_only: bool = False  # media only through TURN (`joined.ice_servers`)
 
 
 class Bot:
@@ -205,7 +214,7 @@ class Bot:
                 with trio.CancelScope(deadline=trio.current_time() + RECONNECT_ATTEMPT_SECONDS) as attempt_scope:
                     async with _joined_session(self._dial) as (session, pc, joined):
                         self._use(session, pc, joined)
-                        await _negotiate(session, pc, self._dial.host_addresses)
+                        await _negotiate(session, pc, self._dial)
                         attempt_scope.deadline = math.inf
                         self.state.reconnects += 1
                         self._notify()
@@ -316,14 +325,19 @@ async def _stop_tracks(tracks: Sequence[MediaStreamTrack]) -> None:
         track.stop()
 
 
-def _configuration(stun_servers: Sequence[str]) -> RTCConfiguration:
-    # Always pass iceServers: without it aiortc falls back to a public STUN server.
-    return RTCConfiguration(iceServers=[RTCIceServer(urls=url) for url in stun_servers])
+def _configuration(dial: _Dial, session_servers: Sequence[IceServer]) -> RTCConfiguration:
+    """The bot's own STUN servers and the session's from `joined.ice_servers` (TURN with
+    credentials minted for it). Always pass iceServers: without it aiortc falls back to a
+    public STUN server."""
+    servers = [RTCIceServer(urls=url) for url in dial.stun_servers]
+    servers += [RTCIceServer(urls=s.urls, username=s.username, credential=s.credential) for s in session_servers]
+    policy = RTCIceTransportPolicy.RELAY if dial.relay_only else RTCIceTransportPolicy.ALL
+    return RTCConfiguration(iceServers=servers, iceTransportPolicy=policy)
 
 
-async def _negotiate(session: SignalingSession, pc: RTCPeerConnection, host_addresses: Sequence[str] | None) -> None:
-    if host_addresses is not None:
-        restrict_host_addresses(pc, host_addresses)
+async def _negotiate(session: SignalingSession, pc: RTCPeerConnection, dial: _Dial) -> None:
+    if dial.host_addresses is not None and not dial.relay_only:  # relay only: no host candidates at all
+        restrict_host_addresses(pc, dial.host_addresses)
     offer = await trio_asyncio.aio_as_trio(pc.createOffer)()
     await trio_asyncio.aio_as_trio(pc.setLocalDescription)(offer)
     await session.send(Offer(sdp=pc.localDescription.sdp))
@@ -336,7 +350,7 @@ async def _joined_session(dial: _Dial) -> AsyncIterator[tuple[SignalingSession, 
     """A new WebSocket joined to the room and a new peer connection, closed at exit."""
     async with connect_signaling(dial.url, ssl_context=dial.ssl_context) as session:
         joined = await session.join(dial.room_id, dial.role, token=dial.token, user_id=dial.user_id)
-        pc = RTCPeerConnection(_configuration(dial.stun_servers))
+        pc = RTCPeerConnection(_configuration(dial, joined.ice_servers))
         try:
             yield session, pc, joined
         finally:
@@ -355,7 +369,7 @@ async def _open_bot(
     """Join and negotiate (a refusal raises here), then run the bot while it is used."""
     async with _joined_session(dial) as (session, pc, joined):
         bot = Bot(dial, session, pc, joined, prepare=prepare, start=start, reconnect_for=reconnect_for, backoff=backoff)
-        await _negotiate(session, pc, dial.host_addresses)
+        await _negotiate(session, pc, dial)
         async with trio.open_nursery() as nursery:
             await nursery.start(bot._run)
             yield bot
@@ -372,6 +386,7 @@ async def open_host(
     tracks: Sequence[MediaStreamTrack] | None = None,
     host_addresses: Sequence[str] | None = None,
     stun_servers: Sequence[str] = (),
+    relay_only: bool = False,
     ssl_context: ssl.SSLContext | None = None,
     record_sent_rtp: bool = False,
     reconnect_for: float = 60.0,
@@ -390,7 +405,7 @@ async def open_host(
         if record_sent_rtp:
             observe_rtp_sent(bot.pc, bot.record_rtp)
 
-    dial = _Dial(url, room_id, "host", token, user_id, ssl_context, stun_servers, host_addresses)
+    dial = _Dial(url, room_id, "host", token, user_id, ssl_context, stun_servers, host_addresses, relay_only)
     try:
         async with _open_bot(dial, prepare=prepare, start=start, reconnect_for=reconnect_for, backoff=backoff) as bot:
             yield bot
@@ -409,6 +424,7 @@ async def open_viewer(
     kinds: Sequence[str] = ("video", "audio"),
     host_addresses: Sequence[str] | None = None,
     stun_servers: Sequence[str] = (),
+    relay_only: bool = False,
     ssl_context: ssl.SSLContext | None = None,
     decode: bool = True,
     record_received_rtp: bool = False,
@@ -429,7 +445,7 @@ async def open_viewer(
             for transceiver in bot.pc.getTransceivers():
                 nursery.start_soon(_count_frames, bot, transceiver.receiver.track)
 
-    dial = _Dial(url, room_id, "viewer", token, user_id, ssl_context, stun_servers, host_addresses)
+    dial = _Dial(url, room_id, "viewer", token, user_id, ssl_context, stun_servers, host_addresses, relay_only)
     async with _open_bot(dial, prepare=prepare, start=start, reconnect_for=reconnect_for, backoff=backoff) as bot:
         yield bot
 

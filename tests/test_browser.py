@@ -46,6 +46,8 @@ from tests.browser_support import (
     server_process,
     write_metrics,
 )
+from tests.turn_support import available as coturn_available
+from tests.turn_support import coturn
 
 pytestmark = pytest.mark.browser
 
@@ -376,7 +378,9 @@ JS_SELECTED_PAIR = """async () => {
   const pc = window.bitbasel.session.peerConnection;
   const report = await pc.getStats();
   let pairId = null;
-  report.forEach((r) => { if (r.type === 'transport' && r.selectedCandidatePairId) pairId = r.selectedCandidatePairId; });
+  report.forEach((r) => {
+    if (r.type === 'transport' && r.selectedCandidatePairId) pairId = r.selectedCandidatePairId;
+  });
   const pair = pairId && report.get(pairId);
   const local = pair && report.get(pair.localCandidateId);
   return pair ? { id: pairId, localPort: local ? local.port : null, state: pair.state } : null;
@@ -389,7 +393,9 @@ JS_SAMPLE_FRAMES = """() => {
     const pc = window.bitbasel.session.peerConnection;
     if (!pc) return;
     let decoded = 0;
-    (await pc.getStats()).forEach((r) => { if (r.type === 'inbound-rtp' && r.kind === 'video') decoded = r.framesDecoded; });
+    (await pc.getStats()).forEach((r) => {
+      if (r.type === 'inbound-rtp' && r.kind === 'video') decoded = r.framesDecoded;
+    });
     const t = performance.now();
     if (decoded > last) { longest = Math.max(longest, t - lastAt); last = decoded; lastAt = t; }
   }, 50);
@@ -427,6 +433,48 @@ def test_a_viewer_restarts_ice_mid_stream_and_keeps_decoding(
     media_server.wait_room(room_id, viewer_count=1, has_host=True)
     host.assert_no_errors()
     viewer.assert_no_errors()
+
+
+# The selected pair's local candidate type ('host', 'srflx', 'prflx' or 'relay') and its relay protocol.
+JS_SELECTED_LOCAL_CANDIDATE = """async () => {
+  const pc = window.bitbasel.session.peerConnection;
+  if (!pc) return null;
+  const report = await pc.getStats();
+  let local = null;
+  report.forEach((r) => {
+    if (r.type === 'transport' && r.selectedCandidatePairId) {
+      const pair = report.get(r.selectedCandidatePairId);
+      local = pair ? report.get(pair.localCandidateId) : null;
+    }
+  });
+  return local ? { type: local.candidateType, address: local.address, port: local.port } : null;
+}"""
+
+
+@pytest.mark.skipif(not coturn_available(), reason="coturn is not installed (apt-get install coturn)")
+def test_a_relay_only_viewer_watches_through_coturn(context: BrowserContext, tmp_path: Path) -> None:
+    """A viewer that may only use TURN (`iceTransportPolicy: "relay"`, the watch page's
+    `?relay=1`) gets coturn's URL and per-session credentials in `joined` and decodes."""
+    with coturn(tmp_path) as turn:
+        toml = SERVER_TOML + f'turn_servers = ["{turn.url}"]\nturn_secret = "{turn.secret}"\n'
+        with server_process(tmp_path, toml) as server:
+            room_id = new_room(server, "dave")
+            host = open_host(context, server, room_id, "dave")
+            start_live(host)
+            viewer = open_viewer(context, server, room_id, "relay-viewer", relay="1")
+            try:
+                viewer.wait_frames_over(15)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\ncoturn's log:\n{turn.log_tail()}") from exc
+            local = viewer.page.evaluate(JS_SELECTED_LOCAL_CANDIDATE)
+            assert local is not None and local["type"] == "relay", local
+            servers = viewer.page.evaluate("window.bitbasel.session._sessionIceServers")
+            assert [s["urls"] for s in servers] == [[turn.url]], servers
+            expiry, _, user = servers[0]["username"].partition(":")  # coturn's use-auth-secret username
+            assert int(expiry) > time.time() + 3600 and user == viewer.page.evaluate("window.bitbasel.session.peerId")
+            server.wait_room(room_id, viewer_count=1, has_host=True)
+            host.assert_no_errors()
+            viewer.assert_no_errors()
 
 
 def test_final_refusals_are_not_retried(context: BrowserContext, media_server: ServerProcess) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+from pathlib import Path
 
 import pytest
 import trio
@@ -30,6 +31,8 @@ from tests.media_support import (
     viewer,
 )
 from tests.serving import http_client, make_config
+from tests.turn_support import available as coturn_available
+from tests.turn_support import coturn
 from transport.aiortc_adapter import observe_rtp_received, restrict_host_addresses
 
 SMALL = {"width": 160, "height": 120, "fps": 15}
@@ -409,3 +412,28 @@ async def test_a_host_bot_publishes_a_file_without_reencoding(tmp_path) -> None:
 
 async def _file_tracks(path: str) -> list[object]:
     return list(file_tracks(path, decode=False))
+
+
+def _local_candidate_types(pc: RTCPeerConnection) -> set[str]:
+    ice_transport = pc.getTransceivers()[0].sender.transport.transport
+    return {candidate.type for candidate in ice_transport.iceGatherer.getLocalCandidates()}
+
+
+@pytest.mark.skipif(not coturn_available(), reason="coturn is not installed (apt-get install coturn)")
+async def test_relay_only_bots_publish_and_watch_through_coturn(tmp_path: Path) -> None:
+    """Both ends may only use TURN: `joined.ice_servers` gives them coturn with credentials
+    minted for the session, and the ICE-lite server answers checks from coturn's relay address."""
+    with coturn(tmp_path) as turn, trio.fail_after(60):
+        config = make_config(ice={"turn_servers": [turn.url], "turn_secret": turn.secret})
+        async with media_server(config) as server:
+            room_id = await create_room(server)
+            async with (
+                host(server, room_id, tracks=small_tracks(), relay_only=True) as h,
+                viewer(server, room_id, relay_only=True) as v,
+            ):
+                assert [s.urls for s in v.state.joined.ice_servers] == [[turn.url]]
+                with trio.move_on_after(30):
+                    await v.wait_for(frames_at_least(video=10, audio=20))
+                assert v.state.video_frames >= 10, f"no media through coturn; its log:\n{turn.log_tail()}"
+                for bot in (h, v):
+                    assert _local_candidate_types(bot.pc) == {"relay"}

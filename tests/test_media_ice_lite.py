@@ -648,7 +648,7 @@ def test_ice_restart_refusals_change_nothing() -> None:
     s1, s2 = session(), IceLiteSession(0.0, IceCredentials("Oth3", "0therpassw0rd0therpass"), "Rm2x")
     d.add(s1)
     d.add(s2)
-    with pytest.raises(ValueError, match="taken|registered"):
+    with pytest.raises(ValueError, match="already registered"):
         d.restart(s1, IceCredentials("Oth3", "whateverpassw0rdwhatev"), "N3wr")
     with pytest.raises(ValueError):
         d.restart(s1, IceCredentials("LoCa", "l0calpassw0rdl0calpass"), "N3wr")  # not new

@@ -131,6 +131,9 @@ class MediaSession extends EventTarget {
     this.stream = options.stream || null;
     this.videoElement = options.videoElement || null;
     this.iceServers = Array.isArray(options.iceServers) ? options.iceServers : [];
+    // "relay": media only through TURN (the server's `joined.ice_servers`), e.g. to check a TURN set-up
+    this.iceTransportPolicy = options.iceTransportPolicy === "relay" ? "relay" : "all";
+    this._sessionIceServers = []; // from `joined`: STUN/TURN with credentials minted for the session
     this.url = signalingUrl(options.serverUrl);
     this.reconnect = { ...DEFAULT_RECONNECT, ...(options.reconnect || {}) };
     this.mediaTimeoutMs = options.mediaTimeoutMs || DEFAULT_MEDIA_TIMEOUT_MS;
@@ -350,6 +353,7 @@ class MediaSession extends EventTarget {
         this._attempt = 0; // a good join resets the backoff
         this._joined = true;
         this.peerId = message.peer_id;
+        this._sessionIceServers = Array.isArray(message.ice_servers) ? message.ice_servers : [];
         this.viewerCount = message.viewer_count;
         this.hasHost = message.has_host;
         this.timings.joined ??= now();
@@ -492,7 +496,11 @@ class MediaSession extends EventTarget {
 
   async _startPeerConnection(generation) {
     this._closePeerConnection();
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: "max-bundle" });
+    const pc = new RTCPeerConnection({
+      iceServers: [...this.iceServers, ...this._sessionIceServers],
+      iceTransportPolicy: this.iceTransportPolicy,
+      bundlePolicy: "max-bundle",
+    });
     this._pc = pc;
     const current = () => generation === this._generation && !this._closed && this._pc === pc;
 
