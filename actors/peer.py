@@ -188,6 +188,7 @@ class PeerSession:
         self._member_of: RoomRef | None = None  # set before the Join is sent: the room to leave
         self._role: str | None = None
         self._connection: MediaConnection | None = None
+        self._offer_refused = False  # the last offer got bad_sdp: its trickled candidates are ignored
         self._media_attached = False
         self._nursery: trio.Nursery | None = None
         self._ending = False
@@ -369,6 +370,7 @@ class PeerSession:
             answer_sdp = connection.accept_offer(message.sdp)
         except SdpError as exc:
             self._abandon_connection()
+            self._offer_refused = True
             await self._send(Error(code="bad_sdp", message=str(exc) or "the offer cannot be used"))
             return
         except UnsupportedCodecError as exc:
@@ -421,6 +423,8 @@ class PeerSession:
             await call(self._room.mailbox, lambda r: AttachMedia(self.peer_id, connection, r))
 
     async def _candidate(self, message: Candidate) -> None:
+        if self._connection is None and self._offer_refused:
+            return  # a candidate of the refused offer, already on its way: nothing to do with it
         if self._connection is None:
             await self._send(Error(code="bad_message", message="send candidates after the offer"))
             return

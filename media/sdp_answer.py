@@ -550,7 +550,8 @@ def answer_offer_untrusted(offer: str, params: AnswerParams) -> Answer:
                 raise SdpError(
                     f"offer without a=group:BUNDLE has m= sections with different ICE credentials or "
                     f"fingerprints ({_label(i, description.media[i], mids[i])}): the server has one transport "
-                    "per peer, offer BUNDLE (bundlePolicy 'max-bundle' or 'balanced')"
+                    "per peer, offer BUNDLE (bundlePolicy 'max-bundle', 'balanced' or 'max-compat'; "
+                    "GStreamer's webrtcbin: 'max-bundle' or 'max-compat')"
                 )
     where = _label(transport_index, description.media[transport_index], mids[transport_index])
     remote = _remote_transport(description.media[transport_index], session, where)

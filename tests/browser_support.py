@@ -67,6 +67,10 @@ class ServerProcess:
     log_path: Path
     lines: list[str] = field(default_factory=list)
 
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http", "ws", 1) + "/ws"
+
     def rest(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         return httpx.request(method, self.url + path, timeout=10, **kwargs)
 

@@ -16,7 +16,7 @@ import trio
 import trio_asyncio
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from core.signaling import Answer, Error, Offer
+from core.signaling import Answer, Candidate, Error, Offer, Ping, Pong
 from media_server_client.signaling import SessionClosed, connect_signaling
 from media_server_client.sources import TestPatternTrack, ToneTrack, file_tracks
 from tests.media_support import (
@@ -174,6 +174,11 @@ async def test_bad_sdp_gets_an_error_while_other_viewers_keep_receiving() -> Non
                         await bad.send(Offer(sdp=sdp))
                         error = await bad.receive()
                         assert isinstance(error, Error) and error.code == "bad_sdp", error
+                    # a candidate of the refused offer, already on its way: ignored, no error
+                    candidate = "candidate:1 1 udp 2130706431 127.0.0.1 9 typ host"
+                    await bad.send(Candidate(candidate=candidate, sdpMid="0", sdpMLineIndex=0))
+                    await bad.send(Ping())
+                    await bad.expect(Pong)
                     count = good.state.video_frames
                     await good.wait_for(frames_at_least(video=count + 10))
 
