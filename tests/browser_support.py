@@ -11,6 +11,7 @@ Every wait is bounded; nothing leaves loopback (run the suite inside
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
@@ -263,3 +264,26 @@ def poll_page(page: Any, script: str, arg: Any = None, *, timeout: float = WAIT_
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what or script[:80]!r} (last: {last!r})")
         page.wait_for_timeout(100)
+
+
+@contextmanager
+def chromium_browser() -> Iterator[Any]:
+    """Debian's Chromium under Playwright's sync API (a `playwright.sync_api.Browser`).
+
+    Playwright's sync API runs its own asyncio loop, made by asyncio.new_event_loop(). With
+    trio_asyncio imported (the server's tests import it) the global policy would make that a
+    trio-asyncio SyncTrioEventLoop, which cannot run Playwright: use asyncio's default policy
+    while the browser is up."""
+    from playwright.sync_api import sync_playwright
+
+    previous_policy = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
+    try:
+        with sync_playwright() as playwright:
+            launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=WAIT_MS)
+            try:
+                yield launched
+            finally:
+                launched.close()
+    finally:
+        asyncio.set_event_loop_policy(previous_policy)

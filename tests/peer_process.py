@@ -11,7 +11,12 @@ viewer decodes what it gets and prints `frames VIDEO AUDIO FIRST_FRAME_MS` every
 from __future__ import annotations
 
 import argparse
+import queue
+import subprocess
 import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any
 
 import trio
 import trio_asyncio
@@ -19,7 +24,75 @@ import trio_asyncio
 from media_server_client.bots import open_host, open_viewer
 from media_server_client.sources import TestPatternTrack, ToneTrack
 
+if TYPE_CHECKING:
+    from tests.browser_support import ServerProcess
+
 LOOPBACK = ["127.0.0.1"]
+WAIT_S = 30.0
+
+
+class PeerProcess:
+    """An aiortc bot (tests/peer_process.py) in its own process."""
+
+    def __init__(self, server: ServerProcess, room_id: str, role: str, *, user: str = "alice") -> None:
+        argv = [sys.executable, "-m", "tests.peer_process", server.ws_url, room_id, role, "--user", user]
+        if role == "viewer":
+            argv.append("--decode")
+        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.frames = (0, 0, -1)
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, name="peer-process-stdout", daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(line.strip())
+        self._lines.put(None)
+
+    def wait_connected(self, timeout: float = WAIT_S) -> None:
+        self._read_until(lambda line: line == "connected", "connected", timeout)
+
+    def wait_frames(self, video: int, audio: int, timeout: float = WAIT_S) -> tuple[int, int, int]:
+        def enough(line: str) -> bool:
+            if line.startswith("frames "):
+                v, a, first = (int(x) for x in line.split()[1:4])
+                self.frames = (v, a, first)
+                return v >= video and a >= audio
+            return False
+
+        self._read_until(enough, f"{video} video and {audio} audio frames", timeout)
+        return self.frames
+
+    def _read_until(self, done: Any, what: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                line = self._lines.get(timeout=remaining)
+            except queue.Empty:
+                break
+            if line is None:
+                raise AssertionError(f"the aiortc bot exited ({self.process.wait(5)}) before {what}")
+            if done(line):
+                return
+        raise AssertionError(f"the aiortc bot: no {what} within {timeout} s (last: {self.frames})")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+
+def start_peer(server: ServerProcess, room_id: str, role: str, user: str = "alice") -> PeerProcess:
+    peer = PeerProcess(server, room_id, role, user=user)
+    try:
+        peer.wait_connected()
+    except BaseException:
+        peer.stop()
+        raise
+    return peer
 
 
 async def main(url: str, room_id: str, role: str, *, decode: bool = False, user: str = "alice") -> None:

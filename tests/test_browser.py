@@ -15,7 +15,6 @@ is bounded.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import statistics
@@ -32,7 +31,6 @@ import pytest
 from tests.browser_support import (
     ARTIFACTS,
     CHROMIUM,
-    CHROMIUM_ARGS,
     JS_AUDIO_SAMPLES_OVER,
     JS_FRAMES_DECODED_OVER,
     JS_INBOUND,
@@ -42,6 +40,7 @@ from tests.browser_support import (
     SERVER_TOML,
     WAIT_MS,
     ServerProcess,
+    chromium_browser,
     poll_page,
     server_process,
     write_metrics,
@@ -54,7 +53,7 @@ pytestmark = pytest.mark.browser
 if not CHROMIUM.exists():
     pytest.skip(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
 
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, BrowserContext, Page  # noqa: E402
 
 WAIT_S = WAIT_MS / 1000
 DOCS_IMG = REPO / "docs" / "img"
@@ -76,21 +75,8 @@ def media_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    # Playwright's sync API runs its own asyncio loop, made by asyncio.new_event_loop(). With
-    # trio_asyncio imported (the server's tests import it) the global policy would make that a
-    # trio-asyncio SyncTrioEventLoop, which cannot run Playwright: use asyncio's default policy
-    # while the browser is up.
-    previous_policy = asyncio.get_event_loop_policy()
-    asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
-    try:
-        with sync_playwright() as playwright:
-            launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=WAIT_MS)
-            try:
-                yield launched
-            finally:
-                launched.close()
-    finally:
-        asyncio.set_event_loop_policy(previous_policy)
+    with chromium_browser() as launched:
+        yield launched
 
 
 @pytest.fixture
@@ -430,6 +416,17 @@ def test_a_viewer_restarts_ice_mid_stream_and_keeps_decoding(
     # the same session: no new WebSocket, the same peer, still counted once
     assert len(viewer.websockets) == 1 and viewer.page.evaluate("window.bitbasel.session.peerId") == peer_id
     assert viewer.page.evaluate("window.bitbasel.session.iceRestarts") == 1
+    # the browser reports a network change: the client restarts ICE by itself
+    viewer.page.evaluate("window.dispatchEvent(new Event('online'))")
+    wait_until(viewer.page, lambda: viewer.page.evaluate("window.bitbasel.session.iceRestarts") == 2, "a 2nd restart")
+
+    def moved_again() -> bool:
+        now = viewer.page.evaluate(JS_SELECTED_PAIR)
+        return bool(now) and now["id"] != after["id"] and now["state"] == "succeeded"
+
+    wait_until(viewer.page, moved_again, "a new selected pair after the network change")
+    viewer.wait_frames_over(viewer.video_frames() + 15)
+    assert len(viewer.websockets) == 1
     media_server.wait_room(room_id, viewer_count=1, has_host=True)
     host.assert_no_errors()
     viewer.assert_no_errors()

@@ -11,8 +11,6 @@ for Firefox (tests/firefox_support.py says why); the server listens on both addr
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -27,6 +25,7 @@ from tests.browser_support import (
     server_process,
 )
 from tests.firefox_support import FirefoxDriver, FirefoxPage, firefox, namespace_lan, unavailable_reason
+from tests.peer_process import PeerProcess, start_peer
 
 pytestmark = pytest.mark.browser
 
@@ -73,60 +72,6 @@ def poll(page: FirefoxPage, js: str, arg: Any = None, *, what: str, timeout: flo
     raise AssertionError(
         f"timed out after {timeout} s waiting for {what} (last: {value!r}); console: {page.console[-10:]}"
     )
-
-
-class PeerProcess:
-    """An aiortc bot (tests/peer_process.py) in its own process."""
-
-    def __init__(self, server: ServerProcess, room_id: str, role: str, *, user: str = "alice") -> None:
-        argv = [sys.executable, "-m", "tests.peer_process", server.ws_url, room_id, role, "--user", user]
-        if role == "viewer":
-            argv.append("--decode")
-        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.frames = (0, 0, -1)
-
-    def wait_connected(self, timeout: float = WAIT_S) -> None:
-        self._read_until(lambda line: line == "connected", "connected", timeout)
-
-    def wait_frames(self, video: int, audio: int, timeout: float = WAIT_S) -> tuple[int, int, int]:
-        def enough(line: str) -> bool:
-            if line.startswith("frames "):
-                v, a, first = (int(x) for x in line.split()[1:4])
-                self.frames = (v, a, first)
-                return v >= video and a >= audio
-            return False
-
-        self._read_until(enough, f"{video} video and {audio} audio frames", timeout)
-        return self.frames
-
-    def _read_until(self, done: Any, what: str, timeout: float) -> None:
-        assert self.process.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline().strip()
-            if not line and self.process.poll() is not None:
-                raise AssertionError(f"the aiortc bot exited ({self.process.returncode}) before {what}")
-            if done(line):
-                return
-        raise AssertionError(f"the aiortc bot: no {what} within {timeout} s (last: {self.frames})")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
-
-
-def start_peer(server: ServerProcess, room_id: str, role: str, user: str = "alice") -> PeerProcess:
-    peer = PeerProcess(server, room_id, role, user=user)
-    try:
-        peer.wait_connected()
-    except BaseException:
-        peer.stop()
-        raise
-    return peer
 
 
 def new_room(server: ServerProcess, host_user: str) -> str:

@@ -1,0 +1,208 @@
+"""Every host stack to every viewer stack: Chromium, Firefox ESR, GStreamer webrtcbin, aiortc.
+
+One room per host stack; in it one viewer of each stack, started together. Each viewer must
+decode video and receive audio. Browsers use the project's own pages (web/golive.html,
+web/watch.html: the JS client, `bundlePolicy: "max-bundle"`), GStreamer tests/gst_peer.py
+(`max-bundle`, its default RSA certificate), aiortc tests/peer_process.py. The first-frame
+times are printed as a table and written to tests/artifacts/interop_matrix.json: for the
+browsers from the page's `watch()` call, for GStreamer and aiortc from the viewer process's
+start (aiortc: after its imports), each to its first decoded video frame.
+
+Inside the suite's private namespace only (Firefox's second `lo` address and default route:
+tests/firefox_support.py); the server listens on 127.0.0.1 and that address.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+
+from tests.browser_support import (
+    CHROMIUM,
+    JS_AUDIO_SAMPLES_OVER,
+    JS_FRAMES_DECODED_OVER,
+    ServerProcess,
+    chromium_browser,
+    poll_page,
+    server_process,
+    write_metrics,
+)
+from tests.firefox_support import FirefoxDriver, FirefoxPage, firefox, namespace_lan, unavailable_reason
+from tests.gst_support import GstPeer, availability
+from tests.peer_process import PeerProcess, start_peer
+
+pytestmark = pytest.mark.browser
+
+STACKS = ["chromium", "firefox", "gstreamer", "aiortc"]
+WAIT_S = 40.0
+VIDEO_FRAMES = 10
+AUDIO_SAMPLES = 24_000  # browsers: half a second at 48 kHz
+AUDIO_FRAMES = 10  # GStreamer buffers, aiortc frames
+
+if not CHROMIUM.exists():
+    pytest.skip(f"Chromium is not installed at {CHROMIUM}", allow_module_level=True)
+if (firefox_missing := unavailable_reason()) is not None:
+    pytest.skip(firefox_missing, allow_module_level=True)
+if not (gst := availability())[0]:
+    pytest.skip(gst[1], allow_module_level=True)
+
+SERVER_TOML = """
+[server]
+host = "127.0.0.1"
+port = 0
+[ice]
+host_addresses = ["127.0.0.1", "{lan}"]
+udp_port = 0
+"""
+
+# ms from the page's watch() call to its first frame (the JS client's timings), or null
+JS_FIRST_FRAME_MS = """() => { const b = window.bitbasel, t = b && b.session && b.session.timings;
+  return t && t.firstFrame !== undefined ? Math.round(t.firstFrame - b.startedAt) : null; }"""
+
+
+class Stacks:
+    """What each stack needs to publish or watch in a room, with everything it starts cleaned
+    up by one ExitStack."""
+
+    def __init__(self, server: ServerProcess, chromium: Any, ff: FirefoxDriver, cleanup: ExitStack) -> None:
+        self.server = server
+        self.chromium = chromium
+        self.ff = ff
+        self.cleanup = cleanup
+
+    # ---- hosts
+
+    def start_host(self, stack: str, room_id: str, user: str) -> None:
+        query = urlencode({"room": room_id, "user": user})
+        if stack == "chromium":
+            context = self.chromium.new_context()
+            self.cleanup.callback(context.close)
+            page = context.new_page()
+            page.goto(f"{self.server.url}/?{query}")
+            page.wait_for_function("() => !!(window.bitbasel && window.bitbasel.stream)", timeout=WAIT_S * 1000)
+            page.click("#start")
+            page.wait_for_selector('#status[data-state="live"]', state="attached", timeout=WAIT_S * 1000)
+        elif stack == "firefox":
+            ff_page = self.ff.open(f"{self.server.url}/?{query}")
+            self.cleanup.callback(ff_page.close)
+            wait_ff(ff_page, "() => !!(window.bitbasel && window.bitbasel.stream)", None, "the fake camera")
+            ff_page.evaluate("() => document.getElementById('start').click()")
+            wait_ff(ff_page, "() => document.getElementById('status').dataset.state === 'live'", None, "live")
+        elif stack == "gstreamer":
+            peer = GstPeer("host", self.server.ws_url, room_id, user_id=user, seconds=120).start()
+            self.cleanup.callback(peer.stop)
+            peer.wait_event("connected", WAIT_S)
+        else:
+            bot = start_peer(self.server, room_id, "host", user=user)
+            self.cleanup.callback(bot.stop)
+        self.server.wait_room(room_id, has_host=True, timeout=WAIT_S)
+
+    # ---- viewers: start() returns a function that waits for media and gives the first-frame ms
+
+    def start_viewer(self, stack: str, room_id: str) -> Callable[[], int]:
+        url = f"{self.server.url}/watch/{room_id}"
+        if stack == "chromium":
+            context = self.chromium.new_context()
+            self.cleanup.callback(context.close)
+            page = context.new_page()
+            page.goto(url)
+
+            def chromium_media() -> int:
+                poll_page(page, JS_FRAMES_DECODED_OVER, VIDEO_FRAMES, timeout=WAIT_S, what="Chromium: video")
+                poll_page(page, JS_AUDIO_SAMPLES_OVER, AUDIO_SAMPLES, timeout=WAIT_S, what="Chromium: audio")
+                return int(page.evaluate(JS_FIRST_FRAME_MS))
+
+            return chromium_media
+        if stack == "firefox":
+            ff_page = self.ff.open(url)
+            self.cleanup.callback(ff_page.close)
+
+            def firefox_media() -> int:
+                wait_ff(ff_page, JS_FRAMES_DECODED_OVER, VIDEO_FRAMES, "video")
+                wait_ff(ff_page, JS_AUDIO_SAMPLES_OVER, AUDIO_SAMPLES, "audio")
+                return int(ff_page.evaluate(JS_FIRST_FRAME_MS))
+
+            return firefox_media
+        if stack == "gstreamer":
+            peer = GstPeer("viewer", self.server.ws_url, room_id, seconds=120).start()
+            self.cleanup.callback(peer.stop)
+
+            def gstreamer_media() -> int:
+                first = peer.wait_event("first_frame", WAIT_S)
+                peer.wait_event(
+                    "stats",
+                    WAIT_S,
+                    lambda s: s["video_frames"] >= VIDEO_FRAMES and s["audio_buffers"] >= AUDIO_FRAMES,
+                )
+                return int(first["ms"])
+
+            return gstreamer_media
+        bot = PeerProcess(self.server, room_id, "viewer")
+        self.cleanup.callback(bot.stop)
+
+        def aiortc_media() -> int:
+            return bot.wait_frames(video=VIDEO_FRAMES, audio=AUDIO_FRAMES, timeout=WAIT_S)[2]
+
+        return aiortc_media
+
+
+def wait_ff(page: FirefoxPage, js: str, arg: Any, what: str) -> Any:
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        value = page.evaluate(js, arg)
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"Firefox: no {what} within {WAIT_S} s; console: {page.console[-10:]}")
+
+
+@pytest.fixture(scope="module")
+def stacks_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    directory = tmp_path_factory.mktemp("matrix")
+    with namespace_lan() as lan, server_process(directory, SERVER_TOML.format(lan=lan)) as server:
+        yield server
+
+
+def test_every_host_stack_to_every_viewer_stack(stacks_server: ServerProcess, tmp_path_factory: Any) -> None:
+    server = stacks_server
+    first_frame_ms: dict[str, dict[str, int]] = {}
+    failures: list[str] = []
+    log = tmp_path_factory.mktemp("matrix-firefox") / "firefox_driver.log"
+    with chromium_browser() as chromium, firefox(log) as ff:
+        for host_stack in STACKS:
+            user = f"host_{host_stack}"
+            room_id = server.create_room(f"post_matrix_{host_stack}", user)
+            with ExitStack() as cleanup:
+                stacks = Stacks(server, chromium, ff, cleanup)
+                stacks.start_host(host_stack, room_id, user)
+                waits = {viewer: stacks.start_viewer(viewer, room_id) for viewer in STACKS}
+                row = first_frame_ms.setdefault(host_stack, {})
+                for viewer_stack, wait in waits.items():
+                    try:
+                        row[viewer_stack] = wait()
+                    except AssertionError as exc:
+                        failures.append(f"{host_stack} -> {viewer_stack}: {str(exc)[:600]}")
+                server.wait_room(room_id, viewer_count=len(STACKS), has_host=True, timeout=WAIT_S)
+            server.rest("POST", f"/room/{room_id}/stop")
+    width = max(len(s) for s in STACKS) + 2
+    corner = "host / viewer"
+    lines = [f"{corner:<16}" + "".join(f"{v:>{width}}" for v in STACKS)]
+    for host_stack in STACKS:
+        cells = [first_frame_ms[host_stack].get(v) for v in STACKS]
+        lines.append(f"{host_stack:<16}" + "".join(f"{'FAIL' if c is None else c:>{width}}" for c in cells))
+    print("\nfirst frame (ms), host stack x viewer stack:\n" + "\n".join(lines))
+    write_metrics(
+        "interop_matrix.json",
+        {
+            "first_frame_ms": first_frame_ms,
+            "from": "browsers: the page's watch() call; GStreamer and aiortc: the viewer process's start",
+            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+    )
+    assert not failures, "\n".join(failures)
