@@ -95,6 +95,12 @@ class GetTotals(msgspec.Struct, frozen=True):
     reply: Reply
 
 
+class GetMetrics(msgspec.Struct, frozen=True):
+    """Answer: actors.supervisor.ServerMetrics (for GET /metrics)."""
+
+    reply: Reply
+
+
 # ---- room requests -------------------------------------------------------------------
 
 

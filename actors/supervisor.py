@@ -31,6 +31,7 @@ from actors.mailbox import answer, call, close_mailbox, open_mailbox
 from actors.messages import (
     CreateRoom,
     FindRoom,
+    GetMetrics,
     GetRoomStats,
     GetTotals,
     InjectCrash,
@@ -42,6 +43,7 @@ from actors.messages import (
 from actors.room import RoomActor, RoomRecord, new_record
 from core.ids import RoomIdAllocator
 from core.signaling import StopReason
+from media.router import RouterStatistics
 
 log = logging.getLogger("bitbasel.supervisor")
 
@@ -86,12 +88,14 @@ class Supervisor:
         self._rooms_crashed = 0
         self._forgotten_bytes_sent = 0
         self._forgotten_bytes_received = 0
+        self._forgotten_forwarding = ForwardingTotals()  # of rooms no longer known: counters never go back
         self._handlers: dict[type, Callable[[Any], None]] = {
             CreateRoom: self._on_create,
             StopRoom: self._on_stop,
             FindRoom: self._on_find,
             GetRoomStats: self._on_room_stats,
             GetTotals: self._on_totals,
+            GetMetrics: self._on_metrics,
             _Sweep: self._on_sweep,
             _StopAll: self._on_stop_all,
         }
@@ -187,6 +191,32 @@ class Supervisor:
             ),
         )
 
+    def _on_metrics(self, message: GetMetrics) -> None:
+        forwarding = self._forgotten_forwarding
+        viewers = hosts = bytes_sent = bytes_received = 0
+        for record in self._rooms.values():
+            with record.media_lock:  # the media thread updates the router's counters
+                forwarding = forwarding.plus(record.router.statistics())
+            bytes_sent += record.counters.bytes_sent
+            bytes_received += record.counters.bytes_received
+            if record.stopped is None:
+                viewers += record.viewer_count
+                hosts += 1 if record.host is not None else 0
+        answer(
+            message.reply,
+            ServerMetrics(
+                known_rooms=len(self._rooms),
+                active_rooms=len(self._active_by_post),
+                hosts=hosts,
+                viewers=viewers,
+                bytes_sent=self._forgotten_bytes_sent + bytes_sent,
+                bytes_received=self._forgotten_bytes_received + bytes_received,
+                room_restarts=self._room_restarts,
+                rooms_crashed=self._rooms_crashed,
+                forwarding=forwarding,
+            ),
+        )
+
     def _on_sweep(self, message: _Sweep) -> None:
         now = trio.current_time()
         for record in list(self._rooms.values()):
@@ -272,6 +302,8 @@ class Supervisor:
         log.info("room %s stopped (%s); %d queued request(s) answered", record.room_id, reason, answered)
 
     def _forget(self, record: RoomRecord) -> None:
+        with record.media_lock:
+            self._forgotten_forwarding = self._forgotten_forwarding.plus(record.router.statistics())
         self._forgotten_bytes_sent += record.counters.bytes_sent
         self._forgotten_bytes_received += record.counters.bytes_received
         del self._rooms[record.room_id]
@@ -298,6 +330,46 @@ class ServerTotals(msgspec.Struct, frozen=True):
     total_bytes_received: int
     room_restarts: int
     rooms_crashed: int
+
+
+class ForwardingTotals(msgspec.Struct, frozen=True):
+    """The routers' counters summed over every room since the start (RouterStatistics)."""
+
+    packets_in: int = 0
+    bytes_in: int = 0
+    packets_out: int = 0
+    bytes_out: int = 0
+    retransmissions: int = 0
+    keyframe_requests_sent: int = 0
+    nacks_sent: int = 0
+    drops: dict[str, int] = msgspec.field(default_factory=dict)
+
+    def plus(self, room: RouterStatistics) -> ForwardingTotals:
+        drops = dict(self.drops)
+        for reason, count in room.drops.items():
+            drops[reason] = drops.get(reason, 0) + count
+        return ForwardingTotals(
+            packets_in=self.packets_in + room.packets_in,
+            bytes_in=self.bytes_in + room.bytes_in,
+            packets_out=self.packets_out + room.packets_out,
+            bytes_out=self.bytes_out + room.bytes_out,
+            retransmissions=self.retransmissions + room.retransmissions,
+            keyframe_requests_sent=self.keyframe_requests_sent + room.keyframe_requests_sent,
+            nacks_sent=self.nacks_sent + room.nacks_sent,
+            drops=drops,
+        )
+
+
+class ServerMetrics(msgspec.Struct, frozen=True):
+    known_rooms: int
+    active_rooms: int
+    hosts: int  # host sessions joined
+    viewers: int  # viewer sessions joined
+    bytes_sent: int
+    bytes_received: int
+    room_restarts: int
+    rooms_crashed: int
+    forwarding: ForwardingTotals
 
 
 class SupervisorClient:
@@ -342,4 +414,8 @@ class SupervisorClient:
 
     async def totals(self) -> ServerTotals:
         result: ServerTotals = await call(self._mailbox, GetTotals)
+        return result
+
+    async def metrics(self) -> ServerMetrics:
+        result: ServerMetrics = await call(self._mailbox, GetMetrics)
         return result

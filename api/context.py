@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import trio
 
 from actors.supervisor import SupervisorClient
 from api.media import MediaConnections
+from api.metrics import LoopLag
 from core.config import Config
 from core.tokens import TokenIssuer
 
@@ -20,6 +22,7 @@ class ConnectionGate:
     limit: int
     open: int = 0
     refused: int = 0
+    close_codes: Counter[int] = field(default_factory=Counter)  # closes the server sent, by code
     _left: trio.lowlevel.ParkingLot = field(default_factory=trio.lowlevel.ParkingLot)
 
     def try_enter(self) -> bool:
@@ -46,6 +49,7 @@ class ServerContext:
     tokens: TokenIssuer | None
     media: MediaConnections
     sessions: ConnectionGate = field(init=False)
+    loop_lag: LoopLag = field(default_factory=LoopLag)
 
     def __post_init__(self) -> None:
         self.sessions = ConnectionGate(limit=self.config.server.max_connections)

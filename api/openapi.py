@@ -116,7 +116,21 @@ def build_openapi() -> dict[str, Any]:
         {"required": [name], "properties": {name: {"type": "string"}}} for name in ("post_id", "classroom_id")
     ]
     room_errors = {404: ERRORS[404], 503: UNAVAILABLE}
+    metrics = _operation(
+        "metrics",
+        "Prometheus metrics",
+        {},
+        errors={404: "`[metrics] access = \"off\"`"},
+        description=(
+            "The text exposition format of Prometheus (`text/plain; version=0.0.4`): rooms, sessions by "
+            "role, RTP packets and bytes in and out, drops by reason, NACKs served, PLIs sent, keyframe "
+            "waits, the forwarding delay and the event loop's lag as histograms, WebSocket closes by "
+            "code, room restarts. Needs the API key unless `[metrics] access = \"open\"`."
+        ),
+    )
+    metrics["responses"]["200"]["content"] = {"text/plain": {"schema": {"type": "string"}}}
     paths: dict[str, Any] = {
+        "/metrics": {"get": metrics},
         "/health": {
             "get": _operation("health", "Liveness check", HealthResponse, errors={}, guarded=False),
         },

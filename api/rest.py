@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 from actors.errors import ActorRefusal, RoomNotFound
 from actors.messages import RoomStats
 from api.context import ServerContext
+from api.metrics import CONTENT_TYPE, render
 from api.responses import ApiError, decode_body, json_response
 from api.runtime import runtime_stats
 from api.schemas import (
@@ -27,7 +28,7 @@ from api.schemas import (
 
 # Routes of this blueprint need the bearer key when `[auth] api_key` is set;
 # /health, the pages, static files, /openapi.json and /ws do not.
-OPEN_ENDPOINTS = frozenset({"rest.health"})
+OPEN_ENDPOINTS = frozenset({"rest.health", "rest.metrics"})  # /metrics checks its own access
 HOST_TOKEN_TTL_SECONDS = 3600
 
 
@@ -49,6 +50,22 @@ def create_rest_blueprint(ctx: ServerContext) -> Blueprint:
     async def require_api_key() -> None:
         if request.endpoint not in OPEN_ENDPOINTS:
             check_api_key(ctx)
+
+    @rest.get("/metrics")
+    async def metrics() -> Response:
+        access = ctx.config.metrics.access
+        if access == "off":
+            raise ApiError("not_found", "GET /metrics is off ([metrics] access)")
+        if access == "api_key":
+            check_api_key(ctx)
+        body = render(
+            await ctx.supervisor.metrics(),
+            ctx.media.port,
+            loop_lag=ctx.loop_lag.histogram.snapshot(),
+            open_sessions=ctx.sessions.open,
+            close_codes=ctx.sessions.close_codes,
+        )
+        return Response(body, status=200, content_type=CONTENT_TYPE)
 
     @rest.get("/health")
     async def health() -> Response:

@@ -115,6 +115,7 @@ async def run_server(
             tokens=TokenIssuer(config.auth.secret) if config.auth.secret else None,
             media=MediaConnections(config, media_port),
         )
+        nursery.start_soon(ctx.loop_lag.run)
         app = create_app(ctx)
         stop_accepting = trio.Event()
         http_done = trio.Event()

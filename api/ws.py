@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 from quart import Blueprint, websocket
 
@@ -14,7 +15,10 @@ log = logging.getLogger("bitbasel.ws")
 
 
 class QuartSocket:
-    """Quart's websocket as the peer actor's SignalingSocket."""
+    """Quart's websocket as the peer actor's SignalingSocket (its closes counted by code)."""
+
+    def __init__(self, close_codes: Counter[int]) -> None:
+        self._close_codes = close_codes
 
     async def receive(self) -> str | bytes:
         return await websocket.receive()
@@ -23,6 +27,7 @@ class QuartSocket:
         await websocket.send(text)
 
     async def close(self, code: int) -> None:
+        self._close_codes[code] += 1
         await websocket.close(code)
 
 
@@ -35,10 +40,11 @@ def create_ws_blueprint(env: PeerEnvironment, gate: ConnectionGate) -> Blueprint
             if gate.refused == 1 or gate.refused % 100 == 0:
                 log.warning("max_connections (%d) reached: refusing sessions (%d so far)", gate.limit, gate.refused)
             await websocket.send(encode(Error(code="rate_limited", message="max_connections reached")))
+            gate.close_codes[CLOSE_POLICY] += 1
             await websocket.close(CLOSE_POLICY)
             return
         try:
-            await PeerSession(env, QuartSocket()).run()
+            await PeerSession(env, QuartSocket(gate.close_codes)).run()
         finally:
             gate.leave()
 

@@ -105,6 +105,11 @@ class AuthConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True
             raise ValueError(f"secret must be at least {MIN_SECRET_BYTES} bytes (or empty)")
 
 
+class MetricsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    # GET /metrics (Prometheus): "off" (404), "open" (no key), "api_key" (the REST API's key, when set)
+    access: Literal["off", "open", "api_key"] = "api_key"
+
+
 class DebugConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     fault_injection: bool = False
 
@@ -116,6 +121,7 @@ class Config(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     audio: AudioConfig = msgspec.field(default_factory=AudioConfig)
     ice: IceConfig = msgspec.field(default_factory=IceConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     debug: DebugConfig = msgspec.field(default_factory=DebugConfig)
 
 

@@ -145,13 +145,17 @@ class Validator:
         op = self.document["paths"][path][method]
         status = str(response.status_code)
         assert status in op["responses"], f"{method} {path}: {status} is not documented: {response.text}"
+        content = op["responses"][status]["content"]
+        self.seen.add((method, path, response.status_code))
+        if "text/plain" in content:  # /metrics: Prometheus's text format
+            assert response.headers["content-type"].startswith("text/plain")
+            return {"text": response.text}
         assert response.headers["content-type"].startswith("application/json")
-        schema = op["responses"][status]["content"]["application/json"]["schema"]
+        schema = content["application/json"]["schema"]
         if "$ref" in schema:
             schema = {"$ref": DOC_URI + schema["$ref"]}
         body: dict[str, Any] = response.json()
         jsonschema.Draft202012Validator(schema, registry=self.registry).validate(body)
-        self.seen.add((method, path, response.status_code))
         return body
 
 
@@ -182,6 +186,8 @@ async def exercise(server: RunningServer, check: Validator) -> None:
 
         check("get", "/stats", await c.get("/stats"))
         totals = check("get", "/stats", await c.get("/stats", headers=KEY))
+        check("get", "/metrics", await c.get("/metrics"))
+        assert "bitbasel_rooms 1.0" in check("get", "/metrics", await c.get("/metrics", headers=KEY))["text"]
         assert totals["active_rooms"] == 1
 
         stop = "/room/{room_id}/stop"
@@ -212,6 +218,7 @@ async def test_real_responses_validate_against_the_document() -> None:
     }
     never_provoked = {(m, p, s) for m, p, s in documented - check.seen}
     assert never_provoked == {
+        ("get", "/metrics", 404),  # `[metrics] access = "off"`: tests/test_metrics.py
         ("post", "/room/{room_id}/stop", 503),
         ("get", "/room/{room_id}/stats", 503),
         ("post", "/room/{room_id}/token", 503),
