@@ -35,6 +35,7 @@ from typing import Any
 import trio
 
 from actors.errors import ActorGone, HostTaken, RoomFull
+from actors.events import NO_EVENTS, EventSink
 from actors.mailbox import answer, open_mailbox
 from actors.messages import (
     AttachMedia,
@@ -104,6 +105,13 @@ class RoomRecord:
     # held around anything that touches the router (the media thread drives it too)
     media_lock: AbstractContextManager[Any] = field(default_factory=threading.RLock)
     announced: RoomChanged = field(default_factory=lambda: RoomChanged(viewer_count=0, has_host=False))
+    # webhooks (actors/webhooks.py): where events go, and whether the host's media is flowing
+    events: EventSink = field(default_factory=lambda: NO_EVENTS)
+    live: bool = False  # host_live sent, host_left not yet
+    live_baseline: int = 0  # router.packets_in when the current publisher was attached
+
+    def emit(self, event_type: str, **data: Any) -> None:
+        self.events.emit(event_type, self.room_id, self.post_id, **data)
 
     # ---- derived state ----
     @property
@@ -161,9 +169,11 @@ def new_record(
     *,
     target_bitrate_bps: int,
     media_lock: AbstractContextManager[Any] | None = None,
+    events: EventSink = NO_EVENTS,
 ) -> RoomRecord:
     return RoomRecord(
         media_lock=media_lock if media_lock is not None else threading.RLock(),
+        events=events,
         room_id=room_id,
         post_id=post_id,
         host_user_id=host_user_id,
@@ -224,6 +234,10 @@ class RoomActor:
         record.idle_since = None
         log.info("room %s: %s %s joined (user %s)", record.room_id, message.role, message.peer_id, message.user_id)
         answer(message.reply, JoinAccepted(viewer_count=record.viewer_count, has_host=record.has_host))
+        if message.role == "viewer":
+            record.emit(
+                "viewer_joined", peer_id=message.peer_id, user_id=message.user_id, viewer_count=record.viewer_count
+            )
         self._broadcast_if_changed(skip=message.peer_id)
 
     def _on_leave(self, message: Leave) -> None:
@@ -237,6 +251,11 @@ class RoomActor:
         if member is not None:
             log.info("room %s: %s %s left", record.room_id, member.role, member.peer_id)
         self._detach_media(peer_id)
+        if member is not None and member.role == "viewer":
+            record.emit("viewer_left", peer_id=peer_id, user_id=member.user_id, viewer_count=record.viewer_count)
+        elif member is not None:
+            record.emit("host_left", peer_id=peer_id, user_id=member.user_id, was_live=record.live)
+            record.live = False
         if not record.members and record.idle_since is None:
             record.idle_since = trio.current_time()
 
@@ -270,6 +289,7 @@ class RoomActor:
             connection.on_rtcp = lambda data: router.on_publisher_rtcp(data, time.monotonic())
             router.attach_publisher(connection.sources, connection.send_rtcp, now)
             record.publisher_peer_id = member.peer_id
+            record.live_baseline = router.packets_in  # host_live once a packet of this publisher arrives
             log.info(
                 "room %s: publisher %s attached (%s)",
                 record.room_id,

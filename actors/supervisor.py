@@ -27,6 +27,7 @@ import msgspec
 import trio
 
 from actors.errors import ActorGone, Capacity, RoomNotFound
+from actors.events import NO_EVENTS, EventSink
 from actors.mailbox import answer, call, close_mailbox, open_mailbox
 from actors.messages import (
     CreateRoom,
@@ -71,7 +72,9 @@ class Supervisor:
         idle_timeout_seconds: float,
         target_bitrate_bps: int = 1_500_000,
         media_lock: AbstractContextManager[Any] | None = None,
+        events: EventSink = NO_EVENTS,
     ) -> None:
+        self._events = events  # webhooks: room_started, room_stopped here; the rest from the rooms
         # the media port's lock: every room's router is driven by the media thread too
         self._media_lock = media_lock if media_lock is not None else threading.RLock()
         self._max_rooms = max_rooms
@@ -133,6 +136,7 @@ class Supervisor:
             message.host_user_id,
             target_bitrate_bps=self._target_bitrate_bps,
             media_lock=self._media_lock,
+            events=self._events,
         )
         self._rooms[record.room_id] = record
         self._active_by_post[record.post_id] = record.room_id
@@ -141,6 +145,7 @@ class Supervisor:
         self._nursery.start_soon(self._supervise, record, name=f"room {record.room_id}")
         log.info("room %s created for post %s (host user %s)", record.room_id, record.post_id, record.host_user_id)
         answer(message.reply, RoomCreated(record.room_id, record.post_id, record.host_user_id, existing=False))
+        record.emit("room_started", host_user_id=record.host_user_id)
 
     def _on_stop(self, message: StopRoom) -> None:
         record = self._rooms.get(message.room_id)
@@ -251,11 +256,17 @@ class Supervisor:
 
     @staticmethod
     async def _tick_router(record: RoomRecord) -> None:
-        """RTCP toward the host (RR, REMB, NACK) and pending keyframe requests."""
+        """RTCP toward the host (RR, REMB, NACK) and pending keyframe requests; and `host_live`
+        once the attached host's first packet has arrived (within a tick of it)."""
         while True:
             await trio.sleep(ROUTER_TICK_SECONDS)
             with record.media_lock:
                 record.router.tick(time.monotonic())
+                arrived = record.router.packets_in > record.live_baseline
+            if not record.live and record.publisher_peer_id is not None and arrived and record.stopped is None:
+                record.live = True
+                host = record.host
+                record.emit("host_live", peer_id=record.publisher_peer_id, user_id=host.user_id if host else None)
 
     async def _run_actor(self, record: RoomRecord) -> None:
         """Run the room's actor, restarting it after a crash, until the room stops."""
@@ -300,6 +311,7 @@ class Supervisor:
             del self._active_by_post[record.post_id]
         answered = close_mailbox(record.mailbox, lambda _: ActorGone(f"room {record.room_id} stopped"))
         log.info("room %s stopped (%s); %d queued request(s) answered", record.room_id, reason, answered)
+        record.emit("room_stopped", reason=reason)
 
     def _forget(self, record: RoomRecord) -> None:
         with record.media_lock:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import trio
 
 from actors.supervisor import SupervisorClient
+from actors.webhooks import Webhooks
 from api.media import MediaConnections
 from api.metrics import LoopLag
 from core.config import Config
@@ -48,6 +49,7 @@ class ServerContext:
     supervisor: SupervisorClient
     tokens: TokenIssuer | None
     media: MediaConnections
+    webhooks: Webhooks
     sessions: ConnectionGate = field(init=False)
     loop_lag: LoopLag = field(default_factory=LoopLag)
 

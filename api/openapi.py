@@ -120,12 +120,12 @@ def build_openapi() -> dict[str, Any]:
         "metrics",
         "Prometheus metrics",
         {},
-        errors={404: "`[metrics] access = \"off\"`"},
+        errors={404: '`[metrics] access = "off"`'},
         description=(
             "The text exposition format of Prometheus (`text/plain; version=0.0.4`): rooms, sessions by "
             "role, RTP packets and bytes in and out, drops by reason, NACKs served, PLIs sent, keyframe "
             "waits, the forwarding delay and the event loop's lag as histograms, WebSocket closes by "
-            "code, room restarts. Needs the API key unless `[metrics] access = \"open\"`."
+            'code, room restarts. Needs the API key unless `[metrics] access = "open"`.'
         ),
     )
     metrics["responses"]["200"]["content"] = {"text/plain": {"schema": {"type": "string"}}}

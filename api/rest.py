@@ -64,6 +64,7 @@ def create_rest_blueprint(ctx: ServerContext) -> Blueprint:
             loop_lag=ctx.loop_lag.histogram.snapshot(),
             open_sessions=ctx.sessions.open,
             close_codes=ctx.sessions.close_codes,
+            webhooks=ctx.webhooks.statistics.as_dict() if ctx.webhooks.enabled else None,
         )
         return Response(body, status=200, content_type=CONTENT_TYPE)
 

@@ -15,6 +15,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from actors.supervisor import Supervisor
+from actors.webhooks import Webhooks
 from api.app import create_app
 from api.body_drain import DrainUnreadBody
 from api.context import ServerContext
@@ -99,14 +100,17 @@ async def run_server(
     if not config.auth.api_key:
         log.warning("[auth] api_key is empty: the REST API is open to anyone who can reach it")
     media_port = open_media_port(config)  # binds now: a port in use stops the start (ConfigError)
+    webhooks = Webhooks(config.webhooks)
     async with trio.open_nursery() as nursery:
         await nursery.start(media_port.serve)
+        await nursery.start(webhooks.run)
         supervisor = Supervisor(
             max_rooms=config.rooms.max_rooms,
             max_viewers_per_room=config.rooms.max_viewers_per_room,
             idle_timeout_seconds=config.rooms.idle_timeout_seconds,
             target_bitrate_bps=config.video.target_bitrate_kbps * 1000,
             media_lock=media_port.lock,
+            events=webhooks,
         )
         client = await nursery.start(supervisor.run)
         ctx = ServerContext(
@@ -114,6 +118,7 @@ async def run_server(
             supervisor=client,
             tokens=TokenIssuer(config.auth.secret) if config.auth.secret else None,
             media=MediaConnections(config, media_port),
+            webhooks=webhooks,
         )
         nursery.start_soon(ctx.loop_lag.run)
         app = create_app(ctx)

@@ -105,6 +105,24 @@ class AuthConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True
             raise ValueError(f"secret must be at least {MIN_SECRET_BYTES} bytes (or empty)")
 
 
+class WebhooksConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    # each event of a room's life is POSTed (JSON, signed with `secret`) to every URL
+    urls: list[str] = msgspec.field(default_factory=list)
+    secret: str = ""
+    viewer_events: bool = False  # also viewer_joined / viewer_left
+    timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 5.0
+    # an undelivered event is retried (backoff) for this long after it happened, then given up
+    retry_for_seconds: Annotated[float, msgspec.Meta(ge=0, le=86400)] = 300.0
+    max_pending: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 10_000  # per URL; more are dropped
+
+    def __post_init__(self) -> None:
+        for url in self.urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"webhook url {url!r} must start with http:// or https://")
+        if self.urls and len(self.secret.encode()) < 16:
+            raise ValueError("urls needs a secret of at least 16 bytes (receivers verify the signatures)")
+
+
 class MetricsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     # GET /metrics (Prometheus): "off" (404), "open" (no key), "api_key" (the REST API's key, when set)
     access: Literal["off", "open", "api_key"] = "api_key"
@@ -121,6 +139,7 @@ class Config(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     audio: AudioConfig = msgspec.field(default_factory=AudioConfig)
     ice: IceConfig = msgspec.field(default_factory=IceConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    webhooks: WebhooksConfig = msgspec.field(default_factory=WebhooksConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     debug: DebugConfig = msgspec.field(default_factory=DebugConfig)
 

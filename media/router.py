@@ -213,6 +213,11 @@ class Router:
         src = self._sources.get(kind)
         return None if src is None else src.ssrc
 
+    @property
+    def packets_in(self) -> int:
+        """Host RTP packets received so far (cheap: the room's live check reads it 10 times a second)."""
+        return self._packets_in
+
     def statistics(self) -> RouterStatistics:
         return RouterStatistics(
             has_publisher=self._publisher,

@@ -27,6 +27,7 @@ from media_server_client.rest import (
     ServerStats,
     get_media_server_client,
 )
+from media_server_client.webhooks import WebhookSignatureError, verify_webhook
 
 __all__ = [
     "BadRequestError",
@@ -39,5 +40,7 @@ __all__ = [
     "RoomStats",
     "ServerStats",
     "UnauthorizedError",
+    "WebhookSignatureError",
     "get_media_server_client",
+    "verify_webhook",
 ]

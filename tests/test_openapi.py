@@ -17,6 +17,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from actors.supervisor import SupervisorClient
+from actors.webhooks import Webhooks
 from api import schemas
 from api.app import create_app
 from api.context import ServerContext
@@ -40,7 +41,14 @@ def rest_routes(config: Config) -> set[tuple[str, str]]:
     port = MediaPort(["127.0.0.1"], 0)
     try:
         media = MediaConnections(config, port)
-        app = create_app(ServerContext(config=config, supervisor=SupervisorClient(send), tokens=None, media=media))
+        ctx = ServerContext(
+            config=config,
+            supervisor=SupervisorClient(send),
+            tokens=None,
+            media=media,
+            webhooks=Webhooks(config.webhooks),
+        )
+        app = create_app(ctx)
     finally:
         port.close()
     routes = set()
