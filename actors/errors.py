@@ -15,6 +15,10 @@ class RoomNotFound(ActorRefusal):
     code = "room_not_found"
 
 
+class PeerNotFound(ActorRefusal):
+    code = "not_found"
+
+
 class Capacity(ActorRefusal):
     code = "capacity"
 

@@ -95,6 +95,31 @@ class GetTotals(msgspec.Struct, frozen=True):
     reply: Reply
 
 
+class GetPeers(msgspec.Struct, frozen=True):
+    """Answer: list[PeerInfo] of the room's joined sessions (moderation)."""
+
+    room_id: str
+    reply: Reply
+
+
+class KickPeer(msgspec.Struct, frozen=True):
+    """Answer: None once the session was told (it then closes with `kicked`)."""
+
+    room_id: str
+    peer_id: str
+    reply: Reply
+
+
+class PeerInfo(msgspec.Struct, frozen=True):
+    peer_id: str
+    role: Role
+    user_id: str
+    joined_at: float  # unix seconds
+    connection_state: str  # "connecting" (no peer connection up yet) or "connected"
+    bytes_received: int  # host: RTP bytes received from it (0 for a viewer)
+    bytes_sent: int  # viewer: RTP payload bytes forwarded to it (0 for a host)
+
+
 class GetMetrics(msgspec.Struct, frozen=True):
     """Answer: actors.supervisor.ServerMetrics (for GET /metrics)."""
 
@@ -151,6 +176,10 @@ class RoomChanged(msgspec.Struct, frozen=True):
 class RoomStoppedEvent(msgspec.Struct, frozen=True):
     room_id: str
     reason: StopReason
+
+
+class Kicked(msgspec.Struct, frozen=True):
+    """A moderator removed this session (POST /room/{id}/peers/{peer_id}/kick)."""
 
 
 class HostReplaced(msgspec.Struct, frozen=True):

@@ -35,6 +35,7 @@ from actors.messages import (
     AttachMedia,
     HostReplaced,
     JoinAccepted,
+    Kicked,
     PeerConnectionState,
     RoomChanged,
     RoomRef,
@@ -95,6 +96,7 @@ CLOSE_OF_CODE = {
     "unsupported_codec": 4415,
     "dtls_failed": 4495,
     "room_full": 4429,
+    "kicked": 4451,
     "rate_limited": CLOSE_POLICY,
     "unavailable": CLOSE_TRY_AGAIN_LATER,
 }
@@ -447,6 +449,11 @@ class PeerSession:
                     self._room = None  # nothing to leave
                     await self._send(Stopped(room_id=room_id, reason=reason))
                     await self._end(CLOSE_GOING_AWAY if reason == "shutdown" else CLOSE_NORMAL)
+                case Kicked():
+                    await self._end(
+                        CLOSE_OF_CODE["kicked"],
+                        Error(code="kicked", message="a moderator removed you from this room; do not rejoin"),
+                    )
                 case HostReplaced():
                     await self._end(
                         CLOSE_OF_CODE["replaced"],

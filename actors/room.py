@@ -45,6 +45,7 @@ from actors.messages import (
     JoinAccepted,
     Leave,
     PeerConnectionState,
+    PeerInfo,
     RoomChanged,
     RoomStats,
     RoomStoppedEvent,
@@ -63,6 +64,7 @@ class Member:
     user_id: str
     inbox: trio.MemorySendChannel[Any]
     connected: bool = False
+    joined_at: float = field(default_factory=time.time)  # unix seconds
 
     @property
     def gone(self) -> bool:
@@ -112,6 +114,26 @@ class RoomRecord:
 
     def emit(self, event_type: str, **data: Any) -> None:
         self.events.emit(event_type, self.room_id, self.post_id, **data)
+
+    def peers(self) -> list[PeerInfo]:
+        """The joined sessions, for moderators (hold media_lock: the router's counters)."""
+        infos = []
+        for member in self.members.values():
+            if member.gone:
+                continue
+            is_publisher = member.peer_id == self.publisher_peer_id
+            infos.append(
+                PeerInfo(
+                    peer_id=member.peer_id,
+                    role=member.role,
+                    user_id=member.user_id,
+                    joined_at=member.joined_at,
+                    connection_state="connected" if member.connected else "connecting",
+                    bytes_received=self.router.statistics().bytes_in if is_publisher else 0,
+                    bytes_sent=self.router.viewer_bytes_sent(member.peer_id),
+                )
+            )
+        return infos
 
     # ---- derived state ----
     @property

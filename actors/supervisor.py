@@ -26,16 +26,20 @@ from typing import Any
 import msgspec
 import trio
 
-from actors.errors import ActorGone, Capacity, RoomNotFound
+from actors.errors import ActorGone, Capacity, PeerNotFound, RoomNotFound
 from actors.events import NO_EVENTS, EventSink
 from actors.mailbox import answer, call, close_mailbox, open_mailbox
 from actors.messages import (
     CreateRoom,
     FindRoom,
     GetMetrics,
+    GetPeers,
     GetRoomStats,
     GetTotals,
     InjectCrash,
+    Kicked,
+    KickPeer,
+    PeerInfo,
     RoomCreated,
     RoomRef,
     RoomStats,
@@ -99,6 +103,8 @@ class Supervisor:
             GetRoomStats: self._on_room_stats,
             GetTotals: self._on_totals,
             GetMetrics: self._on_metrics,
+            GetPeers: self._on_peers,
+            KickPeer: self._on_kick,
             _Sweep: self._on_sweep,
             _StopAll: self._on_stop_all,
         }
@@ -195,6 +201,37 @@ class Supervisor:
                 rooms_crashed=self._rooms_crashed,
             ),
         )
+
+    def _active_room(self, room_id: str) -> RoomRecord | RoomNotFound:
+        record = self._rooms.get(room_id)
+        if record is None or record.stopped is not None:
+            return RoomNotFound(f"no active room {room_id}")
+        return record
+
+    def _on_peers(self, message: GetPeers) -> None:
+        record = self._active_room(message.room_id)
+        if isinstance(record, RoomNotFound):
+            answer(message.reply, record)
+            return
+        with record.media_lock:
+            answer(message.reply, record.peers())
+
+    def _on_kick(self, message: KickPeer) -> None:
+        """Tell the session it is kicked; it sends `error` `kicked` and closes (4451), then
+        leaves the room like any session that ends."""
+        record = self._active_room(message.room_id)
+        if isinstance(record, RoomNotFound):
+            answer(message.reply, record)
+            return
+        member = record.members.get(message.peer_id)
+        if member is None or member.gone:
+            answer(message.reply, PeerNotFound(f"no session {message.peer_id} in room {message.room_id}"))
+            return
+        if not member.notify(Kicked()):
+            answer(message.reply, ActorGone(f"session {message.peer_id} is busy; try again"))
+            return
+        log.info("room %s: %s %s (user %s) kicked", record.room_id, member.role, member.peer_id, member.user_id)
+        answer(message.reply, None)
 
     def _on_metrics(self, message: GetMetrics) -> None:
         forwarding = self._forgotten_forwarding
@@ -427,6 +464,13 @@ class SupervisorClient:
     async def totals(self) -> ServerTotals:
         result: ServerTotals = await call(self._mailbox, GetTotals)
         return result
+
+    async def peers(self, room_id: str) -> list[PeerInfo]:
+        result: list[PeerInfo] = await call(self._mailbox, lambda r: GetPeers(room_id, r))
+        return result
+
+    async def kick(self, room_id: str, peer_id: str) -> None:
+        await call(self._mailbox, lambda r: KickPeer(room_id, peer_id, r))
 
     async def metrics(self) -> ServerMetrics:
         result: ServerMetrics = await call(self._mailbox, GetMetrics)

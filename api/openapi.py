@@ -21,6 +21,8 @@ from api.schemas import (
     CreateRoomResponse,
     ErrorResponse,
     HealthResponse,
+    KickResponse,
+    PeersResponse,
     RoomStats,
     ServerTotals,
     StopRoomResponse,
@@ -53,6 +55,8 @@ _BODY_TYPES: tuple[type[msgspec.Struct], ...] = (
     StopRoomResponse,
     HealthResponse,
     ErrorResponse,
+    PeersResponse,
+    KickResponse,
 )
 
 
@@ -129,6 +133,26 @@ def build_openapi() -> dict[str, Any]:
         ),
     )
     metrics["responses"]["200"]["content"] = {"text/plain": {"schema": {"type": "string"}}}
+    kick = _operation(
+        "kickPeer",
+        "Remove a session from a room (moderation)",
+        KickResponse,
+        room_id=True,
+        errors={404: "`room_not_found`, or `not_found`: no such session in the room", 503: UNAVAILABLE},
+        description=(
+            "No body. The session gets `error` `kicked` and close 4451, after which its client must not "
+            "reconnect; everyone else carries on. It then leaves the room like any ended session."
+        ),
+    )
+    kick["parameters"].append(
+        {
+            "name": "peer_id",
+            "in": "path",
+            "required": True,
+            "description": "a `peer_id` from `GET /room/{room_id}/peers` (or the session's `joined`)",
+            "schema": {"type": "string", "examples": ["peer_3f9a1c2b7d4e"]},
+        }
+    )
     paths: dict[str, Any] = {
         "/metrics": {"get": metrics},
         "/health": {
@@ -168,6 +192,21 @@ def build_openapi() -> dict[str, Any]:
                 errors=room_errors,
             ),
         },
+        "/room/{room_id}/peers": {
+            "get": _operation(
+                "roomPeers",
+                "The sessions joined to an active room (moderation)",
+                PeersResponse,
+                room_id=True,
+                errors=room_errors,
+                description=(
+                    "Each joined session: `peer_id`, `role`, `user_id`, `joined_at` (unix s), "
+                    "`connection_state` (`connecting` or `connected`), `bytes_received` (a host's RTP bytes), "
+                    "`bytes_sent` (RTP payload bytes forwarded to a viewer). 404 for a stopped room."
+                ),
+            ),
+        },
+        "/room/{room_id}/peers/{peer_id}/kick": {"post": kick},
         "/room/{room_id}/token": {
             "post": _operation(
                 "createToken",

@@ -21,6 +21,8 @@ from api.schemas import (
     CreateRoomResponse,
     ErrorResponse,
     HealthResponse,
+    KickResponse,
+    PeersResponse,
     StopRoomResponse,
     TokenRequest,
     TokenResponse,
@@ -100,6 +102,15 @@ def create_rest_blueprint(ctx: ServerContext) -> Blueprint:
     async def room_stats(room_id: str) -> Response:
         return json_response(await ctx.supervisor.room_stats(room_id))
 
+    @rest.get("/room/<room_id>/peers")
+    async def room_peers(room_id: str) -> Response:
+        return json_response(PeersResponse(room_id=room_id, peers=await ctx.supervisor.peers(room_id)))
+
+    @rest.post("/room/<room_id>/peers/<peer_id>/kick")
+    async def kick_peer(room_id: str, peer_id: str) -> Response:
+        await ctx.supervisor.kick(room_id, peer_id)
+        return json_response(KickResponse(status="kicked", room_id=room_id, peer_id=peer_id))
+
     @rest.get("/stats")
     async def server_stats() -> Response:
         return json_response(await ctx.supervisor.totals())
@@ -148,7 +159,8 @@ def register_error_handlers(app: QuartTrio) -> None:
 
     @app.errorhandler(ActorRefusal)
     async def on_refusal(exc: ActorRefusal) -> Response:
-        return error_response(exc.code if exc.code in {"room_not_found", "capacity"} else "unavailable", exc.message)
+        code = exc.code if exc.code in {"room_not_found", "not_found", "capacity"} else "unavailable"
+        return error_response(code, exc.message)
 
     @app.errorhandler(404)
     async def on_not_found(_: Exception) -> Response:

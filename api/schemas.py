@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from actors.messages import RoomStats
+from actors.messages import PeerInfo, RoomStats
 from actors.supervisor import ServerTotals
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
@@ -52,6 +52,17 @@ class ErrorResponse(msgspec.Struct, frozen=True):
     message: str
 
 
+class PeersResponse(msgspec.Struct, frozen=True):
+    room_id: str
+    peers: list[PeerInfo]
+
+
+class KickResponse(msgspec.Struct, frozen=True):
+    status: Literal["kicked"]
+    room_id: str
+    peer_id: str
+
+
 class CrashResponse(msgspec.Struct, frozen=True):
     status: Literal["crashed"]
     room_id: str
@@ -63,6 +74,9 @@ __all__ = [
     "CreateRoomResponse",
     "ErrorResponse",
     "HealthResponse",
+    "KickResponse",
+    "PeerInfo",
+    "PeersResponse",
     "RoomStats",
     "ServerTotals",
     "StopRoomResponse",

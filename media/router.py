@@ -208,6 +208,11 @@ class Router:
     def has_viewer(self, viewer_id: str) -> bool:
         return viewer_id in self._viewers
 
+    def viewer_bytes_sent(self, viewer_id: str) -> int:
+        """RTP payload bytes forwarded to this viewer so far (its RTCP octet counts; 0 if unknown)."""
+        viewer = self._viewers.get(viewer_id)
+        return sum(track.octets for track in viewer.tracks.values()) if viewer is not None else 0
+
     def publisher_ssrc(self, kind: MediaKind) -> int | None:
         """The SSRC learned for the publisher's stream of ``kind``, if any yet."""
         src = self._sources.get(kind)

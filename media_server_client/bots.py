@@ -88,7 +88,7 @@ DEFAULT_BACKOFF = Backoff()
 
 
 def reconnects_after(closed: SessionClosed, *, stopped: bool) -> bool:
-    """Whether a bot reconnects after `closed`. Not after a final code (4401, 4403, 4404, 4410), a
+    """Whether a bot reconnects after `closed`. Not after a final code (4401, 4403, 4404, 4410, 4451), a
     refusal a retry would repeat (4400, 4415), a normal close (1000, e.g. after `leave`), a close
     without a code, or once its room was `stopped`; after anything else (1006 connection lost, 1011,
     1012, 4408 timeout, 4409, 4429, 1008) it does."""

@@ -68,6 +68,23 @@ class JoinToken(msgspec.Struct, frozen=True):
     expires_at: int | None
 
 
+class Peer(msgspec.Struct, frozen=True):
+    """One session of `GET /room/{room_id}/peers` (the server's actors.messages.PeerInfo)."""
+
+    peer_id: str
+    role: Literal["host", "viewer"]
+    user_id: str
+    joined_at: float  # unix seconds
+    connection_state: str  # "connecting" or "connected"
+    bytes_received: int  # a host's RTP bytes
+    bytes_sent: int  # RTP payload bytes forwarded to a viewer
+
+
+class _Peers(msgspec.Struct, frozen=True):
+    room_id: str
+    peers: list[Peer]
+
+
 class _ErrorBody(msgspec.Struct):
     error: str = "unknown"
     message: str = ""
@@ -122,6 +139,15 @@ class MediaServerClient:
     ) -> JoinToken:
         body = {"role": role, "user_id": user_id, "ttl_seconds": ttl_seconds}
         return await self._call("POST", f"/room/{room_id}/token", JoinToken, body)
+
+    # ---- moderation ----
+    async def list_peers(self, room_id: str) -> list[Peer]:
+        """The sessions joined to an active room."""
+        return (await self._call("GET", f"/room/{room_id}/peers", _Peers)).peers
+
+    async def kick_peer(self, room_id: str, peer_id: str) -> None:
+        """Remove a session: it is told `kicked` (close 4451) and must not come back."""
+        await self._call("POST", f"/room/{room_id}/peers/{peer_id}/kick", dict[str, Any])
 
     # ---- plumbing ----
     def _new_http_client(self) -> httpx.AsyncClient:

@@ -21,7 +21,7 @@ from core.signaling import ClientMessage, Error, Join, Joined, Role, ServerMessa
 M = TypeVar("M", bound=ServerMessage)
 
 # Close codes after which a client must not reconnect automatically (PROTOCOL.md).
-FINAL_CLOSE_CODES = frozenset({4401, 4403, 4404, 4410})
+FINAL_CLOSE_CODES = frozenset({4401, 4403, 4404, 4410, 4451})
 
 
 class SessionClosed(Exception):

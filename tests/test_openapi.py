@@ -24,6 +24,7 @@ from api.context import ServerContext
 from api.media import MediaConnections
 from api.openapi import build_openapi
 from core.config import Config
+from media_server_client.signaling import connect_signaling
 from tests.serving import RunningServer, make_config, running_server
 from transport.media_port import MediaPort
 
@@ -129,7 +130,8 @@ def test_the_schemas_are_msgspecs_for_the_handlers_types() -> None:
         errors = {int(s) for s in op["responses"] if s != "200"}
         assert (401 in errors) is not open_route, (method, path)
         if "{room_id}" in path:
-            assert op["parameters"] == [{**op["parameters"][0], "name": "room_id", "in": "path", "required": True}]
+            names = ["room_id", "peer_id"] if "{peer_id}" in path else ["room_id"]
+            assert [(p["name"], p["in"], p["required"]) for p in op["parameters"]] == [(n, "path", True) for n in names]
             assert 404 in errors
         if "requestBody" in op:
             assert {400, 413} <= errors
@@ -188,6 +190,21 @@ async def exercise(server: RunningServer, check: Validator) -> None:
                 body = {"role": "viewer", "user_id": "v"}
                 check(method, template, await c.request(method.upper(), path, json=body))
                 check(method, template, await c.request(method.upper(), path, json=body, headers=KEY))
+        peers, kick = "/room/{room_id}/peers", "/room/{room_id}/peers/{peer_id}/kick"
+        for r in (room, unknown):
+            check("get", peers, await c.get(f"/room/{r}/peers"))
+            check("get", peers, await c.get(f"/room/{r}/peers", headers=KEY))
+            check("post", kick, await c.post(f"/room/{r}/peers/peer_000000000000/kick"))
+            check("post", kick, await c.post(f"/room/{r}/peers/peer_000000000000/kick", headers=KEY))
+        minted = await c.post(f"/room/{room}/token", json={"role": "viewer", "user_id": "v"}, headers=KEY)
+        viewer_token = minted.json()
+        async with connect_signaling(server.ws_url) as session:
+            joined = await session.join(room, "viewer", token=viewer_token["token"])
+            listed = check("get", peers, await c.get(f"/room/{room}/peers", headers=KEY))
+            assert [p["peer_id"] for p in listed["peers"]] == [joined.peer_id]
+            kicked = await c.post(f"/room/{room}/peers/{joined.peer_id}/kick", headers=KEY)
+            assert kicked.status_code == 200, kicked.text
+            check("post", kick, kicked)
         token = "/room/{room_id}/token"
         check("post", token, await c.post(f"/room/{room}/token", json={"role": "x", "user_id": "v"}, headers=KEY))
         check("post", token, await c.post(f"/room/{room}/token", content=big, headers=KEY))
@@ -228,6 +245,8 @@ async def test_real_responses_validate_against_the_document() -> None:
     assert never_provoked == {
         ("get", "/metrics", 404),  # `[metrics] access = "off"`: tests/test_metrics.py
         ("post", "/room/{room_id}/stop", 503),
+        ("get", "/room/{room_id}/peers", 503),
+        ("post", "/room/{room_id}/peers/{peer_id}/kick", 503),
         ("get", "/room/{room_id}/stats", 503),
         ("post", "/room/{room_id}/token", 503),
     }

@@ -16,9 +16,10 @@ import msgspec
 import pytest
 
 import media_server_client as sdk
-from actors.messages import RoomStats
+from actors.messages import PeerInfo, RoomStats
 from actors.supervisor import ServerTotals
 from api.schemas import CreateRoomResponse, TokenResponse
+from media_server_client import Peer
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_PACKAGES = ("actors", "api", "core", "media", "transport")
@@ -28,6 +29,7 @@ PAIRS: list[tuple[type[msgspec.Struct], type[msgspec.Struct]]] = [
     (sdk.ServerStats, ServerTotals),
     (sdk.CreatedRoom, CreateRoomResponse),
     (sdk.JoinToken, TokenResponse),
+    (Peer, PeerInfo),
 ]
 
 

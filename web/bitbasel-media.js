@@ -23,7 +23,7 @@
 export const PROTOCOL_VERSION = 1;
 
 /** Close codes after which the client must not reconnect (PROTOCOL.md). */
-export const FINAL_CLOSE_CODES = Object.freeze([4401, 4403, 4404, 4410]);
+export const FINAL_CLOSE_CODES = Object.freeze([4401, 4403, 4404, 4410, 4451]);
 /** Close codes after which a retry would only repeat the refusal: not retried either. */
 export const NOT_RETRIED_CLOSE_CODES = Object.freeze([4400, 4415]);
 
@@ -50,6 +50,7 @@ const CODE_OF_CLOSE = {
   4410: "replaced",
   4415: "unsupported_codec",
   4429: "room_full",
+  4451: "kicked",
   4495: "dtls_failed",
   1008: "rate_limited",
   1009: "too_large",
@@ -399,7 +400,7 @@ class MediaSession extends EventTarget {
   /** Whether an error code comes with a close after which this client does not reconnect. */
   _isFatalCode(code) {
     if (code === "bad_message") return !this._joined; // before a good join it closes with 4400
-    return ["unauthorized", "forbidden", "room_not_found", "replaced", "unsupported_codec"].includes(code);
+    return ["unauthorized", "forbidden", "room_not_found", "replaced", "unsupported_codec", "kicked"].includes(code);
   }
 
   _onSocketClosed(code, reason) {
