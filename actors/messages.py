@@ -120,6 +120,14 @@ class PeerInfo(msgspec.Struct, frozen=True):
     bytes_sent: int  # viewer: RTP payload bytes forwarded to it (0 for a host)
 
 
+class GetKeyframe(msgspec.Struct, frozen=True):
+    """Answer: the newest whole VP8 keyframe of an active room's host (bytes), or None (then a
+    keyframe has been asked of the host: try again shortly)."""
+
+    room_id: str
+    reply: Reply
+
+
 class GetMetrics(msgspec.Struct, frozen=True):
     """Answer: actors.supervisor.ServerMetrics (for GET /metrics)."""
 

@@ -32,6 +32,7 @@ from actors.mailbox import answer, call, close_mailbox, open_mailbox
 from actors.messages import (
     CreateRoom,
     FindRoom,
+    GetKeyframe,
     GetMetrics,
     GetPeers,
     GetRoomStats,
@@ -104,6 +105,7 @@ class Supervisor:
             GetTotals: self._on_totals,
             GetMetrics: self._on_metrics,
             GetPeers: self._on_peers,
+            GetKeyframe: self._on_keyframe,
             KickPeer: self._on_kick,
             _Sweep: self._on_sweep,
             _StopAll: self._on_stop_all,
@@ -215,6 +217,17 @@ class Supervisor:
             return
         with record.media_lock:
             answer(message.reply, record.peers())
+
+    def _on_keyframe(self, message: GetKeyframe) -> None:
+        record = self._active_room(message.room_id)
+        if isinstance(record, RoomNotFound):
+            answer(message.reply, record)
+            return
+        with record.media_lock:
+            frame = record.router.latest_keyframe()
+            if frame is None and record.publisher_peer_id is not None:
+                record.router.request_keyframe(time.monotonic())
+        answer(message.reply, frame)
 
     def _on_kick(self, message: KickPeer) -> None:
         """Tell the session it is kicked; it sends `error` `kicked` and closes (4451), then
@@ -467,6 +480,10 @@ class SupervisorClient:
 
     async def peers(self, room_id: str) -> list[PeerInfo]:
         result: list[PeerInfo] = await call(self._mailbox, lambda r: GetPeers(room_id, r))
+        return result
+
+    async def keyframe(self, room_id: str) -> bytes | None:
+        result: bytes | None = await call(self._mailbox, lambda r: GetKeyframe(room_id, r))
         return result
 
     async def kick(self, room_id: str, peer_id: str) -> None:

@@ -11,6 +11,7 @@ from actors.supervisor import SupervisorClient
 from actors.webhooks import Webhooks
 from api.media import MediaConnections
 from api.metrics import LoopLag
+from api.thumbnails import Thumbnails
 from core.config import Config
 from core.tokens import TokenIssuer
 
@@ -52,6 +53,8 @@ class ServerContext:
     webhooks: Webhooks
     sessions: ConnectionGate = field(init=False)
     loop_lag: LoopLag = field(default_factory=LoopLag)
+    thumbnails: Thumbnails = field(init=False)
 
     def __post_init__(self) -> None:
         self.sessions = ConnectionGate(limit=self.config.server.max_connections)
+        self.thumbnails = Thumbnails(self.supervisor)

@@ -153,8 +153,22 @@ def build_openapi() -> dict[str, Any]:
             "schema": {"type": "string", "examples": ["peer_3f9a1c2b7d4e"]},
         }
     )
+    thumbnail = _operation(
+        "roomThumbnail",
+        "The host's latest keyframe as a JPEG (for a 'live now' picture)",
+        {},
+        room_id=True,
+        errors={404: "`room_not_found`, or `not_found`: no video from the host yet", 503: UNAVAILABLE},
+        description=(
+            "`image/jpeg` of the host's frame size (also in `X-Frame-Size: WxH`). Decoded from the newest "
+            "keyframe only when asked, then kept for 3 s; with no keyframe at hand one is asked of the host "
+            "and the request waits up to 2.5 s."
+        ),
+    )
+    thumbnail["responses"]["200"]["content"] = {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}
     paths: dict[str, Any] = {
         "/metrics": {"get": metrics},
+        "/room/{room_id}/thumbnail.jpg": {"get": thumbnail},
         "/health": {
             "get": _operation("health", "Liveness check", HealthResponse, errors={}, guarded=False),
         },

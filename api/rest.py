@@ -111,6 +111,12 @@ def create_rest_blueprint(ctx: ServerContext) -> Blueprint:
         await ctx.supervisor.kick(room_id, peer_id)
         return json_response(KickResponse(status="kicked", room_id=room_id, peer_id=peer_id))
 
+    @rest.get("/room/<room_id>/thumbnail.jpg")
+    async def thumbnail(room_id: str) -> Response:
+        picture = await ctx.thumbnails.jpeg(room_id)
+        headers = {"Cache-Control": "max-age=3", "X-Frame-Size": f"{picture.width}x{picture.height}"}
+        return Response(picture.jpeg, status=200, content_type="image/jpeg", headers=headers)
+
     @rest.get("/stats")
     async def server_stats() -> Response:
         return json_response(await ctx.supervisor.totals())

@@ -46,7 +46,7 @@ from media.rtcp import (
 from media.rtp import FIXED_HEADER, ExtensionPlan, RtpHeader, build_body, make_extension_plan, parse_rtp_untrusted
 from media.seqmap import SeqMap
 from media.streams import MediaKind, SinkStream, SourceStream
-from media.vp8 import is_keyframe_start, read_picture_id, rewrite_picture_id
+from media.vp8 import descriptor_length, is_keyframe_start, read_picture_id, rewrite_picture_id
 
 __all__ = ["DROP_REASONS", "Router", "RouterStatistics"]
 
@@ -207,6 +207,27 @@ class Router:
 
     def has_viewer(self, viewer_id: str) -> bool:
         return viewer_id in self._viewers
+
+    def latest_keyframe(self) -> bytes | None:
+        """The newest whole VP8 keyframe still in the video cache (its payloads without the
+        VP8 descriptors, ready to decode), or None. Looks back at most the cache's size; costs
+        nothing until asked (GET /room/{id}/thumbnail.jpg)."""
+        src = self._sources.get("video")
+        if src is None or src.stats is None or not src.stats.received:
+            return None
+        cache = src.cache
+        for back in range(cache.size):
+            start = (src.highest_seq - back) & 0xFFFF
+            entry = cache.get(start)
+            if entry is None:
+                continue
+            hdr, data = entry
+            if not is_keyframe_start(data[hdr.payload_offset : hdr.payload_end]):
+                continue
+            frame = vp8_frame(cache, start, hdr.timestamp)
+            if frame is not None:
+                return frame
+        return None
 
     def viewer_bytes_sent(self, viewer_id: str) -> int:
         """RTP payload bytes forwarded to this viewer so far (its RTCP octet counts; 0 if unknown)."""
@@ -668,3 +689,26 @@ def _build_body(variant: _Variant, hdr: RtpHeader, data: bytes) -> tuple[int, by
         rewrite_picture_id(buf, variant.pid_delta, len(body) - (len(data) - hdr.payload_offset))
         body = bytes(buf)
     return b0, body
+
+
+def vp8_frame(cache: PacketCache[tuple[RtpHeader, bytes]], first_seq: int, timestamp: int) -> bytes | None:
+    """The VP8 frame of the packets from `first_seq` through the one with the marker bit, all of
+    `timestamp` and contiguous; None if one is missing (lost, or not arrived yet)."""
+    parts = []
+    seq = first_seq
+    for _ in range(cache.size):
+        entry = cache.get(seq)
+        if entry is None:
+            return None
+        hdr, data = entry
+        if hdr.timestamp != timestamp:
+            return None
+        payload = data[hdr.payload_offset : hdr.payload_end]
+        skip = descriptor_length(payload)
+        if skip < 0:
+            return None
+        parts.append(payload[skip:])
+        if hdr.marker:
+            return b"".join(parts)
+        seq = (seq + 1) & 0xFFFF
+    return None

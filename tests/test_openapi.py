@@ -160,6 +160,9 @@ class Validator:
         if "text/plain" in content:  # /metrics: Prometheus's text format
             assert response.headers["content-type"].startswith("text/plain")
             return {"text": response.text}
+        if "image/jpeg" in content:  # a thumbnail
+            assert response.headers["content-type"] == "image/jpeg" and response.content[:2] == b"\xff\xd8"
+            return {}
         assert response.headers["content-type"].startswith("application/json")
         schema = content["application/json"]["schema"]
         if "$ref" in schema:
@@ -205,6 +208,9 @@ async def exercise(server: RunningServer, check: Validator) -> None:
             kicked = await c.post(f"/room/{room}/peers/{joined.peer_id}/kick", headers=KEY)
             assert kicked.status_code == 200, kicked.text
             check("post", kick, kicked)
+        thumbnail = "/room/{room_id}/thumbnail.jpg"
+        check("get", thumbnail, await c.get(f"/room/{unknown}/thumbnail.jpg", headers=KEY))
+        check("get", thumbnail, await c.get(f"/room/{unknown}/thumbnail.jpg"))
         token = "/room/{room_id}/token"
         check("post", token, await c.post(f"/room/{room}/token", json={"role": "x", "user_id": "v"}, headers=KEY))
         check("post", token, await c.post(f"/room/{room}/token", content=big, headers=KEY))
@@ -246,6 +252,8 @@ async def test_real_responses_validate_against_the_document() -> None:
         ("get", "/metrics", 404),  # `[metrics] access = "off"`: tests/test_metrics.py
         ("post", "/room/{room_id}/stop", 503),
         ("get", "/room/{room_id}/peers", 503),
+        ("get", "/room/{room_id}/thumbnail.jpg", 200),  # needs a host's video: tests/test_thumbnail.py
+        ("get", "/room/{room_id}/thumbnail.jpg", 503),
         ("post", "/room/{room_id}/peers/{peer_id}/kick", 503),
         ("get", "/room/{room_id}/stats", 503),
         ("post", "/room/{room_id}/token", 503),
