@@ -165,8 +165,8 @@ def string_element(element_id: int, value: str) -> bytes:
 
 
 def void_element(total_length: int) -> bytes:
-    """An EBML Void element of exactly ``total_length`` bytes (2..129), filled with zeros."""
-    if not 2 <= total_length <= 129:
+    """An EBML Void element of exactly ``total_length`` bytes (2..128), filled with zeros."""
+    if not 2 <= total_length <= 128:
         raise ValueError("void length out of range")
     return bytes((VOID,)) + encode_vint(total_length - 2, 1) + bytes(total_length - 2)
 
@@ -180,7 +180,7 @@ def opus_head(*, channels: int = 2, pre_skip: int = 0, input_sample_rate: int = 
 
 # --- the writer ----------------------------------------------------------------------------
 
-_SEEK_ENTRY_LENGTH = 22  # Seek{SeekID(4-byte id), SeekPosition(8-byte uint)}: 2+1+(3+4)+(2+1+8)
+_SEEK_ENTRY_LENGTH = 21  # Seek{SeekID(4-byte id), SeekPosition(8-byte uint)}: 2+1 + (2+1+4) + (2+1+8)
 _DURATION_LENGTH = 11  # Duration: 2-byte id, 1-byte size, 8-byte float
 
 
