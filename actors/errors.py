@@ -19,6 +19,10 @@ class PeerNotFound(ActorRefusal):
     code = "not_found"
 
 
+class RecordingNotFound(ActorRefusal):
+    code = "not_found"
+
+
 class Capacity(ActorRefusal):
     code = "capacity"
 

@@ -67,6 +67,21 @@ class CreateRoom(msgspec.Struct, frozen=True):
     post_id: str
     host_user_id: str
     reply: Reply
+    record: bool = False  # start a recording with the room
+
+
+class StartRecording(msgspec.Struct, frozen=True):
+    """Answer: the room's actors.recordings.Recording (a new one, or the one in progress)."""
+
+    room_id: str
+    reply: Reply
+
+
+class StopRecording(msgspec.Struct, frozen=True):
+    """Answer: the stopped actors.recordings.Recording (wait for it to be finished)."""
+
+    room_id: str
+    reply: Reply
 
 
 class StopRoom(msgspec.Struct, frozen=True):

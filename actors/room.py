@@ -50,8 +50,10 @@ from actors.messages import (
     RoomStats,
     RoomStoppedEvent,
 )
+from actors.recordings import Recording
 from core.signaling import Role, StopReason
 from media.router import Router
+from media.streams import SourceStream
 from transport.settings import TransportCounters
 
 log = logging.getLogger("bitbasel.room")
@@ -111,6 +113,8 @@ class RoomRecord:
     events: EventSink = field(default_factory=lambda: NO_EVENTS)
     live: bool = False  # host_live sent, host_left not yet
     live_baseline: int = 0  # router.packets_in when the current publisher was attached
+    publisher_sources: list[SourceStream] = field(default_factory=list)  # what the attached host sends
+    recording: Recording | None = None  # fed by the host's on_rtp on the media thread (media_lock)
 
     def emit(self, event_type: str, **data: Any) -> None:
         self.events.emit(event_type, self.room_id, self.post_id, **data)
@@ -307,11 +311,22 @@ class RoomActor:
         router = record.router
         now = time.monotonic()
         if member.role == "host":
-            connection.on_rtp = lambda data: router.on_publisher_rtp(data, time.monotonic())
+
+            def on_rtp(data: bytes) -> None:  # the media thread, under the media lock
+                arrival = time.monotonic()
+                router.on_publisher_rtp(data, arrival)
+                recording = record.recording
+                if recording is not None:
+                    recording.feed(data, arrival)
+
+            connection.on_rtp = on_rtp
             connection.on_rtcp = lambda data: router.on_publisher_rtcp(data, time.monotonic())
             router.attach_publisher(connection.sources, connection.send_rtcp, now)
             record.publisher_peer_id = member.peer_id
             record.live_baseline = router.packets_in  # host_live once a packet of this publisher arrives
+            record.publisher_sources = list(connection.sources)
+            if record.recording is not None:
+                record.recording.use_host(record.publisher_sources)
             log.info(
                 "room %s: publisher %s attached (%s)",
                 record.room_id,
@@ -335,6 +350,7 @@ class RoomActor:
         if record.publisher_peer_id == peer_id:
             record.router.detach_publisher(time.monotonic())
             record.publisher_peer_id = None
+            record.publisher_sources = []
         elif record.router.has_viewer(peer_id):
             record.router.remove_viewer(peer_id)
 

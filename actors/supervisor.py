@@ -21,12 +21,13 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import trio
 
-from actors.errors import ActorGone, Capacity, PeerNotFound, RoomNotFound
+from actors.errors import ActorGone, Capacity, PeerNotFound, RecordingNotFound, RoomNotFound
 from actors.events import NO_EVENTS, EventSink
 from actors.mailbox import answer, call, close_mailbox, open_mailbox
 from actors.messages import (
@@ -44,9 +45,13 @@ from actors.messages import (
     RoomCreated,
     RoomRef,
     RoomStats,
+    StartRecording,
+    StopRecording,
     StopRoom,
 )
+from actors.recordings import Recording, RecordingInfo
 from actors.room import RoomActor, RoomRecord, new_record
+from core.config import RecordingsConfig
 from core.ids import RoomIdAllocator
 from core.signaling import StopReason
 from media.router import RouterStatistics
@@ -78,7 +83,9 @@ class Supervisor:
         target_bitrate_bps: int = 1_500_000,
         media_lock: AbstractContextManager[Any] | None = None,
         events: EventSink = NO_EVENTS,
+        recordings: RecordingsConfig | None = None,
     ) -> None:
+        self._recordings = recordings or RecordingsConfig()
         self._events = events  # webhooks: room_started, room_stopped here; the rest from the rooms
         # the media port's lock: every room's router is driven by the media thread too
         self._media_lock = media_lock if media_lock is not None else threading.RLock()
@@ -106,6 +113,8 @@ class Supervisor:
             GetMetrics: self._on_metrics,
             GetPeers: self._on_peers,
             GetKeyframe: self._on_keyframe,
+            StartRecording: self._on_start_recording,
+            StopRecording: self._on_stop_recording,
             KickPeer: self._on_kick,
             _Sweep: self._on_sweep,
             _StopAll: self._on_stop_all,
@@ -154,6 +163,8 @@ class Supervisor:
         log.info("room %s created for post %s (host user %s)", record.room_id, record.post_id, record.host_user_id)
         answer(message.reply, RoomCreated(record.room_id, record.post_id, record.host_user_id, existing=False))
         record.emit("room_started", host_user_id=record.host_user_id)
+        if message.record:
+            self._start_recording(record)
 
     def _on_stop(self, message: StopRoom) -> None:
         record = self._rooms.get(message.room_id)
@@ -217,6 +228,77 @@ class Supervisor:
             return
         with record.media_lock:
             answer(message.reply, record.peers())
+
+    def _on_start_recording(self, message: StartRecording) -> None:
+        record = self._active_room(message.room_id)
+        if isinstance(record, RoomNotFound):
+            answer(message.reply, record)
+            return
+        answer(message.reply, record.recording or self._start_recording(record))
+
+    def _on_stop_recording(self, message: StopRecording) -> None:
+        record = self._rooms.get(message.room_id)
+        if record is None:
+            answer(message.reply, RoomNotFound(f"no room {message.room_id}"))
+            return
+        recording = record.recording
+        if recording is None:
+            answer(message.reply, RecordingNotFound(f"room {message.room_id} is not recording"))
+            return
+        self._stop_recording(record, "api")
+        answer(message.reply, recording)
+
+    def _start_recording(self, record: RoomRecord) -> Recording:
+        def request_keyframe() -> None:  # called under the media lock
+            if record.publisher_peer_id is not None:
+                record.router.request_keyframe(time.monotonic())
+
+        def ready(info: RecordingInfo) -> None:
+            record.emit(
+                "recording_ready",
+                recording_id=info.recording_id,
+                duration_seconds=info.duration_seconds,
+                bytes=info.bytes,
+                stop_reason=info.stop_reason,
+            )
+
+        recording = Recording(
+            Path(self._recordings.directory),
+            record.room_id,
+            record.post_id,
+            media_lock=record.media_lock,
+            max_bytes=self._recordings.max_bytes,
+            max_seconds=self._recordings.max_seconds,
+            request_keyframe=request_keyframe,
+            on_ready=ready,
+        )
+        with record.media_lock:
+            if record.publisher_peer_id is not None:
+                recording.use_host(record.publisher_sources)
+                record.router.request_keyframe(time.monotonic())  # the file starts at a keyframe
+            record.recording = recording
+        assert self._nursery is not None
+        self._nursery.start_soon(self._run_recording, record, recording, name=f"recording {recording.recording_id}")
+        log.info("room %s: recording %s started", record.room_id, recording.recording_id)
+        return recording
+
+    async def _run_recording(self, record: RoomRecord, recording: Recording) -> None:
+        try:
+            await recording.run()
+        except OSError:
+            log.exception("room %s: recording %s failed", record.room_id, recording.recording_id)
+        finally:
+            with record.media_lock:
+                if record.recording is recording:  # stopped by its own limit
+                    record.recording = None
+
+    def _stop_recording(self, record: RoomRecord, reason: str) -> None:
+        recording = record.recording
+        if recording is None:
+            return
+        with record.media_lock:
+            record.recording = None  # the media thread stops feeding it
+        recording.stop(reason)
 
     def _on_keyframe(self, message: GetKeyframe) -> None:
         record = self._active_room(message.room_id)
@@ -361,6 +443,7 @@ class Supervisor:
             del self._active_by_post[record.post_id]
         answered = close_mailbox(record.mailbox, lambda _: ActorGone(f"room {record.room_id} stopped"))
         log.info("room %s stopped (%s); %d queued request(s) answered", record.room_id, reason, answered)
+        self._stop_recording(record, "shutdown" if reason == "shutdown" else "room_stopped")
         record.emit("room_stopped", reason=reason)
 
     def _forget(self, record: RoomRecord) -> None:
@@ -441,8 +524,8 @@ class SupervisorClient:
     def __init__(self, mailbox: trio.MemorySendChannel[Any]) -> None:
         self._mailbox = mailbox
 
-    async def create_room(self, post_id: str, host_user_id: str) -> RoomCreated:
-        result: RoomCreated = await call(self._mailbox, lambda r: CreateRoom(post_id, host_user_id, r))
+    async def create_room(self, post_id: str, host_user_id: str, *, record: bool = False) -> RoomCreated:
+        result: RoomCreated = await call(self._mailbox, lambda r: CreateRoom(post_id, host_user_id, r, record))
         return result
 
     async def stop_room(self, room_id: str, reason: StopReason = "api") -> RoomStats:
@@ -480,6 +563,14 @@ class SupervisorClient:
 
     async def peers(self, room_id: str) -> list[PeerInfo]:
         result: list[PeerInfo] = await call(self._mailbox, lambda r: GetPeers(room_id, r))
+        return result
+
+    async def start_recording(self, room_id: str) -> Recording:
+        result: Recording = await call(self._mailbox, lambda r: StartRecording(room_id, r))
+        return result
+
+    async def stop_recording(self, room_id: str) -> Recording:
+        result: Recording = await call(self._mailbox, lambda r: StopRecording(room_id, r))
         return result
 
     async def keyframe(self, room_id: str) -> bytes | None:

@@ -23,6 +23,8 @@ from api.schemas import (
     HealthResponse,
     KickResponse,
     PeersResponse,
+    RecordingInfo,
+    RecordingsResponse,
     RoomStats,
     ServerTotals,
     StopRoomResponse,
@@ -57,6 +59,8 @@ _BODY_TYPES: tuple[type[msgspec.Struct], ...] = (
     ErrorResponse,
     PeersResponse,
     KickResponse,
+    RecordingInfo,
+    RecordingsResponse,
 )
 
 
@@ -166,7 +170,59 @@ def build_openapi() -> dict[str, Any]:
         ),
     )
     thumbnail["responses"]["200"]["content"] = {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}
+    download = _operation(
+        "downloadRecording",
+        "A finished recording's WebM file",
+        {},
+        room_id=True,
+        errors={404: "`not_found`: no finished recording of that id in the room"},
+        description="`video/webm`: the host's VP8 and Opus as sent, no transcoding.",
+    )
+    download["responses"]["200"]["content"] = {"video/webm": {"schema": {"type": "string", "format": "binary"}}}
+    download["parameters"].append(
+        {
+            "name": "recording_id",
+            "in": "path",
+            "required": True,
+            "description": "a `recording_id` from `GET /room/{room_id}/recordings`",
+            "schema": {"type": "string", "examples": ["rec_20261130T010203_1a2b3c4d"]},
+        }
+    )
     paths: dict[str, Any] = {
+        "/room/{room_id}/recording/start": {
+            "post": _operation(
+                "startRecording",
+                "Record the room's host (or get the recording in progress)",
+                RecordingInfo,
+                room_id=True,
+                errors=room_errors,
+                description=(
+                    "No body. The host's VP8 + Opus go to a WebM file as sent (no transcoding), from its next "
+                    "keyframe, through the host leaving and coming back, until stopped, the room stops, or "
+                    "`[recordings] max_seconds` / `max_bytes`. `POST /room/create` with `record: true` starts one "
+                    "with the room. A `recording_ready` webhook follows each finished file."
+                ),
+            ),
+        },
+        "/room/{room_id}/recording/stop": {
+            "post": _operation(
+                "stopRecording",
+                "Stop the room's recording; answered once the file is finished",
+                RecordingInfo,
+                room_id=True,
+                errors={404: "`room_not_found`, or `not_found`: the room is not recording", 503: UNAVAILABLE},
+            ),
+        },
+        "/room/{room_id}/recordings": {
+            "get": _operation(
+                "listRecordings",
+                "The room's finished recordings (also after the room is gone; none: an empty list)",
+                RecordingsResponse,
+                room_id=True,
+                errors={},
+            ),
+        },
+        "/room/{room_id}/recordings/{recording_id}.webm": {"get": download},
         "/metrics": {"get": metrics},
         "/room/{room_id}/thumbnail.jpg": {"get": thumbnail},
         "/health": {

@@ -4,13 +4,18 @@ supervisor's client (request/reply over memory channels)."""
 from __future__ import annotations
 
 import hmac
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
 
+import trio
 from quart import Blueprint, Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from actors.errors import ActorRefusal, RoomNotFound
 from actors.messages import RoomStats
+from actors.recordings import recordings_of
 from api.context import ServerContext
 from api.metrics import CONTENT_TYPE, render
 from api.responses import ApiError, decode_body, json_response
@@ -23,6 +28,7 @@ from api.schemas import (
     HealthResponse,
     KickResponse,
     PeersResponse,
+    RecordingsResponse,
     StopRoomResponse,
     TokenRequest,
     TokenResponse,
@@ -32,6 +38,9 @@ from api.schemas import (
 # /health, the pages, static files, /openapi.json and /ws do not.
 OPEN_ENDPOINTS = frozenset({"rest.health", "rest.metrics"})  # /metrics checks its own access
 HOST_TOKEN_TTL_SECONDS = 3600
+RECORDING_FINISH_SECONDS = 10.0
+RECORDING_ID = re.compile(r"rec_[0-9A-Za-z_]{1,64}")
+ROOM_ID = re.compile(r"room_[0-9]{1,32}")
 
 
 def check_api_key(ctx: ServerContext) -> None:
@@ -80,7 +89,7 @@ def create_rest_blueprint(ctx: ServerContext) -> Blueprint:
         post_id = body.post_id if body.post_id is not None else body.classroom_id
         if post_id is None:
             raise ApiError("bad_request", "Object missing required field `post_id`")
-        created = await ctx.supervisor.create_room(post_id, body.host_user_id)
+        created = await ctx.supervisor.create_room(post_id, body.host_user_id, record=body.record)
         host_token = None
         if ctx.tokens is not None:
             host_token, _ = ctx.tokens.mint(created.room_id, "host", created.host_user_id, HOST_TOKEN_TTL_SECONDS)
@@ -117,6 +126,41 @@ def create_rest_blueprint(ctx: ServerContext) -> Blueprint:
         headers = {"Cache-Control": "max-age=3", "X-Frame-Size": f"{picture.width}x{picture.height}"}
         return Response(picture.jpeg, status=200, content_type="image/jpeg", headers=headers)
 
+    @rest.post("/room/<room_id>/recording/start")
+    async def start_recording(room_id: str) -> Response:
+        recording = await ctx.supervisor.start_recording(room_id)
+        return json_response(recording.info())
+
+    @rest.post("/room/<room_id>/recording/stop")
+    async def stop_recording(room_id: str) -> Response:
+        recording = await ctx.supervisor.stop_recording(room_id)
+        with trio.move_on_after(RECORDING_FINISH_SECONDS):
+            await recording.wait_done()  # the file's last bytes, sizes and duration
+        return json_response(recording.info())
+
+    @rest.get("/room/<room_id>/recordings")
+    async def list_recordings(room_id: str) -> Response:
+        directory = Path(ctx.config.recordings.directory)
+        found = await trio.to_thread.run_sync(recordings_of, directory, room_id)
+        return json_response(RecordingsResponse(room_id=room_id, recordings=found))
+
+    @rest.get("/room/<room_id>/recordings/<recording_id>.webm")
+    async def download_recording(room_id: str, recording_id: str) -> Response:
+        if not RECORDING_ID.fullmatch(recording_id) or not ROOM_ID.fullmatch(room_id):
+            raise ApiError("not_found", "no such recording")
+        path = Path(ctx.config.recordings.directory) / room_id / f"{recording_id}.webm"
+        ready = path.with_suffix(".json")
+        if not await trio.to_thread.run_sync(ready.is_file):  # only finished recordings
+            raise ApiError("not_found", f"no finished recording {recording_id} in room {room_id}")
+        size = (await trio.to_thread.run_sync(path.stat)).st_size
+        if size == 0:
+            raise ApiError("not_found", f"recording {recording_id} has no media (no host sent any while it ran)")
+        headers = {
+            "Content-Disposition": f'attachment; filename="{room_id}_{recording_id}.webm"',
+            "Content-Length": str(size),
+        }
+        return Response(_file_chunks(path), status=200, content_type="video/webm", headers=headers)
+
     @rest.get("/stats")
     async def server_stats() -> Response:
         return json_response(await ctx.supervisor.totals())
@@ -133,6 +177,16 @@ def create_rest_blueprint(ctx: ServerContext) -> Blueprint:
         return json_response(TokenResponse(token=token, expires_at=expires_at))
 
     return rest
+
+
+async def _file_chunks(path: Path, chunk_bytes: int = 1 << 20) -> AsyncIterator[bytes]:
+    """A file in 1 MiB chunks, each read in a worker thread (a recording can be gigabytes)."""
+    file = await trio.to_thread.run_sync(path.open, "rb")
+    try:
+        while chunk := await trio.to_thread.run_sync(file.read, chunk_bytes):
+            yield chunk
+    finally:
+        file.close()
 
 
 def create_debug_blueprint(ctx: ServerContext) -> Blueprint:

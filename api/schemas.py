@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from actors.messages import PeerInfo, RoomStats
+from actors.recordings import RecordingInfo
 from actors.supervisor import ServerTotals
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
@@ -17,6 +18,7 @@ class CreateRoomRequest(msgspec.Struct, frozen=True, kw_only=True):
     post_id: Name | None = None
     classroom_id: Name | None = None  # the seed's name for post_id; post_id wins if both are given
     host_user_id: Name
+    record: bool = False  # record the host from the start (POST /room/{id}/recording/start later)
 
 
 class TokenRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -63,6 +65,11 @@ class KickResponse(msgspec.Struct, frozen=True):
     peer_id: str
 
 
+class RecordingsResponse(msgspec.Struct, frozen=True):
+    room_id: str
+    recordings: list[RecordingInfo]
+
+
 class CrashResponse(msgspec.Struct, frozen=True):
     status: Literal["crashed"]
     room_id: str
@@ -77,6 +84,8 @@ __all__ = [
     "KickResponse",
     "PeerInfo",
     "PeersResponse",
+    "RecordingInfo",
+    "RecordingsResponse",
     "RoomStats",
     "ServerTotals",
     "StopRoomResponse",

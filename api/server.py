@@ -111,6 +111,7 @@ async def run_server(
             target_bitrate_bps=config.video.target_bitrate_kbps * 1000,
             media_lock=media_port.lock,
             events=webhooks,
+            recordings=config.recordings,
         )
         client = await nursery.start(supervisor.run)
         ctx = ServerContext(

@@ -123,6 +123,13 @@ class WebhooksConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=
             raise ValueError("urls needs a secret of at least 16 bytes (receivers verify the signatures)")
 
 
+class RecordingsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    # recordings (WebM, the host's VP8 + Opus as sent) go to <directory>/<room_id>/<recording_id>.webm
+    directory: str = "recordings"
+    max_seconds: Annotated[float, msgspec.Meta(gt=0, le=7 * 86400)] = 4 * 3600.0
+    max_bytes: Annotated[int, msgspec.Meta(ge=1_000_000)] = 4 * 1024**3
+
+
 class MetricsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     # GET /metrics (Prometheus): "off" (404), "open" (no key), "api_key" (the REST API's key, when set)
     access: Literal["off", "open", "api_key"] = "api_key"
@@ -140,6 +147,7 @@ class Config(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     ice: IceConfig = msgspec.field(default_factory=IceConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     webhooks: WebhooksConfig = msgspec.field(default_factory=WebhooksConfig)
+    recordings: RecordingsConfig = msgspec.field(default_factory=RecordingsConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     debug: DebugConfig = msgspec.field(default_factory=DebugConfig)
 

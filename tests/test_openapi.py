@@ -6,6 +6,7 @@ what it documents for that status."""
 from __future__ import annotations
 
 import copy
+import tempfile
 from typing import Any
 
 import httpx
@@ -130,9 +131,9 @@ def test_the_schemas_are_msgspecs_for_the_handlers_types() -> None:
         errors = {int(s) for s in op["responses"] if s != "200"}
         assert (401 in errors) is not open_route, (method, path)
         if "{room_id}" in path:
-            names = ["room_id", "peer_id"] if "{peer_id}" in path else ["room_id"]
+            names = ["room_id"] + [n for n in ("peer_id", "recording_id") if "{" + n + "}" in path]
             assert [(p["name"], p["in"], p["required"]) for p in op["parameters"]] == [(n, "path", True) for n in names]
-            assert 404 in errors
+            assert (404 in errors) is (path != "/room/{room_id}/recordings"), path  # a listing: empty, never 404
         if "requestBody" in op:
             assert {400, 413} <= errors
         for status in errors:
@@ -162,6 +163,9 @@ class Validator:
             return {"text": response.text}
         if "image/jpeg" in content:  # a thumbnail
             assert response.headers["content-type"] == "image/jpeg" and response.content[:2] == b"\xff\xd8"
+            return {}
+        if "video/webm" in content:  # a recording
+            assert response.headers["content-type"] == "video/webm" and response.content[:4] == b"\x1a\x45\xdf\xa3"
             return {}
         assert response.headers["content-type"].startswith("application/json")
         schema = content["application/json"]["schema"]
@@ -208,6 +212,22 @@ async def exercise(server: RunningServer, check: Validator) -> None:
             kicked = await c.post(f"/room/{room}/peers/{joined.peer_id}/kick", headers=KEY)
             assert kicked.status_code == 200, kicked.text
             check("post", kick, kicked)
+        start, stop_rec = "/room/{room_id}/recording/start", "/room/{room_id}/recording/stop"
+        listing, download = "/room/{room_id}/recordings", "/room/{room_id}/recordings/{recording_id}.webm"
+        check("post", stop_rec, await c.post(f"/room/{room}/recording/stop", headers=KEY))  # not recording: 404
+        for r in (room, unknown):
+            check("post", start, await c.post(f"/room/{r}/recording/start"))
+        check("post", stop_rec, await c.post(f"/room/{unknown}/recording/stop", headers=KEY))
+        check("post", start, await c.post(f"/room/{unknown}/recording/start", headers=KEY))
+        recording = check("post", start, await c.post(f"/room/{room}/recording/start", headers=KEY))
+        check("post", stop_rec, await c.post(f"/room/{room}/recording/stop"))
+        check("post", stop_rec, await c.post(f"/room/{room}/recording/stop", headers=KEY))
+        check("get", listing, await c.get(f"/room/{room}/recordings"))
+        assert check("get", listing, await c.get(f"/room/{room}/recordings", headers=KEY))["recordings"]
+        webm = f"/room/{room}/recordings/{recording['recording_id']}.webm"
+        check("get", download, await c.get(webm))
+        check("get", download, await c.get(webm, headers=KEY))  # no host sent anything: 404
+        check("get", download, await c.get(f"/room/{room}/recordings/rec_none.webm", headers=KEY))
         thumbnail = "/room/{room_id}/thumbnail.jpg"
         check("get", thumbnail, await c.get(f"/room/{unknown}/thumbnail.jpg", headers=KEY))
         check("get", thumbnail, await c.get(f"/room/{unknown}/thumbnail.jpg"))
@@ -232,7 +252,11 @@ async def exercise(server: RunningServer, check: Validator) -> None:
 
 
 async def test_real_responses_validate_against_the_document() -> None:
-    config = make_config(auth={"secret": SECRET, "api_key": API_KEY}, rooms={"max_rooms": 1})
+    config = make_config(
+        auth={"secret": SECRET, "api_key": API_KEY},
+        rooms={"max_rooms": 1},
+        recordings={"directory": tempfile.mkdtemp(prefix="openapi-recordings-")},
+    )
     with trio.fail_after(15):
         async with running_server(config) as server:
             async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
@@ -252,6 +276,9 @@ async def test_real_responses_validate_against_the_document() -> None:
         ("get", "/metrics", 404),  # `[metrics] access = "off"`: tests/test_metrics.py
         ("post", "/room/{room_id}/stop", 503),
         ("get", "/room/{room_id}/peers", 503),
+        ("post", "/room/{room_id}/recording/start", 503),
+        ("get", "/room/{room_id}/recordings/{recording_id}.webm", 200),  # needs a host's media: test_recording.py
+        ("post", "/room/{room_id}/recording/stop", 503),
         ("get", "/room/{room_id}/thumbnail.jpg", 200),  # needs a host's video: tests/test_thumbnail.py
         ("get", "/room/{room_id}/thumbnail.jpg", 503),
         ("post", "/room/{room_id}/peers/{peer_id}/kick", 503),

@@ -1,0 +1,207 @@
+"""A room's recording: the host's VP8 + Opus into a WebM file, without transcoding.
+
+Ownership and threads:
+
+- `Recording.feed` runs on the media thread, under the media lock, for every host RTP
+  packet (the room actor wraps the host connection's `on_rtp`): it hands the packet to
+  the sans-IO `media.recorder.Recorder`, whose `write` only appends to an in-memory
+  buffer. Payload types are mapped to the recorder's fixed ones, so a new host with
+  other payload types continues the same file.
+- `Recording.run`, a Trio task in the supervisor's nursery, every `FLUSH_SECONDS`:
+  takes the buffer (under the lock) and writes it to the file in a worker thread
+  (disk never blocks media or Trio), calls `Recorder.advance` (time limit while the
+  host is away, keyframe timeout), and asks the host for a keyframe while the
+  recorder waits for one. When the recording stops (`stop()`, the room stopping, or
+  the recorder's size/time limit), it finishes the file: the last bytes, the
+  patched sizes and duration, then `<id>.json` beside `<id>.webm`, and the
+  `recording_ready` webhook.
+
+Files: `[recordings] directory/<room_id>/<recording_id>.webm` and `.json`; the listing
+(`recordings_of`) reads the directory, so recordings outlive the room and restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import msgspec
+import trio
+
+from media.recorder import Recorder
+from media.streams import SourceStream
+from media.webm import apply_patches
+
+log = logging.getLogger("bitbasel.recordings")
+
+FLUSH_SECONDS = 0.5
+VP8_PT = 96  # the recorder's own payload types (the host's are mapped onto them)
+OPUS_PT = 111
+
+
+class RecordingInfo(msgspec.Struct, frozen=True):
+    recording_id: str
+    room_id: str
+    post_id: str
+    state: str  # "recording" or "ready"
+    started_at: float  # unix seconds
+    ended_at: float | None
+    duration_seconds: float
+    bytes: int
+    stop_reason: str | None  # "api", "room_stopped", "max_bytes", "max_seconds", "shutdown"
+    frames: dict[str, int | float] = msgspec.field(default_factory=dict)  # the recorder's counters
+
+
+def new_recording_id() -> str:
+    return f"rec_{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}_{secrets.token_hex(4)}"
+
+
+class Recording:
+    def __init__(
+        self,
+        directory: Path,
+        room_id: str,
+        post_id: str,
+        *,
+        media_lock: AbstractContextManager[Any],
+        max_bytes: int,
+        max_seconds: float,
+        request_keyframe: Callable[[], None],
+        on_ready: Callable[[RecordingInfo], None],
+    ) -> None:
+        self.recording_id = new_recording_id()
+        self.room_id = room_id
+        self.post_id = post_id
+        self.directory = directory / room_id
+        self.path = self.directory / f"{self.recording_id}.webm"
+        self.started_at = time.time()
+        self.stop_reason: str | None = None
+        self._lock = media_lock
+        self._request_keyframe = request_keyframe
+        self._on_ready = on_ready
+        self._buffer = bytearray()
+        self._pt_map: dict[int, int] = {}
+        self._stop_requested = trio.Event()
+        self._done = trio.Event()
+        self.recorder = Recorder(
+            self._buffer.extend,
+            vp8_payload_type=VP8_PT,
+            opus_payload_type=OPUS_PT,
+            max_bytes=max_bytes,
+            max_seconds=max_seconds,
+        )
+
+    # ---- media thread (under the media lock) ----------------------------------------------
+
+    def use_host(self, sources: list[SourceStream]) -> None:
+        """A (new) host is attached: map its payload types; a new segment of the file."""
+        self._pt_map = {s.payload_type: VP8_PT if s.kind == "video" else OPUS_PT for s in sources}
+        if self.recorder.started:
+            self.recorder.host_changed()
+
+    def feed(self, packet: bytes, arrival: float) -> None:
+        if self.recorder.finished or len(packet) < 12:
+            return
+        pt = packet[1] & 0x7F
+        mapped = self._pt_map.get(pt)
+        if mapped is None:
+            return
+        if mapped != pt:
+            packet = packet[:1] + bytes(((packet[1] & 0x80) | mapped,)) + packet[2:]
+        self.recorder.feed(packet, arrival)
+
+    # ---- Trio ---------------------------------------------------------------------------
+
+    def stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self._stop_requested.set()
+
+    async def wait_done(self) -> None:
+        await self._done.wait()
+
+    async def run(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        file: BinaryIO = await trio.to_thread.run_sync(self.path.open, "wb")
+        try:
+            while not self._stop_requested.is_set():
+                with trio.move_on_after(FLUSH_SECONDS):
+                    await self._stop_requested.wait()
+                with self._lock:
+                    self.recorder.advance(time.monotonic())
+                    if self.recorder.stopped_reason is not None and self.stop_reason is None:
+                        self.stop_reason = self.recorder.stopped_reason
+                        self._stop_requested.set()
+                    if self.recorder.wants_keyframe:
+                        self._request_keyframe()
+                    chunk = self._take()
+                if chunk:
+                    await trio.to_thread.run_sync(file.write, chunk)
+            with self._lock:
+                patches = self.recorder.finish()
+                chunk = self._take()
+            await trio.to_thread.run_sync(self._finish_file, file, chunk, patches)
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(file.close)
+                info = self.info()
+                await trio.to_thread.run_sync(self._write_metadata, info)
+            self._done.set()
+        log.info(
+            "room %s: recording %s ready (%s, %.1f s, %d bytes)",
+            self.room_id,
+            self.recording_id,
+            info.stop_reason,
+            info.duration_seconds,
+            info.bytes,
+        )
+        self._on_ready(info)
+
+    def _take(self) -> bytes:
+        chunk = bytes(self._buffer)
+        self._buffer.clear()
+        return chunk
+
+    @staticmethod
+    def _finish_file(file: BinaryIO, chunk: bytes, patches: list[tuple[int, bytes]]) -> None:
+        file.write(chunk)
+        apply_patches(file, patches)
+        file.flush()
+
+    def info(self) -> RecordingInfo:
+        done = self._done.is_set() or self.recorder.finished
+        return RecordingInfo(
+            recording_id=self.recording_id,
+            room_id=self.room_id,
+            post_id=self.post_id,
+            state="ready" if done else "recording",
+            started_at=self.started_at,
+            ended_at=time.time() if done else None,
+            duration_seconds=round(self.recorder.duration_ms / 1000.0, 3),
+            bytes=self.recorder.bytes_written,
+            stop_reason=self.stop_reason,
+            frames=dict(self.recorder.stats.as_dict()),
+        )
+
+    def _write_metadata(self, info: RecordingInfo) -> None:
+        self.path.with_suffix(".json").write_bytes(msgspec.json.encode(info))
+
+
+def recordings_of(directory: Path, room_id: str) -> list[RecordingInfo]:
+    """The finished recordings of a room, oldest first (read from their metadata files)."""
+    folder = directory / room_id
+    if not folder.is_dir():
+        return []
+    found = []
+    for meta in sorted(folder.glob("rec_*.json")):
+        try:
+            found.append(msgspec.json.decode(meta.read_bytes(), type=RecordingInfo))
+        except (OSError, msgspec.DecodeError, json.JSONDecodeError):
+            log.warning("recording metadata %s is unreadable: skipped", meta)
+    return found
