@@ -34,7 +34,7 @@ import msgspec
 import trio
 
 from core.config import WebhooksConfig
-from media_server_client.webhooks import SIGNATURE_HEADER, sign_webhook
+from core.webhook_signature import SIGNATURE_HEADER, sign_webhook
 
 log = logging.getLogger("bitbasel.webhooks")
 

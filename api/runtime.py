@@ -15,7 +15,7 @@ import trio
 import trio_asyncio
 
 from media.delay_histogram import DelaySnapshot
-from transport import containment
+from transport import containment_statistics as containment
 from transport.media_port import MediaPort
 
 

@@ -70,8 +70,8 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack  # noqa: E402
 from make_media import OUT_DIR, EncodedStream, load_media  # noqa: E402
 
 from media.vp8 import is_keyframe_start  # noqa: E402
+from media_server_client import aiortc_hooks as adapter  # noqa: E402
 from media_server_client.bots import open_host, open_viewer  # noqa: E402
-from transport import aiortc_adapter as adapter  # noqa: E402
 
 LOOPBACK = ["127.0.0.1"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -182,8 +182,8 @@ async def measure_send_paths() -> dict[str, list[float]]:
     connected to an aiortc client, then per packet ``send_rtp`` (SRTP protect + ``sendto``
     on the port's socket, counters) in a synchronous loop. Runs under trio.
     """
+    from media_server_client.containment import open_contained_loop
     from transport import IceSettings, MediaPort, MediaSettings, PeerConnection, TransportCounters
-    from transport.containment import open_contained_loop
     from transport.dtls import process_certificate
 
     ice = IceSettings(host_addresses=LOOPBACK, announced_address="", stun_servers=[])

@@ -64,8 +64,8 @@ from fanout import (
     payload_type,
 )
 
-from transport import aiortc_adapter as adapter
-from transport.containment import open_contained_loop
+from media_server_client import aiortc_hooks as adapter
+from media_server_client.containment import open_contained_loop
 
 JANUS = "/usr/bin/janus"
 SYSTEM_CONFIG = Path("/etc/janus")

@@ -72,7 +72,7 @@ from fanout import (
 
 from media.delay_histogram import DelaySnapshot
 from media_server_client.bots import open_host
-from transport.containment import open_contained_loop
+from media_server_client.containment import open_contained_loop
 
 DRAIN_SECONDS = 0.4
 BENCH_DIR = Path(__file__).resolve().parent

@@ -65,8 +65,8 @@ import trio_asyncio  # noqa: E402
 from fanout import Child, Gate, KindCounter, LineReader, PacketTrack, payload_type, proc_cpu_ticks, spawn  # noqa: E402
 from make_media import AUDIO_FRAME, AUDIO_RATE, FPS, GOP_FRAMES, OUT_DIR, SECONDS, EncodedStream, load_media  # noqa: E402
 
+from media_server_client import aiortc_hooks as adapter  # noqa: E402
 from media_server_client.bots import Bot, BotState, open_host, open_viewer  # noqa: E402
-from transport import aiortc_adapter as adapter  # noqa: E402
 
 LOOPBACK = ["127.0.0.1"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")

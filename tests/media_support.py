@@ -11,8 +11,8 @@ import httpx
 from core.config import Config
 from media.vp8 import descriptor_length
 from media_server_client.bots import Bot, open_host, open_viewer
+from media_server_client.containment import open_contained_loop
 from tests.serving import RunningServer, http_client, make_config, running_server
-from transport.containment import open_contained_loop
 
 LOOPBACK = ["127.0.0.1"]
 VP8_CLOCK = 90000

@@ -259,7 +259,7 @@ def test_the_platform_imports_the_module_from_its_own_origin_and_joins(
     assert result["state"] == "offline"  # joined, no host yet
     assert result["closed"] == "closed"
     assert result["url"] == media_server.url.replace("http://", "ws://") + "/ws"
-    assert result["finals"] == [4401, 4403, 4404, 4410]
+    assert result["finals"] == [4401, 4403, 4404, 4410, 4451]
     media_server.wait_room(room_id, viewer_count=0)
     tab.assert_no_errors()
 

@@ -16,7 +16,8 @@ import trio
 import trio_asyncio
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from core.signaling import Answer, Candidate, Error, Offer, Ping, Pong
+from media_server_client.aiortc_hooks import observe_rtp_received, restrict_host_addresses
+from media_server_client.messages import Answer, Candidate, Error, Offer, Ping, Pong
 from media_server_client.signaling import SessionClosed, connect_signaling
 from media_server_client.sources import TestPatternTrack, ToneTrack, file_tracks
 from tests.media_support import (
@@ -33,7 +34,6 @@ from tests.media_support import (
 from tests.serving import http_client, make_config
 from tests.turn_support import available as coturn_available
 from tests.turn_support import coturn
-from transport.aiortc_adapter import observe_rtp_received, restrict_host_addresses
 
 SMALL = {"width": 160, "height": 120, "fps": 15}
 

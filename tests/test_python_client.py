@@ -41,6 +41,7 @@ async def test_client_under_trio() -> None:
             stats = await client.get_room_stats(room_id)
             assert stats.is_active and stats.viewer_count == 0 and stats.post_id == "post_1"
             assert (await client.get_server_stats()).active_rooms == 1
+            assert await client.list_peers(room_id) == []
             await client.stop_room(room_id)
             assert (await client.get_room_stats(room_id)).stop_reason == "api"
             with pytest.raises(RoomNotFoundError):

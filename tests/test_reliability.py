@@ -25,13 +25,13 @@ import trio_asyncio
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from trio_websocket import open_websocket_url
 
-from core.signaling import Answer, Join, Joined, Offer, Stopped, encode
+from media_server_client.aiortc_hooks import restrict_host_addresses
 from media_server_client.bots import open_host, open_viewer
+from media_server_client.containment import open_contained_loop
+from media_server_client.messages import Answer, Join, Joined, Offer, Stopped, encode
 from media_server_client.signaling import ServerError, SessionClosed, connect_signaling
 from media_server_client.sources import TestPatternTrack, ToneTrack
 from tests.serving import ROOT, ServerProcess, server_process
-from transport.aiortc_adapter import restrict_host_addresses
-from transport.containment import open_contained_loop
 
 T = TypeVar("T")
 SCALE = int(os.environ.get("BITBASEL_RELIABILITY_SCALE", "1"))

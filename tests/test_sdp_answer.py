@@ -33,7 +33,7 @@ from media.sdp_answer import (
     random_ssrcs,
 )
 from media.streams import SdpError, UnsupportedCodecError
-from transport import aiortc_adapter as adapter
+from media_server_client import aiortc_hooks as adapter
 
 FINGERPRINT = ("sha-256", ":".join(f"{i:02X}" for i in range(32)))
 PORT = 40000

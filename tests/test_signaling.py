@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from core.signaling import Error, Join, Joined, Leave, Offer, Ping, Pong, RoomUpdate, Stopped
+from media_server_client.messages import Error, Join, Joined, Leave, Offer, Ping, Pong, RoomUpdate, Stopped
 from media_server_client.signaling import SessionClosed, SignalingSession, connect_signaling
 from tests.serving import RunningServer, http_client, make_config, running_server
 

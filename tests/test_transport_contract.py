@@ -1,8 +1,10 @@
-"""Contract test: every private aiortc / aioice hook of transport.aiortc_adapter still exists.
+"""Contract test: every private aiortc / aioice hook of the client's
+media_server_client.aiortc_hooks (clients/python) still exists.
 
 If one of these fails after an aiortc or aioice upgrade, the message names the
 hook, what the adapter uses it for, and what changed. Fix the adapter (and
-its HOOKS table) before anything else: the data plane depends on these.
+its HOOKS table) before anything else: the bots, the tests' aiortc peers and
+the benchmarks depend on these.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ import pytest
 import trio
 import trio_asyncio
 
-from transport import aiortc_adapter as adapter
-from transport.aiortc_adapter import HOOKS, Hook
+from media_server_client import aiortc_hooks as adapter
+from media_server_client.aiortc_hooks import HOOKS, Hook
 
 
 def _resolve(dotted: str) -> Any:
@@ -37,7 +39,7 @@ def _resolve(dotted: str) -> Any:
 def _fail(hook: Hook, problem: str) -> None:
     pytest.fail(
         f"aiortc/aioice hook moved: {hook.owner}.{hook.attribute} ({hook.kind}; "
-        f"transport.aiortc_adapter.{hook.used_by} uses it: {hook.why}): {problem}",
+        f"media_server_client.aiortc_hooks.{hook.used_by} uses it: {hook.why}): {problem}",
         pytrace=False,
     )
 
@@ -123,7 +125,7 @@ def test_pinned_versions() -> None:
     found = {"aiortc": version("aiortc"), "aioice": version("aioice")}
     pinned = {"aiortc": adapter.PINNED_AIORTC, "aioice": adapter.PINNED_AIOICE}
     assert found == pinned, (
-        f"installed {found} but transport/aiortc_adapter.py was written against {pinned}: "
+        f"installed {found} but media_server_client/aiortc_hooks.py was written against {pinned}: "
         "re-read every HOOKS entry against the new source, then update the pins"
     )
 
@@ -143,7 +145,7 @@ def test_every_private_access_of_the_adapter_is_in_hooks() -> None:
         assert name in source and name in listed, name
 
 
-# ---- containment (transport/containment.py): the mechanism, checked on trio-asyncio itself ----
+# ---- containment (media_server_client/containment.py): the mechanism, checked on trio-asyncio itself ----
 
 
 def test_trio_asyncio_still_reraises_loop_errors_into_its_nursery() -> None:
@@ -158,7 +160,7 @@ async def test_a_contained_loop_gives_tasks_to_their_owner_and_never_raises() ->
     import asyncio
     import gc
 
-    from transport.containment import TaskOwner, loop_is_contained, open_contained_loop, statistics
+    from media_server_client.containment import TaskOwner, loop_is_contained, open_contained_loop, statistics
 
     async def fail() -> None:
         raise RuntimeError("boom")
@@ -194,7 +196,7 @@ async def test_an_aiortc_client_closed_mid_handshake_raises_nothing_out_of_the_l
     once its ICE transport is closed) now only reaches the contained loop's handler."""
     from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-    from transport.containment import open_contained_loop
+    from media_server_client.containment import open_contained_loop
 
     async def main() -> None:
         offerer = RTCPeerConnection(RTCConfiguration(iceServers=[]))

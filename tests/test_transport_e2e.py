@@ -16,8 +16,8 @@ import trio
 import trio_asyncio
 from aiortc import AudioStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 
-from transport import aiortc_adapter as adapter
-from transport.containment import open_contained_loop
+from media_server_client import aiortc_hooks as adapter
+from media_server_client.containment import open_contained_loop
 from transport.dtls import process_certificate
 from transport.media_port import MediaPort
 from transport.peer_connection import PeerConnection

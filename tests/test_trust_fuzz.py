@@ -66,11 +66,12 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from trio_websocket import ConnectionClosed
 
 from actors.peer import CLOSE_OF_CODE
-from core.signaling import MAX_MESSAGE_BYTES, Error, Joined, Leave, Ping, Pong, decode_client_message_untrusted
+from core.signaling import MAX_MESSAGE_BYTES, Leave, Ping, decode_client_message_untrusted  # the server's reading
+from media_server_client.aiortc_hooks import restrict_host_addresses
+from media_server_client.messages import Error, Joined, Pong  # what the client session decodes
 from media_server_client.signaling import SessionClosed, SignalingSession, connect_signaling
 from tests.media_support import LOOPBACK, host, media_server, viewer
 from tests.serving import RunningServer, make_config
-from transport.aiortc_adapter import restrict_host_addresses
 
 SECRET = "fuzz-secret-of-at-least-32-bytes!!"
 API_KEY = "fuzz-api-key"

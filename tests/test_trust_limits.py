@@ -11,7 +11,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError
 
-from core.signaling import Error, Offer, Ping, Pong
+from media_server_client.messages import Error, Offer, Ping, Pong
 from media_server_client.signaling import SessionClosed, SignalingSession, connect_signaling
 from tests.serving import RunningServer, http_client, make_config, running_server
 

@@ -22,7 +22,7 @@ from trio_websocket import HandshakeError, open_websocket_url
 
 from api.server import run_server
 from core.config import ConfigError
-from core.signaling import Ping, Pong
+from media_server_client.messages import Ping, Pong
 from media_server_client.signaling import connect_signaling
 from tests.serving import ROOT, app_process, make_config, running_server
 

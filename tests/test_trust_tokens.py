@@ -20,8 +20,8 @@ import jwt
 import pytest
 import trio
 
-from core.signaling import Error, Ping, Pong
 from core.tokens import LEEWAY_SECONDS
+from media_server_client.messages import Error, Ping, Pong
 from media_server_client.signaling import SessionClosed, SignalingSession, connect_signaling
 from tests.serving import RunningServer, http_client, make_config, running_server
 

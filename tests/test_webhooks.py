@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 import trio
 
-from media_server_client import WebhookSignatureError, verify_webhook
+from core.webhook_signature import SIGNATURE_HEADER, sign_webhook  # the server's side
+from media_server_client import WebhookSignatureError, verify_webhook  # the receiver's (the client package)
+from media_server_client import webhooks as client_webhooks
 from media_server_client.signaling import connect_signaling
 from media_server_client.sources import TestPatternTrack, ToneTrack
-from media_server_client.webhooks import SIGNATURE_HEADER, sign_webhook
 from tests.media_support import create_room, host, media_server, viewer
 from tests.serving import http_client, make_config
 from tests.webhook_receiver import Receiver, webhook_receiver
@@ -36,10 +37,14 @@ def verified(receiver: Receiver) -> list[dict[str, Any]]:
 
 
 def test_a_signature_verifies_and_anything_altered_or_old_does_not() -> None:
+    """The server's signature (core.webhook_signature) checked by the client's verify_webhook."""
     body = b'{"id":"e1","type":"room_started","room_id":"room_1","post_id":"p","created_at":1,"data":{}}'
     now = 1_800_000_000
     header = sign_webhook(body, SECRET, timestamp=now)
     assert verify_webhook(body, header, SECRET, now=now + 10)["id"] == "e1"
+    # the client's own sign_webhook (for receivers' tests) signs as the server does
+    assert client_webhooks.sign_webhook(body, SECRET, timestamp=now) == header
+    assert client_webhooks.SIGNATURE_HEADER == SIGNATURE_HEADER
     for bad_body, bad_header, bad_secret, at in [
         (body.replace(b"room_1", b"room_2"), header, SECRET, now),  # altered body
         (body, header, "another-secret-of-the-test-suite", now),  # forged with another secret

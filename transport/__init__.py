@@ -6,10 +6,10 @@ one UDP port, ICE-lite, the receive path) and
 answer, DTLS-SRTP via :mod:`transport.dtls`, send and receive). No aiortc and
 no asyncio on the server.
 
-Clients (bots, tests, benchmarks) drive aiortc; every private aiortc/aioice
-hook they need lives in :mod:`transport.aiortc_adapter`, and
-:mod:`transport.containment` keeps an aiortc task's error from ending a trio
-program.
+Clients (bots, tests, benchmarks) drive aiortc: every private aiortc/aioice
+hook they need, and the contained trio-asyncio loop they run it on, are in the
+client package (clients/python: ``media_server_client.aiortc_hooks``,
+``media_server_client.containment``), which the server does not import.
 """
 
 from transport.media_port import MediaPort

@@ -1,13 +1,22 @@
-"""The REST client, mirroring the C++ prototype's `media_server_client`."""
+"""The REST client, mirroring the C++ prototype's `media_server_client`.
+
+httpx and the standard library only: the answers are decoded into frozen dataclasses by
+`_decode` (a field the server added later than the client is ignored; a missing or
+mistyped one raises `MediaServerError` with code "bad_response").
+"""
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+import types
+import typing
+from dataclasses import MISSING, dataclass, fields, is_dataclass
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 import httpx
-import msgspec
 
 from media_server_client.errors import ERROR_CLASSES, MediaServerError
 
@@ -15,12 +24,13 @@ T = TypeVar("T")
 
 
 # The response bodies, declared here rather than imported from the server's packages
-# (the client is meant to install without them). tests/test_sdk_types_match_server.py
-# checks that their fields are the server's. A field the server added later has a
-# default, so that an older server's answers still decode.
+# (the client installs without them). The server repository's
+# tests/test_sdk_types_match_server.py checks that their fields are the server's. A field
+# the server added later has a default, so that an older server's answers still decode.
 
 
-class CreatedRoom(msgspec.Struct, frozen=True):
+@dataclass(frozen=True)
+class CreatedRoom:
     """`POST /room/create` (the server's api.schemas.CreateRoomResponse)."""
 
     room_id: str
@@ -29,7 +39,8 @@ class CreatedRoom(msgspec.Struct, frozen=True):
     host_user_id: str = ""
 
 
-class RoomStats(msgspec.Struct, frozen=True):
+@dataclass(frozen=True)
+class RoomStats:
     """`GET /room/{room_id}/stats` (the server's actors.messages.RoomStats)."""
 
     room_id: str
@@ -47,7 +58,8 @@ class RoomStats(msgspec.Struct, frozen=True):
     forwarding: dict[str, Any] | None = None  # the forwarder's counters while active (see /openapi.json)
 
 
-class ServerStats(msgspec.Struct, frozen=True):
+@dataclass(frozen=True)
+class ServerStats:
     """`GET /stats` (the server's actors.supervisor.ServerTotals)."""
 
     total_rooms: int
@@ -61,14 +73,16 @@ class ServerStats(msgspec.Struct, frozen=True):
     rooms_crashed: int = 0  # rooms stopped as "crashed"
 
 
-class JoinToken(msgspec.Struct, frozen=True):
+@dataclass(frozen=True)
+class JoinToken:
     """`POST /room/{room_id}/token` (the server's api.schemas.TokenResponse)."""
 
     token: str | None  # None when the server has no [auth] secret
     expires_at: int | None
 
 
-class Peer(msgspec.Struct, frozen=True):
+@dataclass(frozen=True)
+class Peer:
     """One session of `GET /room/{room_id}/peers` (the server's actors.messages.PeerInfo)."""
 
     peer_id: str
@@ -80,14 +94,71 @@ class Peer(msgspec.Struct, frozen=True):
     bytes_sent: int  # RTP payload bytes forwarded to a viewer
 
 
-class _Peers(msgspec.Struct, frozen=True):
+@dataclass(frozen=True)
+class _Peers:
     room_id: str
     peers: list[Peer]
 
 
-class _ErrorBody(msgspec.Struct):
-    error: str = "unknown"
-    message: str = ""
+# ---- decoding JSON into the dataclasses above (what msgspec did, for these types only) ----
+
+
+class _BadResponse(ValueError):
+    pass
+
+
+@functools.cache
+def _hints(kind: type) -> dict[str, Any]:
+    return typing.get_type_hints(kind)
+
+
+def _decode(kind: Any, value: Any, where: str = "$") -> Any:
+    """`value` (parsed JSON) as `kind`: a dataclass above, str, int, float, bool, None, Any,
+    a union, a Literal, list[...] or dict[str, ...]. Unknown object keys are ignored."""
+    origin = typing.get_origin(kind)
+    if kind is Any:
+        return value
+    if isinstance(kind, type) and is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise _BadResponse(f"{where}: expected an object, got {value!r:.80}")
+        hints = _hints(kind)
+        given: dict[str, Any] = {}
+        for spec in fields(kind):
+            if spec.name in value:
+                given[spec.name] = _decode(hints[spec.name], value[spec.name], f"{where}.{spec.name}")
+            elif spec.default is MISSING and spec.default_factory is MISSING:
+                raise _BadResponse(f"{where}: missing required field {spec.name!r}")
+        return kind(**given)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(kind):
+            try:
+                return _decode(option, value, where)
+            except _BadResponse:
+                continue
+        raise _BadResponse(f"{where}: expected {kind}, got {value!r:.80}")
+    if origin is Literal:
+        if value not in typing.get_args(kind):
+            raise _BadResponse(f"{where}: expected one of {typing.get_args(kind)}, got {value!r:.80}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise _BadResponse(f"{where}: expected an array, got {value!r:.80}")
+        (item,) = typing.get_args(kind)
+        return [_decode(item, element, f"{where}[{i}]") for i, element in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _BadResponse(f"{where}: expected an object, got {value!r:.80}")
+        _, item = typing.get_args(kind)
+        return {key: _decode(item, element, f"{where}.{key}") for key, element in value.items()}
+    if kind is type(None):
+        if value is not None:
+            raise _BadResponse(f"{where}: expected null, got {value!r:.80}")
+        return None
+    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if kind in (str, int, bool) and isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+        return value
+    raise _BadResponse(f"{where}: expected {getattr(kind, '__name__', kind)}, got {value!r:.80}")
 
 
 class MediaServerClient:
@@ -154,7 +225,7 @@ class MediaServerClient:
         return httpx.AsyncClient(base_url=self.base_url, headers=self._headers, timeout=self._timeout)
 
     async def _call(self, method: str, path: str, kind: type[T], body: object | None = None) -> T:
-        content = msgspec.json.encode(body) if body is not None else None
+        content = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if content is not None else {}
         try:
             if self._pooled is not None:
@@ -165,12 +236,27 @@ class MediaServerClient:
         except httpx.HTTPError as exc:
             raise MediaServerError(0, "unreachable", f"{method} {self.base_url}{path}: {exc!r}") from exc
         if response.status_code != 200:
-            try:
-                error = msgspec.json.decode(response.content, type=_ErrorBody)
-            except msgspec.MsgspecError:
-                error = _ErrorBody("unknown", response.text[:200])
-            raise ERROR_CLASSES.get(error.error, MediaServerError)(response.status_code, error.error, error.message)
-        return msgspec.json.decode(response.content, type=kind)
+            code, message = _error_of(response)
+            raise ERROR_CLASSES.get(code, MediaServerError)(response.status_code, code, message)
+        try:
+            decoded: T = _decode(kind, json.loads(response.content))
+        except (ValueError, RecursionError) as exc:  # _BadResponse, or not JSON at all
+            raise MediaServerError(
+                response.status_code, "bad_response", f"{method} {path}: {exc} ({response.text[:200]!r})"
+            ) from exc
+        return decoded
+
+
+def _error_of(response: httpx.Response) -> tuple[str, str]:
+    """(code, message) of an error answer: `{"error": ..., "message": ...}`, or "unknown"."""
+    try:
+        body = json.loads(response.content)
+    except (ValueError, RecursionError):
+        return "unknown", response.text[:200]
+    if not isinstance(body, dict):
+        return "unknown", response.text[:200]
+    code, message = body.get("error", "unknown"), body.get("message", "")
+    return (code if isinstance(code, str) else "unknown"), (message if isinstance(message, str) else str(message))
 
 
 _default_client: MediaServerClient | None = None

@@ -4,6 +4,9 @@ async with connect_signaling("ws://127.0.0.1:8082/ws") as session:
     joined = await session.join("room_123", "viewer", token=token)
     await session.send(Offer(sdp=offer_sdp))
     answer = await session.expect(Answer)
+
+The message types are in `media_server_client.messages`. Needs the `bots` extra
+(trio-websocket, msgspec).
 """
 
 from __future__ import annotations
@@ -16,7 +19,16 @@ from typing import TypeVar
 import msgspec
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
-from core.signaling import ClientMessage, Error, Join, Joined, Role, ServerMessage, decode_server_message, encode
+from media_server_client.messages import (
+    ClientMessage,
+    Error,
+    Join,
+    Joined,
+    Role,
+    ServerMessage,
+    decode_server_message,
+    encode,
+)
 
 M = TypeVar("M", bound=ServerMessage)
 

@@ -1,12 +1,12 @@
 """Every private aiortc / aioice hook of the project's aiortc *clients*, and nothing else.
 
-The server does not use aiortc: its media transport is its own
-(transport/media_port.py, peer_connection.py, dtls.py). The Python bots,
-the tests and the benchmarks drive aiortc peers, and these are the things
-they need that aiortc has no API for. Pinned to aiortc 1.16.0 and aioice
-0.13.0 (see pyproject.toml); ``tests/test_transport_contract.py`` checks
-every entry of :data:`HOOKS` against the installed aiortc/aioice and fails
-naming the hook that moved.
+The server does not use aiortc (its media transport is its own). The Python
+bots (:mod:`media_server_client.bots`), the server's tests and its benchmarks
+drive aiortc peers, and these are the things they need that aiortc has no API
+for. Pinned to aiortc 1.16.0 and aioice 0.13.0 (the `bots` extra of the client's
+pyproject.toml); the server repository's ``tests/test_transport_contract.py``
+checks every entry of :data:`HOOKS` against the installed aiortc/aioice and
+fails naming the hook that moved.
 
 choose the host addresses
     aioice gathers on every interface but 127.0.0.1 and has no setting.

@@ -7,7 +7,7 @@ Every webhook POST carries
 `verify_webhook(body, header, secret)` returns the event (a dict) if the signature is
 right and `t` is within `tolerance_seconds` of now (a replay of an old delivery fails),
 else raises `WebhookSignatureError`. Deliveries are at least once: de-duplicate by the
-event's `id`.
+event's `id`. `sign_webhook` signs as the server does (for a receiver's own tests).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def _digest(secret: str, timestamp: int, body: bytes) -> str:
 
 
 def sign_webhook(body: bytes, secret: str, *, timestamp: int | None = None) -> str:
-    """The `X-BitBasel-Signature` value for `body` (the server's side)."""
+    """The `X-BitBasel-Signature` value for `body`, as the server signs it (e.g. to test a receiver)."""
     t = int(time.time()) if timestamp is None else timestamp
     return f"t={t},v1={_digest(secret, t, body)}"
 

@@ -8,8 +8,14 @@ REST (for the FastAPI backend; httpx, works under asyncio and Trio alike):
     await media_client.stop_room(room_id)
     stats = await media_client.get_room_stats(room_id)
 
-The signaling SDK (host and viewer bots on trio-websocket + aiortc) is in
-`media_server_client.sdk`; it is not imported here so the REST client stays light.
+Webhook receivers check each delivery with `verify_webhook(body, header, secret)`.
+This module and those it imports need httpx alone (`pip install bitbasel-media-client`).
+
+With the `bots` extra (`pip install "bitbasel-media-client[bots]"`: trio, trio-websocket,
+trio-asyncio, msgspec, aiortc): `media_server_client.messages` (the signaling messages of
+PROTOCOL.md), `.signaling` (a session over trio-websocket), `.bots` (host and viewer bots,
+real aiortc peers), `.sources` (test tracks), `.aiortc_hooks` and `.containment`. They are
+not imported here, so the REST client stays light.
 """
 
 from media_server_client.errors import (

@@ -1,10 +1,11 @@
-"""Containing asyncio: no task of aiortc/aioice can end the server.
+"""Containing asyncio: no task of aiortc/aioice can end a trio program that drives aiortc.
 
 trio-asyncio's loop re-raises every error reported to its exception handler
 into its nursery (`TrioEventLoop.default_exception_handler`), so one
 "Task exception was never retrieved" (aiortc's ``__connect`` failing with
 ``InvalidStateError`` after a close mid-handshake) or one "Task was destroyed
-but it is pending" ended the whole process, every room with it. Two
+but it is pending" ended the whole process (once the server, every room with
+it; today the bots, tests and benchmarks, the server having no asyncio). Two
 mechanisms, installed once on the loop by :func:`contain_loop`:
 
 - **Task ownership.** A task factory gives every asyncio task to the
@@ -20,8 +21,9 @@ mechanisms, installed once on the loop by :func:`contain_loop`:
   ``trio_asyncio.open_loop``.
 
 Public asyncio API only (``set_task_factory``, ``set_exception_handler``,
-context variables); tests/test_transport_contract.py checks that trio-asyncio
-still routes task creation and error reports through them.
+context variables); the server repository's tests/test_transport_contract.py
+checks that trio-asyncio still routes task creation and error reports through
+them. Needs trio-asyncio: part of the `bots` extra.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ _owner_of_task: weakref.WeakKeyDictionary[asyncio.Future[Any], TaskOwner] = weak
 
 
 class ContainmentStatistics:
-    """Process-wide counts of what containment caught (read by /debug/runtime)."""
+    """Process-wide counts of what containment caught."""
 
     __slots__ = ("task_errors", "unowned_errors")
 
@@ -160,8 +162,8 @@ def loop_is_contained(loop: asyncio.AbstractEventLoop) -> bool:
 
 @asynccontextmanager
 async def open_contained_loop() -> AsyncIterator[asyncio.AbstractEventLoop]:
-    """``trio_asyncio.open_loop()`` with :func:`contain_loop` applied: what the server runs
-    on, and what any trio program using aiortc (bots, tests) should open."""
+    """``trio_asyncio.open_loop()`` with :func:`contain_loop` applied: what any trio
+    program using aiortc (bots, tests, benchmarks) should open."""
     async with trio_asyncio.open_loop() as loop:
         contain_loop(loop)
         yield loop

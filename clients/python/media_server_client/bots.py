@@ -45,20 +45,19 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 from trio_websocket import ConnectionClosed, HandshakeError
 
-from core.ice_servers import IceServer
-from core.signaling import Answer, Joined, Offer, Ping, RoomUpdate, Stopped
-from media_server_client.signaling import ServerError, SessionClosed, SignalingSession, connect_signaling
-from media_server_client.sources import TestPatternTrack, ToneTrack
-from transport.aiortc_adapter import (
+from media_server_client.aiortc_hooks import (
     observe_rtp_received,
     observe_rtp_sent,
     restrict_host_addresses,
     sender_encoder_tasks,
 )
-from transport.containment import open_contained_loop
+from media_server_client.containment import open_contained_loop
+from media_server_client.messages import Answer, IceServer, Joined, Offer, Ping, RoomUpdate, Stopped
+from media_server_client.signaling import ServerError, SessionClosed, SignalingSession, connect_signaling
+from media_server_client.sources import TestPatternTrack, ToneTrack
 
 #: A trio-asyncio loop for bots: an aiortc task that fails is logged, never re-raised into
-#: the loop's nursery (trio-asyncio's default would end the program); see transport/containment.py.
+#: the loop's nursery (trio-asyncio's default would end the program); see media_server_client/containment.py.
 open_bot_loop = open_contained_loop
 
 KEEPALIVE_SECONDS = 20.0

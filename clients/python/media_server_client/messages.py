@@ -1,0 +1,141 @@
+"""The WebSocket signaling messages (docs/PROTOCOL.md), as msgspec tagged unions.
+
+The client's own copy of the wire format: one JSON object per text frame, tagged by
+`"type"`, unknown fields ignored. It is declared here rather than imported from the
+server's packages (the client installs without them); the server's repository checks
+that both sides have the same tags and fields (tests/test_sdk_types_match_server.py).
+
+Needs msgspec: part of the `bots` extra (`pip install "bitbasel-media-client[bots]"`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+
+Role = Literal["host", "viewer"]
+StopReason = Literal["api", "idle", "shutdown", "crashed"]
+
+
+class IceServer(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One entry of `RTCConfiguration.iceServers` (in `joined.ice_servers`), as the browser API spells it."""
+
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+class _Message(msgspec.Struct, frozen=True, tag_field="type", omit_defaults=False):
+    pass
+
+
+# ---- client to server --------------------------------------------------------------
+
+
+class Join(_Message, frozen=True, tag="join"):
+    room_id: str
+    role: Role
+    token: str | None = None
+    user_id: str | None = None
+
+
+class Offer(_Message, frozen=True, tag="offer"):
+    sdp: str
+
+
+class Candidate(_Message, frozen=True, tag="candidate"):
+    candidate: str
+    sdpMid: str | None = None
+    sdpMLineIndex: int | None = None
+
+
+class Leave(_Message, frozen=True, tag="leave"):
+    pass
+
+
+class Ping(_Message, frozen=True, tag="ping"):
+    pass
+
+
+ClientMessage = Join | Offer | Candidate | Leave | Ping
+
+
+# ---- server to client --------------------------------------------------------------
+
+
+class Joined(_Message, frozen=True, tag="joined"):
+    room_id: str
+    peer_id: str
+    role: Role
+    viewer_count: int
+    has_host: bool
+    protocol: int = PROTOCOL_VERSION
+    # STUN/TURN servers for this session's RTCPeerConnection (TURN credentials minted for it)
+    ice_servers: list[IceServer] = msgspec.field(default_factory=list)
+
+
+class Answer(_Message, frozen=True, tag="answer"):
+    sdp: str
+
+
+class RoomUpdate(_Message, frozen=True, tag="room"):
+    viewer_count: int
+    has_host: bool
+
+
+class Stopped(_Message, frozen=True, tag="stopped"):
+    room_id: str
+    reason: StopReason
+
+
+class Error(_Message, frozen=True, tag="error"):
+    code: str
+    message: str
+
+
+class Pong(_Message, frozen=True, tag="pong"):
+    pass
+
+
+ServerMessage = Joined | Answer | RoomUpdate | Stopped | Error | Pong
+
+
+# ---- codecs ---------------------------------------------------------------------------
+
+_server_decoder: msgspec.json.Decoder[ServerMessage] = msgspec.json.Decoder(ServerMessage)
+_encoder = msgspec.json.Encoder()
+
+
+def decode_server_message(frame: str | bytes) -> ServerMessage:
+    """A server's frame; `msgspec.MsgspecError` if it is not one."""
+    return _server_decoder.decode(frame)
+
+
+def encode(message: ClientMessage | ServerMessage) -> str:
+    return _encoder.encode(message).decode()
+
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "Answer",
+    "Candidate",
+    "ClientMessage",
+    "Error",
+    "IceServer",
+    "Join",
+    "Joined",
+    "Leave",
+    "Offer",
+    "Ping",
+    "Pong",
+    "Role",
+    "RoomUpdate",
+    "ServerMessage",
+    "StopReason",
+    "Stopped",
+    "decode_server_message",
+    "encode",
+]
