@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -192,24 +193,37 @@ class Supervisor:
             stats = record.stats()
         answer(message.reply, stats)
 
-    def _on_totals(self, message: GetTotals) -> None:
-        viewers = hosts = bytes_sent = bytes_received = 0
-        for record in self._rooms.values():  # plain counters: read without the media lock
-            bytes_sent += record.counters.bytes_sent
-            bytes_received += record.counters.bytes_received
+    def _tally(self, *, forwarding: bool) -> _Tally:
+        """Sessions and bytes over every known room (plus forgotten rooms' bytes), and with
+        `forwarding` the routers' counters (read under each room's media lock)."""
+        tally = _Tally(
+            bytes_sent=self._forgotten_bytes_sent,
+            bytes_received=self._forgotten_bytes_received,
+            forwarding=self._forgotten_forwarding,
+        )
+        for record in self._rooms.values():
+            if forwarding:
+                with record.media_lock:  # the media thread updates the router's counters
+                    tally.forwarding = tally.forwarding.plus(record.router.statistics())
+            tally.bytes_sent += record.counters.bytes_sent  # plain counters: no lock needed
+            tally.bytes_received += record.counters.bytes_received
             if record.stopped is None:
-                viewers += record.viewer_count
-                hosts += 1 if record.host is not None else 0
+                tally.viewers += record.viewer_count
+                tally.hosts += 1 if record.host is not None else 0
+        return tally
+
+    def _on_totals(self, message: GetTotals) -> None:
+        tally = self._tally(forwarding=False)
         answer(
             message.reply,
             ServerTotals(
                 total_rooms=len(self._rooms),
                 active_rooms=len(self._active_by_post),
-                total_peers=viewers + hosts,
-                total_viewers=viewers,
-                total_hosts=hosts,
-                total_bytes_sent=self._forgotten_bytes_sent + bytes_sent,
-                total_bytes_received=self._forgotten_bytes_received + bytes_received,
+                total_peers=tally.viewers + tally.hosts,
+                total_viewers=tally.viewers,
+                total_hosts=tally.hosts,
+                total_bytes_sent=tally.bytes_sent,
+                total_bytes_received=tally.bytes_received,
                 room_restarts=self._room_restarts,
                 rooms_crashed=self._rooms_crashed,
             ),
@@ -329,28 +343,19 @@ class Supervisor:
         answer(message.reply, None)
 
     def _on_metrics(self, message: GetMetrics) -> None:
-        forwarding = self._forgotten_forwarding
-        viewers = hosts = bytes_sent = bytes_received = 0
-        for record in self._rooms.values():
-            with record.media_lock:  # the media thread updates the router's counters
-                forwarding = forwarding.plus(record.router.statistics())
-            bytes_sent += record.counters.bytes_sent
-            bytes_received += record.counters.bytes_received
-            if record.stopped is None:
-                viewers += record.viewer_count
-                hosts += 1 if record.host is not None else 0
+        tally = self._tally(forwarding=True)
         answer(
             message.reply,
             ServerMetrics(
                 known_rooms=len(self._rooms),
                 active_rooms=len(self._active_by_post),
-                hosts=hosts,
-                viewers=viewers,
-                bytes_sent=self._forgotten_bytes_sent + bytes_sent,
-                bytes_received=self._forgotten_bytes_received + bytes_received,
+                hosts=tally.hosts,
+                viewers=tally.viewers,
+                bytes_sent=tally.bytes_sent,
+                bytes_received=tally.bytes_received,
                 room_restarts=self._room_restarts,
                 rooms_crashed=self._rooms_crashed,
-                forwarding=forwarding,
+                forwarding=tally.forwarding,
             ),
         )
 
@@ -503,6 +508,15 @@ class ForwardingTotals(msgspec.Struct, frozen=True):
             nacks_sent=self.nacks_sent + room.nacks_sent,
             drops=drops,
         )
+
+
+@dataclass
+class _Tally:
+    forwarding: ForwardingTotals
+    viewers: int = 0
+    hosts: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
 
 
 class ServerMetrics(msgspec.Struct, frozen=True):
