@@ -189,3 +189,15 @@ def namespace_lan() -> Iterator[str]:
             subprocess.run(["ip", "route", "del", "default", "dev", "lo"], check=False)
     finally:
         subprocess.run(["ip", "addr", "del", address, "dev", "lo"], check=False)
+
+
+def server_toml(lan: str) -> str:
+    """A loopback server config whose media port also listens on the namespace's second address."""
+    return f"""
+[server]
+host = "127.0.0.1"
+port = 0
+[ice]
+host_addresses = ["127.0.0.1", "{lan}"]
+udp_port = 0
+"""

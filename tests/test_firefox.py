@@ -24,7 +24,7 @@ from tests.browser_support import (
     ServerProcess,
     server_process,
 )
-from tests.firefox_support import FirefoxDriver, FirefoxPage, firefox, namespace_lan, unavailable_reason
+from tests.firefox_support import FirefoxDriver, FirefoxPage, firefox, namespace_lan, server_toml, unavailable_reason
 from tests.peer_process import PeerProcess, start_peer
 
 pytestmark = pytest.mark.browser
@@ -35,21 +35,11 @@ if (reason := unavailable_reason()) is not None:
 WAIT_S = 30.0
 
 
-SERVER_TOML = """
-[server]
-host = "127.0.0.1"
-port = 0
-[ice]
-host_addresses = ["127.0.0.1", "{lan}"]
-udp_port = 0
-"""
-
-
 @pytest.fixture(scope="module")
 def media_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with (
         namespace_lan() as lan,
-        server_process(tmp_path_factory.mktemp("firefox"), SERVER_TOML.format(lan=lan)) as server,
+        server_process(tmp_path_factory.mktemp("firefox"), server_toml(lan)) as server,
     ):
         yield server
 

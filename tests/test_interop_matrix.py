@@ -33,7 +33,7 @@ from tests.browser_support import (
     server_process,
     write_metrics,
 )
-from tests.firefox_support import FirefoxDriver, FirefoxPage, firefox, namespace_lan, unavailable_reason
+from tests.firefox_support import FirefoxDriver, FirefoxPage, firefox, namespace_lan, server_toml, unavailable_reason
 from tests.gst_support import GstPeer, availability
 from tests.peer_process import PeerProcess, start_peer
 
@@ -52,14 +52,6 @@ if (firefox_missing := unavailable_reason()) is not None:
 if not (gst := availability())[0]:
     pytest.skip(gst[1], allow_module_level=True)
 
-SERVER_TOML = """
-[server]
-host = "127.0.0.1"
-port = 0
-[ice]
-host_addresses = ["127.0.0.1", "{lan}"]
-udp_port = 0
-"""
 
 # ms from the page's watch() call to its first frame (the JS client's timings), or null
 JS_FIRST_FRAME_MS = """() => { const b = window.bitbasel, t = b && b.session && b.session.timings;
@@ -165,7 +157,7 @@ def wait_ff(page: FirefoxPage, js: str, arg: Any, what: str) -> Any:
 @pytest.fixture(scope="module")
 def stacks_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     directory = tmp_path_factory.mktemp("matrix")
-    with namespace_lan() as lan, server_process(directory, SERVER_TOML.format(lan=lan)) as server:
+    with namespace_lan() as lan, server_process(directory, server_toml(lan)) as server:
         yield server
 
 
