@@ -28,6 +28,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--config", type=Path, default=Path("config.toml"), help="TOML config file")
     parser.add_argument("--host", help="override [server] host")
     parser.add_argument("--port", type=int, help="override [server] port (0 = any free port)")
+    parser.add_argument("--state-path", help='override [cluster] state_path (the room directory; "" = none)')
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
 
@@ -41,7 +42,11 @@ def effective_config(args: argparse.Namespace) -> Config:
         if not 0 <= args.port <= 65535:
             raise ConfigError(f"--port: {args.port} is not in 0..65535")
         server = msgspec.structs.replace(server, port=args.port)
-    return msgspec.structs.replace(config, server=server)
+    config = msgspec.structs.replace(config, server=server)
+    if args.state_path is not None:
+        cluster = msgspec.structs.replace(config.cluster, state_path=args.state_path)
+        config = msgspec.structs.replace(config, cluster=cluster)
+    return config
 
 
 async def main(config: Config) -> None:

@@ -196,6 +196,10 @@ class RoomChanged(msgspec.Struct, frozen=True):
     has_host: bool
 
 
+class Restarting(msgspec.Struct, frozen=True):
+    """The server is restarting with its room directory: the room goes on after it; reconnect."""
+
+
 class RoomStoppedEvent(msgspec.Struct, frozen=True):
     room_id: str
     reason: StopReason

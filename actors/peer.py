@@ -37,6 +37,7 @@ from actors.messages import (
     JoinAccepted,
     Kicked,
     PeerConnectionState,
+    Restarting,
     RoomChanged,
     RoomRef,
     RoomStoppedEvent,
@@ -84,6 +85,7 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
+CLOSE_SERVICE_RESTART = 1012  # RFC 6455 registry: retryable; the JS client and the bots reconnect
 CLOSE_TRY_AGAIN_LATER = 1013  # RFC 6455 registry: a retryable refusal (the server is too busy)
 CLOSE_OF_CODE = {
     "bad_message": 4400,
@@ -449,6 +451,12 @@ class PeerSession:
                     self._room = None  # nothing to leave
                     await self._send(Stopped(room_id=room_id, reason=reason))
                     await self._end(CLOSE_GOING_AWAY if reason == "shutdown" else CLOSE_NORMAL)
+                case Restarting():
+                    self._room = None  # nothing to leave: the room goes on in the restarted server
+                    await self._end(
+                        CLOSE_SERVICE_RESTART,
+                        Error(code="restarting", message="the server is restarting: reconnect, the room goes on"),
+                    )
                 case Kicked():
                     await self._end(
                         CLOSE_OF_CODE["kicked"],

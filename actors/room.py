@@ -46,6 +46,7 @@ from actors.messages import (
     Leave,
     PeerConnectionState,
     PeerInfo,
+    Restarting,
     RoomChanged,
     RoomStats,
     RoomStoppedEvent,
@@ -170,12 +171,13 @@ class RoomRecord:
             forwarding=self.router.statistics() if self.stopped is None else None,
         )
 
-    def mark_stopped(self, reason: StopReason) -> bool:
-        """Record the stop and tell every peer. False if it was stopped already."""
+    def mark_stopped(self, reason: StopReason, *, resumes: bool = False) -> bool:
+        """Record the stop and tell every peer (`resumes`: the server is restarting and the room
+        goes on after it, so its peers are told to reconnect). False if it was stopped already."""
         if self.stopped is not None:
             return False
         self.stopped = StopInfo(reason=reason, at=trio.current_time())
-        event = RoomStoppedEvent(room_id=self.room_id, reason=reason)
+        event: object = Restarting() if resumes else RoomStoppedEvent(room_id=self.room_id, reason=reason)
         for member in self.members.values():
             member.notify(event)
         for member in self.members.values():
@@ -196,6 +198,7 @@ def new_record(
     target_bitrate_bps: int,
     media_lock: AbstractContextManager[Any] | None = None,
     events: EventSink = NO_EVENTS,
+    created_at: float | None = None,
 ) -> RoomRecord:
     return RoomRecord(
         media_lock=media_lock if media_lock is not None else threading.RLock(),
@@ -203,7 +206,7 @@ def new_record(
         room_id=room_id,
         post_id=post_id,
         host_user_id=host_user_id,
-        created_at=time.time(),
+        created_at=time.time() if created_at is None else created_at,
         idle_since=trio.current_time(),
         router=Router(rtcp_ssrc=secrets.randbits(32) or 1, target_bitrate_bps=target_bitrate_bps),
     )

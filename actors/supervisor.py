@@ -52,8 +52,10 @@ from actors.messages import (
 )
 from actors.recordings import Recording, RecordingInfo
 from actors.room import RoomActor, RoomRecord, new_record
+from actors.room_store import RoomStore
 from core.config import RecordingsConfig
 from core.ids import RoomIdAllocator
+from core.room_directory import RoomRow
 from core.signaling import StopReason
 from media.router import RouterStatistics
 
@@ -85,8 +87,13 @@ class Supervisor:
         media_lock: AbstractContextManager[Any] | None = None,
         events: EventSink = NO_EVENTS,
         recordings: RecordingsConfig | None = None,
+        store: RoomStore | None = None,
+        restored: list[RoomRow] | None = None,
     ) -> None:
         self._recordings = recordings or RecordingsConfig()
+        # the room directory (a restart loses no room), and the rooms it had when we started
+        self._store = store
+        self._restored = list(restored or [])
         self._events = events  # webhooks: room_started, room_stopped here; the rest from the rooms
         # the media port's lock: every room's router is driven by the media thread too
         self._media_lock = media_lock if media_lock is not None else threading.RLock()
@@ -129,6 +136,7 @@ class Supervisor:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                self._adopt_restored()
                 nursery.start_soon(self._sweep_timer)
                 task_status.started(self.client)
                 async for message in self._mailbox_receive:
@@ -138,6 +146,37 @@ class Supervisor:
             close_mailbox((self._mailbox_send, self._mailbox_receive), lambda _: ActorGone("the server is stopping"))
 
     # ---- message handlers ---------------------------------------------------------------
+
+    def _adopt_restored(self) -> None:
+        """The rooms the directory had at start: active ones live again (their clients
+        reconnect and resume), stopped ones are only kept from being issued again."""
+        for row in self._restored:
+            self._ids.reserve(row.room_id)
+            if row.stopped_at is not None or row.post_id in self._active_by_post:
+                if self._store is not None:
+                    self._store.forgotten(row.room_id)
+                continue
+            record = new_record(
+                row.room_id,
+                row.post_id,
+                row.host_user_id,
+                target_bitrate_bps=self._target_bitrate_bps,
+                media_lock=self._media_lock,
+                events=self._events,
+                created_at=row.created_at,
+            )
+            self._add_room(record, record_now=row.record)
+            log.info("room %s restored for post %s (host user %s)", record.room_id, record.post_id, record.host_user_id)
+        self._restored = []
+
+    def _add_room(self, record: RoomRecord, *, record_now: bool) -> None:
+        self._rooms[record.room_id] = record
+        self._active_by_post[record.post_id] = record.room_id
+        self._rooms_created += 1
+        assert self._nursery is not None
+        self._nursery.start_soon(self._supervise, record, name=f"room {record.room_id}")
+        if record_now:
+            self._start_recording(record)
 
     def _on_create(self, message: CreateRoom) -> None:
         existing = self._active_by_post.get(message.post_id)
@@ -156,11 +195,10 @@ class Supervisor:
             media_lock=self._media_lock,
             events=self._events,
         )
-        self._rooms[record.room_id] = record
-        self._active_by_post[record.post_id] = record.room_id
-        self._rooms_created += 1
-        assert self._nursery is not None
-        self._nursery.start_soon(self._supervise, record, name=f"room {record.room_id}")
+        self._add_room(record, record_now=False)
+        if self._store is not None:
+            row = RoomRow(record.room_id, record.post_id, record.host_user_id, record.created_at, message.record)
+            self._store.saved(row)
         log.info("room %s created for post %s (host user %s)", record.room_id, record.post_id, record.host_user_id)
         answer(message.reply, RoomCreated(record.room_id, record.post_id, record.host_user_id, existing=False))
         record.emit("room_started", host_user_id=record.host_user_id)
@@ -440,8 +478,9 @@ class Supervisor:
         return len(record.crash_times) > MAX_RESTARTS
 
     def _stop(self, record: RoomRecord, reason: StopReason) -> None:
+        resumes = reason == "shutdown" and self._store is not None  # the restarted server has the room
         with self._media_lock:
-            stopped_now = record.mark_stopped(reason)
+            stopped_now = record.mark_stopped(reason, resumes=resumes)
         if not stopped_now:
             return
         if self._active_by_post.get(record.post_id) == record.room_id:
@@ -449,6 +488,8 @@ class Supervisor:
         answered = close_mailbox(record.mailbox, lambda _: ActorGone(f"room {record.room_id} stopped"))
         log.info("room %s stopped (%s); %d queued request(s) answered", record.room_id, reason, answered)
         self._stop_recording(record, "shutdown" if reason == "shutdown" else "room_stopped")
+        if self._store is not None and reason != "shutdown":  # a shutdown keeps the room for the restart
+            self._store.stopped(record.room_id, reason, time.time())
         record.emit("room_stopped", reason=reason)
 
     def _forget(self, record: RoomRecord) -> None:
@@ -457,6 +498,8 @@ class Supervisor:
         self._forgotten_bytes_sent += record.counters.bytes_sent
         self._forgotten_bytes_received += record.counters.bytes_received
         del self._rooms[record.room_id]
+        if self._store is not None:
+            self._store.forgotten(record.room_id)
         log.info("room %s forgotten", record.room_id)
 
     @staticmethod

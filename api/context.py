@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from actors.room_store import RoomStore
 from actors.supervisor import SupervisorClient
 from actors.webhooks import Webhooks
 from api.media import MediaConnections
@@ -51,6 +52,7 @@ class ServerContext:
     tokens: TokenIssuer | None
     media: MediaConnections
     webhooks: Webhooks
+    store: RoomStore | None = None  # the room directory's writer (`[cluster] state_path`)
     sessions: ConnectionGate = field(init=False)
     loop_lag: LoopLag = field(default_factory=LoopLag)
     thumbnails: Thumbnails = field(init=False)

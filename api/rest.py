@@ -39,6 +39,7 @@ from api.schemas import (
 OPEN_ENDPOINTS = frozenset({"rest.health", "rest.metrics"})  # /metrics checks its own access
 HOST_TOKEN_TTL_SECONDS = 3600
 RECORDING_FINISH_SECONDS = 10.0
+STORE_WAIT_SECONDS = 2.0
 RECORDING_ID = re.compile(r"rec_[0-9A-Za-z_]{1,64}")
 ROOM_ID = re.compile(r"room_[0-9]{1,32}")
 
@@ -90,6 +91,7 @@ def create_rest_blueprint(ctx: ServerContext) -> Blueprint:
         if post_id is None:
             raise ApiError("bad_request", "Object missing required field `post_id`")
         created = await ctx.supervisor.create_room(post_id, body.host_user_id, record=body.record)
+        await _written_down(ctx)
         host_token = None
         if ctx.tokens is not None:
             host_token, _ = ctx.tokens.mint(created.room_id, "host", created.host_user_id, HOST_TOKEN_TTL_SECONDS)
@@ -105,6 +107,7 @@ def create_rest_blueprint(ctx: ServerContext) -> Blueprint:
     @rest.post("/room/<room_id>/stop")
     async def stop_room(room_id: str) -> Response:
         await ctx.supervisor.stop_room(room_id, "api")
+        await _written_down(ctx)
         return json_response(StopRoomResponse(status="stopped", room_id=room_id))
 
     @rest.get("/room/<room_id>/stats")
@@ -177,6 +180,14 @@ def create_rest_blueprint(ctx: ServerContext) -> Blueprint:
         return json_response(TokenResponse(token=token, expires_at=expires_at))
 
     return rest
+
+
+async def _written_down(ctx: ServerContext) -> None:
+    """With a room directory, answer once the change is in it (a kill -9 right after the answer
+    loses nothing); bounded, the answer does not depend on it."""
+    if ctx.store is not None:
+        with trio.move_on_after(STORE_WAIT_SECONDS):
+            await ctx.store.flush()
 
 
 async def _file_chunks(path: Path, chunk_bytes: int = 1 << 20) -> AsyncIterator[bytes]:

@@ -7,6 +7,7 @@ media port's tasks (transport/media_port.py), with no asyncio loop at all.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import ssl
 
 import msgspec
@@ -14,6 +15,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
+from actors.room_store import RoomStore
 from actors.supervisor import Supervisor
 from actors.webhooks import Webhooks
 from api.app import create_app
@@ -22,12 +24,14 @@ from api.context import ServerContext
 from api.hypercorn_patch import install_hypercorn_patch
 from api.media import MediaConnections, open_media_port
 from core.config import Config, ConfigError
+from core.room_directory import RoomRow, SqliteRoomDirectory
 from core.tokens import TokenIssuer
 
 log = logging.getLogger("bitbasel.server")
 
 WEBSOCKET_MAX_MESSAGE_BYTES = 64 * 1024
 SHUTDOWN_DEADLINE_SECONDS = 10.0
+STORE_FLUSH_SECONDS = 2.0  # at shutdown, for the room directory's last writes
 #: After the WebSocket sessions ended: how long open HTTP connections get before they are closed.
 HTTP_DRAIN_SECONDS = 0.25
 #: How long the WebSocket sessions get to send `stopped` and close, at shutdown.
@@ -84,6 +88,22 @@ def _address(bind: str) -> ServerAddress:
     return ServerAddress(url=bind, host=host.strip("[]"), port=int(port))
 
 
+async def open_room_store(config: Config) -> tuple[RoomStore | None, list[RoomRow]]:
+    """The room directory of `[cluster] state_path` and the rooms it holds (none without one).
+    An unusable file stops the start (ConfigError naming the key)."""
+    path = config.cluster.state_path
+    if not path:
+        return None, []
+    try:
+        directory = await trio.to_thread.run_sync(SqliteRoomDirectory, path)
+        rows = await trio.to_thread.run_sync(directory.load)
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError(f"cluster.state_path: cannot use {path!r}: {exc}") from exc
+    active = sum(1 for row in rows if row.stopped_at is None)
+    log.info("room directory %s: %d active room(s) to resume", path, active)
+    return RoomStore(directory), rows
+
+
 async def run_server(
     config: Config,
     shutdown: trio.Event,
@@ -101,9 +121,12 @@ async def run_server(
         log.warning("[auth] api_key is empty: the REST API is open to anyone who can reach it")
     media_port = open_media_port(config)  # binds now: a port in use stops the start (ConfigError)
     webhooks = Webhooks(config.webhooks)
+    store, restored = await open_room_store(config)
     async with trio.open_nursery() as nursery:
         await nursery.start(media_port.serve)
         await nursery.start(webhooks.run)
+        if store is not None:
+            await nursery.start(store.run)
         supervisor = Supervisor(
             max_rooms=config.rooms.max_rooms,
             max_viewers_per_room=config.rooms.max_viewers_per_room,
@@ -112,6 +135,8 @@ async def run_server(
             media_lock=media_port.lock,
             events=webhooks,
             recordings=config.recordings,
+            store=store,
+            restored=restored,
         )
         client = await nursery.start(supervisor.run)
         ctx = ServerContext(
@@ -120,6 +145,7 @@ async def run_server(
             tokens=TokenIssuer(config.auth.secret) if config.auth.secret else None,
             media=MediaConnections(config, media_port),
             webhooks=webhooks,
+            store=store,
         )
         nursery.start_soon(ctx.loop_lag.run)
         app = create_app(ctx)
@@ -149,4 +175,9 @@ async def run_server(
             await http_done.wait()  # Hypercorn gives open HTTP connections HTTP_DRAIN_SECONDS
         if deadline.cancelled_caught:
             log.warning("shutdown deadline of %.0f s passed: cancelling what is left", SHUTDOWN_DEADLINE_SECONDS)
+        if store is not None:
+            with trio.move_on_after(STORE_FLUSH_SECONDS):
+                await store.flush()  # what the restarted server will find
         nursery.cancel_scope.cancel()
+    if store is not None:
+        store.directory.close()

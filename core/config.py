@@ -130,6 +130,12 @@ class RecordingsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_onl
     max_bytes: Annotated[int, msgspec.Meta(ge=1_000_000)] = 4 * 1024**3
 
 
+class ClusterConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    # the room directory: "" = none (rooms live in memory only); a path = an SQLite file, so a
+    # restarted server knows every room the backend created and clients resume in them
+    state_path: str = ""
+
+
 class MetricsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     # GET /metrics (Prometheus): "off" (404), "open" (no key), "api_key" (the REST API's key, when set)
     access: Literal["off", "open", "api_key"] = "api_key"
@@ -148,6 +154,7 @@ class Config(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     webhooks: WebhooksConfig = msgspec.field(default_factory=WebhooksConfig)
     recordings: RecordingsConfig = msgspec.field(default_factory=RecordingsConfig)
+    cluster: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     debug: DebugConfig = msgspec.field(default_factory=DebugConfig)
 

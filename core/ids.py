@@ -17,6 +17,10 @@ class RoomIdAllocator:
     def __init__(self) -> None:
         self._issued: set[str] = set()
 
+    def reserve(self, room_id: str) -> None:
+        """An id issued before (by this server before a restart): never hand it out again."""
+        self._issued.add(room_id)
+
     def new(self) -> str:
         while True:
             candidate = f"room_{secrets.randbelow(10**self.DIGITS):0{self.DIGITS}d}"
