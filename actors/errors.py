@@ -23,6 +23,10 @@ class RecordingNotFound(ActorRefusal):
     code = "not_found"
 
 
+class KickedOut(ActorRefusal):
+    code = "kicked"
+
+
 class Capacity(ActorRefusal):
     code = "capacity"
 

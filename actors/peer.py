@@ -394,7 +394,7 @@ class PeerSession:
         assert self._connection is not None
         try:
             answer_sdp = self._connection.accept_offer(message.sdp)
-        except (SdpError, UnsupportedCodecError) as exc:
+        except (SdpError, UnsupportedCodecError, ValueError) as exc:  # ValueError: e.g. a ufrag collision
             await self._send(Error(code="bad_sdp", message=str(exc) or "the new offer cannot be used"))
             return
         except RuntimeError:  # the connection failed or closed just now: that event ends the session

@@ -49,7 +49,7 @@ class RecordingInfo(msgspec.Struct, frozen=True):
     recording_id: str
     room_id: str
     post_id: str
-    state: str  # "recording" or "ready"
+    state: str  # "recording", "ready", or "interrupted" (the server stopped first: valid, sizes unpatched)
     started_at: float  # unix seconds
     ended_at: float | None
     duration_seconds: float
@@ -89,6 +89,7 @@ class Recording:
         self._pt_map: dict[int, int] = {}
         self._stop_requested = trio.Event()
         self._done = trio.Event()
+        self._file_finished = False  # the last bytes and the patches are in the file
         self.recorder = Recorder(
             self._buffer.extend,
             vp8_payload_type=VP8_PT,
@@ -147,12 +148,13 @@ class Recording:
                 patches = self.recorder.finish()
                 chunk = self._take()
             await trio.to_thread.run_sync(self._finish_file, file, chunk, patches)
+            self._file_finished = True
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(file.close)
+                self._done.set()
                 info = self.info()
                 await trio.to_thread.run_sync(self._write_metadata, info)
-            self._done.set()
         log.info(
             "room %s: recording %s ready (%s, %.1f s, %d bytes)",
             self.room_id,
@@ -176,11 +178,12 @@ class Recording:
 
     def info(self) -> RecordingInfo:
         done = self._done.is_set() or self.recorder.finished
+        state = "ready" if self._file_finished else "interrupted" if done else "recording"
         return RecordingInfo(
             recording_id=self.recording_id,
             room_id=self.room_id,
             post_id=self.post_id,
-            state="ready" if done else "recording",
+            state=state,
             started_at=self.started_at,
             ended_at=time.time() if done else None,
             duration_seconds=round(self.recorder.duration_ms / 1000.0, 3),

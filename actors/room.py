@@ -34,7 +34,7 @@ from typing import Any
 
 import trio
 
-from actors.errors import ActorGone, HostTaken, RoomFull
+from actors.errors import ActorGone, HostTaken, KickedOut, RoomFull
 from actors.events import NO_EVENTS, EventSink
 from actors.mailbox import answer, open_mailbox
 from actors.messages import (
@@ -114,6 +114,7 @@ class RoomRecord:
     events: EventSink = field(default_factory=lambda: NO_EVENTS)
     live: bool = False  # host_live sent, host_left not yet
     live_baseline: int = 0  # router.packets_in when the current publisher was attached
+    banned_users: set[str] = field(default_factory=set)  # kicked: refused if they join again
     publisher_sources: list[SourceStream] = field(default_factory=list)  # what the attached host sends
     recording: Recording | None = None  # fed by the host's on_rtp on the media thread (media_lock)
 
@@ -243,6 +244,9 @@ class RoomActor:
     def _on_join(self, message: Join) -> None:
         record = self._record
         self._purge_gone()
+        if message.user_id in record.banned_users:
+            answer(message.reply, KickedOut("a moderator removed this user from the room"))
+            return
         if message.role == "viewer":
             if record.viewer_count >= self._max_viewers:
                 answer(message.reply, RoomFull(f"room is full ({self._max_viewers} viewers)"))

@@ -94,6 +94,8 @@ class Supervisor:
         # the room directory (a restart loses no room), and the rooms it had when we started
         self._store = store
         self._restored = list(restored or [])
+        self._recordings_running: set[Recording] = set()
+        self._recording_ended = trio.lowlevel.ParkingLot()
         self._events = events  # webhooks: room_started, room_stopped here; the rest from the rooms
         # the media port's lock: every room's router is driven by the media thread too
         self._media_lock = media_lock if media_lock is not None else threading.RLock()
@@ -196,9 +198,7 @@ class Supervisor:
             events=self._events,
         )
         self._add_room(record, record_now=False)
-        if self._store is not None:
-            row = RoomRow(record.room_id, record.post_id, record.host_user_id, record.created_at, message.record)
-            self._store.saved(row)
+        self._save_row(record, recording=message.record)
         log.info("room %s created for post %s (host user %s)", record.room_id, record.post_id, record.host_user_id)
         answer(message.reply, RoomCreated(record.room_id, record.post_id, record.host_user_id, existing=False))
         record.emit("room_started", host_user_id=record.host_user_id)
@@ -330,24 +330,41 @@ class Supervisor:
                 record.router.request_keyframe(time.monotonic())  # the file starts at a keyframe
             record.recording = recording
         assert self._nursery is not None
+        self._recordings_running.add(recording)
         self._nursery.start_soon(self._run_recording, record, recording, name=f"recording {recording.recording_id}")
+        self._save_row(record, recording=True)
         log.info("room %s: recording %s started", record.room_id, recording.recording_id)
         return recording
 
     async def _run_recording(self, record: RoomRecord, recording: Recording) -> None:
         try:
             await recording.run()
-        except OSError:
+        except Exception:  # a disk error, or a bug fed by a host's packets: this recording ends, nothing else
             log.exception("room %s: recording %s failed", record.room_id, recording.recording_id)
         finally:
+            self._recordings_running.discard(recording)
+            self._recording_ended.unpark_all()
             with record.media_lock:
                 if record.recording is recording:  # stopped by its own limit
                     record.recording = None
+
+    def _save_row(self, record: RoomRecord, *, recording: bool) -> None:
+        """The room's row as it should come back after a restart (recording or not)."""
+        if self._store is not None and record.stopped is None:
+            row = RoomRow(record.room_id, record.post_id, record.host_user_id, record.created_at, recording)
+            self._store.saved(row)
+
+    async def wait_recordings_finished(self) -> None:
+        """Until every recording has finished its file (bound it: at shutdown)."""
+        while self._recordings_running:
+            await self._recording_ended.park()
 
     def _stop_recording(self, record: RoomRecord, reason: str) -> None:
         recording = record.recording
         if recording is None:
             return
+        if reason == "api":
+            self._save_row(record, recording=False)
         with record.media_lock:
             record.recording = None  # the media thread stops feeding it
         recording.stop(reason)
@@ -377,6 +394,7 @@ class Supervisor:
         if not member.notify(Kicked()):
             answer(message.reply, ActorGone(f"session {message.peer_id} is busy; try again"))
             return
+        record.banned_users.add(member.user_id)  # its client must not come back; if it does, it is refused
         log.info("room %s: %s %s (user %s) kicked", record.room_id, member.role, member.peer_id, member.user_id)
         answer(message.reply, None)
 
@@ -488,7 +506,9 @@ class Supervisor:
         answered = close_mailbox(record.mailbox, lambda _: ActorGone(f"room {record.room_id} stopped"))
         log.info("room %s stopped (%s); %d queued request(s) answered", record.room_id, reason, answered)
         self._stop_recording(record, "shutdown" if reason == "shutdown" else "room_stopped")
-        if self._store is not None and reason != "shutdown":  # a shutdown keeps the room for the restart
+        if resumes:  # the room goes on in the restarted server: no room_stopped for it
+            return
+        if self._store is not None:
             self._store.stopped(record.room_id, reason, time.time())
         record.emit("room_stopped", reason=reason)
 

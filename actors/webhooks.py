@@ -88,6 +88,7 @@ class Webhooks:
         self._client: httpx.AsyncClient | None = None
         self._encoder = msgspec.json.Encoder()
         self.statistics = WebhookStatistics()
+        self._progress = trio.lowlevel.ParkingLot()  # an event delivered or given up: for flush()
 
     @property
     def enabled(self) -> bool:
@@ -116,7 +117,10 @@ class Webhooks:
                 continue
             receiver.pending[room_id] = deque([(event, body)])
             if self._nursery is not None:
-                self._nursery.start_soon(self._deliver_room, receiver, room_id)
+                try:
+                    self._nursery.start_soon(self._deliver_room, receiver, room_id)
+                except RuntimeError:  # the server is stopping: its nursery takes no more tasks
+                    self.statistics.dropped += 1
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         timeout = httpx.Timeout(self._config.timeout_seconds)
@@ -129,6 +133,11 @@ class Webhooks:
             task_status.started()
             await trio.sleep_forever()
 
+    async def flush(self) -> None:
+        """Until nothing is pending for any receiver (bound it: at shutdown)."""
+        while any(receiver.count for receiver in self._receivers):
+            await self._progress.park()
+
     async def _deliver_room(self, receiver: _Receiver, room_id: str) -> None:
         queue = receiver.pending[room_id]
         try:
@@ -137,6 +146,7 @@ class Webhooks:
                 await self._deliver(receiver, event, body)
                 queue.popleft()
                 receiver.count -= 1
+                self._progress.unpark_all()
         finally:
             if not queue:
                 del receiver.pending[room_id]
@@ -144,7 +154,7 @@ class Webhooks:
     async def _deliver(self, receiver: _Receiver, event: WebhookEvent, body: bytes) -> None:
         """Until a 2xx, or given up `retry_for_seconds` after the event was made."""
         assert self._client is not None
-        give_up_at = trio.current_time() + self._config.retry_for_seconds
+        give_up_at = event.created_at + self._config.retry_for_seconds  # counted from the event, not the try
         delay = FIRST_RETRY_SECONDS
         attempt = 0
         while True:
@@ -154,7 +164,7 @@ class Webhooks:
                 self.statistics.delivered += 1
                 return
             wait = min(delay, MAX_RETRY_SECONDS) * random.uniform(0.8, 1.2)
-            if trio.current_time() + wait > give_up_at:
+            if self._clock() + wait > give_up_at:
                 self.statistics.failed += 1
                 log.warning("webhook %s: gave up on %s %s of %s after %d attempts (%s)",
                             receiver.url, event.type, event.id, event.room_id, attempt, outcome)  # fmt: skip

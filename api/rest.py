@@ -143,6 +143,8 @@ def create_rest_blueprint(ctx: ServerContext) -> Blueprint:
 
     @rest.get("/room/<room_id>/recordings")
     async def list_recordings(room_id: str) -> Response:
+        if not ROOM_ID.fullmatch(room_id):
+            return json_response(RecordingsResponse(room_id=room_id, recordings=[]))
         directory = Path(ctx.config.recordings.directory)
         found = await trio.to_thread.run_sync(recordings_of, directory, room_id)
         return json_response(RecordingsResponse(room_id=room_id, recordings=found))

@@ -32,6 +32,8 @@ log = logging.getLogger("bitbasel.server")
 WEBSOCKET_MAX_MESSAGE_BYTES = 64 * 1024
 SHUTDOWN_DEADLINE_SECONDS = 10.0
 STORE_FLUSH_SECONDS = 2.0  # at shutdown, for the room directory's last writes
+RECORDINGS_FINISH_SECONDS = 5.0  # at shutdown, for the recordings to finish their files
+WEBHOOKS_FLUSH_SECONDS = 3.0  # at shutdown, for the last events to be delivered
 #: After the WebSocket sessions ended: how long open HTTP connections get before they are closed.
 HTTP_DRAIN_SECONDS = 0.25
 #: How long the WebSocket sessions get to send `stopped` and close, at shutdown.
@@ -175,6 +177,10 @@ async def run_server(
             await http_done.wait()  # Hypercorn gives open HTTP connections HTTP_DRAIN_SECONDS
         if deadline.cancelled_caught:
             log.warning("shutdown deadline of %.0f s passed: cancelling what is left", SHUTDOWN_DEADLINE_SECONDS)
+        with trio.move_on_after(RECORDINGS_FINISH_SECONDS):
+            await supervisor.wait_recordings_finished()  # their files' sizes and duration
+        with trio.move_on_after(WEBHOOKS_FLUSH_SECONDS):
+            await webhooks.flush()  # room_stopped, recording_ready
         if store is not None:
             with trio.move_on_after(STORE_FLUSH_SECONDS):
                 await store.flush()  # what the restarted server will find

@@ -40,21 +40,26 @@ class Thumbnails:
 
     async def jpeg(self, room_id: str) -> Thumbnail:
         lock = self._locks.setdefault(room_id, trio.Lock())
-        async with lock:  # a second request waits for the first one's decode, then shares it
-            cached = self._cached.get(room_id)
-            if cached is not None and trio.current_time() - cached.made_at < CACHE_SECONDS:
-                return cached
-            frame = await self._keyframe(room_id)
-            try:
-                jpeg, width, height = await trio.to_thread.run_sync(keyframe_to_jpeg, frame)
-            except ThumbnailError as exc:
-                raise ApiError("not_found", f"room {room_id}: no picture yet ({exc})") from exc
-            self.decodes += 1
-            if len(self._cached) >= MAX_CACHED_ROOMS:
-                self._cached.pop(next(iter(self._cached)))
-            thumbnail = self._cached[room_id] = Thumbnail(jpeg, width, height, trio.current_time())
-        if not lock.statistics().tasks_waiting:
-            self._locks.pop(room_id, None)
+        try:
+            async with lock:  # a second request waits for the first one's decode, then shares it
+                return await self._cached_or_new(room_id)
+        finally:
+            if not lock.locked() and not lock.statistics().tasks_waiting:
+                self._locks.pop(room_id, None)
+
+    async def _cached_or_new(self, room_id: str) -> Thumbnail:
+        cached = self._cached.get(room_id)
+        if cached is not None and trio.current_time() - cached.made_at < CACHE_SECONDS:
+            return cached
+        frame = await self._keyframe(room_id)
+        try:
+            jpeg, width, height = await trio.to_thread.run_sync(keyframe_to_jpeg, frame)
+        except ThumbnailError as exc:
+            raise ApiError("not_found", f"room {room_id}: no picture yet ({exc})") from exc
+        self.decodes += 1
+        if len(self._cached) >= MAX_CACHED_ROOMS:
+            self._cached.pop(next(iter(self._cached)))
+        thumbnail = self._cached[room_id] = Thumbnail(jpeg, width, height, trio.current_time())
         return thumbnail
 
     async def _keyframe(self, room_id: str) -> bytes:

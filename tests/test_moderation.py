@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import trio
 
+from media_server_client.signaling import SessionClosed, connect_signaling
 from media_server_client.sources import TestPatternTrack, ToneTrack
 from tests.media_support import create_room, host, media_server, viewer
 from tests.serving import http_client
@@ -47,3 +49,9 @@ async def test_a_kicked_viewer_is_told_does_not_return_and_the_others_keep_decod
                 assert troll.state.reconnects == 0
                 again = await client.post(f"/room/{room_id}/peers/{troll_peer}/kick")
                 assert again.status_code == 404 and again.json()["error"] == "not_found"
+                # a client that comes back anyway is refused: the user is banned from the room
+                async with connect_signaling(server.ws_url) as session:
+                    with pytest.raises(SessionClosed) as refused:
+                        await session.join(room_id, "viewer", user_id="troll")
+                assert refused.value.code == 4451 and refused.value.error is not None
+                assert refused.value.error.code == "kicked"

@@ -171,14 +171,10 @@ class MediaSession extends EventTarget {
         this._reconnectTimer = null;
         this._connect();
       } else {
-        this.restartIce("network change");
+        this.restartIce("network change").catch((err) => this.log("ICE restart failed:", err));
       }
     };
     if (globalThis.addEventListener) globalThis.addEventListener("online", this._onOnline);
-    this._networkInformation = globalThis.navigator ? globalThis.navigator.connection : undefined;
-    if (this._networkInformation && this._networkInformation.addEventListener) {
-      this._networkInformation.addEventListener("change", this._onOnline);
-    }
 
     if (this.videoElement && role === "viewer") {
       this.videoElement.playsInline = true;
@@ -367,6 +363,8 @@ class MediaSession extends EventTarget {
         if (!this._pc || generation !== this._generation) return;
         this.timings.answer ??= now();
         await this._pc.setRemoteDescription({ type: "answer", sdp: message.sdp });
+        // an ICE restart answered while the connection stayed up: a later failure may restart again
+        if (this._pc && this._pc.connectionState === "connected") this._iceRestartedSinceConnected = false;
         break;
       case "room":
         this.viewerCount = message.viewer_count;
@@ -477,9 +475,6 @@ class MediaSession extends EventTarget {
     }
     this._closePeerConnection();
     if (globalThis.removeEventListener) globalThis.removeEventListener("online", this._onOnline);
-    if (this._networkInformation && this._networkInformation.removeEventListener) {
-      this._networkInformation.removeEventListener("change", this._onOnline);
-    }
     this.hasHost = false;
     const previous = this.state;
     this.state = "closed";
@@ -531,7 +526,9 @@ class MediaSession extends EventTarget {
         // often back by itself within a second or two; else look for a new path
         this._disconnectedTimer = setTimeout(() => {
           this._disconnectedTimer = null;
-          if (current() && pc.connectionState === "disconnected") this.restartIce("disconnected");
+          if (current() && pc.connectionState === "disconnected") {
+            this.restartIce("disconnected").catch((err) => this._restartSession(`ICE restart failed: ${err}`));
+          }
         }, ICE_RESTART_AFTER_DISCONNECTED_MS);
       } else if (state === "failed") {
         // first an ICE restart in this session; if that failed too, a new session
@@ -539,9 +536,14 @@ class MediaSession extends EventTarget {
           this._restartSession("peer connection failed");
           return;
         }
-        this.restartIce("failed").then((sent) => {
-          if (!sent && current()) this._restartSession("peer connection failed");
-        });
+        this.restartIce("failed").then(
+          (sent) => {
+            if (!sent && current()) this._restartSession("peer connection failed");
+          },
+          (err) => {
+            if (current()) this._restartSession(`ICE restart failed: ${err}`);
+          },
+        );
       }
       this._updateState();
     };
