@@ -71,6 +71,7 @@ from core.signaling import (
     encode,
 )
 from core.tokens import TokenError, TokenIssuer
+from media.ice_lite import DirectoryFull
 from media.streams import SdpError, UnsupportedCodecError
 from transport.settings import TransportCounters
 
@@ -380,6 +381,9 @@ class PeerSession:
         except UnsupportedCodecError as exc:
             self._abandon_connection()
             await self._refuse("unsupported_codec", str(exc) or "the offer has no VP8 video or no Opus audio")
+        except DirectoryFull as exc:  # a capacity refusal: retryable (1013)
+            self._abandon_connection()
+            await self._refuse("unavailable", f"the server's media port is full ({exc}); try again later")
         await self._send(Answer(sdp=answer_sdp))
         assert self._nursery is not None
         self._nursery.start_soon(self._enforce_connect_deadline, connection)

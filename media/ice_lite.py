@@ -149,6 +149,10 @@ _ICE_CONTROLLING = 0x802A
 _SINGLE = frozenset({_USERNAME, _MESSAGE_INTEGRITY, _PRIORITY, _USE_CANDIDATE, _ICE_CONTROLLED, _ICE_CONTROLLING})
 
 
+class DirectoryFull(ValueError):
+    """The directory holds `max_sessions` sessions: no more until one leaves."""
+
+
 class StunError(MalformedPacket):
     """A datagram the ICE-lite agent drops without answering (see the module docstring)."""
 
@@ -524,7 +528,7 @@ class IceLiteDirectory:
         if ufrag in self._by_ufrag:
             raise ValueError("ICE ufrag already registered")
         if len(self._by_ufrag) >= self.max_sessions:
-            raise ValueError("too many ICE sessions")
+            raise DirectoryFull(f"too many ICE sessions ({self.max_sessions})")
         self._by_ufrag[ufrag] = session
         for addr in session.addresses:
             self._claim(addr, session)

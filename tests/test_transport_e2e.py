@@ -12,10 +12,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 import trio
 import trio_asyncio
 from aiortc import AudioStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 
+from media.ice_lite import DirectoryFull, IceLiteDirectory
 from media_server_client import aiortc_hooks as adapter
 from media_server_client.containment import open_contained_loop
 from transport.dtls import process_certificate
@@ -269,3 +271,22 @@ async def test_garbage_on_the_port_is_dropped_and_counted_while_a_peer_keeps_its
             assert states == ["connected"]
             connection.close()
             await aio(client.close)
+
+
+async def test_a_full_media_port_refuses_an_offer_and_leaves_the_connection_as_new() -> None:
+    with trio.fail_after(30):
+        async with served_port() as port:
+            port.directory = IceLiteDirectory(max_sessions=1)
+            clients = [RTCPeerConnection(RTCConfiguration(iceServers=[])) for _ in range(2)]
+            for client in clients:
+                client.addTransceiver("video", direction="recvonly")
+            first, second = new_connection(port, "viewer"), new_connection(port, "viewer")
+            first.accept_offer(await offer_of(clients[0]))
+            with pytest.raises(DirectoryFull):
+                second.accept_offer(await offer_of(clients[1]))
+            assert second.state == "new" and second.sinks == [] and len(port.directory) == 1
+            first.close()  # a session leaves: there is room again
+            assert second.accept_offer(clients[1].localDescription.sdp).startswith("v=0")
+            second.close()
+            for client in clients:
+                await aio(client.close)

@@ -137,7 +137,8 @@ class PeerConnection:
         """Answer the client's offer; returns the complete answer with the port's candidates.
 
         Raises :class:`SdpError` (or :class:`UnsupportedCodecError` for a host
-        offer without VP8/Opus). After an error the connection is as before:
+        offer without VP8/Opus; :class:`DirectoryFull` when the media port holds as many
+        sessions as it may). After an error the connection is as before:
         new, or still answering its previous offer. A later offer renegotiates
         (see the module's docstring).
         """
@@ -166,12 +167,12 @@ class PeerConnection:
             )
         except ValueError as exc:
             raise SdpError(f"the offer's fingerprint cannot be used: {exc}") from exc
-        self.ice.set_remote_ufrag(answer.remote_ufrag)
-        self._dtls = dtls
-        self._sources, self._sinks = answer.sources, answer.sinks
-        self._answered = (params, answer)
         with self._port.lock:  # from here on the media thread may drive it
-            self._port.register(self)
+            self.ice.set_remote_ufrag(answer.remote_ufrag)
+            self._port.register(self)  # DirectoryFull: nothing has changed
+            self._dtls = dtls
+            self._sources, self._sinks = answer.sources, answer.sinks
+            self._answered = (params, answer)
             self._registered = True
         return answer.sdp
 
