@@ -17,6 +17,7 @@ from pathlib import Path
 import msgspec
 import trio
 
+from api.front import run_front
 from api.server import check_tls_files, run_server
 from core.config import Config, ConfigError, load_config
 
@@ -29,6 +30,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--host", help="override [server] host")
     parser.add_argument("--port", type=int, help="override [server] port (0 = any free port)")
     parser.add_argument("--state-path", help='override [cluster] state_path (the room directory; "" = none)')
+    parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by the front for its workers
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
 
@@ -46,10 +48,34 @@ def effective_config(args: argparse.Namespace) -> Config:
     if args.state_path is not None:
         cluster = msgspec.structs.replace(config.cluster, state_path=args.state_path)
         config = msgspec.structs.replace(config, cluster=cluster)
+    if args.worker_index is not None:
+        config = worker_config(config, args.worker_index)
     return config
 
 
-async def main(config: Config) -> None:
+def worker_config(config: Config, index: int) -> Config:
+    """A media worker of the front (api/front.py): loopback HTTP for the front only, its own
+    UDP port (`udp_port + index`; any with 0) and room directory."""
+    ice = config.ice
+    udp_port = ice.udp_port + index if ice.udp_port else 0
+    state_path = f"{config.cluster.state_path}.worker{index}" if config.cluster.state_path else ""
+    return msgspec.structs.replace(
+        config,
+        server=msgspec.structs.replace(config.server, host="127.0.0.1", port=0, certfile="", keyfile=""),
+        ice=msgspec.structs.replace(ice, udp_port=udp_port),
+        cluster=msgspec.structs.replace(config.cluster, workers=1, state_path=state_path),
+    )
+
+
+def worker_argv(args: argparse.Namespace) -> list[str]:
+    """What the front passes on to each worker (the same config and overrides)."""
+    argv = ["--config", str(args.config), "--log-level", args.log_level]
+    if args.state_path is not None:
+        argv += ["--state-path", args.state_path]
+    return argv
+
+
+async def main(config: Config, front_args: list[str] | None = None) -> None:
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
 
@@ -61,9 +87,13 @@ async def main(config: Config) -> None:
                     return
 
         nursery.start_soon(wait_for_signal)
-        address = await nursery.start(run_server, config, shutdown)
-        scheme = "https" if config.server.tls else "http"
-        print(f"listening on {scheme}://{address.host}:{address.port}", flush=True)
+        if front_args is not None:  # [cluster] workers: the front of the media workers
+            bind = await nursery.start(run_front, config, shutdown, front_args)
+            print(f"listening on {bind}", flush=True)
+        else:
+            address = await nursery.start(run_server, config, shutdown)
+            scheme = "https" if config.server.tls else "http"
+            print(f"listening on {scheme}://{address.host}:{address.port}", flush=True)
         await shutdown.wait()
     log.info("stopped")
 
@@ -81,7 +111,8 @@ def run(argv: list[str]) -> int:
         return 2
     failure: ConfigError | None = None
     try:
-        trio.run(main, config)
+        front = worker_argv(args) if config.cluster.workers != 1 and args.worker_index is None else None
+        trio.run(main, config, front)
     except* ConfigError as group:  # found while starting (e.g. the media port is taken)
         failure = next(e for e in group.exceptions if isinstance(e, ConfigError))
     if failure is not None:

@@ -134,6 +134,8 @@ class ClusterConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=T
     # the room directory: "" = none (rooms live in memory only); a path = an SQLite file, so a
     # restarted server knows every room the backend created and clients resume in them
     state_path: str = ""
+    # media workers: processes with a UDP port each (udp_port + i); 1 = one process, 0 = one per core
+    workers: Annotated[int, msgspec.Meta(ge=0, le=64)] = 1
 
 
 class MetricsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):

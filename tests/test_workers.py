@@ -1,0 +1,61 @@
+"""`[cluster] workers = 2`: the front places rooms on its media workers, relays REST and
+signaling to the room's worker (media goes straight to it), sums /stats, and starts a worker
+that died again, whose room then resumes when its clients reconnect (aiortc bots in their own
+processes, the server as a process)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.peer_process import PeerProcess, start_peer
+from tests.serving import server_process
+
+
+def test_two_workers_share_the_rooms_and_a_killed_worker_comes_back_with_its_room(tmp_path: Path) -> None:
+    cluster = {"workers": 2, "state_path": str(tmp_path / "state" / "rooms.sqlite3")}
+    peers: list[PeerProcess] = []
+    try:
+        with server_process(tmp_path, cluster=cluster) as front:
+
+            def stats() -> dict[str, Any]:
+                return dict(httpx.get(f"{front.url}/stats", timeout=10).json())
+
+            rooms = [
+                httpx.post(f"{front.url}/room/create", json={"post_id": f"p{i}", "host_user_id": "alice"}).json()
+                for i in range(2)
+            ]
+            placed = stats()
+            assert placed["active_rooms"] == 2
+            assert sorted(len(w["rooms"]) for w in placed["workers"]) == [1, 1]  # one room on each worker
+            room_id = rooms[0]["room_id"]
+            peers.append(start_peer(front, room_id, "host", user="alice"))
+            viewer = PeerProcess(front, room_id, "viewer")
+            peers.append(viewer)
+            frames = viewer.wait_frames(video=10, audio=10)[0]
+            during = stats()
+            assert during["total_hosts"] == 1 and during["total_viewers"] == 1
+            [owner] = [w for w in during["workers"] if room_id in w["rooms"]]
+            assert owner["stats"]["total_viewers"] == 1  # the session is on the room's worker
+
+            os.kill(owner["pid"], signal.SIGKILL)
+            started = time.monotonic()
+            viewer.wait_frames(video=frames + 15, audio=0, timeout=30)  # the bots reconnect; media resumes
+            resumed = time.monotonic() - started
+            after = stats()
+            [again] = [w for w in after["workers"] if w["index"] == owner["index"]]
+            assert again["restarts"] == 1 and again["pid"] != owner["pid"]
+            room = httpx.get(f"{front.url}/room/{room_id}/stats").json()
+            assert room["is_active"] is True and room["post_id"] == "p0" and room["host_user_id"] == "alice"
+            other = httpx.get(f"{front.url}/room/{rooms[1]['room_id']}/stats").json()
+            assert other["is_active"] is True  # the other worker's room never noticed
+        print(f"\nmedia resumed {resumed:.1f} s after the room's worker was killed")
+        assert resumed < 15
+    finally:
+        for peer in peers:
+            peer.stop()
