@@ -23,6 +23,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,14 +181,25 @@ class Front:
         assert self.http is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
         body = await request.get_data()
+        outgoing = self.http.build_request(
+            request.method, worker.url + path, params=request.args, content=body, headers=headers
+        )
         try:
-            answer = await self.http.request(
-                request.method, worker.url + path, params=request.args, content=body, headers=headers
-            )
+            answer = await self.http.send(outgoing, stream=True)  # a recording may be gigabytes: streamed
         except httpx.HTTPError as exc:
             return _error(503, "unavailable", f"worker {index} did not answer: {exc}; try again")
         out = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_HEADERS | {"content-encoding"}}
-        return Response(answer.content, status=answer.status_code, headers=out)
+        if "content-length" in answer.headers:
+            out["Content-Length"] = answer.headers["content-length"]
+        return Response(_relay_body(answer), status=answer.status_code, headers=out)
+
+
+async def _relay_body(answer: httpx.Response) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in answer.aiter_raw():
+            yield chunk
+    finally:
+        await answer.aclose()
 
 
 def _auth(headers: Any) -> dict[str, str]:
@@ -214,7 +226,9 @@ def create_front_app(front: Front) -> QuartTrio:
             index = await front.least_loaded()
         response = await front.forward(index, "/room/create")
         if response.status_code == 200:
-            created = json.loads(await response.get_data())
+            data = await response.get_data()
+            response = Response(data, status=200, content_type="application/json")
+            created = json.loads(data)
             front.room_worker[created["room_id"]] = index
             front.post_worker[created["post_id"]] = index
         return response

@@ -26,8 +26,10 @@ def test_two_workers_share_the_rooms_and_a_killed_worker_comes_back_with_its_roo
             def stats() -> dict[str, Any]:
                 return dict(httpx.get(f"{front.url}/stats", timeout=10).json())
 
-            rooms = [
-                httpx.post(f"{front.url}/room/create", json={"post_id": f"p{i}", "host_user_id": "alice"}).json()
+            rooms = [  # the first one recorded: its worker writes the file, the front relays it
+                httpx.post(
+                    f"{front.url}/room/create", json={"post_id": f"p{i}", "host_user_id": "alice", "record": i == 0}
+                ).json()
                 for i in range(2)
             ]
             placed = stats()
@@ -54,6 +56,12 @@ def test_two_workers_share_the_rooms_and_a_killed_worker_comes_back_with_its_roo
             assert room["is_active"] is True and room["post_id"] == "p0" and room["host_user_id"] == "alice"
             other = httpx.get(f"{front.url}/room/{rooms[1]['room_id']}/stats").json()
             assert other["is_active"] is True  # the other worker's room never noticed
+            # the restored room records again (its directory row says so); the file comes through the front
+            recording = httpx.post(f"{front.url}/room/{room_id}/recording/stop", timeout=20).json()
+            assert recording["state"] == "ready" and recording["bytes"] > 0, recording
+            webm = httpx.get(f"{front.url}/room/{room_id}/recordings/{recording['recording_id']}.webm", timeout=20)
+            assert webm.status_code == 200 and webm.content[:4] == b"\x1a\x45\xdf\xa3"
+            assert len(webm.content) == recording["bytes"] == int(webm.headers["content-length"])
         print(f"\nmedia resumed {resumed:.1f} s after the room's worker was killed")
         assert resumed < 15
     finally:
