@@ -94,6 +94,8 @@ udp_port = 0
 stun_servers = []
 [debug]
 fault_injection = true  # GET /debug/runtime: the forwarding-delay histogram
+[cluster]
+workers = {ARGS.workers}
 """
 
 
@@ -110,6 +112,15 @@ async def start_server() -> tuple[Child, str]:
                 raise RuntimeError(f"server exited (see {OUT_DIR / 'rooms-server.log'})")
             if line.startswith("listening on "):
                 return child, line.split()[-1]
+
+
+async def server_runtime_ns(http: httpx.AsyncClient, pid: int) -> int:
+    """The server's CPU time: with `--workers` > 1 the front's and every worker's."""
+    total = proc_runtime_ns(pid)
+    if ARGS.workers != 1:
+        for worker in (await http.get("/stats")).json()["workers"]:
+            total += proc_runtime_ns(worker["pid"])
+    return total
 
 
 def viewer_totals(snaps: list[dict[str, Any]]) -> tuple[int, int]:
@@ -129,7 +140,7 @@ async def read_counters(
     gate.close()
     try:
         await trio.sleep(DRAIN_SECONDS)
-        ns = proc_runtime_ns(server.pid)
+        ns = await server_runtime_ns(http, server.pid)
         wall = time.monotonic()
         for child in viewers:
             await child.send("snap")
@@ -257,7 +268,8 @@ async def bench() -> dict[str, Any]:
                 await trio.sleep(ARGS.seconds)
                 end = await read_counters(http, room_ids, server, viewers, gate)
                 sockets = server_udp_sockets(server.pid)
-                delay = await measure_delay_under_load(http, base_url, room_ids)
+                # with workers, /debug/runtime is one worker's: the delay window is for one process only
+                delay = await measure_delay_under_load(http, base_url, room_ids) if ARGS.workers == 1 else None
                 stop_hosts.set()
                 for child in viewers:
                     await child.send("quit")
@@ -435,7 +447,10 @@ def main() -> None:
         print(f"{name:<{width}}  {value:<{column}}{janus_value}".rstrip())
     if theirs is not None:
         print("(Janus: packets out = what its viewers received; packets in = what the hosts sent)")
-    print_delay(r["delay"])
+    if r["delay"] is not None:
+        print_delay(r["delay"])
+    else:
+        print(f"\nforwarding delay: not measured with --workers {ARGS.workers} (per worker only)")
     print("\nthe server's UDP sockets (ss -uanp):")
     print(r["sockets"])
     if theirs is not None:
@@ -471,6 +486,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rooms", type=int, default=10)
     parser.add_argument("--viewers", type=int, default=2, help="viewers per room")
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--workers", type=int, default=1, help="[cluster] workers of the server (CPU summed)")
     parser.add_argument("--stats-per-second", type=float, default=50.0, help="REST load of the delay window")
     parser.add_argument(
         "--janus",
