@@ -24,6 +24,7 @@ import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 
@@ -106,27 +107,36 @@ def _audio_frames() -> list[av.AudioFrame]:
     return frames
 
 
+def add_cbr_streams(
+    out: Any, *, width: int, height: int, video_bitrate: int, audio_bitrate: int = AUDIO_BITRATE
+) -> tuple[Any, Any]:
+    """A constant-bitrate VP8 stream (FPS, a keyframe every GOP_FRAMES, no look-ahead) and a mono
+    Opus one on the container `out`: the encoder settings every bench media file shares."""
+    video = out.add_stream("libvpx", rate=FPS)
+    video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+    video.bit_rate = video_bitrate
+    video.gop_size = GOP_FRAMES
+    video.options = {
+        "minrate": str(video_bitrate),
+        "maxrate": str(video_bitrate),
+        "b": str(video_bitrate),
+        "g": str(GOP_FRAMES),
+        "keyint_min": str(GOP_FRAMES),
+        "lag-in-frames": "0",
+        "deadline": "good",
+        "cpu-used": "4",
+    }
+    audio = out.add_stream("libopus", rate=AUDIO_RATE)
+    audio.layout = "mono"
+    audio.bit_rate = audio_bitrate
+    return video, audio
+
+
 def make_media(path: Path = MEDIA_PATH) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.webm")
     with av.open(str(tmp), "w", format="webm") as out:
-        video = out.add_stream("libvpx", rate=FPS)
-        video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        video.bit_rate = VIDEO_BITRATE
-        video.gop_size = GOP_FRAMES
-        video.options = {
-            "minrate": str(VIDEO_BITRATE),
-            "maxrate": str(VIDEO_BITRATE),
-            "b": str(VIDEO_BITRATE),
-            "g": str(GOP_FRAMES),
-            "keyint_min": str(GOP_FRAMES),
-            "lag-in-frames": "0",
-            "deadline": "good",
-            "cpu-used": "4",
-        }
-        audio = out.add_stream("libopus", rate=AUDIO_RATE)
-        audio.layout = "mono"
-        audio.bit_rate = AUDIO_BITRATE
+        video, audio = add_cbr_streams(out, width=WIDTH, height=HEIGHT, video_bitrate=VIDEO_BITRATE)
         for frame in _video_frames():
             out.mux(video.encode(frame))
         out.mux(video.encode(None))

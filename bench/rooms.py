@@ -152,6 +152,13 @@ async def read_counters(
             packets_out += forwarding["packets_out"]
     finally:
         gate.open()
+    return window_point(ns, wall, packets_in, packets_out, snaps)
+
+
+def window_point(
+    ns: int, wall: float, packets_in: int, packets_out: int, snaps: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """One end of a measured window: server CPU, packets in/out, what the viewers got, client CPU."""
     received, gaps = viewer_totals(snaps)
     return {
         "ns": ns,
@@ -321,17 +328,8 @@ async def read_janus_counters(
         snaps = [await child.event("snap", 15) for child in viewers]
     finally:
         gate.open()
-    received, gaps = viewer_totals(snaps)
-    return {
-        "ns": ns,
-        "wall": wall,
-        "in": packets_in,
-        "out": received,
-        "received": received,
-        "gaps": gaps,
-        "viewer_cpu": sum(float(s["cpu"]) for s in snaps),
-        "main_cpu": time.process_time(),
-    }
+    received, _ = viewer_totals(snaps)
+    return window_point(ns, wall, packets_in, received, snaps)
 
 
 async def bench_janus() -> dict[str, Any]:

@@ -63,7 +63,7 @@ import httpx  # noqa: E402
 import trio  # noqa: E402
 import trio_asyncio  # noqa: E402
 from fanout import Child, Gate, KindCounter, LineReader, PacketTrack, payload_type, proc_cpu_ticks, spawn  # noqa: E402
-from make_media import AUDIO_FRAME, AUDIO_RATE, FPS, GOP_FRAMES, OUT_DIR, SECONDS, EncodedStream, load_media  # noqa: E402
+from make_media import AUDIO_FRAME, AUDIO_RATE, FPS, OUT_DIR, SECONDS, EncodedStream, add_cbr_streams, load_media  # noqa: E402
 
 from media_server_client import aiortc_hooks as adapter  # noqa: E402
 from media_server_client.bots import Bot, BotState, open_host, open_viewer  # noqa: E402
@@ -103,23 +103,9 @@ def make_soak_media(path: Path = MEDIA_PATH) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.webm")
     with av.open(str(tmp), "w", format="webm") as out:
-        video = out.add_stream("libvpx", rate=FPS)
-        video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        video.bit_rate = VIDEO_BITRATE
-        video.gop_size = GOP_FRAMES
-        video.options = {
-            "minrate": str(VIDEO_BITRATE),
-            "maxrate": str(VIDEO_BITRATE),
-            "b": str(VIDEO_BITRATE),
-            "g": str(GOP_FRAMES),
-            "keyint_min": str(GOP_FRAMES),
-            "lag-in-frames": "0",
-            "deadline": "good",
-            "cpu-used": "4",
-        }
-        audio = out.add_stream("libopus", rate=AUDIO_RATE)
-        audio.layout = "mono"
-        audio.bit_rate = AUDIO_BITRATE
+        video, audio = add_cbr_streams(
+            out, width=WIDTH, height=HEIGHT, video_bitrate=VIDEO_BITRATE, audio_bitrate=AUDIO_BITRATE
+        )
         for i in range(SECONDS * FPS):
             shift, noisy = (i * 4) % WIDTH, (i * 6) % HEIGHT
             rows = [

@@ -249,8 +249,7 @@ class MediaPort:
                 for _ in range(DRAIN_BATCH):
                     statistics.datagrams_received += 1
                     try:
-                        handle(sock, data, address)
-                        if ancillary and len(data) > 1 and 127 < data[0] < 192 and not 191 < data[1] < 224:
+                        if handle(sock, data, address) and ancillary:  # an RTP packet, forwarded
                             seconds, nanoseconds = unpack_timespec(ancillary[0][2])
                             record_delay(clock_ns() - seconds * 1_000_000_000 - nanoseconds)
                     except Exception:  # a bug: drop the datagram, keep the port
@@ -264,9 +263,10 @@ class MediaPort:
                             return
                         break
 
-    def _handle(self, sock: socket.socket, data: bytes, address: Any) -> None:
+    def _handle(self, sock: socket.socket, data: bytes, address: Any) -> bool:
+        """Handle one datagram; True for an RTP packet of a known session (its delay is counted)."""
         if not data:
-            return
+            return False
         address = address[:2]  # IPv6 gives (host, port, flow, scope); IPv4's pair is returned as is
         first = data[0]
         if 127 < first < 192:  # RTP / RTCP (RFC 7983): the per-packet path
@@ -274,17 +274,19 @@ class MediaPort:
             connection = self._connections.get(session.local.ufrag) if session is not None else None
             if connection is None:
                 self.statistics.unknown_address += 1
-                return
+                return False
             connection.receive_srtp(data)
-        elif first < 4:  # STUN
+            return len(data) > 1 and not 191 < data[1] < 224  # RTCP packet types (RFC 5761)
+        if first < 4:  # STUN
             self._handle_stun(sock, data, address)
         elif 19 < first < 64:  # DTLS
             session = self.directory.by_address(address)
             connection = self._connections.get(session.local.ufrag) if session is not None else None
             if connection is None:
                 self.statistics.unknown_address += 1
-                return
+                return False
             connection.receive_dtls(sock, data, address, time.monotonic())
+        return False
 
     def _handle_stun(self, sock: socket.socket, data: bytes, address: Address) -> None:
         try:
