@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
+from functools import partial
 from pathlib import Path
 
 import msgspec
@@ -31,6 +33,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--port", type=int, help="override [server] port (0 = any free port)")
     parser.add_argument("--state-path", help='override [cluster] state_path (the room directory; "" = none)')
     parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by the front for its workers
+    parser.add_argument("--node-id", help=argparse.SUPPRESS)  # the front's node id, for its workers' rows
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
 
@@ -48,6 +51,8 @@ def effective_config(args: argparse.Namespace) -> Config:
     if args.state_path is not None:
         cluster = msgspec.structs.replace(config.cluster, state_path=args.state_path)
         config = msgspec.structs.replace(config, cluster=cluster)
+    if args.node_id is not None:
+        config = msgspec.structs.replace(config, cluster=msgspec.structs.replace(config.cluster, node_id=args.node_id))
     if args.worker_index is not None:
         config = worker_config(config, args.worker_index)
     return config
@@ -75,7 +80,22 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
     return argv
 
 
-async def main(config: Config, front_args: list[str] | None = None) -> None:
+def runs_front(config: Config) -> bool:
+    """Several workers, or a node of a cluster: a front (api/front.py) over worker processes."""
+    return config.cluster.workers != 1 or bool(config.cluster.redis_url)
+
+
+async def exit_with_the_front() -> None:
+    """A worker ends when its front does: the front holds the other end of the worker's stdin, so
+    end of file there means the front is gone (even by kill -9) and nothing may serve its rooms."""
+    stream = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    while await stream.receive_some(4096):
+        pass
+    log.critical("the front is gone: this worker stops now (its rooms move to a live node)")
+    os._exit(1)
+
+
+async def main(config: Config, front_args: list[str] | None = None, worker_index: int | None = None) -> None:
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
 
@@ -87,11 +107,13 @@ async def main(config: Config, front_args: list[str] | None = None) -> None:
                     return
 
         nursery.start_soon(wait_for_signal)
+        if worker_index is not None:
+            nursery.start_soon(exit_with_the_front)
         if front_args is not None:  # [cluster] workers: the front of the media workers
             bind = await nursery.start(run_front, config, shutdown, front_args)
             print(f"listening on {bind}", flush=True)
         else:
-            address = await nursery.start(run_server, config, shutdown)
+            address = await nursery.start(partial(run_server, config, shutdown, worker_index=worker_index))
             scheme = "https" if config.server.tls else "http"
             print(f"listening on {scheme}://{address.host}:{address.port}", flush=True)
         await shutdown.wait()
@@ -111,8 +133,8 @@ def run(argv: list[str]) -> int:
         return 2
     failure: ConfigError | None = None
     try:
-        front = worker_argv(args) if config.cluster.workers != 1 and args.worker_index is None else None
-        trio.run(main, config, front)
+        front = worker_argv(args) if runs_front(config) and args.worker_index is None else None
+        trio.run(main, config, front, args.worker_index)
     except* ConfigError as group:  # found while starting (e.g. the media port is taken)
         failure = next(e for e in group.exceptions if isinstance(e, ConfigError))
     if failure is not None:

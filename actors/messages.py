@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 import trio
 
+from core.room_directory import RoomRow
 from core.signaling import Role, StopReason
 from media.router import RouterStatistics
 from transport.settings import TransportCounters
@@ -68,6 +69,14 @@ class CreateRoom(msgspec.Struct, frozen=True):
     host_user_id: str
     reply: Reply
     record: bool = False  # start a recording with the room
+
+
+class AdoptRoom(msgspec.Struct, frozen=True):
+    """A room another node held (it died or drained), to live on here with its id, post and host
+    user. Answer: RoomCreated (`existing` when this server has it already), or Capacity."""
+
+    row: RoomRow
+    reply: Reply
 
 
 class StartRecording(msgspec.Struct, frozen=True):

@@ -1,23 +1,22 @@
 """The supervisor's writes to the room directory (core/room_directory.py), in order, off
-the event loop's thread.
+the supervisor's handlers.
 
 The supervisor's handlers are synchronous, so they only queue what changed (`saved`,
-`stopped`, `forgotten`); `run` applies each change in order in a worker thread (one at a
-time). A write that fails is logged and counted; the room itself carries on (it would
-only be missing after a restart). `flush` waits until everything queued is written.
+`stopped`, `forgotten`); `run` applies each change in order, one at a time. A write that
+fails is logged and counted; the room itself carries on (it would only be missing after a
+restart). `flush` waits until everything queued is written.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 import trio
 
-from core.room_directory import RoomDirectory, RoomRow
+from core.room_directory import RoomDirectory, RoomDirectoryError, RoomRow
 
 log = logging.getLogger("bitbasel.rooms.store")
 
@@ -25,8 +24,7 @@ log = logging.getLogger("bitbasel.rooms.store")
 class RoomStore:
     def __init__(self, directory: RoomDirectory) -> None:
         self.directory = directory
-        self._send, self._receive = trio.open_memory_channel[Callable[[], None]](math.inf)
-        self._limiter = trio.CapacityLimiter(1)
+        self._send, self._receive = trio.open_memory_channel[Callable[[], Awaitable[None]]](math.inf)
         self._queued = 0
         self._idle = trio.Event()
         self._idle.set()
@@ -41,7 +39,7 @@ class RoomStore:
     def forgotten(self, room_id: str) -> None:
         self._queue(partial(self.directory.forget, room_id))
 
-    def _queue(self, write: Callable[[], None]) -> None:
+    def _queue(self, write: Callable[[], Awaitable[None]]) -> None:
         self._queued += 1
         if self._idle.is_set():
             self._idle = trio.Event()
@@ -54,8 +52,8 @@ class RoomStore:
         task_status.started()
         async for write in self._receive:
             try:
-                await trio.to_thread.run_sync(write, limiter=self._limiter)
-            except sqlite3.Error:
+                await write()
+            except RoomDirectoryError:
                 self.failures += 1
                 log.exception("room directory: a write failed (the room carries on; a restart would miss it)")
             self._queued -= 1

@@ -32,6 +32,7 @@ from actors.errors import ActorGone, Capacity, PeerNotFound, RecordingNotFound, 
 from actors.events import NO_EVENTS, EventSink
 from actors.mailbox import answer, call, close_mailbox, open_mailbox
 from actors.messages import (
+    AdoptRoom,
     CreateRoom,
     FindRoom,
     GetKeyframe,
@@ -116,6 +117,7 @@ class Supervisor:
         self._forgotten_forwarding = ForwardingTotals()  # of rooms no longer known: counters never go back
         self._handlers: dict[type, Callable[[Any], None]] = {
             CreateRoom: self._on_create,
+            AdoptRoom: self._on_adopt,
             StopRoom: self._on_stop,
             FindRoom: self._on_find,
             GetRoomStats: self._on_room_stats,
@@ -158,18 +160,39 @@ class Supervisor:
                 if self._store is not None:
                     self._store.forgotten(row.room_id)
                 continue
-            record = new_record(
-                row.room_id,
-                row.post_id,
-                row.host_user_id,
-                target_bitrate_bps=self._target_bitrate_bps,
-                media_lock=self._media_lock,
-                events=self._events,
-                created_at=row.created_at,
-            )
-            self._add_room(record, record_now=row.record)
-            log.info("room %s restored for post %s (host user %s)", record.room_id, record.post_id, record.host_user_id)
+            self._revive(row)
+            log.info("room %s restored for post %s (host user %s)", row.room_id, row.post_id, row.host_user_id)
         self._restored = []
+
+    def _revive(self, row: RoomRow) -> RoomRecord:
+        record = new_record(
+            row.room_id,
+            row.post_id,
+            row.host_user_id,
+            target_bitrate_bps=self._target_bitrate_bps,
+            media_lock=self._media_lock,
+            events=self._events,
+            created_at=row.created_at,
+        )
+        self._add_room(record, record_now=row.record)
+        return record
+
+    def _on_adopt(self, message: AdoptRoom) -> None:
+        row = message.row
+        held = self._rooms.get(row.room_id)
+        if held is not None and held.stopped is None:
+            answer(message.reply, RoomCreated(held.room_id, held.post_id, held.host_user_id, existing=True))
+            return
+        if len(self._active_by_post) >= self._max_rooms or row.post_id in self._active_by_post:
+            answer(message.reply, Capacity(f"cannot take room {row.room_id} here (max_rooms, or its post has a room)"))
+            return
+        if held is not None:  # stopped here before (e.g. this worker drained): it lives again
+            del self._rooms[row.room_id]
+        self._ids.reserve(row.room_id)
+        record = self._revive(row)
+        self._save_row(record, recording=row.record)
+        log.info("room %s taken over for post %s (host user %s)", row.room_id, row.post_id, row.host_user_id)
+        answer(message.reply, RoomCreated(record.room_id, record.post_id, record.host_user_id, existing=False))
 
     def _add_room(self, record: RoomRecord, *, record_now: bool) -> None:
         self._rooms[record.room_id] = record
@@ -603,6 +626,10 @@ class SupervisorClient:
 
     async def create_room(self, post_id: str, host_user_id: str, *, record: bool = False) -> RoomCreated:
         result: RoomCreated = await call(self._mailbox, lambda r: CreateRoom(post_id, host_user_id, r, record))
+        return result
+
+    async def adopt_room(self, row: RoomRow) -> RoomCreated:
+        result: RoomCreated = await call(self._mailbox, lambda r: AdoptRoom(row, r))
         return result
 
     async def stop_room(self, room_id: str, reason: StopReason = "api") -> RoomStats:

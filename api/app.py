@@ -13,6 +13,7 @@ from api.openapi import create_openapi_blueprint
 from api.pages import create_pages_blueprint
 from api.responses import MAX_BODY_BYTES
 from api.rest import create_debug_blueprint, create_rest_blueprint, register_error_handlers
+from api.worker_routes import create_worker_blueprint
 from api.ws import create_ws_blueprint
 from core.config import IceConfig
 from core.ice_servers import IceServer, ice_servers_for
@@ -22,6 +23,8 @@ def create_app(ctx: ServerContext) -> QuartTrio:
     app = QuartTrio("bitbasel_media_server", static_folder=None)  # web/ is served by api/pages.py
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.register_blueprint(create_rest_blueprint(ctx))
+    if ctx.worker_index is not None:
+        app.register_blueprint(create_worker_blueprint(ctx))
     if ctx.config.debug.fault_injection:
         app.register_blueprint(create_debug_blueprint(ctx))
     peer_env = PeerEnvironment(

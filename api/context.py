@@ -52,7 +52,8 @@ class ServerContext:
     tokens: TokenIssuer | None
     media: MediaConnections
     webhooks: Webhooks
-    store: RoomStore | None = None  # the room directory's writer (`[cluster] state_path`)
+    store: RoomStore | None = None  # the room directory's writer (`[cluster] state_path` or redis_url)
+    worker_index: int | None = None  # a media worker of a front (api/front.py): its internal routes
     sessions: ConnectionGate = field(init=False)
     loop_lag: LoopLag = field(default_factory=LoopLag)
     thumbnails: Thumbnails = field(init=False)

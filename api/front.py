@@ -1,18 +1,16 @@
-"""The node's front with `[cluster] workers = N` (N > 1): media workers, one process each.
+"""The node's front: with `[cluster] workers = N` (N > 1) over media workers, and with
+`[cluster] redis_url` also a node of a cluster.
 
-Each worker is a whole server (`app.py --worker-index i`: its own Trio loop, its own UDP media
-port `udp_port + i`, its own room directory `state_path.worker<i>`) listening for HTTP on a
-loopback port only the front uses. The front:
-
-- **supervises** them the way rooms are supervised: a worker that exits is logged and started
-  again (the same index: the same UDP port and room directory, so its rooms come back and
-  their clients resume when they reconnect, as after any restart);
-- **places** a new room on the least-loaded worker (fewest sessions, then fewest rooms), and
-  keeps `room -> worker`; a post's next room goes where its last one went;
-- **relays** REST for a room to its worker, `GET /stats` summed over the workers (with a
-  per-worker breakdown), anything else to the first ready worker, and each WebSocket to the
-  worker of the room its `join` names (frames piped both ways, the close code passed on).
+- **Workers** (api/worker_pool.py): whole servers on loopback, supervised and restarted.
+- **Relaying**: REST for a room goes to its worker, `GET /stats` sums the workers (with a
+  per-worker breakdown), anything else goes to the first ready worker, and each WebSocket to
+  the worker of the room its `join` names (frames piped both ways, the close code passed on).
   Media never crosses the front: a worker's answer carries that worker's candidates.
+- **Cluster** (api/cluster_node.py): a new room goes to the least-loaded node; a request or
+  WebSocket for a room on another node is relayed to that node's front; a room whose node died
+  or drained is taken over here. `GET /stats` covers every live node (`nodes`). On SIGTERM the
+  node drains: its clients get `reconnect` (another node's URL), then its workers close their
+  sessions with 1012 and the rooms resume on the nodes the clients reach.
 """
 
 from __future__ import annotations
@@ -20,12 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -36,17 +30,21 @@ from quart import Response, request, websocket
 from quart_trio import QuartTrio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
+from api.cluster_node import RELAYED_BY, ClusterNode, Nowhere, OnNode, OnWorker, Route, node_id_of, node_url
+from api.worker_pool import Worker, WorkerPool, add_numbers
+from cluster.redis_client import RedisClient
+from cluster.registry import ClusterRegistry
 from core.config import Config
+from core.signaling import Error, Reconnect, encode
 
 log = logging.getLogger("bitbasel.front")
 
-ROOT = Path(__file__).resolve().parent.parent
-WORKER_START_SECONDS = 30.0
-RESTART_BACKOFF_SECONDS = 0.5
-PROXY_TIMEOUT_SECONDS = 15.0
+PROXY_TIMEOUT = httpx.Timeout(15.0, connect=2.0)  # a dead node is refused or unreachable quickly
+NODE_STATS_SECONDS = 3.0
 #: Close codes that describe a connection lost, never sent in a close frame (RFC 6455 7.4.1).
 UNSENDABLE_CLOSE_CODES = frozenset({1005, 1006, 1015})
 CLOSE_SERVICE_RESTART = 1012  # retryable: the JS client and the bots reconnect
+CLOSE_TRY_AGAIN = 1013
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "upgrade", "host", "content-length"}
 
 
@@ -54,144 +52,101 @@ def worker_count(config: Config) -> int:
     return config.cluster.workers or (os.cpu_count() or 1)
 
 
-@dataclass
-class Worker:
-    index: int
-    url: str = ""
-    pid: int = 0
-    restarts: int = 0
-    ready: trio.Event = field(default_factory=trio.Event)
+class RelayFailed(Exception):
+    pass
 
 
 @dataclass
 class Front:
     config: Config
-    worker_argv: list[str]  # app.py's arguments for a worker, without --worker-index
-    workers: list[Worker] = field(default_factory=list)
-    room_worker: dict[str, int] = field(default_factory=dict)
-    post_worker: dict[str, int] = field(default_factory=dict)
-    http: httpx.AsyncClient | None = None
+    pool: WorkerPool
+    cluster: ClusterNode | None = None
+    drained: trio.Event = field(default_factory=trio.Event)  # set when a cluster node starts draining
 
-    # ---- workers ------------------------------------------------------------------------
+    def relayed(self, headers: Any) -> bool:
+        return self.cluster is not None and RELAYED_BY in headers
 
-    async def supervise(self, worker: Worker, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        started = False
-        while True:
-            argv = [sys.executable, str(ROOT / "app.py"), *self.worker_argv, "--worker-index", str(worker.index)]
-            process = await trio.lowlevel.open_process(argv, stdout=subprocess.PIPE, cwd=str(ROOT))
-            code: int | None = None
-            try:
-                worker.pid = process.pid
-                try:
-                    url = await self._listening_url(process)
-                except (RuntimeError, trio.TooSlowError):
-                    if not started:
-                        raise  # the first start fails: the front does not start
-                    log.exception("worker %d did not start again", worker.index)
-                    url = ""
-                if not url:
-                    continue
-                worker.url = url
-                worker.ready.set()
-                log.info("worker %d (pid %d) serving on %s", worker.index, process.pid, url)
-                if not started:
-                    started = True
-                    task_status.started()
-                code = await process.wait()
-            finally:
-                with trio.CancelScope(shield=True):
-                    if process.returncode is None:
-                        process.send_signal(signal.SIGTERM)
-                        with trio.move_on_after(12):
-                            await process.wait()
-                        if process.returncode is None:
-                            process.kill()
-                            await process.wait()
-            worker.ready = trio.Event()
-            worker.restarts += 1
-            log.error("worker %d (pid %d) exited with %s; starting it again", worker.index, worker.pid, code)
-            await trio.sleep(RESTART_BACKOFF_SECONDS)
+    async def route(self, room_id: str, *, relayed: bool) -> Route:
+        if self.cluster is not None:
+            return await self.cluster.locate(room_id, relayed=relayed)
+        index = await self.pool.worker_of_room(room_id)
+        return OnWorker(index) if index is not None else Nowhere("room_not_found", f"no room {room_id}")
 
-    @staticmethod
-    async def _listening_url(process: trio.Process) -> str:
-        assert process.stdout is not None
-        buffer = b""
-        with trio.fail_after(WORKER_START_SECONDS):
-            while b"\n" not in buffer:
-                chunk = await process.stdout.receive_some(4096)
-                if not chunk:
-                    raise RuntimeError(f"a worker exited before serving (code {await process.wait()})")
-                buffer += chunk
-        line = buffer.split(b"\n", 1)[0].decode().strip()
-        if not line.startswith("listening on "):
-            raise RuntimeError(f"a worker said {line!r} instead of 'listening on'")
-        return line.removeprefix("listening on ")
+    async def base_url(self, route: OnWorker | OnNode) -> tuple[str, dict[str, str]]:
+        """Where a route's requests go, and the headers that mark them relayed by this node."""
+        if isinstance(route, OnWorker):
+            return (await self.pool.ready_worker(route.index)).url, {}
+        assert self.cluster is not None
+        return route.url, {RELAYED_BY: self.cluster.node_id}
 
-    async def ready_worker(self, index: int) -> Worker:
-        worker = self.workers[index]
-        with trio.fail_after(WORKER_START_SECONDS):
-            await worker.ready.wait()
-        return worker
-
-    async def _worker_stats(self, worker: Worker) -> dict[str, Any] | None:
-        assert self.http is not None
-        try:
-            response = await self.http.get(worker.url + "/stats", headers=_auth(request.headers))
-            return dict(response.json()) if response.status_code == 200 else None
-        except (httpx.HTTPError, ValueError):
-            return None
-
-    async def least_loaded(self) -> int:
-        loads: dict[int, tuple[float, float]] = {}
-
-        async def load_of(worker: Worker) -> None:
-            if worker.ready.is_set():
-                stats = await self._worker_stats(worker)
-                if stats is not None:
-                    loads[worker.index] = (stats.get("total_peers", 0), stats.get("active_rooms", 0))
-
-        async with trio.open_nursery() as nursery:
-            for worker in self.workers:
-                nursery.start_soon(load_of, worker)
-        if not loads:
-            return 0
-        return min(loads, key=lambda i: (loads[i], i))
-
-    async def worker_of_room(self, room_id: str) -> int | None:
-        index = self.room_worker.get(room_id)
-        if index is not None:
-            return index
-        assert self.http is not None
-        for worker in self.workers:  # not placed by this front (it restarted): ask them
-            if not worker.ready.is_set():
-                continue
-            try:
-                found = await self.http.get(f"{worker.url}/room/{room_id}/stats", headers=_auth(request.headers))
-            except httpx.HTTPError:
-                continue
-            if found.status_code == 200:
-                self.room_worker[room_id] = worker.index
-                return worker.index
-        return None
-
-    # ---- relaying -------------------------------------------------------------------------
-
-    async def forward(self, index: int, path: str) -> Response:
-        worker = await self.ready_worker(index)
-        assert self.http is not None
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
+    async def relay(self, base_url: str, path: str, extra_headers: dict[str, str]) -> Response:
+        """The current request sent on to `base_url`; its answer streamed back."""
+        http = self.pool.http
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS} | extra_headers
         body = await request.get_data()
-        outgoing = self.http.build_request(
-            request.method, worker.url + path, params=request.args, content=body, headers=headers
+        outgoing = http.build_request(
+            request.method, base_url + path, params=request.args, content=body, headers=headers
         )
         try:
-            answer = await self.http.send(outgoing, stream=True)  # a recording may be gigabytes: streamed
+            answer = await http.send(outgoing, stream=True)  # a recording may be gigabytes: streamed
         except httpx.HTTPError as exc:
-            return _error(503, "unavailable", f"worker {index} did not answer: {exc}; try again")
+            raise RelayFailed(f"{base_url} did not answer: {exc}") from exc
         out = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_HEADERS | {"content-encoding"}}
         if "content-length" in answer.headers:
             out["Content-Length"] = answer.headers["content-length"]
         return Response(_relay_body(answer), status=answer.status_code, headers=out)
+
+    async def relay_to(self, route: OnWorker | OnNode, path: str) -> Response:
+        try:
+            base, headers = await self.base_url(route)
+            return await self.relay(base, path, headers)
+        except (RelayFailed, trio.TooSlowError) as exc:
+            return _error(503, "unavailable", f"{exc or 'a worker is starting'}; try again")
+
+    async def stats(self, *, relayed: bool) -> dict[str, Any]:
+        local = await self.pool.node_stats()
+        if self.cluster is None:
+            return local
+        cluster = self.cluster
+        local["node_id"] = cluster.node_id
+        if relayed:
+            return local
+        nodes: dict[str, dict[str, Any] | None] = {cluster.node_id: local}
+        await cluster.refresh()
+
+        async def stats_of(node_id: str, url: str) -> None:
+            try:
+                with trio.fail_after(NODE_STATS_SECONDS):
+                    answer = await self.pool.http.get(
+                        url + "/stats", headers={RELAYED_BY: cluster.node_id, **self.pool.auth}
+                    )
+                nodes[node_id] = dict(answer.json()) if answer.status_code == 200 else None
+            except (httpx.HTTPError, ValueError, trio.TooSlowError):
+                nodes[node_id] = None
+
+        async with trio.open_nursery() as nursery:
+            for node in cluster.live.values():
+                if node.node_id != cluster.node_id:
+                    nursery.start_soon(stats_of, node.node_id, node.url)
+        totals: dict[str, float] = {}
+        breakdown = []
+        for node_id in sorted(nodes):
+            info = cluster.live.get(node_id)
+            add_numbers(totals, nodes[node_id])
+            breakdown.append(
+                {
+                    "node_id": node_id,
+                    "url": info.url if info else cluster.url,
+                    "draining": info.draining if info else cluster.draining,
+                    "stats": nodes[node_id],
+                }
+            )
+        return {**totals, "node_id": cluster.node_id, "workers": local["workers"], "nodes": breakdown}
+
+    def reconnect_message(self) -> str:
+        other = self.cluster.other_node() if self.cluster is not None else None
+        url = other.url.replace("http", "ws", 1) + "/ws" if other is not None else None
+        return encode(Reconnect(reason="node_draining", url=url))
 
 
 async def _relay_body(answer: httpx.Response) -> AsyncIterator[bytes]:
@@ -202,60 +157,65 @@ async def _relay_body(answer: httpx.Response) -> AsyncIterator[bytes]:
         await answer.aclose()
 
 
-def _auth(headers: Any) -> dict[str, str]:
-    value = headers.get("Authorization")
-    return {"Authorization": value} if value else {}
-
-
 def _error(status: int, code: str, message: str) -> Response:
     return Response(json.dumps({"error": code, "message": message}), status=status, content_type="application/json")
 
 
+def _post_of(body: str | bytes) -> str | None:
+    try:
+        fields = json.loads(body or b"{}")
+    except ValueError:
+        return None
+    post = fields.get("post_id") or fields.get("classroom_id") if isinstance(fields, dict) else None
+    return post if isinstance(post, str) else None
+
+
 def create_front_app(front: Front) -> QuartTrio:
     app = QuartTrio("bitbasel_media_front", static_folder=None)
+    pool = front.pool
 
     @app.post("/room/create")
     async def create_room() -> Response:
-        try:
-            body = json.loads(await request.get_data() or b"{}")
-        except ValueError:
-            body = {}
-        post = body.get("post_id") or body.get("classroom_id") if isinstance(body, dict) else None
-        index = front.post_worker.get(post) if isinstance(post, str) else None
+        post = _post_of(await request.get_data())
+        cluster = front.cluster
+        if cluster is not None and not front.relayed(request.headers):
+            existing = await cluster.registry.active_room_of_post(post) if post else None
+            route = await cluster.locate(existing, relayed=False) if existing else None
+            if isinstance(route, OnNode):  # the post's room is there: it answers `existing`
+                return await front.relay_to(route, "/room/create")
+            target = cluster.node_for_new_room() if route is None else None
+            if target is not None:
+                try:
+                    return await front.relay(target.url, "/room/create", {RELAYED_BY: cluster.node_id})
+                except RelayFailed as exc:
+                    log.warning("cluster: node %s did not take a new room (%s); it goes here", target.node_id, exc)
+        elif cluster is not None and cluster.draining:
+            return _error(503, "unavailable", "this node is stopping; try another")
+        index = pool.post_worker.get(post) if post else None
         if index is None:
-            index = await front.least_loaded()
-        response = await front.forward(index, "/room/create")
+            index = await pool.least_loaded()
+        response = await front.relay_to(OnWorker(index), "/room/create")
         if response.status_code == 200:
             data = await response.get_data()
             response = Response(data, status=200, content_type="application/json")
             created = json.loads(data)
-            front.room_worker[created["room_id"]] = index
-            front.post_worker[created["post_id"]] = index
+            pool.placed(created["room_id"], created["post_id"], index)
         return response
 
     @app.route("/room/<room_id>/<path:rest>", methods=["GET", "POST"])
     async def room_route(room_id: str, rest: str) -> Response:
-        index = await front.worker_of_room(room_id)
-        if index is None:
-            if rest == "recordings":  # a listing is empty, never 404
+        route = await front.route(room_id, relayed=front.relayed(request.headers))
+        if isinstance(route, Nowhere):
+            if rest == "recordings" and route.code == "room_not_found":  # a listing is empty, never 404
                 return Response(json.dumps({"room_id": room_id, "recordings": []}), content_type="application/json")
-            return _error(404, "room_not_found", f"no room {room_id}")
-        return await front.forward(index, f"/room/{room_id}/{rest}")
+            return _error(404 if route.code == "room_not_found" else 503, route.code, route.message)
+        return await front.relay_to(route, f"/room/{room_id}/{rest}")
 
     @app.get("/stats")
     async def stats() -> Response:
-        per_worker: list[dict[str, Any]] = []
-        totals: dict[str, float] = {}
-        for worker in front.workers:
-            snap = await front._worker_stats(worker) if worker.ready.is_set() else None
-            rooms = sorted(room for room, index in front.room_worker.items() if index == worker.index)
-            per_worker.append(
-                {"index": worker.index, "pid": worker.pid, "restarts": worker.restarts, "rooms": rooms, "stats": snap}
-            )
-            for key, value in (snap or {}).items():
-                if isinstance(value, int | float) and not isinstance(value, bool):
-                    totals[key] = totals.get(key, 0) + value
-        return Response(json.dumps({**totals, "workers": per_worker}), content_type="application/json")
+        return Response(
+            json.dumps(await front.stats(relayed=front.relayed(request.headers))), content_type="application/json"
+        )
 
     @app.websocket("/ws")
     async def ws() -> None:
@@ -265,43 +225,81 @@ def create_front_app(front: Front) -> QuartTrio:
             room_id = join.get("room_id") if isinstance(join, dict) else None
         except (TypeError, ValueError):
             room_id = None
-        index = await front.worker_of_room(room_id) if isinstance(room_id, str) else None
-        worker = await front.ready_worker(index if index is not None else 0)
-        ws_url = worker.url.replace("http", "ws", 1) + "/ws"
+        relayed = front.relayed(websocket.headers)
+        route: Route = Nowhere("room_not_found", "")
+        if isinstance(room_id, str):
+            route = await front.route(room_id, relayed=relayed)
+        if isinstance(route, Nowhere):
+            if route.code != "room_not_found":
+                await websocket.send(encode(Error(code=route.code, message=route.message)))
+                await websocket.close(CLOSE_TRY_AGAIN, "try again")
+                return
+            route = OnWorker(0)  # a worker answers the join as the protocol says (room_not_found, bad_message)
         try:
-            async with open_websocket_url(ws_url, message_queue_size=64) as upstream:
-                await upstream.send_message(first)
-                async with trio.open_nursery() as nursery:
-
-                    async def to_worker() -> None:
-                        while True:
-                            await upstream.send_message(await websocket.receive())
-
-                    async def to_client() -> None:
-                        try:
-                            while True:
-                                await websocket.send(await upstream.get_message())
-                        except ConnectionClosed as closed:
-                            reason = closed.reason
-                            code = reason.code if reason is not None and reason.code else None
-                            if code is None or code in UNSENDABLE_CLOSE_CODES:  # the worker vanished
-                                code, text = CLOSE_SERVICE_RESTART, "the room's worker is restarting: reconnect"
-                            else:
-                                text = (reason.reason if reason is not None else None) or ""
-                            await websocket.close(code, text)
-                        nursery.cancel_scope.cancel()
-
-                    nursery.start_soon(to_worker)
-                    nursery.start_soon(to_client)
-        except (OSError, trio.TooSlowError, ConnectionClosed, HandshakeError):
-            await websocket.close(1013, "the room's worker is unavailable: try again")
+            base, headers = await front.base_url(route)
+        except trio.TooSlowError:
+            await websocket.close(CLOSE_TRY_AGAIN, "the room's worker is starting: try again")
+            return
+        await _pipe(
+            front,
+            base.replace("http", "ws", 1) + "/ws",
+            headers,
+            first,
+            direct=not relayed,
+            remote=isinstance(route, OnNode),
+        )
 
     @app.route("/", defaults={"path": ""}, methods=["GET", "POST"])
     @app.route("/<path:path>", methods=["GET", "POST"])
     async def anything(path: str) -> Response:
-        return await front.forward(0, "/" + path)
+        return await front.relay_to(OnWorker(0), "/" + path)
 
     return app
+
+
+async def _pipe(
+    front: Front, ws_url: str, headers: dict[str, str], first: str | bytes, *, direct: bool, remote: bool
+) -> None:
+    """Frames both ways between the client and `ws_url` until either side closes."""
+    extra = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    try:
+        async with open_websocket_url(
+            ws_url, extra_headers=extra, message_queue_size=64, connect_timeout=5
+        ) as upstream:
+            await upstream.send_message(first)
+            async with trio.open_nursery() as nursery:
+
+                async def to_upstream() -> None:
+                    while True:
+                        await upstream.send_message(await websocket.receive())
+
+                async def to_client() -> None:
+                    try:
+                        while True:
+                            await websocket.send(await upstream.get_message())
+                    except ConnectionClosed as closed:
+                        reason = closed.reason
+                        code = reason.code if reason is not None and reason.code else None
+                        if code is None or code in UNSENDABLE_CLOSE_CODES:  # the worker or node vanished
+                            code, text = CLOSE_SERVICE_RESTART, "the room's server is restarting: reconnect"
+                        else:
+                            text = (reason.reason if reason is not None else None) or ""
+                        await websocket.close(code, text)
+                    nursery.cancel_scope.cancel()
+
+                async def on_drain() -> None:
+                    await front.drained.wait()
+                    await websocket.send(front.reconnect_message())
+                    if remote:  # this node's workers do not hold the room: end the relay here
+                        await websocket.close(CLOSE_SERVICE_RESTART, "this node is stopping: reconnect")
+                        nursery.cancel_scope.cancel()
+
+                nursery.start_soon(to_upstream)
+                nursery.start_soon(to_client)
+                if direct and front.cluster is not None:
+                    nursery.start_soon(on_drain)
+    except (OSError, trio.TooSlowError, ConnectionClosed, HandshakeError):
+        await websocket.close(CLOSE_TRY_AGAIN, "the room's server is unavailable: try again")
 
 
 async def run_front(
@@ -311,25 +309,48 @@ async def run_front(
     *,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Start the workers, serve the front until `shutdown`, then stop the workers (SIGTERM)."""
+    """Serve the front, start the workers (and join the cluster), serve until `shutdown`; then
+    drain (a cluster node), stop the workers (SIGTERM) and the front."""
     count = worker_count(config)
-    front = Front(config, worker_argv, workers=[Worker(i) for i in range(count)])
     hc = HypercornConfig()
     hc.bind = [f"{config.server.host}:{config.server.port}"]
     hc.accesslog = None
     hc.errorlog = None
-    async with httpx.AsyncClient(timeout=PROXY_TIMEOUT_SECONDS) as http, trio.open_nursery() as nursery:
-        front.http = http
-        async with trio.open_nursery() as starting:
-            for worker in front.workers:
-                starting.start_soon(nursery.start, front.supervise, worker)
-        app = create_front_app(front)
+    async with httpx.AsyncClient(timeout=PROXY_TIMEOUT) as http, trio.open_nursery() as nursery:
+        pool = WorkerPool(list(worker_argv), http, config.auth.api_key, [Worker(i) for i in range(count)])
+        front = Front(config, pool)
         stop_accepting = trio.Event()
+        app = create_front_app(front)
         binds: list[str] = await nursery.start(
             lambda task_status: serve(app, hc, shutdown_trigger=stop_accepting.wait, task_status=task_status)
         )
+        redis: RedisClient | None = None
+        if config.cluster.redis_url:
+            url = node_url(config, int(binds[0].rsplit(":", 1)[1]))
+            node_id = node_id_of(config, url)
+            redis = RedisClient(config.cluster.redis_url)
+            registry = ClusterRegistry(redis, node_id, ttl_seconds=config.cluster.node_ttl_seconds)
+            front.cluster = ClusterNode(registry, url, pool, config.cluster.node_ttl_seconds)
+            pool.argv += ["--node-id", node_id]
+        async with trio.open_nursery() as starting:
+            for worker in pool.workers:
+                starting.start_soon(nursery.start, pool.supervise, worker)
+        if front.cluster is not None:
+            await nursery.start(front.cluster.heartbeats)
+            log.info(
+                "node %s (%s) in the cluster at %s", front.cluster.node_id, front.cluster.url, config.cluster.redis_url
+            )
         log.info("front with %d workers on %s", count, binds[0])
         task_status.started(binds[0])
         await shutdown.wait()
+        if front.cluster is not None:
+            await front.cluster.drain()
+            front.drained.set()
+            await trio.sleep(0.1)  # the `reconnect` messages go out before the workers close their sessions
+        await pool.stop()  # their sessions are closed with 1012 (relayed to the clients)
         stop_accepting.set()
-        nursery.cancel_scope.cancel()  # each worker's supervisor sends it SIGTERM and waits for it
+        if front.cluster is not None:
+            await front.cluster.leave()
+        nursery.cancel_scope.cancel()
+    if redis is not None:
+        await redis.aclose()

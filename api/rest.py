@@ -91,7 +91,7 @@ def create_rest_blueprint(ctx: ServerContext) -> Blueprint:
         if post_id is None:
             raise ApiError("bad_request", "Object missing required field `post_id`")
         created = await ctx.supervisor.create_room(post_id, body.host_user_id, record=body.record)
-        await _written_down(ctx)
+        await written_down(ctx)
         host_token = None
         if ctx.tokens is not None:
             host_token, _ = ctx.tokens.mint(created.room_id, "host", created.host_user_id, HOST_TOKEN_TTL_SECONDS)
@@ -107,7 +107,7 @@ def create_rest_blueprint(ctx: ServerContext) -> Blueprint:
     @rest.post("/room/<room_id>/stop")
     async def stop_room(room_id: str) -> Response:
         await ctx.supervisor.stop_room(room_id, "api")
-        await _written_down(ctx)
+        await written_down(ctx)
         return json_response(StopRoomResponse(status="stopped", room_id=room_id))
 
     @rest.get("/room/<room_id>/stats")
@@ -184,7 +184,7 @@ def create_rest_blueprint(ctx: ServerContext) -> Blueprint:
     return rest
 
 
-async def _written_down(ctx: ServerContext) -> None:
+async def written_down(ctx: ServerContext) -> None:
     """With a room directory, answer once the change is in it (a kill -9 right after the answer
     loses nothing); bounded, the answer does not depend on it."""
     if ctx.store is not None:

@@ -7,7 +7,6 @@ media port's tasks (transport/media_port.py), with no asyncio loop at all.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import ssl
 
 import msgspec
@@ -23,8 +22,10 @@ from api.body_drain import DrainUnreadBody
 from api.context import ServerContext
 from api.hypercorn_patch import install_hypercorn_patch
 from api.media import MediaConnections, open_media_port
+from cluster.redis_client import RedisClient
+from cluster.redis_directory import RedisRoomDirectory
 from core.config import Config, ConfigError
-from core.room_directory import RoomRow, SqliteRoomDirectory
+from core.room_directory import RoomDirectory, RoomDirectoryError, RoomRow, SqliteRoomDirectory
 from core.tokens import TokenIssuer
 
 log = logging.getLogger("bitbasel.server")
@@ -90,19 +91,26 @@ def _address(bind: str) -> ServerAddress:
     return ServerAddress(url=bind, host=host.strip("[]"), port=int(port))
 
 
-async def open_room_store(config: Config) -> tuple[RoomStore | None, list[RoomRow]]:
-    """The room directory of `[cluster] state_path` and the rooms it holds (none without one).
-    An unusable file stops the start (ConfigError naming the key)."""
-    path = config.cluster.state_path
-    if not path:
-        return None, []
+async def open_room_store(config: Config, worker_index: int | None) -> tuple[RoomStore | None, list[RoomRow]]:
+    """The room directory and the rooms it holds for this server (none without one): Redis for a
+    worker of a cluster node (`[cluster] redis_url`), else the SQLite file of `[cluster] state_path`.
+    An unusable directory stops the start (ConfigError naming the key)."""
+    cluster = config.cluster
+    directory: RoomDirectory
     try:
-        directory = await trio.to_thread.run_sync(SqliteRoomDirectory, path)
-        rows = await trio.to_thread.run_sync(directory.load)
-    except (OSError, sqlite3.Error) as exc:
-        raise ConfigError(f"cluster.state_path: cannot use {path!r}: {exc}") from exc
+        if cluster.redis_url and worker_index is not None:
+            key, where = "cluster.redis_url", f"{cluster.redis_url} (node {cluster.node_id}, worker {worker_index})"
+            directory = RedisRoomDirectory(RedisClient(cluster.redis_url), cluster.node_id, worker_index)
+        elif cluster.state_path:
+            key, where = "cluster.state_path", cluster.state_path
+            directory = await SqliteRoomDirectory.open(cluster.state_path)
+        else:
+            return None, []
+        rows = await directory.load()
+    except RoomDirectoryError as exc:
+        raise ConfigError(f"{key}: cannot use {where}: {exc}") from exc
     active = sum(1 for row in rows if row.stopped_at is None)
-    log.info("room directory %s: %d active room(s) to resume", path, active)
+    log.info("room directory %s: %d active room(s) to resume", where, active)
     return RoomStore(directory), rows
 
 
@@ -110,6 +118,7 @@ async def run_server(
     config: Config,
     shutdown: trio.Event,
     *,
+    worker_index: int | None = None,
     task_status: trio.TaskStatus[ServerAddress] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until `shutdown` is set, then stop every room (peers are told
@@ -123,7 +132,7 @@ async def run_server(
         log.warning("[auth] api_key is empty: the REST API is open to anyone who can reach it")
     media_port = open_media_port(config)  # binds now: a port in use stops the start (ConfigError)
     webhooks = Webhooks(config.webhooks)
-    store, restored = await open_room_store(config)
+    store, restored = await open_room_store(config, worker_index)
     async with trio.open_nursery() as nursery:
         await nursery.start(media_port.serve)
         await nursery.start(webhooks.run)
@@ -148,6 +157,7 @@ async def run_server(
             media=MediaConnections(config, media_port),
             webhooks=webhooks,
             store=store,
+            worker_index=worker_index,
         )
         nursery.start_soon(ctx.loop_lag.run)
         app = create_app(ctx)
@@ -186,4 +196,5 @@ async def run_server(
                 await store.flush()  # what the restarted server will find
         nursery.cancel_scope.cancel()
     if store is not None:
-        store.directory.close()
+        with trio.CancelScope(shield=True):
+            await store.directory.aclose()

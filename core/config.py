@@ -136,6 +136,18 @@ class ClusterConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=T
     state_path: str = ""
     # media workers: processes with a UDP port each (udp_port + i); 1 = one process, 0 = one per core
     workers: Annotated[int, msgspec.Meta(ge=0, le=64)] = 1
+    # several nodes sharing rooms: "" = no cluster; "redis://host:port/db" (or redis://:password@...)
+    redis_url: str = ""
+    # this node in the cluster: its name ("" = host:port of node_url) and the base URL the other
+    # nodes relay to and clients are sent to ("" = http(s)://<announced_address or host>:<port>)
+    node_id: str = ""
+    node_url: str = ""
+    # a node whose heartbeat is older than this is dead: its rooms move to the next node a client reaches
+    node_ttl_seconds: Annotated[float, msgspec.Meta(ge=1, le=60)] = 3.0
+
+    def __post_init__(self) -> None:
+        if self.redis_url and not self.redis_url.startswith("redis://"):
+            raise msgspec.ValidationError("must be a redis://host:port/db URL - at `$.cluster.redis_url`")
 
 
 class MetricsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -40,6 +40,7 @@ class PeerProcess:
             argv.append("--decode")
         self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.frames = (0, 0, -1)
+        self.redirected_to: str | None = None  # a `reconnect` message's URL, once seen
         self._lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._pump, name="peer-process-stdout", daemon=True).start()
 
@@ -52,8 +53,20 @@ class PeerProcess:
     def wait_connected(self, timeout: float = WAIT_S) -> None:
         self._read_until(lambda line: line == "connected", "connected", timeout)
 
+    def wait_redirected(self, timeout: float = WAIT_S) -> str:
+        def seen(line: str) -> bool:
+            if line.startswith("redirected "):
+                self.redirected_to = line.split()[1]
+            return self.redirected_to is not None
+
+        self._read_until(seen, "a reconnect message", timeout)
+        assert self.redirected_to is not None
+        return self.redirected_to
+
     def wait_frames(self, video: int, audio: int, timeout: float = WAIT_S) -> tuple[int, int, int]:
         def enough(line: str) -> bool:
+            if line.startswith("redirected "):
+                self.redirected_to = line.split()[1]
             if line.startswith("frames "):
                 v, a, first = (int(x) for x in line.split()[1:4])
                 self.frames = (v, a, first)
@@ -103,9 +116,15 @@ async def main(url: str, room_id: str, role: str, *, decode: bool = False, user:
             bot = open_host(url, room_id, user_id=user, host_addresses=LOOPBACK, tracks=tracks)
         else:
             bot = open_viewer(url, room_id, host_addresses=LOOPBACK, decode=decode)
-        async with bot as peer:
+        async with bot as peer, trio.open_nursery() as nursery:
             await peer.wait_connected()
             print("connected", flush=True)
+
+            async def report_redirect() -> None:  # a `reconnect` message named another node
+                state = await peer.wait_for(lambda s: s.redirected_to is not None)
+                print(f"redirected {state.redirected_to}", flush=True)
+
+            nursery.start_soon(report_redirect)
             while role == "viewer" and decode:
                 state = peer.state
                 first = state.first_video_frame_at

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import httpx
 
-from core.room_directory import RoomRow, SqliteRoomDirectory
 from tests.peer_process import PeerProcess, start_peer
 from tests.serving import server_process
 
@@ -63,21 +62,3 @@ def test_rooms_and_their_media_survive_a_kill_and_a_graceful_restart(tmp_path: P
     finally:
         for peer in peers:
             peer.stop()
-
-
-def test_the_directory_keeps_rows_across_connections(tmp_path: Path) -> None:
-    path = str(tmp_path / "rooms.sqlite3")
-    first = SqliteRoomDirectory(path)
-    first.save(RoomRow("room_1", "p1", "alice", 100.0, record=True))
-    first.save(RoomRow("room_2", "p2", "bob", 200.0))
-    first.mark_stopped("room_2", "api", 250.0)
-    first.mark_stopped("room_2", "idle", 300.0)  # the first stop is the one kept
-    first.save(RoomRow("room_3", "p3", "carol", 300.0))
-    first.forget("room_3")
-    first.close()
-    second = SqliteRoomDirectory(path)
-    assert second.load() == [
-        RoomRow("room_1", "p1", "alice", 100.0, record=True),
-        RoomRow("room_2", "p2", "bob", 200.0, stopped_at=250.0, stop_reason="api"),
-    ]
-    second.close()

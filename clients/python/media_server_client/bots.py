@@ -24,6 +24,7 @@ is set and leaving the `async with` raises nothing.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import random
 import ssl
@@ -52,7 +53,7 @@ from media_server_client.aiortc_hooks import (
     sender_encoder_tasks,
 )
 from media_server_client.containment import open_contained_loop
-from media_server_client.messages import Answer, IceServer, Joined, Offer, Ping, RoomUpdate, Stopped
+from media_server_client.messages import Answer, IceServer, Joined, Offer, Ping, Reconnect, RoomUpdate, Stopped
 from media_server_client.signaling import ServerError, SessionClosed, SignalingSession, connect_signaling
 from media_server_client.sources import TestPatternTrack, ToneTrack
 
@@ -121,6 +122,7 @@ class BotState:
     rtp: list[RtpRecord] = field(default_factory=list)
     reconnects: int = 0  # sessions joined and negotiated again after an abnormal close
     last_close: SessionClosed | None = None  # the latest close or failed reconnection attempt
+    redirected_to: str | None = None  # the URL a `reconnect` message named (the next joins go there)
 
 
 @dataclass(frozen=True)
@@ -258,6 +260,9 @@ class Bot:
                 self.state.room = message
             elif isinstance(message, Stopped):
                 self.state.stopped = message
+            elif isinstance(message, Reconnect) and message.url:  # its node stops: the next join goes there
+                self._dial = dataclasses.replace(self._dial, url=message.url)
+                self.state.redirected_to = message.url
             self._notify()
 
     def record_rtp(self, data: bytes) -> None:

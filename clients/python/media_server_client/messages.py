@@ -100,7 +100,15 @@ class Pong(_Message, frozen=True, tag="pong"):
     pass
 
 
-ServerMessage = Joined | Answer | RoomUpdate | Stopped | Error | Pong
+class Reconnect(_Message, frozen=True, tag="reconnect"):
+    """The session is about to close (1012) because its node stops: reconnect to `url` (another
+    node's WebSocket URL; null = the same URL) and join the same room again."""
+
+    reason: str
+    url: str | None = None
+
+
+ServerMessage = Joined | Answer | RoomUpdate | Stopped | Error | Pong | Reconnect
 
 
 # ---- codecs ---------------------------------------------------------------------------
@@ -131,6 +139,7 @@ __all__ = [
     "Offer",
     "Ping",
     "Pong",
+    "Reconnect",
     "Role",
     "RoomUpdate",
     "ServerMessage",

@@ -1,0 +1,37 @@
+"""Routes only a node's front calls on its media workers (`app.py --worker-index i`, loopback).
+
+`POST /internal/rooms/adopt` with a room directory row: the front has claimed a room of a
+dead or drained node for this worker (cluster/registry.py); the room lives here from now on,
+with its id, post and host user, and its clients resume in it when they reconnect.
+"""
+
+from __future__ import annotations
+
+from quart import Blueprint, Response
+
+from api.context import ServerContext
+from api.responses import decode_body, json_response
+from api.rest import check_api_key, written_down
+from api.schemas import CreateRoomResponse
+from core.room_directory import RoomRow
+
+
+def create_worker_blueprint(ctx: ServerContext) -> Blueprint:
+    internal = Blueprint("worker", __name__)
+
+    @internal.before_request
+    async def require_api_key() -> None:
+        check_api_key(ctx)
+
+    @internal.post("/internal/rooms/adopt")
+    async def adopt_room() -> Response:
+        row = await decode_body(RoomRow)
+        adopted = await ctx.supervisor.adopt_room(row)
+        await written_down(ctx)
+        return json_response(
+            CreateRoomResponse(
+                room_id=adopted.room_id, post_id=adopted.post_id, host_token=None, host_user_id=adopted.host_user_id
+            )
+        )
+
+    return internal

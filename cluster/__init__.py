@@ -1,0 +1,1 @@
+"""The cluster: a shared room directory and node registry on Redis."""
