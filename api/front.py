@@ -32,8 +32,9 @@ from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
 from api.cluster_node import RELAYED_BY, ClusterNode, Nowhere, OnNode, OnWorker, Route, node_id_of, node_url
 from api.worker_pool import Worker, WorkerPool, add_numbers
-from cluster.redis_client import RedisClient
+from cluster.redis_client import RedisClient, RedisUnavailable
 from cluster.registry import ClusterRegistry
+from cluster.resp import RespError
 from core.config import Config
 from core.signaling import Error, Reconnect, encode
 
@@ -178,11 +179,17 @@ def create_front_app(front: Front) -> QuartTrio:
     async def create_room() -> Response:
         post = _post_of(await request.get_data())
         cluster = front.cluster
+        index: int | None = None
         if cluster is not None and not front.relayed(request.headers):
-            existing = await cluster.registry.active_room_of_post(post) if post else None
+            try:
+                existing = await cluster.registry.active_room_of_post(post) if post else None
+            except (RedisUnavailable, RespError) as exc:
+                return _error(503, "unavailable", f"the room directory did not answer ({exc}); try again")
             route = await cluster.locate(existing, relayed=False) if existing else None
             if isinstance(route, OnNode):  # the post's room is there: it answers `existing`
                 return await front.relay_to(route, "/room/create")
+            if isinstance(route, OnWorker):  # here (maybe just taken over): that worker answers `existing`
+                index = route.index
             target = cluster.node_for_new_room() if route is None else None
             if target is not None:
                 try:
@@ -191,7 +198,8 @@ def create_front_app(front: Front) -> QuartTrio:
                     log.warning("cluster: node %s did not take a new room (%s); it goes here", target.node_id, exc)
         elif cluster is not None and cluster.draining:
             return _error(503, "unavailable", "this node is stopping; try another")
-        index = pool.post_worker.get(post) if post else None
+        if index is None and post:
+            index = pool.post_worker.get(post)
         if index is None:
             index = await pool.least_loaded()
         response = await front.relay_to(OnWorker(index), "/room/create")

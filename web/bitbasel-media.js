@@ -16,6 +16,7 @@
 //   error   {code, message, fatal}
 //   track   {track, streams}    (viewer) a remote track arrived
 //   firstframe {ms}             (viewer) first video frame shown, ms after watch()
+//   reconnect {reason, url}     the server's node is stopping: the client reconnects to `url`
 // and the methods close() (alias stop()), stats() and the read-only fields
 // state, viewerCount, hasHost, peerId, closeReason, timings.
 // See docs/JS_CLIENT.md.
@@ -388,6 +389,11 @@ class MediaSession extends EventTarget {
       }
       case "pong":
         this.timings.lastPong = now();
+        break;
+      case "reconnect":
+        // this node is stopping (a 1012 close follows): the next connections go to the node it names
+        if (typeof message.url === "string" && /^wss?:\/\//.test(message.url)) this.url = message.url;
+        this.dispatchEvent(eventOf("reconnect", { reason: message.reason, url: message.url ?? null }));
         break;
       default:
         // unknown server messages are ignored (the protocol may grow)
