@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.browser_support import CHROMIUM, JS_FRAMES_DECODED_OVER, chromium_browser, poll_page
 from tests.peer_process import PeerProcess, start_peer
 from tests.redis_support import redis_server
 from tests.serving import ServerProcess, server_process
@@ -142,3 +143,35 @@ def test_a_node_stopped_with_sigterm_sends_its_clients_to_another_node(nodes: li
     finally:
         for peer in peers:
             peer.stop()
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"Chromium is not installed at {CHROMIUM}")
+def test_the_js_client_follows_reconnect_to_another_node(nodes: list[ServerProcess]) -> None:
+    a, b, _ = nodes
+    room_id = httpx.post(f"{a.url}/room/create", json={"post_id": "art-4", "host_user_id": "dora"}).json()["room_id"]
+    host = start_peer(b, room_id, "host", user="dora")
+    try:
+        with chromium_browser() as browser:
+            page = browser.new_context().new_page()
+            page.goto(f"{a.url}/watch/{room_id}")  # the page and its WebSocket on node a
+            page.wait_for_function("() => !!(window.bitbasel && window.bitbasel.session)")
+            poll_page(page, JS_FRAMES_DECODED_OVER, 10, timeout=30, what="frames through node a")
+            first_peer = page.evaluate("window.bitbasel.session.peerId")
+            page.evaluate(
+                """() => { window.redirects = [];
+                   window.bitbasel.session.addEventListener('reconnect', (e) => window.redirects.push(e.detail)); }"""
+            )
+
+            a.process.send_signal(signal.SIGTERM)
+            redirect = poll_page(page, "() => window.redirects[0]", timeout=10, what="a reconnect message")
+            assert redirect["reason"] == "node_draining" and redirect["url"] in {b.ws_url, nodes[2].ws_url}
+            assert page.evaluate("window.bitbasel.session.url") == redirect["url"]
+            poll_page(
+                page, "(first) => window.bitbasel.session.peerId && window.bitbasel.session.peerId !== first",
+                first_peer, timeout=30, what="a new session on another node",
+            )  # fmt: skip
+            poll_page(page, JS_FRAMES_DECODED_OVER, 10, timeout=30, what="frames through the new node")
+            assert page.evaluate("window.bitbasel.session.state") == "live"
+    finally:
+        host.stop()
