@@ -14,6 +14,8 @@ A draining node (SIGTERM) takes no new room, claims none, and hands joins to the
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import socket
 import time
@@ -24,7 +26,7 @@ import trio
 
 from api.worker_pool import WorkerPool, WorkerUnavailable
 from cluster.redis_client import RedisUnavailable
-from cluster.registry import ClusterRegistry, NodeInfo
+from cluster.registry import ClusterRegistry, NodeInfo, WorkerLoad
 from cluster.resp import RespError
 from core.config import Config
 
@@ -64,6 +66,15 @@ def node_url(config: Config, port: int) -> str:
     return f"{scheme}://{host}:{port}"
 
 
+def cluster_secret(config: Config) -> bytes:
+    """What every node of the cluster knows and its clients do not: the Redis URL (and API key)."""
+    return hashlib.sha256(f"{config.cluster.redis_url}\n{config.auth.api_key}".encode()).digest()
+
+
+def _proof(secret: bytes, node_id: str) -> str:
+    return hmac.new(secret, node_id.encode(), hashlib.sha256).hexdigest()
+
+
 def node_id_of(config: Config, url: str) -> str:
     return config.cluster.node_id or urlsplit(url).netloc
 
@@ -74,7 +85,9 @@ class ClusterNode:
     url: str
     pool: WorkerPool
     ttl_seconds: float
+    secret: bytes = b""  # the cluster's: proves a request was relayed by a node (RELAYED_BY)
     draining: bool = False
+    loads: list[WorkerLoad] = field(default_factory=list)  # the workers', as of the latest beat
     live: dict[str, NodeInfo] = field(default_factory=dict)  # as of the latest heartbeat
     redis_ok: bool = True
 
@@ -85,7 +98,9 @@ class ClusterNode:
     # ---- heartbeats -------------------------------------------------------------------------
 
     async def beat(self) -> None:
-        workers = await self.pool.loads()
+        with trio.move_on_after(self.ttl_seconds / 4):  # a busy worker never holds the heartbeat up
+            self.loads = await self.pool.loads()
+        workers = self.loads
         info = NodeInfo(
             node_id=self.node_id,
             url=self.url,
@@ -98,7 +113,7 @@ class ClusterNode:
         try:
             await self.registry.heartbeat(info)
             self.live = await self.registry.live_nodes()
-        except (RedisUnavailable, RespError) as exc:
+        except Exception as exc:
             if self.redis_ok:
                 log.error(
                     "cluster: heartbeat failed (%s); other nodes take this node's rooms after %.0f s",
@@ -112,10 +127,14 @@ class ClusterNode:
         self.redis_ok = True
 
     async def heartbeats(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """A beat every third of the TTL, on a fixed schedule (a slow beat does not push the next)."""
+        period = self.ttl_seconds / 3
+        next_beat = trio.current_time()
         await self.beat()
         task_status.started()
         while True:
-            await trio.sleep(self.ttl_seconds / 3)
+            next_beat = max(next_beat + period, trio.current_time())
+            await trio.sleep_until(next_beat)
             await self.beat()
 
     async def refresh(self) -> None:
@@ -141,6 +160,16 @@ class ClusterNode:
             await self.registry.leave()
         except (RedisUnavailable, RespError) as exc:
             log.warning("cluster: could not remove this node's heartbeat: %s", exc)
+
+    # ---- relayed requests -------------------------------------------------------------------
+
+    def relay_header(self) -> str:
+        """`<node id> <HMAC of it>`: a client cannot pass for a node (RELAYED_BY changes routing)."""
+        return f"{self.node_id} {_proof(self.secret, self.node_id)}"
+
+    def is_relayed(self, value: str | None) -> bool:
+        node_id, _, proof = (value or "").partition(" ")
+        return bool(node_id) and hmac.compare_digest(proof, _proof(self.secret, node_id))
 
     # ---- where things go --------------------------------------------------------------------
 
@@ -190,7 +219,7 @@ class ClusterNode:
                 return OnNode(owner.node_id, owner.url)
             if place.row.stopped_at is not None:
                 return Nowhere("room_not_found", f"room {room_id} is stopped")
-            if self.draining or relayed:
+            if self.draining:  # another node takes the room (a relayed request is not relayed again)
                 other = self.other_node() if not relayed else None
                 if other is None:
                     return Nowhere("unavailable", f"room {room_id} is moving to another node; try again")

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import os
@@ -30,7 +31,17 @@ from quart import Response, request, websocket
 from quart_trio import QuartTrio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
-from api.cluster_node import RELAYED_BY, ClusterNode, Nowhere, OnNode, OnWorker, Route, node_id_of, node_url
+from api.cluster_node import (
+    RELAYED_BY,
+    ClusterNode,
+    Nowhere,
+    OnNode,
+    OnWorker,
+    Route,
+    cluster_secret,
+    node_id_of,
+    node_url,
+)
 from api.worker_pool import Worker, WorkerPool, add_numbers
 from cluster.redis_client import RedisClient, RedisUnavailable
 from cluster.registry import ClusterRegistry
@@ -39,6 +50,7 @@ from core.config import Config
 from core.signaling import Error, Reconnect, encode
 
 log = logging.getLogger("bitbasel.front")
+logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per relayed request and heartbeat poll: too many
 
 PROXY_TIMEOUT = httpx.Timeout(15.0, connect=2.0)  # a dead node is refused or unreachable quickly
 NODE_STATS_SECONDS = 3.0
@@ -65,7 +77,12 @@ class Front:
     drained: trio.Event = field(default_factory=trio.Event)  # set when a cluster node starts draining
 
     def relayed(self, headers: Any) -> bool:
-        return self.cluster is not None and RELAYED_BY in headers
+        return self.cluster is not None and self.cluster.is_relayed(headers.get(RELAYED_BY))
+
+    def authorized(self, headers: Any) -> bool:
+        """The caller bears the API key (when one is set): for what the front answers itself."""
+        key = self.config.auth.api_key
+        return not key or hmac.compare_digest(headers.get("Authorization", ""), f"Bearer {key}")
 
     async def route(self, room_id: str, *, relayed: bool) -> Route:
         if self.cluster is not None:
@@ -78,12 +95,13 @@ class Front:
         if isinstance(route, OnWorker):
             return (await self.pool.ready_worker(route.index)).url, {}
         assert self.cluster is not None
-        return route.url, {RELAYED_BY: self.cluster.node_id}
+        return route.url, {RELAYED_BY: self.cluster.relay_header()}
 
     async def relay(self, base_url: str, path: str, extra_headers: dict[str, str]) -> Response:
         """The current request sent on to `base_url`; its answer streamed back."""
         http = self.pool.http
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS} | extra_headers
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS | {RELAYED_BY.lower()}}
+        headers |= extra_headers
         body = await request.get_data()
         outgoing = http.build_request(
             request.method, base_url + path, params=request.args, content=body, headers=headers
@@ -119,7 +137,7 @@ class Front:
             try:
                 with trio.fail_after(NODE_STATS_SECONDS):
                     answer = await self.pool.http.get(
-                        url + "/stats", headers={RELAYED_BY: cluster.node_id, **self.pool.auth}
+                        url + "/stats", headers={RELAYED_BY: cluster.relay_header(), **self.pool.auth}
                     )
                 nodes[node_id] = dict(answer.json()) if answer.status_code == 200 else None
             except (httpx.HTTPError, ValueError, trio.TooSlowError):
@@ -180,24 +198,26 @@ def create_front_app(front: Front) -> QuartTrio:
         post = _post_of(await request.get_data())
         cluster = front.cluster
         index: int | None = None
-        if cluster is not None and not front.relayed(request.headers):
+        if cluster is not None:
+            relayed = front.relayed(request.headers)
             try:
                 existing = await cluster.registry.active_room_of_post(post) if post else None
             except (RedisUnavailable, RespError) as exc:
                 return _error(503, "unavailable", f"the room directory did not answer ({exc}); try again")
-            route = await cluster.locate(existing, relayed=False) if existing else None
+            route = await cluster.locate(existing, relayed=relayed) if existing else None
             if isinstance(route, OnNode):  # the post's room is there: it answers `existing`
                 return await front.relay_to(route, "/room/create")
             if isinstance(route, OnWorker):  # here (maybe just taken over): that worker answers `existing`
                 index = route.index
-            target = cluster.node_for_new_room() if route is None else None
-            if target is not None:
+            elif isinstance(route, Nowhere) and route.code != "room_not_found":
+                return _error(503, route.code, route.message)
+            elif not relayed and (target := cluster.node_for_new_room()) is not None:
                 try:
-                    return await front.relay(target.url, "/room/create", {RELAYED_BY: cluster.node_id})
+                    return await front.relay(target.url, "/room/create", {RELAYED_BY: cluster.relay_header()})
                 except RelayFailed as exc:
-                    log.warning("cluster: node %s did not take a new room (%s); it goes here", target.node_id, exc)
-        elif cluster is not None and cluster.draining:
-            return _error(503, "unavailable", "this node is stopping; try another")
+                    log.warning("cluster: node %s did not take a new room (%s)", target.node_id, exc)
+            if index is None and cluster.draining:
+                return _error(503, "unavailable", "this node is stopping and no other node takes rooms; try again")
         if index is None and post:
             index = pool.post_worker.get(post)
         if index is None:
@@ -221,13 +241,17 @@ def create_front_app(front: Front) -> QuartTrio:
 
     @app.get("/stats")
     async def stats() -> Response:
+        if not front.authorized(request.headers):
+            return _error(401, "unauthorized", "missing or wrong API key (Authorization: Bearer <key>)")
         return Response(
             json.dumps(await front.stats(relayed=front.relayed(request.headers))), content_type="application/json"
         )
 
     @app.websocket("/ws")
     async def ws() -> None:
-        first = await websocket.receive()
+        first: str | bytes = ""
+        with trio.move_on_after(front.config.server.silence_timeout_seconds):
+            first = await websocket.receive()  # a worker answers a silent or empty one as the protocol says
         try:
             join = json.loads(first)
             room_id = join.get("room_id") if isinstance(join, dict) else None
@@ -260,6 +284,8 @@ def create_front_app(front: Front) -> QuartTrio:
     @app.route("/", defaults={"path": ""}, methods=["GET", "POST"])
     @app.route("/<path:path>", methods=["GET", "POST"])
     async def anything(path: str) -> Response:
+        if path.startswith("internal/"):  # the workers' routes for their front only
+            return _error(404, "not_found", f"no route /{path}")
         return await front.relay_to(OnWorker(0), "/" + path)
 
     return app
@@ -338,13 +364,22 @@ async def run_front(
             node_id = node_id_of(config, url)
             redis = RedisClient(config.cluster.redis_url)
             registry = ClusterRegistry(redis, node_id, ttl_seconds=config.cluster.node_ttl_seconds)
-            front.cluster = ClusterNode(registry, url, pool, config.cluster.node_ttl_seconds)
+            front.cluster = ClusterNode(
+                registry, url, pool, config.cluster.node_ttl_seconds, secret=cluster_secret(config)
+            )
             pool.argv += ["--node-id", node_id]
         async with trio.open_nursery() as starting:
             for worker in pool.workers:
                 starting.start_soon(nursery.start, pool.supervise, worker)
+        heartbeats = trio.CancelScope()
         if front.cluster is not None:
-            await nursery.start(front.cluster.heartbeats)
+            cluster = front.cluster
+
+            async def beat(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                with heartbeats:
+                    await cluster.heartbeats(task_status=task_status)
+
+            await nursery.start(beat)
             log.info(
                 "node %s (%s) in the cluster at %s", front.cluster.node_id, front.cluster.url, config.cluster.redis_url
             )
@@ -357,6 +392,7 @@ async def run_front(
             await trio.sleep(0.1)  # the `reconnect` messages go out before the workers close their sessions
         await pool.stop()  # their sessions are closed with 1012 (relayed to the clients)
         stop_accepting.set()
+        heartbeats.cancel()  # so that no beat brings the node back after it left
         if front.cluster is not None:
             await front.cluster.leave()
         nursery.cancel_scope.cancel()

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import statistics
 import subprocess
@@ -230,15 +231,58 @@ def server_udp_sockets(pid: int) -> str:
     return "\n".join(lines) or "(no UDP socket of the server?)"
 
 
+CGROUP_CPU = Path("/sys/fs/cgroup/cpu")
+CGROUP_PERIOD_US = 10_000  # short periods: a throttled process waits at most ~10 ms
+
+
+async def cap_media_processes(http: httpx.AsyncClient, server_pid: int) -> list[Path]:
+    """`--core-share Q`: each media process gets its own cgroup (v1 `cpu`) capped at Q of a core,
+    as if each had a core of its own on a machine Q times as fast; with workers the front shares
+    worker 0's. So one worker and N workers are compared at N times the CPU, as N cores would give."""
+    if ARGS.workers == 1:
+        groups = [[server_pid]]
+    else:
+        pids = [worker["pid"] for worker in (await http.get("/stats")).json()["workers"]]
+        groups = [[server_pid, pids[0]], *[[pid] for pid in pids[1:]]]
+    made = []
+    for index, members in enumerate(groups):
+        group = CGROUP_CPU / f"bitbasel-bench-{index}"
+        group.mkdir(exist_ok=True)
+        (group / "cpu.cfs_period_us").write_text(str(CGROUP_PERIOD_US))
+        (group / "cpu.cfs_quota_us").write_text(str(int(ARGS.core_share * CGROUP_PERIOD_US)))
+        for pid in members:
+            (group / "cgroup.procs").write_text(str(pid))
+        made.append(group)
+    return made
+
+
+def throttled_seconds(groups: list[Path]) -> float:
+    total = 0
+    for group in groups:
+        for line in (group / "cpu.stat").read_text().splitlines():
+            if line.startswith("throttled_time "):
+                total += int(line.split()[1])
+    return total / 1e9
+
+
+def remove_cgroups(groups: list[Path]) -> None:
+    for group in groups:
+        with contextlib.suppress(OSError):
+            group.rmdir()  # empty once its processes have exited
+
+
 async def bench() -> dict[str, Any]:
     video, audio = load_media()
     gate = Gate()
     children: list[Child] = []
+    groups: list[Path] = []
     try:
         server, base_url = await start_server()
         children.append(server)
         ws_url = base_url.replace("http", "ws", 1) + "/ws"
         async with httpx.AsyncClient(base_url=base_url, timeout=15) as http:
+            if ARGS.core_share:
+                groups = await cap_media_processes(http, server.pid)
             room_ids = []
             for index in range(ARGS.rooms):
                 response = await http.post("/room/create", json={"post_id": f"p{index}", "host_user_id": "host"})
@@ -272,18 +316,22 @@ async def bench() -> dict[str, Any]:
                         await child.event("ready", 120)
                 await trio.sleep(1.0)
                 start = await read_counters(http, room_ids, server, viewers, gate)
+                throttled = throttled_seconds(groups)
                 await trio.sleep(ARGS.seconds)
                 end = await read_counters(http, room_ids, server, viewers, gate)
+                throttled = throttled_seconds(groups) - throttled
                 sockets = server_udp_sockets(server.pid)
                 # with workers, /debug/runtime is one worker's: the delay window is for one process only
-                delay = await measure_delay_under_load(http, base_url, room_ids) if ARGS.workers == 1 else None
+                measured = ARGS.workers == 1 and ARGS.delay_window
+                delay = await measure_delay_under_load(http, base_url, room_ids) if measured else None
                 stop_hosts.set()
                 for child in viewers:
                     await child.send("quit")
     finally:
         for child in children:
             await child.stop()
-    return summarize(start, end, sockets) | {"delay": delay}
+        remove_cgroups(groups)
+    return summarize(start, end, sockets) | {"delay": delay, "throttled_seconds": throttled}
 
 
 def summarize(start: dict[str, Any], end: dict[str, Any], sockets: str) -> dict[str, Any]:
@@ -422,6 +470,8 @@ def main() -> None:
     with_janus = use_janus()
     floor_us = 1e6 * min(measure_floor())
     ours = trio.run(bench)
+    if ARGS.json is not None:
+        ARGS.json.write_text(json.dumps({k: v for k, v in ours.items() if k != "delay"}))
     theirs = None
     if with_janus:
         try:
@@ -448,7 +498,7 @@ def main() -> None:
     if r["delay"] is not None:
         print_delay(r["delay"])
     else:
-        print(f"\nforwarding delay: not measured with --workers {ARGS.workers} (per worker only)")
+        print("\nforwarding delay: not measured (--no-delay-window, or --workers > 1: per worker only)")
     print("\nthe server's UDP sockets (ss -uanp):")
     print(r["sockets"])
     if theirs is not None:
@@ -486,6 +536,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--workers", type=int, default=1, help="[cluster] workers of the server (CPU summed)")
     parser.add_argument("--stats-per-second", type=float, default=50.0, help="REST load of the delay window")
+    parser.add_argument(
+        "--delay-window", action=argparse.BooleanOptionalAction, default=True, help="the forwarding-delay window"
+    )
+    parser.add_argument(
+        "--core-share", type=float, default=0.0, help="cap each media process at this share of a core (cgroup)"
+    )
+    parser.add_argument("--json", type=Path, help="also write the result here")
     parser.add_argument(
         "--janus",
         action=argparse.BooleanOptionalAction,

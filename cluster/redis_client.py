@@ -130,9 +130,16 @@ class RedisClient:
     async def _call(self, payload: bytes, count: int) -> list[RespValue]:
         if self._closed:
             raise trio.ClosedResourceError("the Redis client is closed")
-        async with self._lock:
+        deadline = trio.current_time() + self.timeout  # the wait for the connection counts too
+        acquired = False
+        with trio.move_on_at(deadline):
+            await self._lock.acquire()
+            acquired = True
+        if not acquired:
+            raise RedisUnavailable(f"Redis at {self.address}: no turn on the connection within {self.timeout} s")
+        try:
             try:
-                with trio.fail_after(self.timeout):
+                with trio.fail_at(deadline):
                     stream = await self._connect() if self._stream is None else self._stream
                     await stream.send_all(payload)
                     return [await self._receive(stream) for _ in range(count)]
@@ -146,6 +153,8 @@ class RedisClient:
                     cause = str(exc) or type(exc).__name__
                     raise RedisUnavailable(f"Redis at {self.address}: {cause}") from exc
                 raise
+        finally:
+            self._lock.release()
 
     async def _connect(self) -> trio.SocketStream:
         """Open the connection, then AUTH and SELECT as the URL says. A refused AUTH or SELECT

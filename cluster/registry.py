@@ -7,16 +7,25 @@ Used by the node's front (api/front.py); the rooms' rows themselves are written 
 
 from __future__ import annotations
 
+import logging
+
 import msgspec
 
 from cluster.keys import NODES, ROOMS, node_key, post_key, room_key
 from cluster.redis_client import RedisClient
 from cluster.redis_directory import hash_fields, row_from_hash, text
+from cluster.resp import RespError
 from core.room_directory import RoomRow
 
-# KEYS: room. ARGV: expected owner node, new node, new worker. 1 = claimed.
+log = logging.getLogger("bitbasel.cluster")
+
+# KEYS: room. ARGV: expected owner node, new node, new worker, node key prefix. 1 = claimed.
+# Never from a node whose heartbeat is still there (it may be slow, not dead).
 CLAIM = """
 if redis.call('HGET', KEYS[1], 'node') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'stopped_at') ~= '' then return 0 end
+if ARGV[1] ~= '' and ARGV[1] ~= ARGV[2] and ARGV[2] ~= '' and redis.call('EXISTS', ARGV[4] .. ARGV[1]) == 1 then
+  return 0
+end
 redis.call('HSET', KEYS[1], 'node', ARGV[2], 'worker', ARGV[3])
 return 1
 """
@@ -73,10 +82,13 @@ class ClusterRegistry:
         self.ttl_ms = int(ttl_seconds * 1000)
 
     async def heartbeat(self, info: NodeInfo) -> None:
-        await self.redis.pipeline(
+        replies = await self.redis.pipeline(
             ("SET", node_key(self.node_id), msgspec.json.encode(info), "PX", self.ttl_ms),
             ("SADD", NODES, self.node_id),
         )
+        for reply in replies:
+            if isinstance(reply, RespError):
+                raise reply
 
     async def leave(self) -> None:
         await self.redis.pipeline(("DEL", node_key(self.node_id)), ("SREM", NODES, self.node_id))
@@ -90,10 +102,12 @@ class ClusterRegistry:
         beats = await self.redis.command("MGET", *[node_key(name) for name in names])
         nodes = {}
         for name, beat in zip(names, beats if isinstance(beats, list) else [], strict=False):
-            if isinstance(beat, bytes):
+            if not isinstance(beat, bytes):
+                continue  # expired (the name stays: node ids are few and stable)
+            try:
                 nodes[name] = msgspec.json.decode(beat, type=NodeInfo)
-            else:  # expired: forget the name (a node that comes back adds it again)
-                await self.redis.command("SREM", NODES, name)
+            except msgspec.MsgspecError:
+                log.warning("cluster: node %s sent a heartbeat this node cannot read (another version?)", name)
         return nodes
 
     async def is_live(self, node_id: str) -> bool:
@@ -113,7 +127,8 @@ class ClusterRegistry:
         """Move an active room from `owner` (a dead node, or "" = released) to this node's `worker`
         (or to `to_node`: "" releases it), if `owner` still holds it."""
         node = self.node_id if to_node is None else to_node
-        return await self.redis.command("EVAL", CLAIM, 1, room_key(room_id), owner, node, worker) == 1
+        claimed = await self.redis.command("EVAL", CLAIM, 1, room_key(room_id), owner, node, worker, node_key(""))
+        return claimed == 1
 
     async def release_rooms(self) -> int:
         """This node is draining: its active rooms are free for the node a client reaches next."""
