@@ -13,14 +13,13 @@ import logging
 import os
 import signal
 import sys
-from functools import partial
 from pathlib import Path
 
 import msgspec
 import trio
 
 from api.front import run_front
-from api.server import check_tls_files, run_server
+from api.server import ServerAddress, check_tls_files, run_server
 from core.config import Config, ConfigError, load_config
 
 log = logging.getLogger("bitbasel")
@@ -107,13 +106,24 @@ async def main(config: Config, front_args: list[str] | None = None, worker_index
                     return
 
         nursery.start_soon(wait_for_signal)
+        watching = trio.CancelScope()  # a worker watches its front until its own shutdown is done
         if worker_index is not None:
-            nursery.start_soon(exit_with_the_front)
+
+            async def watch_the_front() -> None:
+                with watching:
+                    await exit_with_the_front()
+
+            nursery.start_soon(watch_the_front)
         if front_args is not None:  # [cluster] workers: the front of the media workers
             bind = await nursery.start(run_front, config, shutdown, front_args)
             print(f"listening on {bind}", flush=True)
         else:
-            address = await nursery.start(partial(run_server, config, shutdown, worker_index=worker_index))
+
+            async def serve(*, task_status: trio.TaskStatus[ServerAddress] = trio.TASK_STATUS_IGNORED) -> None:
+                await run_server(config, shutdown, worker_index=worker_index, task_status=task_status)
+                watching.cancel()
+
+            address = await nursery.start(serve)
             scheme = "https" if config.server.tls else "http"
             print(f"listening on {scheme}://{address.host}:{address.port}", flush=True)
         await shutdown.wait()

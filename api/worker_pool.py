@@ -28,7 +28,7 @@ log = logging.getLogger("bitbasel.front")
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER_START_SECONDS = 30.0
-WORKER_STOP_SECONDS = 12.0
+WORKER_STOP_SECONDS = 25.0  # above a worker's own shutdown budget (sessions, recordings, webhooks)
 RESTART_BACKOFF_SECONDS = 0.5
 
 

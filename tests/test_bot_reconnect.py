@@ -6,6 +6,7 @@ The signaling of a bot goes through a loopback TCP relay the test can cut
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from contextlib import ExitStack
 from pathlib import Path
@@ -17,7 +18,8 @@ import trio.testing
 import trio_asyncio
 from trio_websocket import CloseReason, ConnectionClosed
 
-from media_server_client.bots import Backoff, _keepalive, open_host, open_viewer, reconnects_after
+from media_server_client.aiortc_hooks import sender_encoder_tasks
+from media_server_client.bots import Backoff, LentTrack, _keepalive, open_host, open_viewer, reconnects_after
 from media_server_client.signaling import SessionClosed
 from media_server_client.sources import TestPatternTrack, ToneTrack
 from tests.media_support import LOOPBACK, create_room, host, media_server, room_stats, viewer
@@ -133,12 +135,21 @@ async def test_a_host_reconnects_and_publishes_its_tracks_again() -> None:
                 assert relay.abort() == 1
                 await h.wait_for(lambda s: s.reconnects == 1)
                 await h.wait_connected()
-                assert {sender.track for sender in h.pc.getSenders()} == set(tracks)  # the same tracks again
+                lent = [sender.track for sender in h.pc.getSenders()]
+                assert {t.source for t in lent if isinstance(t, LentTrack)} == set(tracks)  # the same tracks again
                 count = v.state.video_frames
                 await v.wait_for(lambda s: s.video_frames >= count + 10 and s.room.has_host)
                 stats = await room_stats(server, room_id)
                 assert stats["has_host"] is True and stats["viewer_count"] == 1
                 assert h.state.closed is None and v.state.reconnects == 0
+                # the server closes DTLS first (a draining node, a restart): aiortc ends the sender
+                # loops and stops their tracks, which must be the stand-ins, not the sources
+                for sender in h.pc.getSenders():
+                    await trio_asyncio.aio_as_trio(sender.transport.stop)()
+                encoders = sender_encoder_tasks(h.pc)
+                await trio_asyncio.aio_as_trio(asyncio.wait)(encoders, timeout=5)
+                assert encoders and all(t.readyState == "ended" for t in lent)
+                assert all(track.readyState == "live" for track in tracks)
             nursery.cancel_scope.cancel()
     assert all(track.readyState == "ended" for track in tracks)  # stopped when the host was left
 

@@ -152,10 +152,6 @@ def test_a_node_stopped_with_sigterm_sends_its_clients_to_another_node(nodes: li
 
 @pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"Chromium is not installed at {CHROMIUM}")
-@pytest.mark.skip(
-    reason="open bug: after a drain takeover the redirected page sometimes gets no media when this runs after"
-    " the other cluster tests (passes alone); see the issue's note"
-)
 def test_the_js_client_follows_reconnect_to_another_node(nodes: list[ServerProcess]) -> None:
     a, b, _ = nodes
     room_id = httpx.post(f"{a.url}/room/create", json={"post_id": "art-4", "host_user_id": "dora"}).json()["room_id"]

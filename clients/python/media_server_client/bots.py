@@ -31,7 +31,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Literal, NoReturn
+from typing import Any, Literal, NoReturn
 
 import trio
 import trio_asyncio
@@ -306,6 +306,22 @@ class _EndedTrack(MediaStreamTrack):
         raise MediaStreamError
 
 
+class LentTrack(MediaStreamTrack):
+    """A host's source track as one peer connection sees it. aiortc stops a sender's track when
+    the sender's loop ends, e.g. as soon as the server closes DTLS (a node that drains, a
+    restart): that stops this stand-in, never the source, which the next connection publishes."""
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        super().__init__()
+        self.kind = source.kind
+        self.source = source
+
+    async def recv(self) -> Any:
+        if self.readyState != "live" or self.source.readyState != "live":
+            raise MediaStreamError
+        return await self.source.recv()
+
+
 async def _close_pc(pc: RTCPeerConnection) -> None:
     """End the encoder loops by themselves, then close (cancelling an encoder in run_in_executor can
     hang under trio-asyncio). The senders' tracks are swapped for ended ones, not stopped: a host
@@ -403,7 +419,7 @@ async def open_host(
 
     def prepare(pc: RTCPeerConnection) -> None:
         for track in sources:
-            pc.addTransceiver(track, direction="sendonly")
+            pc.addTransceiver(LentTrack(track), direction="sendonly")
 
     def start(bot: Bot, nursery: trio.Nursery) -> None:
         if record_sent_rtp:
