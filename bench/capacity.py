@@ -10,9 +10,12 @@ Q each, as N cores would give them. For each, `rooms.py` runs a ladder of room c
 
 - every packet the server forwarded reached its viewer (delivery >= 99.9 %),
 - the viewers saw almost no sequence gaps (<= 0.1 % of what they received),
-- the server took in what the hosts sent (packets in per room per second >= 97 % of the
-  rate at the smallest, uncrowded rung): a capped server that falls behind loses packets in
-  its socket's buffer, which only this shows.
+- the kernel dropped almost nothing on the server's UDP sockets (<= 0.1 % of the packets in,
+  /proc/net/udp's `drops`): a capped server that falls behind loses packets in its socket's
+  receive buffer, before any counter of its own sees them.
+
+(`in/room/s` is printed, not judged: the window includes the hosts' pauses while the counters
+are read, which take longer from a throttled server, so it drops a little as rooms grow.)
 
     unshare -n sh -c 'ip link set lo up && .venv/bin/python bench/capacity.py'
 
@@ -43,26 +46,24 @@ def run(rooms: int, workers: int, args: argparse.Namespace) -> dict[str, Any]:
         return dict(json.loads(out.read_text()))
 
 
-def whole(result: dict[str, Any], reference_rate: float) -> tuple[bool, float]:
-    rate = result["packets_in"] / result["rooms"] / result["seconds"]
-    ok = (
+def whole(result: dict[str, Any]) -> bool:
+    return bool(
         result["delivery_pct"] >= 99.9
         and result["gaps"] <= 0.001 * max(1, result["received"])
-        and rate >= 0.97 * reference_rate
+        and result["udp_drops"] <= 0.001 * max(1, result["packets_in"])
     )
-    return ok, rate
 
 
 def ladder(workers: int, rungs: list[int], args: argparse.Namespace) -> int:
-    capacity, reference = 0, 0.0
+    capacity = 0
     for rooms in rungs:
         result = run(rooms, workers, args)
-        if not reference:
-            reference = result["packets_in"] / result["rooms"] / result["seconds"]
-        ok, rate = whole(result, reference)
+        ok = whole(result)
+        rate = result["packets_in"] / result["rooms"] / result["seconds"]
         print(
             f"  workers {workers}  rooms {rooms:>3}  in/room/s {rate:6.1f}  delivery {result['delivery_pct']:7.3f} %"
-            f"  gaps {result['gaps']:>5}  server cores {result['server_cores']:.3f}"
+            f"  gaps {result['gaps']:>5}  kernel drops {result['udp_drops']:>5}"
+            f"  server cores {result['server_cores']:.3f}"
             f"  throttled {result['throttled_seconds']:5.2f} s  clients {result['viewer_procs_cores']:.2f}"
             f" + {result['bench_cores']:.2f} cores  {'whole' if ok else 'LOSING'}",
             flush=True,

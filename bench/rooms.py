@@ -46,6 +46,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -231,6 +232,33 @@ def server_udp_sockets(pid: int) -> str:
     return "\n".join(lines) or "(no UDP socket of the server?)"
 
 
+def udp_drops(pids: list[int]) -> int:
+    """Datagrams the kernel dropped on these processes' UDP sockets (a full receive buffer: a
+    server that fell behind), from /proc/net/udp's `drops` column."""
+    inodes = set()
+    for pid in pids:
+        fd_dir = Path(f"/proc/{pid}/fd")
+        for fd in fd_dir.iterdir() if fd_dir.exists() else []:
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    drops = 0
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if len(fields) >= 13 and fields[9] in inodes:
+                    drops += int(fields[12])
+    return drops
+
+
+async def server_pids(http: httpx.AsyncClient, pid: int) -> list[int]:
+    if ARGS.workers == 1:
+        return [pid]
+    return [pid, *[worker["pid"] for worker in (await http.get("/stats")).json()["workers"]]]
+
+
 CGROUP_CPU = Path("/sys/fs/cgroup/cpu")
 CGROUP_PERIOD_US = 10_000  # short periods: a throttled process waits at most ~10 ms
 
@@ -276,6 +304,7 @@ async def bench() -> dict[str, Any]:
     gate = Gate()
     children: list[Child] = []
     groups: list[Path] = []
+    throttled, drops = 0.0, 0
     try:
         server, base_url = await start_server()
         children.append(server)
@@ -317,9 +346,12 @@ async def bench() -> dict[str, Any]:
                 await trio.sleep(1.0)
                 start = await read_counters(http, room_ids, server, viewers, gate)
                 throttled = throttled_seconds(groups)
+                pids = await server_pids(http, server.pid)
+                drops = udp_drops(pids)
                 await trio.sleep(ARGS.seconds)
                 end = await read_counters(http, room_ids, server, viewers, gate)
                 throttled = throttled_seconds(groups) - throttled
+                drops = udp_drops(pids) - drops
                 sockets = server_udp_sockets(server.pid)
                 # with workers, /debug/runtime is one worker's: the delay window is for one process only
                 measured = ARGS.workers == 1 and ARGS.delay_window
@@ -331,7 +363,7 @@ async def bench() -> dict[str, Any]:
         for child in children:
             await child.stop()
         remove_cgroups(groups)
-    return summarize(start, end, sockets) | {"delay": delay, "throttled_seconds": throttled}
+    return summarize(start, end, sockets) | {"delay": delay, "throttled_seconds": throttled, "udp_drops": drops}
 
 
 def summarize(start: dict[str, Any], end: dict[str, Any], sockets: str) -> dict[str, Any]:
@@ -452,6 +484,7 @@ def rows(r: dict[str, Any], floor: float) -> list[tuple[str, str]]:
         ("delivery: received / out", f"{r['delivery_pct']:.3f} %"),
         ("delivery: received / (in x viewers)", f"{r['delivery_in_pct']:.3f} %"),
         ("sequence gaps seen by viewers", f"{r['gaps']}"),
+        ("kernel drops on the server's UDP sockets", f"{r.get('udp_drops', 'not read')}"),
         ("server UDP sockets", f"{len([line for line in r['sockets'].splitlines() if 'pid=' in line])}"),
         ("client side: viewer procs / bench+hosts, cores", f"{r['viewer_procs_cores']:.2f} / {r['bench_cores']:.2f}"),
     ]
