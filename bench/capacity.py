@@ -15,7 +15,8 @@ Q each, as N cores would give them. For each, `rooms.py` runs a ladder of room c
   receive buffer, before any counter of its own sees them.
 
 (`in/room/s` is printed, not judged: the window includes the hosts' pauses while the counters
-are read, which take longer from a throttled server, so it drops a little as rooms grow.)
+are read, which take longer from a throttled server; with 6 s windows that pause was up to 15 %
+of the window and made a busy rung look like lost input, hence 20 s windows.)
 
     unshare -n sh -c 'ip link set lo up && .venv/bin/python bench/capacity.py'
 
@@ -77,9 +78,9 @@ def ladder(workers: int, rungs: list[int], args: argparse.Namespace) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--core-share", type=float, default=0.1, help="each media process's share of a core")
-    parser.add_argument("--seconds", type=float, default=6.0, help="measured window per rung")
-    parser.add_argument("--one", default="4,5,6,7,8,9,10,11,12", help="room counts for one worker")
-    parser.add_argument("--two", default="8,10,12,13,14,15,16,17,18,20", help="room counts for two workers")
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured window per rung")
+    parser.add_argument("--one", default="5,6,7,8,9,10,11", help="room counts for one worker")
+    parser.add_argument("--two", default="10,12,13,14,15,16,17,18,19,20,22", help="room counts for two workers")
     args = parser.parse_args()
     print(f"each media process capped at {args.core_share:g} of a core; 2 viewers per room")
     one = ladder(1, [int(r) for r in args.one.split(",")], args)
