@@ -32,6 +32,7 @@ from core.config import Config
 
 log = logging.getLogger("bitbasel.cluster")
 
+ROUTE_SECONDS = 8.0  # finding (or taking over) a room's place: then `unavailable`
 RELAYED_BY = "X-BitBasel-Relayed-By"  # the node that relayed a request or WebSocket here
 
 
@@ -200,10 +201,13 @@ class ClusterNode:
         return None
 
     async def locate(self, room_id: str, *, relayed: bool) -> Route:
+        """Where `room_id` is served; within ROUTE_SECONDS, else `unavailable` (try again)."""
         try:
-            return await self._locate(room_id, relayed=relayed)
+            with trio.move_on_after(ROUTE_SECONDS):
+                return await self._locate(room_id, relayed=relayed)
         except (RedisUnavailable, RespError) as exc:
             return Nowhere("unavailable", f"the room directory did not answer ({exc}); try again")
+        return Nowhere("unavailable", f"room {room_id} could not be placed within {ROUTE_SECONDS:g} s; try again")
 
     async def _locate(self, room_id: str, *, relayed: bool) -> Route:
         for _ in range(3):  # another node may claim the room between our reads
@@ -212,6 +216,13 @@ class ClusterNode:
                 return Nowhere("room_not_found", f"no room {room_id}")
             if place.node == self.node_id and not self.draining:
                 if place.worker < len(self.pool.workers):
+                    if place.row.stopped_at is None and room_id not in self.pool.room_worker:
+                        # not placed or taken over by this front in its life (it restarted, or a
+                        # takeover was cut short): make sure its worker holds it (adopt is idempotent)
+                        try:
+                            await self.pool.adopt(place.worker, place.row)
+                        except WorkerUnavailable as exc:
+                            return Nowhere("unavailable", f"room {room_id}: {exc}; try again")
                     return OnWorker(place.worker)
             elif place.node and place.node != self.node_id and (owner := await self._live(place.node)) is not None:
                 if relayed:
@@ -230,9 +241,8 @@ class ClusterNode:
                 log.warning("cluster: room %s taken over by worker %d (%s)", room_id, index, gone)
                 try:
                     await self.pool.adopt(index, place.row)
-                except (WorkerUnavailable, trio.TooSlowError) as exc:
-                    log.error("cluster: room %s: %s; released again", room_id, exc)
-                    await self.registry.claim(room_id, owner=self.node_id, worker=index, to_node="")
-                    return Nowhere("unavailable", f"room {room_id} could not be taken over here; try again")
+                except WorkerUnavailable as exc:  # it stays this node's: the next request adopts it again
+                    log.error("cluster: room %s: %s", room_id, exc)
+                    return Nowhere("unavailable", f"room {room_id} is being taken over here; try again")
                 return OnWorker(index)
         return Nowhere("unavailable", f"room {room_id} is moving between nodes; try again")

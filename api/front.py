@@ -19,7 +19,6 @@ import hmac
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,7 +112,7 @@ class Front:
         out = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_HEADERS | {"content-encoding"}}
         if "content-length" in answer.headers:
             out["Content-Length"] = answer.headers["content-length"]
-        return Response(_relay_body(answer), status=answer.status_code, headers=out)
+        return Response(_RelayedBody(answer), status=answer.status_code, headers=out)
 
     async def relay_to(self, route: OnWorker | OnNode, path: str) -> Response:
         try:
@@ -168,12 +167,27 @@ class Front:
         return encode(Reconnect(reason="node_draining", url=url))
 
 
-async def _relay_body(answer: httpx.Response) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in answer.aiter_raw():
-            yield chunk
-    finally:
-        await answer.aclose()
+class _RelayedBody:
+    """A relayed answer's body, chunk by chunk. Quart closes a response body with `aclose`,
+    which here releases the upstream answer even when not one chunk was read (a generator's
+    `finally` would not run then, and the connection would never go back to the pool)."""
+
+    def __init__(self, answer: httpx.Response) -> None:
+        self._answer = answer
+        self._chunks = answer.aiter_raw()
+
+    def __aiter__(self) -> _RelayedBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self._chunks.__anext__()
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        await self._answer.aclose()
 
 
 def _error(status: int, code: str, message: str) -> Response:

@@ -213,8 +213,12 @@ class WorkerPool:
         self.post_worker[post_id] = index
 
     async def adopt(self, index: int, row: RoomRow) -> None:
-        """Give worker `index` a room another node held (api/worker_routes.py)."""
-        worker = await self.ready_worker(index)
+        """Give worker `index` a room another node held (api/worker_routes.py); a room it holds
+        already is answered as such."""
+        try:
+            worker = await self.ready_worker(index)
+        except trio.TooSlowError as exc:
+            raise WorkerUnavailable(f"worker {index} is not up") from exc
         try:
             answer = await self.http.post(
                 worker.url + "/internal/rooms/adopt", content=msgspec.json.encode(row), headers=self.auth
