@@ -88,7 +88,8 @@ class Recording:
         self._buffer = bytearray()
         self._pt_map: dict[int, int] = {}
         self._stop_requested = trio.Event()
-        self._done = trio.Event()
+        self._done = trio.Event()  # set once the file and its metadata are written
+        self._ended = False
         self._file_finished = False  # the last bytes and the patches are in the file
         self.recorder = Recorder(
             self._buffer.extend,
@@ -152,9 +153,12 @@ class Recording:
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(file.close)
-                self._done.set()
+                self._ended = True
                 info = self.info()
-                await trio.to_thread.run_sync(self._write_metadata, info)
+                try:
+                    await trio.to_thread.run_sync(self._write_metadata, info)
+                finally:
+                    self._done.set()  # after the metadata: a listing right after `stop` has it
         log.info(
             "room %s: recording %s ready (%s, %.1f s, %d bytes)",
             self.room_id,
@@ -177,7 +181,7 @@ class Recording:
         file.flush()
 
     def info(self) -> RecordingInfo:
-        done = self._done.is_set() or self.recorder.finished
+        done = self._ended or self.recorder.finished
         state = "ready" if self._file_finished else "interrupted" if done else "recording"
         return RecordingInfo(
             recording_id=self.recording_id,

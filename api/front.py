@@ -24,7 +24,6 @@ from typing import Any
 
 import httpx
 import trio
-from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from quart import Response, request, websocket
 from quart_trio import QuartTrio
@@ -41,6 +40,7 @@ from api.cluster_node import (
     node_id_of,
     node_url,
 )
+from api.server import hypercorn_config
 from api.worker_pool import Worker, WorkerPool, add_numbers
 from cluster.redis_client import RedisClient, RedisUnavailable
 from cluster.registry import ClusterRegistry
@@ -360,10 +360,7 @@ async def run_front(
     """Serve the front, start the workers (and join the cluster), serve until `shutdown`; then
     drain (a cluster node), stop the workers (SIGTERM) and the front."""
     count = worker_count(config)
-    hc = HypercornConfig()
-    hc.bind = [f"{config.server.host}:{config.server.port}"]
-    hc.accesslog = None
-    hc.errorlog = None
+    hc = hypercorn_config(config)  # the server's: TLS when configured, the same limits
     async with httpx.AsyncClient(timeout=PROXY_TIMEOUT) as http, trio.open_nursery() as nursery:
         pool = WorkerPool(list(worker_argv), http, config.auth.api_key, [Worker(i) for i in range(count)])
         front = Front(config, pool)

@@ -115,10 +115,15 @@ async def test_rest_and_websocket_over_tls(tls_files: tuple[Path, Path]) -> None
                 assert (await client.get("/health")).status_code == 200
 
 
-def test_app_prints_https_with_tls_on(tls_files: tuple[Path, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_app_prints_https_with_tls_on(tls_files: tuple[Path, Path], tmp_path: Path, workers: int) -> None:
+    """One process, or a front over media workers: the front serves TLS itself."""
     certfile, keyfile = tls_files
     config = tmp_path / "config.toml"
-    config.write_text(f'[server]\ncertfile = "{certfile}"\nkeyfile = "{keyfile}"\n')
+    config.write_text(
+        f'[server]\ncertfile = "{certfile}"\nkeyfile = "{keyfile}"\n'
+        f'[ice]\nudp_port = 0\n[cluster]\nworkers = {workers}\n'
+    )
     with app_process("--config", str(config), "--host", LOOPBACK, "--port", "0") as (process, line):
         assert line.startswith(f"listening on https://{LOOPBACK}:"), line
         port = int(line.rsplit(":", 1)[1])
