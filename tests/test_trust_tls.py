@@ -122,7 +122,7 @@ def test_app_prints_https_with_tls_on(tls_files: tuple[Path, Path], tmp_path: Pa
     config = tmp_path / "config.toml"
     config.write_text(
         f'[server]\ncertfile = "{certfile}"\nkeyfile = "{keyfile}"\n'
-        f'[ice]\nudp_port = 0\n[cluster]\nworkers = {workers}\n'
+        f"[ice]\nudp_port = 0\n[cluster]\nworkers = {workers}\n"
     )
     with app_process("--config", str(config), "--host", LOOPBACK, "--port", "0") as (process, line):
         assert line.startswith(f"listening on https://{LOOPBACK}:"), line
