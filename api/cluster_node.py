@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import trio
 
-from api.worker_pool import WorkerPool, WorkerUnavailable
+from api.worker_pool import WorkerPool, WorkerUnavailable, release_all
 from cluster.redis_client import RedisUnavailable
 from cluster.registry import ClusterRegistry, NodeInfo, WorkerLoad
 from cluster.resp import RespError
@@ -32,6 +32,7 @@ from core.config import Config
 
 log = logging.getLogger("bitbasel.cluster")
 
+FENCE_AFTER = 0.7  # of node_ttl_seconds without a heartbeat: this node closes its sessions
 ROUTE_SECONDS = 8.0  # finding (or taking over) a room's place: then `unavailable`
 RELAYED_BY = "X-BitBasel-Relayed-By"  # the node that relayed a request or WebSocket here
 
@@ -67,11 +68,6 @@ def node_url(config: Config, port: int) -> str:
     return f"{scheme}://{host}:{port}"
 
 
-def cluster_secret(config: Config) -> bytes:
-    """What every node of the cluster knows and its clients do not: the Redis URL (and API key)."""
-    return hashlib.sha256(f"{config.cluster.redis_url}\n{config.auth.api_key}".encode()).digest()
-
-
 def _proof(secret: bytes, node_id: str) -> str:
     return hmac.new(secret, node_id.encode(), hashlib.sha256).hexdigest()
 
@@ -86,8 +82,10 @@ class ClusterNode:
     url: str
     pool: WorkerPool
     ttl_seconds: float
-    secret: bytes = b""  # the cluster's: proves a request was relayed by a node (RELAYED_BY)
+    secret: bytes = b""  # the cluster's (in Redis): proves a request was relayed by a node (RELAYED_BY)
     draining: bool = False
+    last_beat: float = 0.0  # trio time of the latest heartbeat Redis took
+    fenced: trio.Event = field(default_factory=trio.Event)  # set: this node's sessions must end
     loads: list[WorkerLoad] = field(default_factory=list)  # the workers', as of the latest beat
     live: dict[str, NodeInfo] = field(default_factory=dict)  # as of the latest heartbeat
     redis_ok: bool = True
@@ -113,6 +111,10 @@ class ClusterNode:
         )
         try:
             await self.registry.heartbeat(info)
+            self.last_beat = trio.current_time()
+            if self.fenced.is_set():
+                self.fenced = trio.Event()
+                log.warning("cluster: heartbeats go through again; this node serves rooms again")
             self.live = await self.registry.live_nodes()
         except Exception as exc:
             if self.redis_ok:
@@ -137,6 +139,18 @@ class ClusterNode:
             next_beat = max(next_beat + period, trio.current_time())
             await trio.sleep_until(next_beat)
             await self.beat()
+
+    async def fence(self) -> None:
+        """Self-fencing: once this node's heartbeat is older than FENCE_AFTER of the TTL, the other
+        nodes are about to take its rooms over; its sessions end (1012, they reconnect and find the
+        rooms where they are then) rather than go on beside the new owner's."""
+        while True:
+            await trio.sleep(self.ttl_seconds / 10)
+            lapsed = trio.current_time() - self.last_beat
+            if not self.fenced.is_set() and lapsed > FENCE_AFTER * self.ttl_seconds:
+                log.error("cluster: no heartbeat for %.1f s: closing this node's sessions (its rooms move)", lapsed)
+                self.fenced.set()
+                await release_all(self.pool)
 
     async def refresh(self) -> None:
         """The live nodes as Redis has them now (the heartbeat task refreshes them every beat)."""

@@ -36,7 +36,6 @@ from api.cluster_node import (
     OnNode,
     OnWorker,
     Route,
-    cluster_secret,
     node_id_of,
     node_url,
 )
@@ -45,7 +44,7 @@ from api.worker_pool import Worker, WorkerPool, add_numbers
 from cluster.redis_client import RedisClient, RedisUnavailable
 from cluster.registry import ClusterRegistry
 from cluster.resp import RespError
-from core.config import Config
+from core.config import Config, ConfigError
 from core.signaling import Error, Reconnect, encode
 
 log = logging.getLogger("bitbasel.front")
@@ -342,10 +341,17 @@ async def _pipe(
                         await websocket.close(CLOSE_SERVICE_RESTART, "this node is stopping: reconnect")
                         nursery.cancel_scope.cancel()
 
+                async def on_fence(cluster: ClusterNode) -> None:
+                    await cluster.fenced.wait()
+                    await websocket.close(CLOSE_SERVICE_RESTART, "this node lost the cluster: reconnect")
+                    nursery.cancel_scope.cancel()  # the worker sees the close: the session ends there too
+
                 nursery.start_soon(to_upstream)
                 nursery.start_soon(to_client)
                 if direct and front.cluster is not None:
                     nursery.start_soon(on_drain)
+                if not remote and front.cluster is not None:
+                    nursery.start_soon(on_fence, front.cluster)
     except (OSError, trio.TooSlowError, ConnectionClosed, HandshakeError):
         await websocket.close(CLOSE_TRY_AGAIN, "the room's server is unavailable: try again")
 
@@ -375,9 +381,11 @@ async def run_front(
             node_id = node_id_of(config, url)
             redis = RedisClient(config.cluster.redis_url)
             registry = ClusterRegistry(redis, node_id, ttl_seconds=config.cluster.node_ttl_seconds)
-            front.cluster = ClusterNode(
-                registry, url, pool, config.cluster.node_ttl_seconds, secret=cluster_secret(config)
-            )
+            try:
+                secret = await registry.relay_secret()
+            except (RedisUnavailable, RespError) as exc:
+                raise ConfigError(f"cluster.redis_url: cannot use {config.cluster.redis_url}: {exc}") from exc
+            front.cluster = ClusterNode(registry, url, pool, config.cluster.node_ttl_seconds, secret=secret)
             pool.argv += ["--node-id", node_id]
         async with trio.open_nursery() as starting:
             for worker in pool.workers:
@@ -391,6 +399,7 @@ async def run_front(
                     await cluster.heartbeats(task_status=task_status)
 
             await nursery.start(beat)
+            nursery.start_soon(cluster.fence)
             log.info(
                 "node %s (%s) in the cluster at %s", front.cluster.node_id, front.cluster.url, config.cluster.redis_url
             )

@@ -230,6 +230,24 @@ class WorkerPool:
         self.placed(row.room_id, row.post_id, index)
 
 
+async def release_all(pool: WorkerPool) -> None:
+    """Self-fencing: every worker stops its rooms as for a restart, and this front forgets where
+    rooms were (a room that comes back here is adopted again)."""
+    pool.room_worker.clear()
+    pool.post_worker.clear()
+
+    async def release(worker: Worker) -> None:
+        if worker.ready.is_set():
+            try:
+                await pool.http.post(worker.url + "/internal/rooms/release", headers=pool.auth)
+            except httpx.HTTPError as exc:
+                log.error("worker %d did not release its rooms: %s", worker.index, exc)
+
+    async with trio.open_nursery() as nursery:
+        for worker in pool.workers:
+            nursery.start_soon(release, worker)
+
+
 def add_numbers(totals: dict[str, float], stats: dict[str, Any] | None) -> None:
     for key, value in (stats or {}).items():
         if isinstance(value, int | float) and not isinstance(value, bool):

@@ -3,6 +3,8 @@
 `POST /internal/rooms/adopt` with a room directory row: the front has claimed a room of a
 dead or drained node for this worker (cluster/registry.py); the room lives here from now on,
 with its id, post and host user, and its clients resume in it when they reconnect.
+`POST /internal/rooms/release`: the front lost the cluster; every room here stops as for a
+restart, so none runs beside the copy another node takes over.
 """
 
 from __future__ import annotations
@@ -33,5 +35,13 @@ def create_worker_blueprint(ctx: ServerContext) -> Blueprint:
                 room_id=adopted.room_id, post_id=adopted.post_id, host_token=None, host_user_id=adopted.host_user_id
             )
         )
+
+    @internal.post("/internal/rooms/release")
+    async def release_rooms() -> Response:
+        """The front lost the cluster (self-fencing): every room stops here as for a restart (its
+        sessions get `restarting`, 1012; no room_stopped, the directory rows stay for the node
+        that takes them)."""
+        await ctx.supervisor.stop_all("shutdown")
+        return json_response({"status": "released"})
 
     return internal

@@ -7,6 +7,7 @@
     bitbasel:post:<post_id>    the post's active room id
     bitbasel:nodes             set of node ids that have sent a heartbeat
     bitbasel:node:<node_id>    the node's latest heartbeat (JSON), expiring after node_ttl_seconds
+    bitbasel:relay-secret      random bytes the first node wrote: the key of the nodes' relay proof
 
 The scripts below build the post key from `PREFIX` themselves: one Redis server, not Redis
 Cluster (whose scripts must name every key up front).
@@ -17,6 +18,7 @@ from __future__ import annotations
 PREFIX = "bitbasel:"
 ROOMS = PREFIX + "rooms"
 NODES = PREFIX + "nodes"
+RELAY_SECRET = PREFIX + "relay-secret"
 
 
 def room_key(room_id: str) -> str:

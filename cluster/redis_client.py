@@ -140,9 +140,14 @@ class RedisClient:
         try:
             try:
                 with trio.fail_at(deadline):
-                    stream = await self._connect() if self._stream is None else self._stream
-                    await stream.send_all(payload)
-                    return [await self._receive(stream) for _ in range(count)]
+                    if self._stream is not None:
+                        try:
+                            return await self._exchange(self._stream, payload, count)
+                        except (trio.BrokenResourceError, _ConnectionClosed, OSError):
+                            # the server (or a proxy) closed the idle connection: once more on a
+                            # new one, as redis-py does (commands here are safe to repeat)
+                            self._disconnect()
+                    return await self._exchange(await self._connect(), payload, count)
             except BaseException as exc:
                 # Whatever went wrong (cancellation included), replies may still be in flight:
                 # never reuse this connection.
@@ -155,6 +160,10 @@ class RedisClient:
                 raise
         finally:
             self._lock.release()
+
+    async def _exchange(self, stream: trio.SocketStream, payload: bytes, count: int) -> list[RespValue]:
+        await stream.send_all(payload)
+        return [await self._receive(stream) for _ in range(count)]
 
     async def _connect(self) -> trio.SocketStream:
         """Open the connection, then AUTH and SELECT as the URL says. A refused AUTH or SELECT

@@ -8,10 +8,11 @@ Used by the node's front (api/front.py); the rooms' rows themselves are written 
 from __future__ import annotations
 
 import logging
+import secrets
 
 import msgspec
 
-from cluster.keys import NODES, ROOMS, node_key, post_key, room_key
+from cluster.keys import NODES, RELAY_SECRET, ROOMS, node_key, post_key, room_key
 from cluster.redis_client import RedisClient
 from cluster.redis_directory import hash_fields, row_from_hash, text
 from cluster.resp import RespError
@@ -80,6 +81,15 @@ class ClusterRegistry:
         self.redis = redis
         self.node_id = node_id
         self.ttl_ms = int(ttl_seconds * 1000)
+
+    async def relay_secret(self) -> bytes:
+        """The key every node signs its relayed requests with: made by the first node to ask,
+        kept in Redis (clients never see it; nodes may reach Redis at different addresses)."""
+        await self.redis.command("SET", RELAY_SECRET, secrets.token_hex(32), "NX")
+        secret = await self.redis.command("GET", RELAY_SECRET)
+        if not isinstance(secret, bytes):
+            raise RespError(f"ERR {RELAY_SECRET} could not be read")
+        return secret
 
     async def heartbeat(self, info: NodeInfo) -> None:
         replies = await self.redis.pipeline(

@@ -53,6 +53,17 @@ class PeerProcess:
     def wait_connected(self, timeout: float = WAIT_S) -> None:
         self._read_until(lambda line: line == "connected", "connected", timeout)
 
+    def latest_frames(self) -> tuple[int, int, int]:
+        """The frame counts of the newest line printed so far (the lines not read yet skipped)."""
+        while True:
+            try:
+                line = self._lines.get_nowait()
+            except queue.Empty:
+                return self.frames
+            if line is not None and line.startswith("frames "):
+                v, a, first = (int(x) for x in line.split()[1:4])
+                self.frames = (v, a, first)
+
     def wait_redirected(self, timeout: float = WAIT_S) -> str:
         def seen(line: str) -> bool:
             if line.startswith("redirected "):

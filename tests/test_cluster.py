@@ -21,7 +21,7 @@ import pytest
 
 from tests.browser_support import CHROMIUM, JS_FRAMES_DECODED_OVER, chromium_browser, poll_page
 from tests.peer_process import PeerProcess, start_peer
-from tests.redis_support import redis_server
+from tests.redis_support import TcpProxy, redis_server
 from tests.serving import ServerProcess, server_process
 
 SUMMED = ("active_rooms", "total_peers", "total_hosts", "total_viewers")
@@ -180,3 +180,51 @@ def test_the_js_client_follows_reconnect_to_another_node(nodes: list[ServerProce
             assert page.evaluate("window.bitbasel.session.state") == "live"
     finally:
         host.stop()
+
+
+def test_a_node_that_loses_redis_closes_its_sessions_and_its_room_moves(tmp_path: Path) -> None:
+    """Self-fencing: node a reaches Redis through a proxy that is then cut (a partition b does
+    not see). Before b may take a's room over, a has closed its sessions, so the room never runs
+    on two nodes; the clients, reconnecting through b, resume on b."""
+    with redis_server() as redis_url, ExitStack() as stack:
+        proxy = TcpProxy(int(redis_url.rsplit(":", 1)[1].split("/")[0]))
+        stack.callback(proxy.cut)
+        nodes = []
+        for name, url in (("a", f"redis://127.0.0.1:{proxy.port}/0"), ("b", redis_url)):
+            (tmp_path / name).mkdir()
+            cluster = {"workers": 1, "redis_url": url, "node_ttl_seconds": 3.0}
+            nodes.append(stack.enter_context(server_process(tmp_path / name, cluster=cluster)))
+        a, b = nodes
+        wait_for(lambda: all(len(stats(n)["nodes"]) == 2 for n in nodes), "both nodes see each other")
+        created = httpx.post(f"{a.url}/room/create", json={"post_id": "art-5", "host_user_id": "erin"})
+        room_id = created.json()["room_id"]
+        a_id, b_id = stats(a)["node_id"], stats(b)["node_id"]
+        assert node_of_room(b, room_id) == a_id
+        peers: list[PeerProcess] = []
+        try:
+            peers.append(start_peer(b, room_id, "host", user="erin"))  # both through b, served by a
+            viewer = PeerProcess(b, room_id, "viewer")
+            peers.append(viewer)
+            frames = viewer.wait_frames(video=10, audio=10)[0]
+            assert stats(a)["workers"][0]["stats"]["total_peers"] == 2
+
+            proxy.cut()
+            cut = time.monotonic()
+            # a ends its sessions before its heartbeat expires (0.7 of the TTL) ...
+            wait_for(lambda: stats(a)["workers"][0]["stats"]["total_peers"] == 0, "a closed its sessions", 10)
+            fenced_after = time.monotonic() - cut
+            # ... and the clients resume on b, which takes the room once a's heartbeat is gone
+            frames = viewer.latest_frames()[0]
+            viewer.wait_frames(video=frames + 15, audio=0, timeout=30)
+            resumed = time.monotonic() - cut
+            print(
+                f"\nnode a closed its sessions {fenced_after:.1f} s after losing Redis; media back in {resumed:.1f} s"
+            )
+            assert fenced_after < 3.0 + 1.0 and resumed < 15
+            assert node_of_room(b, room_id) == b_id
+            assert stats(a)["workers"][0]["stats"]["total_peers"] == 0  # not served on two nodes
+            answer = httpx.get(f"{b.url}/room/{room_id}/stats").json()
+            assert (answer["post_id"], answer["host_user_id"], answer["viewer_count"]) == ("art-5", "erin", 1)
+        finally:
+            for peer in peers:
+                peer.stop()

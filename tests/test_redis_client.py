@@ -155,6 +155,19 @@ async def test_unavailable_after_the_server_stops_then_reconnects_on_restart() -
         await client.command("PING")
 
 
+async def test_a_connection_the_server_closed_while_idle_is_replaced_within_the_call(
+    client: RedisClient, redis_url: str
+) -> None:
+    """Redis's `timeout`, a proxy or a restart closes an idle connection: the next command goes
+    out once more on a new connection instead of failing."""
+    first_id = await client.command("CLIENT", "ID")
+    async with open_redis(redis_url) as other:
+        assert await other.command("CLIENT", "KILL", "ID", first_id) == 1
+    await trio.sleep(0.05)  # the close reaches the client's socket
+    assert await client.command("PING") == "PONG"
+    assert await client.command("CLIENT", "ID") != first_id
+
+
 async def test_silent_server_times_out_and_each_call_reconnects() -> None:
     accepted: list[trio.SocketStream] = []
 
