@@ -161,20 +161,16 @@ class WorkerPool:
         return [(worker, found.get(worker.index)) for worker in self.workers]
 
     async def loads(self) -> list[WorkerLoad]:
+        """Each worker's sessions and rooms (0 for one that did not answer)."""
         return [
-            WorkerLoad(
-                index=worker.index,
-                pid=worker.pid,
-                restarts=worker.restarts,
-                rooms=int((stats or {}).get("active_rooms", 0)),
-                sessions=int((stats or {}).get("total_peers", 0)),
-            )
+            WorkerLoad(worker.index, worker.pid, worker.restarts, *_rooms_and_sessions(stats))
             for worker, stats in await self.snapshot()
         ]
 
     async def least_loaded(self) -> int:
+        """The answering worker with the fewest sessions, then rooms (0 when none answers)."""
         loads = {
-            worker.index: (stats.get("total_peers", 0), stats.get("active_rooms", 0))
+            worker.index: _rooms_and_sessions(stats)[::-1]
             for worker, stats in await self.snapshot()
             if stats is not None
         }
@@ -246,6 +242,10 @@ async def release_all(pool: WorkerPool) -> None:
     async with trio.open_nursery() as nursery:
         for worker in pool.workers:
             nursery.start_soon(release, worker)
+
+
+def _rooms_and_sessions(stats: dict[str, Any] | None) -> tuple[int, int]:
+    return int((stats or {}).get("active_rooms", 0)), int((stats or {}).get("total_peers", 0))
 
 
 def add_numbers(totals: dict[str, float], stats: dict[str, Any] | None) -> None:

@@ -144,7 +144,3 @@ class ClusterRegistry:
         """This node is draining: its active rooms are free for the node a client reaches next."""
         released = await self.redis.command("EVAL", RELEASE, 1, ROOMS, self.node_id, room_key(""))
         return released if isinstance(released, int) else 0
-
-    async def room_ids(self) -> set[str]:
-        ids = await self.redis.command("SMEMBERS", ROOMS)
-        return {text(room_id) for room_id in ids} if isinstance(ids, list) else set()

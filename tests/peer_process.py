@@ -53,6 +53,14 @@ class PeerProcess:
     def wait_connected(self, timeout: float = WAIT_S) -> None:
         self._read_until(lambda line: line == "connected", "connected", timeout)
 
+    def _note(self, line: str) -> None:
+        """What a line of the bot says: its frame counts, or the URL a `reconnect` named."""
+        if line.startswith("frames "):
+            v, a, first = (int(x) for x in line.split()[1:4])
+            self.frames = (v, a, first)
+        elif line.startswith("redirected "):
+            self.redirected_to = line.split()[1]
+
     def latest_frames(self) -> tuple[int, int, int]:
         """The frame counts of the newest line printed so far (the lines not read yet skipped)."""
         while True:
@@ -60,29 +68,17 @@ class PeerProcess:
                 line = self._lines.get_nowait()
             except queue.Empty:
                 return self.frames
-            if line is not None and line.startswith("frames "):
-                v, a, first = (int(x) for x in line.split()[1:4])
-                self.frames = (v, a, first)
+            if line is not None:
+                self._note(line)
 
     def wait_redirected(self, timeout: float = WAIT_S) -> str:
-        def seen(line: str) -> bool:
-            if line.startswith("redirected "):
-                self.redirected_to = line.split()[1]
-            return self.redirected_to is not None
-
-        self._read_until(seen, "a reconnect message", timeout)
+        self._read_until(lambda _: self.redirected_to is not None, "a reconnect message", timeout)
         assert self.redirected_to is not None
         return self.redirected_to
 
     def wait_frames(self, video: int, audio: int, timeout: float = WAIT_S) -> tuple[int, int, int]:
         def enough(line: str) -> bool:
-            if line.startswith("redirected "):
-                self.redirected_to = line.split()[1]
-            if line.startswith("frames "):
-                v, a, first = (int(x) for x in line.split()[1:4])
-                self.frames = (v, a, first)
-                return v >= video and a >= audio
-            return False
+            return line.startswith("frames ") and self.frames[0] >= video and self.frames[1] >= audio
 
         self._read_until(enough, f"{video} video and {audio} audio frames", timeout)
         return self.frames
@@ -96,6 +92,7 @@ class PeerProcess:
                 break
             if line is None:
                 raise AssertionError(f"the aiortc bot exited ({self.process.wait(5)}) before {what}")
+            self._note(line)
             if done(line):
                 return
         raise AssertionError(f"the aiortc bot: no {what} within {timeout} s (last: {self.frames})")

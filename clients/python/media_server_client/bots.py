@@ -31,7 +31,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal
 
 import trio
 import trio_asyncio
@@ -293,23 +293,11 @@ async def _keepalive(session: SignalingSession) -> None:
             return  # the reader sees the close too and ends the session
 
 
-class _EndedTrack(MediaStreamTrack):
-    """Put in a sender's place before its pc is closed: the encoder loop ends on it by itself, and the
-    host's own track stays live for its next pc (a stopped track cannot be sent again: its recv raises)."""
-
-    def __init__(self, kind: str) -> None:
-        super().__init__()
-        self.kind = kind
-        self.stop()
-
-    async def recv(self) -> NoReturn:
-        raise MediaStreamError
-
-
 class LentTrack(MediaStreamTrack):
     """A host's source track as one peer connection sees it. aiortc stops a sender's track when
     the sender's loop ends, e.g. as soon as the server closes DTLS (a node that drains, a
-    restart): that stops this stand-in, never the source, which the next connection publishes."""
+    restart), and the bot stops it before closing a pc itself: either way this stand-in ends,
+    never the source, which the next connection publishes."""
 
     def __init__(self, source: MediaStreamTrack) -> None:
         super().__init__()
@@ -324,11 +312,11 @@ class LentTrack(MediaStreamTrack):
 
 async def _close_pc(pc: RTCPeerConnection) -> None:
     """End the encoder loops by themselves, then close (cancelling an encoder in run_in_executor can
-    hang under trio-asyncio). The senders' tracks are swapped for ended ones, not stopped: a host
-    stops its own tracks when it ends (`open_host`)."""
+    hang under trio-asyncio). The senders' tracks are the host's `LentTrack`s: stopping them ends
+    the loops and leaves the sources live for the next pc (`open_host` stops those when it ends)."""
     for sender in pc.getSenders():
         if sender.track is not None:
-            sender.replaceTrack(_EndedTrack(sender.track.kind))
+            sender.track.stop()
     encoders = sender_encoder_tasks(pc)
     if encoders:
         await asyncio.wait(encoders, timeout=3)
