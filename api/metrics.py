@@ -83,6 +83,7 @@ def render(
             "datagrams_received": counts.datagrams_received,
             "unknown_address": counts.unknown_address,
             "unknown_stun": counts.unknown_stun,
+            "malformed": counts.malformed,
             "send_errors": counts.send_errors,
             "handler_errors": counts.handler_errors,
         }

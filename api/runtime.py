@@ -25,6 +25,7 @@ class MediaPortStats(msgspec.Struct, frozen=True):
     datagrams_received: int
     unknown_address: int  # DTLS/RTP/RTCP from an address no session knows (dropped)
     unknown_stun: int  # STUN no session answers: unknown ufrag, malformed (dropped)
+    malformed: int  # no known first byte (RFC 7983), or SRTP over 1,500 bytes (dropped)
     send_errors: int  # sendto refused, e.g. a full socket buffer (dropped)
     handler_errors: int  # datagrams whose handling raised (a bug; dropped, logged)
     #: RTP packets: kernel receive time to sent to every viewer (media/delay_histogram.py)
@@ -63,6 +64,7 @@ def media_port_stats(port: MediaPort) -> MediaPortStats:
         datagrams_received=counts.datagrams_received,
         unknown_address=counts.unknown_address,
         unknown_stun=counts.unknown_stun,
+        malformed=counts.malformed,
         send_errors=counts.send_errors,
         handler_errors=counts.handler_errors,
         forwarding_delay=delay,

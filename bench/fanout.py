@@ -718,7 +718,7 @@ PROFILE_CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("receive: SRTP unprotect", ("PeerConnection.receive_srtp",)),
     ("receive: recvfrom, demux, session look-up", ("MediaPort._read", "MediaPort._handle")),
     ("epoll wait (trio EpollIOManager.get_events)", ("EpollIOManager.get_events",)),
-    ("STUN, DTLS, timers, consent", ("_handle_stun", "receive_dtls", "_run_timers", "_sweep_consent")),
+    ("STUN, DTLS, timers, consent", ("_handle_stun", "receive_dtls", "_run_timers", "on_timer")),
     ("REST, WebSocket, actors", ("hypercorn", "quart", "actors/", "api/")),
     ("trio scheduling (everything else)", ()),
 )

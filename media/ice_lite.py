@@ -1,24 +1,30 @@
 """ICE-lite responder for the single media UDP port, sans-IO.
 
 The server is an ICE *lite* agent (RFC 8445 section 2.5): it has one host
-candidate (the shared port), never sends connectivity checks, only answers the
-client's Binding requests, and is always in the controlled role (RFC 8445
-section 6.1.1: a full peer MUST take the controlling role). Datagrams reach
-this module once :func:`media.demux.classify` said "stun".
+candidate (the shared port), answers the client's Binding requests and is
+always in the controlled role (RFC 8445 section 6.1.1: a full peer MUST take
+the controlling role). It sends Binding requests of its own only to prove an
+address before media goes there, and for consent (below). Datagrams reach this
+module once the media port saw a STUN first byte (RFC 7983).
 
 - :class:`IceCredentials`: the local ufrag/pwd (RFC 8445 section 5.3, RFC 8839
   ice-char grammar).
 - :class:`IceLiteSession`: one per peer connection. Answers checks
-  (:meth:`IceLiteSession.handle_binding_request_untrusted`), keeps the valid
-  remote addresses, the selected one (where media goes) and consent freshness.
-- :class:`IceLiteDirectory`: finds the session for a datagram: STUN by the
-  local ufrag in USERNAME (then by source address), DTLS/RTP/RTCP by source
-  address (only addresses that sent an authenticated check are known).
+  (:meth:`IceLiteSession.handle_binding_request_untrusted`), proves addresses
+  (:meth:`IceLiteSession.handle_binding_response_untrusted`), keeps the valid
+  remote addresses, the selected one (where media goes) and consent freshness
+  (:meth:`IceLiteSession.poll`, :meth:`IceLiteSession.check_consent`).
+- :class:`IceLiteDirectory`: finds the session for a datagram: a request by the
+  local ufrag in USERNAME (then by source address), a response by its
+  transaction id, DTLS/RTP/RTCP by source address (only addresses that sent an
+  authenticated check are known, and an address belongs to one session).
 
 STUN messages are parsed and built with aioice's public ``aioice.stun`` module
 (MESSAGE-INTEGRITY, FINGERPRINT, XOR-MAPPED-ADDRESS); a strict framing walk
 runs first so aioice only ever sees well-formed TLVs. Nothing here opens a
-socket or reads a clock: time is passed in as ``now`` (seconds, monotonic).
+socket or reads a clock: time is passed in as ``now`` (seconds, monotonic), and
+the local socket an address was reached through is an opaque ``via`` handed
+back with each request to send.
 
 What happens to a datagram (RFC 8445 section 7.3, RFC 8489 sections 6.3 and
 9.1.3). "Drop" means :class:`StunError` is raised and nothing is sent; a
@@ -30,11 +36,11 @@ over :data:`MAX_STUN_SIZE`, duplicate ICE attribute,   STUN message we process)
 an attribute after FINGERPRINT, undecodable value
 not the Binding method                                 drop (lite agent, not a
                                                        STUN/TURN server)
-success or error response                              drop (we never send
-                                                       requests)
+success or error response to no request of ours      drop (the transaction id
+(or from another address, or not signed with the       is unknown or already
+client's pwd)                                          answered)
 Binding indication (keepalive, RFC 8445 section 11)    no response, ignored; it
-                                                       is unauthenticated, so no
-                                                       consent either
+                                                       is unauthenticated
 request without FINGERPRINT, or FINGERPRINT wrong      drop (RFC 8445 7.3: MUST
                                                        use FINGERPRINT)
 request without USERNAME or MESSAGE-INTEGRITY          400, FINGERPRINT only
@@ -47,6 +53,8 @@ authenticated, ICE-CONTROLLED (the peer thinks it is   487 Role Conflict, signed
 controlled too)
 authenticated, ICE-CONTROLLING                         success: XOR-MAPPED-ADDRESS,
                                                        MESSAGE-INTEGRITY, FINGERPRINT
+its transaction id already answered from another       drop (a replayed check)
+address
 session already "failed"                               drop
 ====================================================  ==========================
 
@@ -64,32 +72,54 @@ mandatory, so it gets 400 like a missing PRIORITY.
 
 Nomination (RFC 8445 7.3.2, 8.2, 12.1.1): a lite agent has no valid list but
 the pairs that the controlling agent nominates with USE-CANDIDATE, and MUST NOT
-send data before it has one, so by default only an accepted check carrying
-USE-CANDIDATE selects the address media is sent to (regular nomination, as
-aioice does toward a lite peer; aggressive nomination puts USE-CANDIDATE on
-every check and works the same). ``early_selection=True`` instead selects the
-first accepted check's address until a nomination arrives (mediasoup's
-"connected" state), for peers that send media before nominating. A later
+send data before it has one, so only a nominated check selects the address
+media is sent to (regular or aggressive nomination work the same). A later
 nominated check from another address switches the selected address (network
 change, e.g. Wi-Fi to cellular): RFC 8445 8.1.1 forbids re-nomination for
-ice2 agents and says to keep the highest-priority pair when an RFC 5245 agent
-nominates several, but libwebrtc puts USE-CANDIDATE only on its own selected
+ice2 agents, but libwebrtc puts USE-CANDIDATE only on its own selected
 connection toward a lite peer and moves it when the network changes, so "the
-latest nomination wins" is what keeps such a peer reachable (mediasoup's
-IceServer and Pion's lite agent do the same). Every check is authenticated
-with the local pwd before it can move anything.
+latest nomination wins" is what keeps such a peer reachable.
 
-Consent freshness (RFC 7675) seen from the lite side: the client's checks are
-the only signal. Consent to send to the selected address is refreshed by every
-accepted check *from that address* (nominated or not; browsers and aioice send
-one about every 5 s), and expires :data:`CONSENT_TIMEOUT` seconds after the last
-one, or after the session was created if nothing was ever selected (ICE never
-completed). Once expired the session is "failed" for good: sending again needs
-an ICE restart, which here is a new session with new credentials.
+**An address must prove it wants the media** before it is selected. A check is
+authenticated with our pwd, which the client knows, but its source address is
+not: a client can forge a check from a victim's address, and a plain lite
+agent (mediasoup, Pion) would then send the room's media to the victim (a
+reflection attack). So a nomination from an address that has not answered us
+yet selects nothing at first: the session sends that address a Binding request
+of its own (USERNAME ``remote_ufrag:local_ufrag``, signed with the client's
+pwd from its SDP, ICE-CONTROLLED, and a transaction id with 64 random bits),
+and selects the address when a signed success response with that transaction
+id comes back from it. Only the real owner of the address sees the request, so
+a forger cannot answer it. Full agents answer any authenticated check (RFC
+8445 7.3; libwebrtc, Firefox, libnice and aioice do), so the proof costs one
+round trip before the first media and at a network change; until then media
+stays on the previous address. A request is retransmitted (RTO 0.5 s,
+doubling, :data:`REQUEST_ATTEMPTS` sends) and at most one transaction per
+address is in flight, so a forged nomination reflects a handful of ~100-byte
+requests, never media.
+
+Other rules that keep one client from taking what is not its own:
+
+- A transaction id is answered from one address only: a check replayed from
+  another address is dropped (a retransmission from the same address is
+  answered again).
+- An address belongs to one session (:class:`IceLiteDirectory`): a check from
+  an address another session owns is answered, but DTLS/RTP/RTCP from it keep
+  going to the owner until the new session proves the address (the owner's
+  media is never redirected by another session's forged check).
+
+Consent freshness (RFC 7675): the sending side must see the receiver's
+consent, so the session sends a consent request to the selected address every
+:data:`CONSENT_INTERVAL` seconds (randomised by +-20 %, RFC 7675 5.1) and
+consent lasts :data:`CONSENT_TIMEOUT` seconds after the last answer *from
+that address* (before any selection: after the session was created). The
+client's own checks do not refresh it (a forger can send those). Once expired
+the session is "failed" for good: sending again needs a new session.
 """
 
 from __future__ import annotations
 
+import random
 import re
 import secrets
 import string
@@ -103,15 +133,18 @@ from aioice import stun
 from media.errors import MalformedPacket
 
 __all__ = [
+    "CONSENT_INTERVAL",
     "CONSENT_TIMEOUT",
     "DEFAULT_MAX_ADDRESSES",
     "MAX_STUN_SIZE",
+    "REQUEST_ATTEMPTS",
     "Address",
     "BindingResult",
     "IceCredentials",
     "IceLiteDirectory",
     "IceLiteSession",
     "IceState",
+    "Outgoing",
     "StunError",
     "stun_username_untrusted",
     "validate_ufrag",
@@ -121,8 +154,15 @@ Address = tuple[str, int]
 IceState = Literal["new", "connected", "failed"]
 
 CONSENT_TIMEOUT: Final = 30.0  # RFC 7675 section 5.1
+CONSENT_INTERVAL: Final = 5.0  # RFC 7675 section 5.1: a consent request every 5 s (+-20 %)
+REQUEST_RTO: Final = 0.5  # first retransmission of our requests (RFC 8489 6.2.1), doubling
+REQUEST_ATTEMPTS: Final = 4  # sends per request: 0, 0.5, 1.5, 3.5 s, given up at 7.5 s
+MAX_TRANSACTIONS: Final = 4  # our requests in flight per session (one per address)
+REMEMBERED_REQUESTS: Final = 32  # the client's transaction ids kept against replays
 DEFAULT_MAX_ADDRESSES: Final = 8  # valid remote addresses remembered per session
 MAX_STUN_SIZE: Final = 1500  # an ICE check is ~100-200 bytes; anything bigger is dropped unparsed
+#: PRIORITY of our requests (RFC 8445 5.1.2.1: a host candidate, component 1).
+REQUEST_PRIORITY: Final = (126 << 24) | (65535 << 8) | 255
 
 ICE_CHARS: Final = string.ascii_letters + string.digits + "+/"  # RFC 8839 ice-char
 _UFRAG_RE = re.compile(r"[A-Za-z0-9+/]{4,256}")
@@ -136,6 +176,7 @@ _CLASS_MASK = 0x0110
 _BINDING = 0x0001
 _REQUEST = 0x0000
 _INDICATION = 0x0010
+_SUCCESS = 0x0100
 
 _USERNAME = 0x0006
 _MESSAGE_INTEGRITY = 0x0008
@@ -147,6 +188,7 @@ _ICE_CONTROLLING = 0x802A
 # Attributes whose repetition would make the first and the last occurrence
 # disagree between this walk and aioice's parser (which keeps the last).
 _SINGLE = frozenset({_USERNAME, _MESSAGE_INTEGRITY, _PRIORITY, _USE_CANDIDATE, _ICE_CONTROLLED, _ICE_CONTROLLING})
+_TAG_SIZE = 4  # the first bytes of our transaction ids name the session; the other 8 are random
 
 
 class DirectoryFull(ValueError):
@@ -192,6 +234,13 @@ def validate_ufrag(ufrag: str) -> str:
     if not _UFRAG_RE.fullmatch(ufrag):
         raise ValueError("ice-ufrag must be 4 to 256 ice-chars")
     return ufrag
+
+
+def validate_pwd(pwd: str) -> str:
+    """``pwd`` if it is 22 to 256 ice-chars (a remote pwd from an offer), else ValueError."""
+    if not _PWD_RE.fullmatch(pwd):
+        raise ValueError("ice-pwd must be 22 to 256 ice-chars")
+    return pwd
 
 
 # ---------------------------------------------------------------- framing
@@ -272,26 +321,63 @@ def _parse_untrusted(data: bytes) -> stun.Message:
 # ---------------------------------------------------------------- session
 
 
+class Outgoing(NamedTuple):
+    """A request of ours to send: ``data`` to ``address`` through ``via`` (the local socket
+    the address reached us on, as given with its check)."""
+
+    data: bytes
+    address: Address
+    via: Any
+
+
 class BindingResult(msgspec.Struct, frozen=True):
     """What one STUN datagram did to a session.
 
     ``response`` is the datagram to send back to the source address (None:
-    send nothing). ``error_code`` is set when it is an error response.
-    ``accepted``: an authenticated check was answered with success, so the
-    source is now a valid address of the session. ``nominated``: it carried
-    USE-CANDIDATE. ``address_changed``: the selected address changed.
-    ``evicted``: valid addresses the session forgot to stay within its bound.
+    send nothing). ``error_code`` is set when it is an error response (ours, or
+    the client's answer to our request). ``accepted``: an authenticated check
+    was answered with success, so the source is now a valid address of the
+    session. ``nominated``: it carried USE-CANDIDATE. ``proved``: the address
+    that answered our request (it is the client's). ``address_changed``: the
+    selected address changed. ``evicted``: valid addresses the session forgot
+    to stay within its bound. ``requests``: our requests to send now.
     """
 
     response: bytes | None
     error_code: int | None = None
     accepted: bool = False
     nominated: bool = False
+    proved: Address | None = None
     address_changed: bool = False
     evicted: tuple[Address, ...] = ()
+    requests: tuple[Outgoing, ...] = ()
 
 
 _IGNORED = BindingResult(None)
+
+
+class _Remote:
+    """A valid remote address: where it reached us, its last check, its last answer to us."""
+
+    __slots__ = ("checked_at", "proved_at", "via")
+
+    def __init__(self, checked_at: float, via: Any) -> None:
+        self.checked_at = checked_at
+        self.proved_at: float | None = None
+        self.via = via
+
+
+class _Transaction:
+    """A request of ours waiting for its answer."""
+
+    __slots__ = ("address", "attempts", "data", "next_at", "via")
+
+    def __init__(self, address: Address, via: Any, data: bytes, now: float) -> None:
+        self.address = address
+        self.via = via
+        self.data = data
+        self.attempts = 1
+        self.next_at = now + REQUEST_RTO
 
 
 class IceLiteSession:
@@ -302,116 +388,216 @@ class IceLiteSession:
         now: float,
         local: IceCredentials | None = None,
         remote_ufrag: str | None = None,
+        remote_pwd: str | None = None,
         *,
         consent_timeout: float = CONSENT_TIMEOUT,
-        early_selection: bool = False,
+        consent_interval: float | None = None,
         max_addresses: int = DEFAULT_MAX_ADDRESSES,
     ) -> None:
         if max_addresses < 2:
             raise ValueError("max_addresses must be at least 2")
-        if consent_timeout <= 0:
-            raise ValueError("consent_timeout must be positive")
+        if consent_interval is None:  # RFC 7675's 5 s, or six chances within a shorter timeout
+            consent_interval = min(CONSENT_INTERVAL, consent_timeout / 6)
+        if consent_timeout <= 0 or consent_interval <= 0:
+            raise ValueError("consent_timeout and consent_interval must be positive")
         self.local = local if local is not None else IceCredentials.generate()
         self.remote_ufrag: str | None = None
+        self._remote_key: bytes | None = None
         if remote_ufrag is not None:
-            self.set_remote_ufrag(remote_ufrag)
+            self.set_remote_credentials(remote_ufrag, remote_pwd)
         self.consent_timeout: Final = consent_timeout
-        self.early_selection: Final = early_selection
+        self.consent_interval: Final = consent_interval
         self.max_addresses: Final = max_addresses
         self.created_at: Final = now
+        #: The first bytes of our transaction ids: the directory routes responses by them.
+        self.tag = secrets.token_bytes(_TAG_SIZE)
         self.state: IceState = "new"
-        #: Where media is sent; None until a check selects an address.
+        #: Where media is sent; None until a nominated address proved it is the client's.
         self.selected_address: Address | None = None
-        #: Whether ``selected_address`` came from a USE-CANDIDATE check.
+        #: Whether ``selected_address`` came from a USE-CANDIDATE check (not after an ICE restart).
         self.nominated = False
         #: Time of the last accepted check, from any address.
         self.last_check_at: float | None = None
-        self._consent_at = now  # last accepted check from the selected address (creation before that)
+        self._consent_at = now  # last answer to us from the selected address (creation before that)
+        self._next_consent_request = float("inf")
         self._key = self.local.pwd.encode("utf-8")
-        self._addresses: dict[Address, float] = {}  # valid address -> last accepted check, oldest first
+        self._remotes: dict[Address, _Remote] = {}  # valid addresses, least recently checked first
+        self._wanted: Address | None = None  # nominated, not proved yet
+        self._transactions: dict[bytes, _Transaction] = {}
+        self._answered: dict[bytes, Address] = {}  # the client's recent transaction ids, oldest first
+        self._jitter = random.Random(secrets.randbits(64))
 
     def __repr__(self) -> str:
         return f"IceLiteSession(ufrag={self.local.ufrag!r}, state={self.state!r}, selected={self.selected_address})"
 
     # ---- signalling
 
-    def set_remote_ufrag(self, ufrag: str) -> None:
-        """The peer's ufrag from its SDP. Changing it is an ICE restart (:meth:`restart`)."""
+    def set_remote_credentials(self, ufrag: str, pwd: str | None) -> None:
+        """The peer's ufrag and pwd from its SDP (the pwd signs our requests). Changing the
+        ufrag is an ICE restart (:meth:`restart`)."""
         validate_ufrag(ufrag)
         if self.remote_ufrag is not None and self.remote_ufrag != ufrag:
             raise ValueError("remote ufrag changed: that is an ICE restart")
+        if pwd is not None:
+            validate_pwd(pwd)
+            self._remote_key = pwd.encode("utf-8")
         self.remote_ufrag = ufrag
 
-    def restart(self, local: IceCredentials, remote_ufrag: str) -> None:
+    def restart(self, local: IceCredentials, remote_ufrag: str, remote_pwd: str) -> None:
         """An ICE restart (RFC 8445 section 9): new credentials on both sides.
 
-        Only checks with the new credentials are accepted from now on. The
-        selected address stays (media keeps flowing on the old path) until a
-        check on the new credentials selects one; it is no longer "nominated".
-        Use :meth:`IceLiteDirectory.restart` for a registered session.
+        Only checks with the new credentials are accepted from now on, and our
+        requests in flight are forgotten. The selected address stays (media keeps
+        flowing on the old path, its consent goes on with the new credentials)
+        until a nominated check on the new ones selects another; it is no longer
+        "nominated". Use :meth:`IceLiteDirectory.restart` for a registered session.
         """
         validate_ufrag(remote_ufrag)
+        validate_pwd(remote_pwd)
         if local.ufrag == self.local.ufrag:
             raise ValueError("an ICE restart needs a new local ufrag")
         self.local = local
         self._key = local.pwd.encode("utf-8")
         self.remote_ufrag = remote_ufrag
+        self._remote_key = remote_pwd.encode("utf-8")
         self.nominated = False
+        self._transactions.clear()
+        self._answered.clear()
+        self._wanted = None
+
+    def retag(self) -> None:
+        """A new transaction-id tag (the directory's was taken)."""
+        self.tag = secrets.token_bytes(_TAG_SIZE)
 
     # ---- addresses and consent
 
     @property
     def addresses(self) -> tuple[Address, ...]:
         """Remote addresses that sent an accepted check, least recently checked first."""
-        return tuple(self._addresses)
+        return tuple(self._remotes)
 
     def is_valid_address(self, addr: Address) -> bool:
-        return addr in self._addresses
+        return addr in self._remotes
+
+    @property
+    def selected_via(self) -> Any:
+        """The local socket the selected address reached us on (None if nothing is selected)."""
+        remote = self._remotes.get(self.selected_address) if self.selected_address is not None else None
+        return None if remote is None else remote.via
 
     @property
     def consent_expires_at(self) -> float:
-        """When consent to send to the selected address lapses without another check."""
+        """When consent to send to the selected address lapses without another answer."""
         return self._consent_at + self.consent_timeout
 
-    def expired(self, now: float, timeout: float | None = None) -> bool:
-        """No accepted check from the selected address for ``timeout`` seconds
-        (default ``consent_timeout``); counted from creation if none ever came."""
-        return now - self._consent_at >= (self.consent_timeout if timeout is None else timeout)
+    def expired(self, now: float) -> bool:
+        """No answer from the selected address for ``consent_timeout`` seconds (counted
+        from creation if nothing was ever selected)."""
+        return now - self._consent_at >= self.consent_timeout
 
     def check_consent(self, now: float) -> bool:
         """Move to "failed" if consent expired; True only on that transition."""
         if self.state != "failed" and self.expired(now):
-            self.state = "failed"
+            self.close()
             return True
         return False
 
     def close(self) -> None:
-        """Stop answering: the session is "failed" for good."""
+        """Stop answering and asking: the session is "failed" for good."""
         self.state = "failed"
+        self._transactions.clear()
 
     def forget_address(self, addr: Address) -> None:
-        """Drop a valid address (another session proved it owns it, or it went stale)."""
-        self._addresses.pop(addr, None)
+        """Drop a valid address (another session proved it owns it)."""
+        self._remotes.pop(addr, None)
+        if self._wanted == addr:
+            self._wanted = None
+        for tid in [tid for tid, t in self._transactions.items() if t.address == addr]:
+            del self._transactions[tid]
         if self.selected_address == addr:
             self.selected_address = None
             self.nominated = False
 
-    def prune(self, now: float, max_age: float) -> tuple[Address, ...]:
-        """Forget non-selected addresses without an accepted check for ``max_age`` seconds."""
-        stale = tuple(a for a, t in self._addresses.items() if now - t >= max_age and a != self.selected_address)
-        for a in stale:
-            del self._addresses[a]
-        return stale
-
-    def _remember(self, addr: Address, now: float) -> tuple[Address, ...]:
-        self._addresses.pop(addr, None)
-        self._addresses[addr] = now  # most recent last
+    def _remember(self, addr: Address, now: float, via: Any) -> tuple[Address, ...]:
+        remote = self._remotes.pop(addr, None)
+        if remote is None:
+            remote = _Remote(now, via)
+        remote.checked_at, remote.via = now, via
+        self._remotes[addr] = remote  # most recent last
         evicted: list[Address] = []
-        while len(self._addresses) > self.max_addresses:
-            victim = next(a for a in self._addresses if a != addr and a != self.selected_address)
-            del self._addresses[victim]
+        while len(self._remotes) > self.max_addresses:
+            victim = next(a for a in self._remotes if a != addr and a != self.selected_address)
+            self.forget_address(victim)
             evicted.append(victim)
         return tuple(evicted)
+
+    def _proved(self, addr: Address, now: float) -> bool:
+        remote = self._remotes.get(addr)
+        return remote is not None and remote.proved_at is not None and now - remote.proved_at < self.consent_timeout
+
+    def _select(self, addr: Address, now: float) -> None:
+        remote = self._remotes[addr]
+        assert remote.proved_at is not None
+        self.selected_address = addr
+        self.nominated = True
+        self._wanted = None
+        self._consent_at = remote.proved_at
+        self._next_consent_request = max(now, remote.proved_at + self._consent_wait())
+        if self.state == "new":
+            self.state = "connected"
+
+    def _consent_wait(self) -> float:
+        return self.consent_interval * self._jitter.uniform(0.8, 1.2)
+
+    # ---- our requests
+
+    def _request(self, addr: Address, now: float) -> tuple[Outgoing, ...]:
+        """Ask ``addr`` to prove it is the client's: nothing if a request to it is in flight,
+        or if the client's credentials are not known yet."""
+        remote = self._remotes.get(addr)
+        if self._remote_key is None or remote is None:
+            return ()
+        if any(t.address == addr for t in self._transactions.values()):
+            return ()
+        if len(self._transactions) >= MAX_TRANSACTIONS:  # the oldest gives way
+            del self._transactions[next(iter(self._transactions))]
+        tid = self.tag + secrets.token_bytes(12 - _TAG_SIZE)
+        message = stun.Message(stun.Method.BINDING, stun.Class.REQUEST, transaction_id=tid)
+        message.attributes["USERNAME"] = f"{self.remote_ufrag}:{self.local.ufrag}"
+        message.attributes["PRIORITY"] = REQUEST_PRIORITY
+        message.attributes["ICE-CONTROLLED"] = 0  # the lowest tie-breaker: a lite agent stays controlled
+        message.add_message_integrity(self._remote_key)  # adds FINGERPRINT too
+        data = bytes(message)
+        self._transactions[tid] = _Transaction(addr, remote.via, data, now)
+        return (Outgoing(data, addr, remote.via),)
+
+    def poll(self, now: float) -> list[Outgoing]:
+        """Our requests due now: retransmissions, and the selected address's consent request."""
+        if self.state == "failed":
+            return []
+        out: list[Outgoing] = []
+        for tid, t in list(self._transactions.items()):
+            if t.next_at > now:
+                continue
+            if t.attempts >= REQUEST_ATTEMPTS:  # no answer: given up
+                del self._transactions[tid]
+                continue
+            t.attempts += 1
+            t.next_at = now + REQUEST_RTO * (1 << (t.attempts - 1))
+            out.append(Outgoing(t.data, t.address, t.via))
+        selected = self.selected_address
+        if selected is not None and now >= self._next_consent_request:
+            self._next_consent_request = now + self._consent_wait()
+            out.extend(self._request(selected, now))
+        return out
+
+    def next_timeout(self) -> float:
+        """When :meth:`poll` or :meth:`check_consent` next has something to do (inf: never)."""
+        if self.state == "failed":
+            return float("inf")
+        deadlines = [t.next_at for t in self._transactions.values()]
+        deadlines += [self._next_consent_request, self.consent_expires_at]
+        return min(deadlines)
 
     # ---- checks
 
@@ -421,12 +607,15 @@ class IceLiteSession:
         local, colon, remote = username.partition(":")
         return bool(colon) and local == self.local.ufrag and self.remote_ufrag in (None, remote)
 
-    def handle_binding_request_untrusted(self, data: bytes, remote_addr: Address, now: float) -> BindingResult:
-        """Answer one STUN datagram from ``remote_addr`` (host, port).
+    def handle_binding_request_untrusted(
+        self, data: bytes, remote_addr: Address, now: float, via: Any = None
+    ) -> BindingResult:
+        """Answer one STUN request (or indication) from ``remote_addr`` (host, port) that
+        reached us through ``via``.
 
         Returns the response to send (success or error, see the module
-        docstring) and what changed; raises :class:`StunError` when the
-        datagram is dropped without an answer.
+        docstring), our requests to send, and what changed; raises
+        :class:`StunError` when the datagram is dropped without an answer.
         """
         if self.state == "failed":
             raise StunError("ICE session failed")
@@ -436,7 +625,7 @@ class IceLiteSession:
         if frame.klass == _INDICATION:
             return _IGNORED
         if frame.klass != _REQUEST:
-            raise StunError("unsolicited STUN response")
+            raise StunError("a STUN response where a request was expected")
         if not frame.fingerprint:
             raise StunError("STUN request without FINGERPRINT")
         message = _parse_untrusted(data)
@@ -457,21 +646,30 @@ class IceLiteSession:
         if controlled:
             return self._error(message, 487, "Role Conflict", signed=True)
 
-        nominated = "USE-CANDIDATE" in attrs
-        evicted = self._remember(addr, now)
-        previous = self.selected_address
-        if nominated:
-            self.selected_address = addr
-            self.nominated = True
-        elif previous is None and self.early_selection:
-            self.selected_address = addr
-        if self.selected_address == addr:
-            self._consent_at = now
-        self.last_check_at = now
-        if self.state == "new" and self.selected_address is not None:
-            self.state = "connected"
+        tid = message.transaction_id
+        first_from = self._answered.get(tid)
+        if first_from is None:
+            self._answered[tid] = addr
+            if len(self._answered) > REMEMBERED_REQUESTS:
+                del self._answered[next(iter(self._answered))]
+        elif first_from != addr:
+            raise StunError("a check replayed from another address")
 
-        response = stun.Message(stun.Method.BINDING, stun.Class.RESPONSE, transaction_id=message.transaction_id)
+        nominated = "USE-CANDIDATE" in attrs
+        evicted = self._remember(addr, now, via)
+        previous = self.selected_address
+        requests: tuple[Outgoing, ...] = ()
+        if nominated:
+            if addr == previous:
+                self.nominated = True
+            elif self._proved(addr, now):
+                self._select(addr, now)
+            else:  # prove it first: media stays where it is meanwhile
+                self._wanted = addr
+                requests = self._request(addr, now)
+        self.last_check_at = now
+
+        response = stun.Message(stun.Method.BINDING, stun.Class.RESPONSE, transaction_id=tid)
         response.attributes["XOR-MAPPED-ADDRESS"] = addr
         response.add_message_integrity(self._key)  # adds FINGERPRINT too
         return BindingResult(
@@ -480,7 +678,49 @@ class IceLiteSession:
             nominated=nominated,
             address_changed=self.selected_address != previous,
             evicted=evicted,
+            requests=requests,
         )
+
+    def handle_binding_response_untrusted(self, data: bytes, remote_addr: Address, now: float) -> BindingResult:
+        """The client's answer to one of our requests, from ``remote_addr``.
+
+        A success signed with the client's pwd, from the address the request went
+        to, proves that address: it is selected if the client nominated it, and it
+        renews consent if it is selected. Raises :class:`StunError` for anything
+        else but an error response to our request (which ends that transaction).
+        """
+        if self.state == "failed":
+            raise StunError("ICE session failed")
+        frame = _frame_untrusted(data)
+        if frame.method != _BINDING or frame.klass in (_REQUEST, _INDICATION):
+            raise StunError("not a STUN Binding response")
+        if not frame.fingerprint:
+            raise StunError("STUN response without FINGERPRINT")
+        message = _parse_untrusted(data)
+        addr: Address = (remote_addr[0], remote_addr[1])
+        transaction = self._transactions.get(message.transaction_id)
+        if transaction is None:
+            raise StunError("a STUN response to no request of ours")
+        if transaction.address != addr:
+            raise StunError("a STUN response from another address than the request went to")
+        if self._remote_key is None or not message.check_message_integrity(self._remote_key):
+            raise StunError("a STUN response not signed with the client's pwd")
+        del self._transactions[message.transaction_id]
+        if frame.klass != _SUCCESS:
+            code = message.attributes.get("ERROR-CODE")
+            return BindingResult(None, error_code=code[0] if isinstance(code, tuple) else 0)
+        evicted: tuple[Address, ...] = ()
+        remote = self._remotes.get(addr)
+        if remote is None:  # evicted while the request was out: it is valid again
+            evicted = self._remember(addr, now, transaction.via)
+            remote = self._remotes[addr]
+        remote.proved_at = now
+        previous = self.selected_address
+        if addr == previous:
+            self._consent_at = now
+        elif addr == self._wanted:
+            self._select(addr, now)
+        return BindingResult(None, proved=addr, address_changed=self.selected_address != previous, evicted=evicted)
 
     def _error(self, request: stun.Message, code: int, reason: str, *, signed: bool) -> BindingResult:
         response = stun.Message(stun.Method.BINDING, stun.Class.ERROR, transaction_id=request.transaction_id)
@@ -498,12 +738,15 @@ class IceLiteSession:
 class IceLiteDirectory:
     """Finds the session of a datagram on the shared port.
 
-    STUN goes by the local ufrag before the colon in USERNAME (read before
-    integrity is checked; the session then checks it with its pwd), falling
-    back to the source address for a request without a usable USERNAME, so the
-    session can answer 400. DTLS, RTP and RTCP go by source address: an address
-    is mapped once it sent a check the session accepted, to the session that
-    accepted it last, and unmapped when that session forgets it.
+    A STUN request goes by the local ufrag before the colon in USERNAME (read
+    before integrity is checked; the session then checks it with its pwd),
+    falling back to the source address for a request without a usable USERNAME,
+    so the session can answer 400. A STUN response goes by the tag at the start
+    of its transaction id. DTLS, RTP and RTCP go by source address.
+
+    An address belongs to one session: the first whose check from it was
+    accepted, until another session proves it (the client there answered that
+    session's request), or the owner forgets it or leaves.
 
     Bounded: at most ``max_sessions`` sessions, each with at most its own
     ``max_addresses`` addresses. Lookups of anything unknown return None.
@@ -514,6 +757,7 @@ class IceLiteDirectory:
             raise ValueError("max_sessions must be positive")
         self.max_sessions: Final = max_sessions
         self._by_ufrag: dict[str, IceLiteSession] = {}
+        self._by_tag: dict[bytes, IceLiteSession] = {}
         self._by_address: dict[Address, IceLiteSession] = {}
 
     def __len__(self) -> int:
@@ -529,21 +773,25 @@ class IceLiteDirectory:
             raise ValueError("ICE ufrag already registered")
         if len(self._by_ufrag) >= self.max_sessions:
             raise DirectoryFull(f"too many ICE sessions ({self.max_sessions})")
+        while session.tag in self._by_tag:
+            session.retag()
         self._by_ufrag[ufrag] = session
+        self._by_tag[session.tag] = session
         for addr in session.addresses:
-            self._claim(addr, session)
+            self._by_address.setdefault(addr, session)
 
     def remove(self, session: IceLiteSession) -> bool:
         """Unregister a session and its addresses; False if it was not registered."""
         if self._by_ufrag.get(session.local.ufrag) is not session:
             return False
         del self._by_ufrag[session.local.ufrag]
+        del self._by_tag[session.tag]
         for addr in session.addresses:
             if self._by_address.get(addr) is session:
                 del self._by_address[addr]
         return True
 
-    def restart(self, session: IceLiteSession, local: IceCredentials, remote_ufrag: str) -> None:
+    def restart(self, session: IceLiteSession, local: IceCredentials, remote_ufrag: str, remote_pwd: str) -> None:
         """:meth:`IceLiteSession.restart` of a registered session, re-keyed under its new ufrag
         (ValueError if that ufrag is taken; nothing changes then)."""
         if self._by_ufrag.get(session.local.ufrag) is not session:
@@ -551,7 +799,7 @@ class IceLiteDirectory:
         if local.ufrag in self._by_ufrag:
             raise ValueError("ICE ufrag already registered")
         old_ufrag = session.local.ufrag
-        session.restart(local, remote_ufrag)
+        session.restart(local, remote_ufrag, remote_pwd)
         del self._by_ufrag[old_ufrag]
         self._by_ufrag[local.ufrag] = session
 
@@ -563,50 +811,47 @@ class IceLiteDirectory:
         return self._by_address.get(addr)
 
     def find_for_stun(self, data: bytes, remote_addr: Address) -> IceLiteSession | None:
-        """The session a STUN datagram is for: by USERNAME's local ufrag, else by source address."""
+        """The session a STUN datagram is for: a response by its transaction id's tag, a
+        request by USERNAME's local ufrag, else (no usable USERNAME) by source address."""
         try:
-            username = stun_username_untrusted(data)
+            frame = _frame_untrusted(data)
         except StunError:
+            return self._by_address.get((remote_addr[0], remote_addr[1]))
+        if frame.klass not in (_REQUEST, _INDICATION):
+            return self._by_tag.get(data[8 : 8 + _TAG_SIZE])
+        try:
+            username = frame.username.decode("utf-8") if frame.username is not None else None
+        except UnicodeDecodeError:
+            username = None
+        if username is None:
             return self._by_address.get((remote_addr[0], remote_addr[1]))
         return self._by_ufrag.get(username.partition(":")[0])
 
     def handle_stun_untrusted(
-        self, data: bytes, remote_addr: Address, now: float
+        self, data: bytes, remote_addr: Address, now: float, via: Any = None
     ) -> tuple[IceLiteSession, BindingResult]:
-        """Route a STUN datagram to its session, answer it and update the address map.
+        """Route a STUN datagram to its session, let it answer or take the answer, and keep
+        the address map.
 
         Raises :class:`StunError` if no session matches or the session drops it.
         """
         session = self.find_for_stun(data, remote_addr)
         if session is None:
             raise StunError("no ICE session for this STUN message")
-        result = session.handle_binding_request_untrusted(data, remote_addr, now)
+        addr: Address = (remote_addr[0], remote_addr[1])
+        if len(data) >= 20 and data[0] & 0x01:  # a response: its class bits (0x0100) are in the first byte
+            result = session.handle_binding_response_untrusted(data, addr, now)
+        else:
+            result = session.handle_binding_request_untrusted(data, addr, now, via)
         for old in result.evicted:
             if self._by_address.get(old) is session:
                 del self._by_address[old]
         if result.accepted:
-            self._claim((remote_addr[0], remote_addr[1]), session)
+            self._by_address.setdefault(addr, session)  # another session's address stays its own
+        if result.proved is not None:
+            owner = self._by_address.get(addr)
+            if owner is not session:
+                if owner is not None:
+                    owner.forget_address(addr)
+                self._by_address[addr] = session
         return session, result
-
-    def sweep(self, now: float) -> list[IceLiteSession]:
-        """Expire consent (sessions become "failed" and are removed, and returned
-        so the caller can close them) and unmap stale non-selected addresses."""
-        failed: list[IceLiteSession] = []
-        for session in tuple(self._by_ufrag.values()):
-            session.check_consent(now)
-            if session.state == "failed":
-                self.remove(session)
-                failed.append(session)
-                continue
-            for addr in session.prune(now, session.consent_timeout):
-                if self._by_address.get(addr) is session:
-                    del self._by_address[addr]
-        return failed
-
-    def _claim(self, addr: Address, session: IceLiteSession) -> None:
-        previous = self._by_address.get(addr)
-        if previous is session:
-            return
-        if previous is not None:
-            previous.forget_address(addr)
-        self._by_address[addr] = session

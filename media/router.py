@@ -16,6 +16,17 @@ from the cache; viewer PLI/FIR become PLIs to the host (at most one per
 second, except the one sent when a viewer joins); ``tick`` sends RR + REMB and
 NACKs to the host. Nothing here does I/O: everything goes through the
 callables given by the caller, and ``now`` is passed in.
+
+What one viewer's RTCP may cost (a viewer is an untrusted client; docs/SECURITY.md):
+at most :data:`VIEWER_RTCP_PER_SECOND` datagrams a second are read (a burst of
+twice that), the rest dropped unparsed (``rtcp_rate_limited``); a NACK names at
+most :data:`media.rtcp.MAX_NACK_SEQS` distinct packets; a packet is resent to a
+viewer at most once per :data:`RESEND_GUARD` seconds (``nack_repeat``); and a
+viewer's retransmissions are paid from a byte budget that refills at the
+source's own byte rate (:data:`RETRANSMIT_RATE_SHARE`) and holds at most
+:data:`RETRANSMIT_BURST_SECONDS` of it (``retransmit_limited``): a viewer can
+at most double what it receives, whatever it sends (mediasoup's RtpStreamSend
+guards a packet's resends by RTT; Pion's responder bounds its buffer).
 """
 
 from __future__ import annotations
@@ -55,6 +66,19 @@ SendFn = Callable[[bytes], None]
 PLI_INTERVAL = 1.0  # at most one (non-urgent) keyframe request per second to the host
 REPORT_INTERVAL = 1.0  # RR + REMB to the host
 CACHE_SIZE = 512
+RATE_WINDOW = 1.0  # a source's byte rate is measured over this many seconds (by tick)
+#: A viewer's retransmissions may add at most this share of the stream's own byte rate...
+RETRANSMIT_RATE_SHARE = 1.0
+#: ... saved up for at most this long (a lost keyframe is resent whole)...
+RETRANSMIT_BURST_SECONDS = 1.0
+#: ... and at least this budget a second (a stream that only starts, or audio).
+RETRANSMIT_MIN_BYTES_PER_SECOND = 64_000
+#: One packet is resent to one viewer at most once in this many seconds (the viewer asks
+#: again only after a round trip).
+RESEND_GUARD = 0.1
+#: RTCP datagrams read from one viewer a second (a burst of twice as many); browsers send a
+#: few (RR, REMB, a NACK per loss).
+VIEWER_RTCP_PER_SECOND = 100
 
 DROP_REASONS = (
     "malformed",  # host RTP that does not parse
@@ -67,6 +91,9 @@ DROP_REASONS = (
     "cache_miss",  # per viewer: NACKed packet no longer (or never) in the cache
     "malformed_rtcp",  # host or viewer RTCP that does not parse
     "unknown_viewer",  # RTCP for a viewer id that is not added
+    "rtcp_rate_limited",  # per viewer: RTCP datagrams beyond VIEWER_RTCP_PER_SECOND (not parsed)
+    "nack_repeat",  # per viewer: NACKed packet already resent to it within RESEND_GUARD
+    "retransmit_limited",  # per viewer: NACKed packet beyond its retransmission byte budget
 )
 
 _pack_fixed = FIXED_HEADER.pack
@@ -101,9 +128,22 @@ class _Variant:
 
 
 class _Track(SeqMap):
-    """One viewer's stream of one kind: its sink and its rewriting state."""
+    """One viewer's stream of one kind: its sink, its rewriting state and its retransmissions."""
 
-    __slots__ = ("octets", "packets", "plan", "pt", "send_rtp", "sink", "ssrc", "variant", "viewer")
+    __slots__ = (
+        "octets",
+        "packets",
+        "plan",
+        "pt",
+        "resent",
+        "retransmit_at",
+        "retransmit_budget",
+        "send_rtp",
+        "sink",
+        "ssrc",
+        "variant",
+        "viewer",
+    )
 
     def __init__(self, viewer: _Viewer, sink: SinkStream, send_rtp: SendFn) -> None:
         super().__init__(sink.clock_rate)
@@ -116,24 +156,42 @@ class _Track(SeqMap):
         self.variant: _Variant | None = None
         self.packets = 0
         self.octets = 0
+        self.resent: dict[int, float] = {}  # host seq -> when it was last resent to this viewer
+        self.retransmit_budget = -1.0  # bytes; negative: full, set at the first NACK
+        self.retransmit_at = 0.0
 
 
 class _Viewer:
-    __slots__ = ("id", "receiver_reports", "remb_bps", "send_rtcp", "send_rtp", "tracks")
+    __slots__ = ("id", "receiver_reports", "remb_bps", "rtcp_at", "rtcp_budget", "send_rtcp", "send_rtp", "tracks")
 
-    def __init__(self, viewer_id: str, send_rtp: SendFn, send_rtcp: SendFn) -> None:
+    def __init__(self, viewer_id: str, send_rtp: SendFn, send_rtcp: SendFn, now: float) -> None:
         self.id = viewer_id
         self.send_rtp = send_rtp
         self.send_rtcp = send_rtcp
         self.tracks: dict[MediaKind, _Track] = {}
         self.receiver_reports: dict[int, ReportBlock] = {}  # by our sink ssrc
         self.remb_bps: int | None = None
+        self.rtcp_budget = 2.0 * VIEWER_RTCP_PER_SECOND  # datagrams
+        self.rtcp_at = now
+
+    def take_rtcp(self, now: float) -> bool:
+        """Whether one more RTCP datagram of this viewer may be read now (a token bucket)."""
+        burst = 2.0 * VIEWER_RTCP_PER_SECOND
+        budget = min(burst, self.rtcp_budget + (now - self.rtcp_at) * VIEWER_RTCP_PER_SECOND)
+        self.rtcp_at = now
+        if budget < 1.0:
+            self.rtcp_budget = budget
+            return False
+        self.rtcp_budget = budget - 1.0
+        return True
 
 
 class _Source:
     """One stream of the current publisher."""
 
     __slots__ = (
+        "byte_rate",
+        "bytes_in",
         "cache",
         "epoch",
         "highest_seq",
@@ -143,6 +201,8 @@ class _Source:
         "kind",
         "nack",
         "old_ssrcs",
+        "rate_bytes",
+        "rate_since",
         "ssrc",
         "stats",
         "stream",
@@ -163,6 +223,18 @@ class _Source:
         self.highest_ts = 0
         self.highest_time = 0.0
         self.tracks: list[_Track] = []
+        self.bytes_in = 0  # RTP bytes received (all SSRCs of the stream)
+        self.byte_rate = 0.0  # bytes a second over the last RATE_WINDOW (see Router.tick)
+        self.rate_bytes = 0  # bytes_in at rate_since
+        self.rate_since: float | None = None
+
+    def measure_rate(self, now: float) -> None:
+        """Update byte_rate once a RATE_WINDOW has passed since the last measure."""
+        if self.rate_since is None:
+            self.rate_since, self.rate_bytes = now, self.bytes_in
+        elif now - self.rate_since >= RATE_WINDOW:
+            self.byte_rate = (self.bytes_in - self.rate_bytes) / (now - self.rate_since)
+            self.rate_since, self.rate_bytes = now, self.bytes_in
 
 
 class Router:
@@ -315,6 +387,7 @@ class Router:
         if src is None:
             self._drops["unknown_payload_type" if self._publisher else "no_source"] += 1
             return
+        src.bytes_in += len(data)
         if hdr.ssrc != src.ssrc:
             if hdr.ssrc in src.old_ssrcs:
                 self._drops["stale_ssrc"] += 1
@@ -375,7 +448,7 @@ class Router:
         """Add (or replace) a viewer. Call when its transport can send."""
         if viewer_id in self._viewers:
             self.remove_viewer(viewer_id)
-        viewer = _Viewer(viewer_id, send_rtp, send_rtcp)
+        viewer = _Viewer(viewer_id, send_rtp, send_rtcp, now)
         for sink in sinks:
             if sink.kind in viewer.tracks:
                 continue  # one stream per kind
@@ -403,6 +476,9 @@ class Router:
         if viewer is None:
             self._drops["unknown_viewer"] += 1
             return
+        if not viewer.take_rtcp(now):
+            self._drops["rtcp_rate_limited"] += 1
+            return
         for p in self._parse_rtcp(data):
             if isinstance(p, Nack):
                 self._serve_nack(viewer, p, now)
@@ -422,9 +498,12 @@ class Router:
     # ------------------------------------------------------------ timers
 
     def tick(self, now: float) -> None:
-        """Call every 0.25-1 s: RR+REMB to the host (~1/s), NACK retries, keyframe retries."""
+        """Call every 0.1-0.25 s: RR+REMB to the host (~1/s), NACK retries, keyframe retries,
+        the sources' byte rates."""
         if not self._publisher:
             return
+        for src in self._sources.values():
+            src.measure_rate(now)
         if now >= self._next_report and self._send_report(now):
             self._next_report = now + REPORT_INTERVAL - 0.05  # tolerate tick jitter
         video = self._sources.get("video")
@@ -576,17 +655,28 @@ class Router:
         if track is None:
             return
         src = self._sources.get(track.sink.kind)
-        misses = 0
+        if src is None:
+            self._drops["cache_miss"] += len(nack.lost)
+            return
+        budget = _refill_retransmit_budget(track, src, now)
+        resent = track.resent
+        misses = repeats = limited = 0
         for out_seq in nack.lost:
-            entry = None
-            if src is not None:
-                in_seq = track.input_seq(out_seq, src.epoch, src.highest_seq)
-                if in_seq is not None:
-                    entry = src.cache.get(in_seq)
-            if entry is None:
+            in_seq = track.input_seq(out_seq, src.epoch, src.highest_seq)
+            entry = src.cache.get(in_seq) if in_seq is not None else None
+            if entry is None or in_seq is None:
                 misses += 1
                 continue
+            last = resent.get(in_seq)
+            if last is not None and now - last < RESEND_GUARD:
+                repeats += 1
+                continue
             hdr, data = entry
+            if len(data) > budget:
+                limited += 1
+                continue
+            budget -= len(data)
+            resent[in_seq] = now
             assert track.variant is not None
             b0, body = _build_body(track.variant, hdr, data)
             out = (
@@ -603,6 +693,13 @@ class Router:
             self._packets_out += 1
             self._bytes_out += len(out)
             track.send_rtp(out)
+        track.retransmit_budget = budget
+        if len(resent) > CACHE_SIZE:  # forget what the guard no longer needs
+            track.resent = {seq: at for seq, at in resent.items() if now - at < RESEND_GUARD}
+        if repeats:
+            self._drops["nack_repeat"] += repeats
+        if limited:
+            self._drops["retransmit_limited"] += limited
         if misses:
             self._drops["cache_miss"] += misses
             if track.sink.kind == "video":
@@ -680,6 +777,18 @@ class Router:
         self._reports_sent += 1
         send(build_rr(self.rtcp_ssrc, blocks) + build_remb(self.rtcp_ssrc, self.target_bitrate_bps, ssrcs))
         return True
+
+
+def _refill_retransmit_budget(track: _Track, src: _Source, now: float) -> float:
+    """The track's retransmission byte budget now: refilled at the source's byte rate times
+    RETRANSMIT_RATE_SHARE (at least RETRANSMIT_MIN_BYTES_PER_SECOND), capped at
+    RETRANSMIT_BURST_SECONDS of it; full at the first NACK."""
+    rate = max(src.byte_rate * RETRANSMIT_RATE_SHARE, RETRANSMIT_MIN_BYTES_PER_SECOND)
+    burst = rate * RETRANSMIT_BURST_SECONDS
+    budget = track.retransmit_budget
+    budget = burst if budget < 0 else min(burst, budget + (now - track.retransmit_at) * rate)
+    track.retransmit_at = now
+    return budget
 
 
 def _build_body(variant: _Variant, hdr: RtpHeader, data: bytes) -> tuple[int, bytes]:

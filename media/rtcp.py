@@ -14,6 +14,7 @@ import msgspec
 from media.errors import MalformedPacket
 
 __all__ = [
+    "MAX_NACK_SEQS",
     "Bye",
     "Fir",
     "FirEntry",
@@ -77,10 +78,15 @@ class ReceiverReport(msgspec.Struct, frozen=True):
     reports: tuple[ReportBlock, ...] = ()
 
 
+#: Distinct sequence numbers one NACK may name: no sender keeps more packets than this
+#: (the router's cache holds 512), so the rest of a longer list is ignored.
+MAX_NACK_SEQS = 512
+
+
 class Nack(msgspec.Struct, frozen=True):
     sender_ssrc: int
     media_ssrc: int
-    lost: tuple[int, ...]  # sequence numbers, in packet order
+    lost: tuple[int, ...]  # distinct sequence numbers, in packet order, at most MAX_NACK_SEQS
 
 
 class Pli(msgspec.Struct, frozen=True):
@@ -158,17 +164,7 @@ def _parse_one(pt: int, fmt: int, body: bytes) -> RtcpPacket:
         if n < 8 or (n - 8) % 4:
             raise MalformedPacket("RTCP NACK malformed")
         sender, media = _II.unpack_from(body, 0)
-        lost: list[int] = []
-        for off in range(8, n, 4):
-            pid, blp = _HH.unpack_from(body, off)
-            lost.append(pid)
-            bit = 0
-            while blp:
-                if blp & 1:
-                    lost.append((pid + bit + 1) & 0xFFFF)
-                blp >>= 1
-                bit += 1
-        return Nack(sender, media, tuple(lost))
+        return Nack(sender, media, _nacked_seqs(body))
     if pt == RTCP_PSFB:
         if n < 8:
             raise MalformedPacket("RTCP PSFB too short")
@@ -191,6 +187,30 @@ def _parse_one(pt: int, fmt: int, body: bytes) -> RtcpPacket:
             ssrcs = tuple(_I.unpack_from(body, 16 + 4 * k)[0] for k in range(num))
             return Remb(sender, mantissa << exp, ssrcs)
     return OtherRtcp(pt, fmt, body)
+
+
+def _nacked_seqs(body: bytes) -> tuple[int, ...]:
+    """The distinct sequence numbers of a NACK's FCI entries (PID + BLP), in order, at most
+    MAX_NACK_SEQS: a repeated entry is skipped before it is expanded, so a NACK that names the
+    same packets again and again costs one expansion (and one retransmission) each."""
+    lost: dict[int, None] = {}
+    entries: set[int] = set()
+    for off in range(8, len(body), 4):
+        entry = _I.unpack_from(body, off)[0]
+        if entry in entries:
+            continue
+        entries.add(entry)
+        pid, blp = entry >> 16, entry & 0xFFFF
+        lost[pid] = None
+        bit = 0
+        while blp:
+            if blp & 1:
+                lost[(pid + bit + 1) & 0xFFFF] = None
+            blp >>= 1
+            bit += 1
+        if len(lost) >= MAX_NACK_SEQS:
+            return tuple(lost)[:MAX_NACK_SEQS]
+    return tuple(lost)
 
 
 def parse_rtcp_untrusted(data: bytes) -> list[RtcpPacket]:

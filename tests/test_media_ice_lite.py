@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import secrets
 import struct
 from types import SimpleNamespace
 from typing import Any, cast
@@ -16,12 +17,15 @@ from hypothesis import strategies as st
 
 from media.errors import MalformedPacket
 from media.ice_lite import (
+    CONSENT_INTERVAL,
     CONSENT_TIMEOUT,
     MAX_STUN_SIZE,
+    REQUEST_ATTEMPTS,
     BindingResult,
     IceCredentials,
     IceLiteDirectory,
     IceLiteSession,
+    Outgoing,
     StunError,
     stun_username_untrusted,
     validate_ufrag,
@@ -29,6 +33,10 @@ from media.ice_lite import (
 
 LOCAL = IceCredentials("LoCa", "l0calpassw0rdl0calpass")
 REMOTE_UFRAG = "R3mt"
+REMOTE_PWD = "r3m0tepassw0rdr3m0tepa"
+OTHER = IceCredentials("Oth3", "0therpassw0rd0therpass")
+OTHER_REMOTE = ("Rm2x", "0therr3m0tepassw0rd0th")
+TID = b"0123456789ab"
 A = ("192.0.2.1", 5000)
 B = ("198.51.100.7", 6000)
 C = ("203.0.113.9", 7000)
@@ -46,10 +54,11 @@ def request(
     fingerprint: bool = True,
     klass: stun.Class = stun.Class.REQUEST,
     method: stun.Method = stun.Method.BINDING,
-    tid: bytes = b"0123456789ab",
+    tid: bytes | None = None,
 ) -> bytes:
-    """A Binding request as a full controlling agent sends it (RFC 8445 7.1)."""
-    msg = stun.Message(method, klass, transaction_id=tid)
+    """A Binding request as a full controlling agent sends it (RFC 8445 7.1), with a fresh
+    transaction id unless one is given."""
+    msg = stun.Message(method, klass, transaction_id=tid or secrets.token_bytes(12))
     if username is not None:
         msg.attributes["USERNAME"] = username
     if priority:
@@ -71,7 +80,51 @@ def request(
 
 def session(now: float = 0.0, **kwargs: Any) -> IceLiteSession:
     kwargs.setdefault("remote_ufrag", REMOTE_UFRAG)
+    kwargs.setdefault("remote_pwd", REMOTE_PWD)
     return IceLiteSession(now, LOCAL, **kwargs)
+
+
+def other_session(now: float = 0.0) -> IceLiteSession:
+    return IceLiteSession(now, OTHER, *OTHER_REMOTE)
+
+
+def answer(
+    out: Outgoing,
+    *,
+    key: str = REMOTE_PWD,
+    username: str = f"{REMOTE_UFRAG}:{LOCAL.ufrag}",
+    klass: stun.Class = stun.Class.RESPONSE,
+    tid: bytes | None = None,
+    sign_with: str | None = None,
+) -> bytes:
+    """What the client's full agent (pwd `key`) sends back for our request, after checking it
+    as aioice does; `sign_with` another pwd: what a forger would send."""
+    req = stun.parse_message(out.data)
+    assert req.message_class == stun.Class.REQUEST and req.message_method == stun.Method.BINDING
+    assert req.attributes["USERNAME"] == username
+    assert req.check_message_integrity(key.encode())
+    key = sign_with or key
+    assert "ICE-CONTROLLED" in req.attributes and "PRIORITY" in req.attributes
+    resp = stun.Message(stun.Method.BINDING, klass, transaction_id=tid or req.transaction_id)
+    if klass == stun.Class.ERROR:
+        resp.attributes["ERROR-CODE"] = (487, "Role Conflict")
+    else:
+        resp.attributes["XOR-MAPPED-ADDRESS"] = ("192.0.2.200", 3478)
+    resp.add_message_integrity(key.encode())
+    return bytes(resp)
+
+
+def select(s: IceLiteSession, addr: Any, now: float) -> BindingResult:
+    """The client nominates `addr` and answers our request from there: it is selected."""
+    r = s.handle_binding_request_untrusted(request(use_candidate=True), addr, now)
+    assert r.accepted and r.nominated
+    if s.selected_address == addr:  # proved before: selected at once
+        return r
+    (out,) = r.requests
+    assert out.address == addr
+    result = s.handle_binding_response_untrusted(answer(out), addr, now)
+    assert result.proved == addr and s.selected_address == addr
+    return result
 
 
 def parse_signed(data: bytes, key: bytes = LOCAL.pwd.encode()) -> stun.Message:
@@ -116,10 +169,12 @@ def test_remote_ufrag() -> None:
         validate_ufrag("ab\n")
     s = IceLiteSession(0.0, LOCAL)
     assert s.remote_ufrag is None
-    s.set_remote_ufrag("R3mt")
-    s.set_remote_ufrag("R3mt")
+    s.set_remote_credentials("R3mt", REMOTE_PWD)
+    s.set_remote_credentials("R3mt", REMOTE_PWD)
     with pytest.raises(ValueError):
-        s.set_remote_ufrag("0ther")
+        s.set_remote_credentials("0ther", REMOTE_PWD)
+    with pytest.raises(ValueError):
+        s.set_remote_credentials("R3mt", "short")
     with pytest.raises(ValueError):
         IceLiteSession(0.0, LOCAL, "x")
     assert len(IceLiteSession(0.0).local.pwd) == 24  # generated when not given
@@ -130,13 +185,13 @@ def test_remote_ufrag() -> None:
 
 def test_valid_check_answered() -> None:
     s = session()
-    result = s.handle_binding_request_untrusted(request(), A, 1.0)
-    assert result.accepted and not result.nominated and result.error_code is None
+    result = s.handle_binding_request_untrusted(request(tid=TID), A, 1.0)
+    assert result.accepted and not result.nominated and result.error_code is None and result.requests == ()
     assert result.response is not None
     msg = parse_signed(result.response)
     assert msg.message_method == stun.Method.BINDING
     assert msg.message_class == stun.Class.RESPONSE
-    assert msg.transaction_id == b"0123456789ab"
+    assert msg.transaction_id == TID
     assert msg.attributes["XOR-MAPPED-ADDRESS"] == A
     assert not parse_signed_ok(result.response, b"wrong password........")
     # regular nomination: nothing selected before USE-CANDIDATE
@@ -154,46 +209,105 @@ def test_ipv6_and_four_tuple_address() -> None:
     result = s.handle_binding_request_untrusted(request(use_candidate=True), cast(Any, (*V6, 0, 0)), 0.0)
     assert result.response is not None
     assert parse_signed(result.response).attributes["XOR-MAPPED-ADDRESS"] == V6
+    (out,) = result.requests
+    assert out.address == V6
+    assert s.handle_binding_response_untrusted(answer(out), cast(Any, (*V6, 0, 0)), 0.1).proved == V6
     assert s.selected_address == V6
 
 
-def test_nomination_selects_and_connects() -> None:
+def test_nomination_selects_once_the_address_answers_our_request() -> None:
     s = session()
-    r = s.handle_binding_request_untrusted(request(use_candidate=True), A, 2.0)
-    assert r.accepted and r.nominated and r.address_changed
-    assert s.state == "connected" and s.selected_address == A and s.nominated
+    r = s.handle_binding_request_untrusted(request(use_candidate=True), A, 2.0, via="socket 1")
+    assert r.accepted and r.nominated and not r.address_changed
+    assert s.state == "new" and s.selected_address is None  # not before the address proved it is the client's
+    (out,) = r.requests
+    assert out.address == A and out.via == "socket 1"
+    # a request of ours, as RFC 8445 7.1 wants it, signed with the client's pwd (from its SDP)
+    req = stun.parse_message(out.data)
+    assert req.attributes["USERNAME"] == "R3mt:LoCa" and req.attributes["ICE-CONTROLLED"] == 0
+    assert req.check_message_integrity(REMOTE_PWD.encode()) and "FINGERPRINT" in req.attributes
+    # one request in flight per address: the client's next nominated check sends no other
+    assert s.handle_binding_request_untrusted(request(use_candidate=True), A, 2.1, via="socket 1").requests == ()
+    proved = s.handle_binding_response_untrusted(answer(out), A, 2.2)
+    assert proved.proved == A and proved.address_changed and proved.response is None
+    assert s.state == "connected" and s.selected_address == A and s.nominated and s.selected_via == "socket 1"
     again = s.handle_binding_request_untrusted(request(use_candidate=True), A, 3.0)
-    assert again.nominated and not again.address_changed
+    assert again.nominated and not again.address_changed and again.requests == ()
 
 
 def test_nomination_switches_address() -> None:
     s = session()
-    s.handle_binding_request_untrusted(request(use_candidate=True), A, 0.0)
+    select(s, A, 0.0)
     # a plain check from elsewhere makes a valid address but does not move media
     r = s.handle_binding_request_untrusted(request(), B, 1.0)
-    assert r.accepted and not r.address_changed and s.selected_address == A
-    # a nominated check from elsewhere does (mobility)
+    assert r.accepted and not r.address_changed and s.selected_address == A and r.requests == ()
+    # a nominated check from elsewhere does (mobility), once B answers
     r = s.handle_binding_request_untrusted(request(use_candidate=True), B, 2.0)
-    assert r.address_changed and s.selected_address == B
-    assert set(s.addresses) == {A, B}
-    r = s.handle_binding_request_untrusted(request(use_candidate=True), A, 3.0)
-    assert r.address_changed and s.selected_address == A
-
-
-def test_early_selection() -> None:
-    s = session(early_selection=True)
-    r = s.handle_binding_request_untrusted(request(), A, 0.0)
-    assert r.address_changed and s.selected_address == A and s.state == "connected" and not s.nominated
-    r = s.handle_binding_request_untrusted(request(), B, 1.0)
     assert not r.address_changed and s.selected_address == A
-    r = s.handle_binding_request_untrusted(request(use_candidate=True), B, 2.0)
-    assert r.address_changed and s.selected_address == B and s.nominated
+    assert s.handle_binding_response_untrusted(answer(r.requests[0]), B, 2.01).address_changed
+    assert s.selected_address == B and set(s.addresses) == {A, B}
+    # A answered recently: back to it at once
+    r = s.handle_binding_request_untrusted(request(use_candidate=True), A, 3.0)
+    assert r.address_changed and r.requests == () and s.selected_address == A
+
+
+def test_forged_nomination_sends_the_victim_requests_never_media() -> None:
+    """A client nominates a victim's address with its own credentials (a forged source):
+    the victim gets our few requests, cannot answer them, and is never selected."""
+    s = session()
+    select(s, A, 0.0)
+    victim = C
+    sent: list[Outgoing] = []
+    for k in range(40):  # a forged nomination every 0.25 s for 10 s
+        now = 1.0 + k * 0.25
+        r = s.handle_binding_request_untrusted(request(use_candidate=True), victim, now)
+        sent += list(r.requests) + s.poll(now)
+    to_victim = [out for out in sent if out.address == victim]
+    assert to_victim and all(len(out.data) < 120 for out in to_victim)
+    assert len(to_victim) <= 2 * REQUEST_ATTEMPTS  # ~8 s of forging: two rounds of retransmissions
+    assert s.selected_address == A
+    # answers that are not the client's, from the victim: refused
+    out = to_victim[-1]
+    for forged, source in (
+        (answer(out, sign_with="wrong-password-wrong-pwd"), victim),  # signed with another pwd
+        (answer(out, tid=secrets.token_bytes(12)), victim),  # a guessed transaction id
+        (answer(out), B),  # the right answer from another address
+    ):
+        with pytest.raises(StunError):
+            s.handle_binding_response_untrusted(forged, source, 11.0)
+    assert s.selected_address == A
+
+
+def test_replayed_check_from_another_address_dropped() -> None:
+    s = session()
+    nominated = request(use_candidate=True, tid=TID)
+    r = s.handle_binding_request_untrusted(nominated, A, 0.0)
+    # a retransmission from the same address is answered again
+    assert s.handle_binding_request_untrusted(nominated, A, 0.1).accepted
+    with pytest.raises(StunError, match="replayed"):
+        s.handle_binding_request_untrusted(nominated, B, 0.2)
+    assert not s.is_valid_address(B)
+    s.handle_binding_response_untrusted(answer(r.requests[0]), A, 0.3)
+    assert s.selected_address == A
+
+
+def test_error_answer_ends_the_transaction_without_proof() -> None:
+    s = session()
+    r = s.handle_binding_request_untrusted(request(use_candidate=True), A, 0.0)
+    err = s.handle_binding_response_untrusted(answer(r.requests[0], klass=stun.Class.ERROR), A, 0.1)
+    assert err.error_code == 487 and err.proved is None and s.selected_address is None
+    with pytest.raises(StunError):  # that transaction is over
+        s.handle_binding_response_untrusted(answer(r.requests[0]), A, 0.2)
+    # the next nominated check asks again
+    assert s.handle_binding_request_untrusted(request(use_candidate=True), A, 0.3).requests
 
 
 def test_lenient_remote_ufrag_until_known() -> None:
     s = IceLiteSession(0.0, LOCAL)
     assert s.handle_binding_request_untrusted(request(username="LoCa:whatever"), A, 0.0).accepted
-    s.set_remote_ufrag(REMOTE_UFRAG)
+    # nominated before the offer was applied: no pwd to sign a request with, so nothing selects
+    assert s.handle_binding_request_untrusted(request(username="LoCa:x1x1", use_candidate=True), A, 0.0).requests == ()
+    s.set_remote_credentials(REMOTE_UFRAG, REMOTE_PWD)
     r = s.handle_binding_request_untrusted(request(username="LoCa:whatever"), A, 0.0)
     assert r.error_code == 401 and not r.accepted
     assert s.handle_binding_request_untrusted(request(), A, 0.0).accepted
@@ -224,12 +338,12 @@ def test_binding_indication_ignored() -> None:
 )
 def test_unauthenticated_errors_are_unsigned(kwargs: dict[str, Any], code: int) -> None:
     s = session()
-    r = s.handle_binding_request_untrusted(request(**kwargs), A, 0.0)
+    r = s.handle_binding_request_untrusted(request(**kwargs, tid=TID), A, 0.0)
     assert r.error_code == code and not r.accepted and r.response is not None
     msg = parse_unsigned(r.response)
     assert msg.message_class == stun.Class.ERROR
     assert msg.error_code == code
-    assert msg.transaction_id == b"0123456789ab"
+    assert msg.transaction_id == TID
     assert s.addresses == () and s.last_check_at is None
 
 
@@ -334,7 +448,7 @@ def test_framing_rules() -> None:
     unauth = raw_stun(0x0001, base, key=key, fingerprint=False) + _attr(0x0025, b"")  # USE-CANDIDATE
     unauth = unauth[:2] + struct.pack("!H", len(unauth) - 20 + 8) + unauth[4:]
     unauth += _attr(0x8028, struct.pack("!I", stun.message_fingerprint(unauth)))
-    r = s.handle_binding_request_untrusted(unauth, B, 0.0)
+    r = s.handle_binding_request_untrusted(unauth, A, 0.0)
     assert r.accepted and not r.nominated
 
 
@@ -363,48 +477,75 @@ def test_username_peek() -> None:
 # ---------------------------------------------------------------- consent freshness
 
 
-def test_consent_expiry_without_any_check() -> None:
+def test_consent_expiry_without_any_selection() -> None:
     s = session(now=100.0)
     assert s.consent_expires_at == 100.0 + CONSENT_TIMEOUT
-    assert not s.expired(129.9)
-    assert s.expired(130.0)
-    assert s.expired(105.0, timeout=5.0)
+    assert s.next_timeout() == 130.0 and s.poll(120.0) == []
+    s.handle_binding_request_untrusted(request(), A, 110.0)  # checks alone are no consent
+    assert not s.expired(129.9) and s.expired(130.0)
     assert not s.check_consent(129.9)
     assert s.check_consent(130.0) and s.state == "failed"
     assert not s.check_consent(200.0)  # only the transition reports
+    assert s.next_timeout() == float("inf") and s.poll(300.0) == []
 
 
-def test_consent_refreshed_by_checks_from_selected_address() -> None:
-    s = session(consent_timeout=10.0)
-    s.handle_binding_request_untrusted(request(use_candidate=True), A, 5.0)
+def test_consent_interval_fits_the_timeout() -> None:
+    assert session().consent_interval == CONSENT_INTERVAL  # RFC 7675: 5 s for 30 s
+    assert session(consent_timeout=3.0).consent_interval == 0.5  # six requests before a short timeout
+
+
+def test_consent_is_the_selected_address_answering_our_requests() -> None:
+    s = session(consent_timeout=10.0, consent_interval=CONSENT_INTERVAL)
+    select(s, A, 5.0)
     assert s.consent_expires_at == 15.0
-    s.handle_binding_request_untrusted(request(), A, 9.0)  # consent check (not nominated)
-    assert s.consent_expires_at == 19.0
-    s.handle_binding_request_untrusted(request(), B, 12.0)  # another address: not consent for A
-    assert s.consent_expires_at == 19.0 and s.last_check_at == 12.0
-    assert not s.expired(18.9) and s.expired(19.0)
-    # rejected checks do not count
-    s.handle_binding_request_untrusted(request(key=b"bad password, ignored!"), A, 18.0)
-    assert s.consent_expires_at == 19.0
-    # the nominated switch to B refreshes consent for B
-    s.handle_binding_request_untrusted(request(use_candidate=True), B, 18.5)
-    assert s.consent_expires_at == 28.5
-    assert not s.check_consent(28.4) and s.state == "connected"
-    assert s.check_consent(28.5) and s.state == "failed"
+    # the client's own checks, from the selected address or elsewhere, do not renew it
+    s.handle_binding_request_untrusted(request(), A, 9.0)
+    s.handle_binding_request_untrusted(request(use_candidate=True), A, 9.5)
+    assert s.consent_expires_at == 15.0
+    # our consent request goes out 4-6 s after the selection; its answer renews consent
+    assert s.poll(8.9) == []
+    due = s.next_timeout()
+    assert 5.0 + 0.8 * CONSENT_INTERVAL <= due <= 5.0 + 1.2 * CONSENT_INTERVAL
+    (out,) = s.poll(due)
+    assert out.address == A and s.poll(due) == []
+    assert s.handle_binding_response_untrusted(answer(out), A, 11.0).proved == A
+    assert s.consent_expires_at == 21.0
+    # unanswered from now on: retransmitted, then given up; consent lapses 10 s after the answer
+    sent = []
+    t = 11.0
+    while not s.check_consent(t):
+        sent += s.poll(t)
+        t = min(s.next_timeout(), 30.0)
+    assert t == 21.0 and s.state == "failed"
+    assert all(o.address == A for o in sent) and len(sent) >= 2
 
 
-def test_address_bound_and_prune() -> None:
+def test_requests_retransmitted_then_given_up() -> None:
+    s = session()
+    (out,) = s.handle_binding_request_untrusted(request(use_candidate=True), A, 0.0).requests
+    times = []
+    t = 0.0
+    for _ in range(20):
+        t = s.next_timeout()
+        if t >= CONSENT_TIMEOUT:
+            break
+        times += [t for o in s.poll(t) if o.data == out.data]
+    assert times == [0.5, 1.5, 3.5]  # RTO 0.5 s doubling, REQUEST_ATTEMPTS sends in all
+    assert len(times) + 1 == REQUEST_ATTEMPTS
+    with pytest.raises(StunError):  # given up at 7.5 s: a late answer proves nothing
+        s.handle_binding_response_untrusted(answer(out), A, 8.0)
+
+
+def test_address_bound() -> None:
     s = session(max_addresses=3)
-    s.handle_binding_request_untrusted(request(use_candidate=True), A, 0.0)
+    select(s, A, 0.0)
     s.handle_binding_request_untrusted(request(), B, 1.0)
     s.handle_binding_request_untrusted(request(), C, 2.0)
     r = s.handle_binding_request_untrusted(request(), ("192.0.2.99", 1), 3.0)
     assert r.evicted == (B,)  # oldest that is not selected
     assert A in s.addresses and B not in s.addresses
-    assert s.prune(32.5, 30.0) == (C,)
-    assert set(s.addresses) == {A, ("192.0.2.99", 1)}  # selected A is never pruned
     s.forget_address(A)
-    assert s.selected_address is None and not s.nominated
+    assert s.selected_address is None and not s.nominated and s.selected_via is None
     with pytest.raises(ValueError):
         session(max_addresses=1)
 
@@ -415,7 +556,7 @@ def test_address_bound_and_prune() -> None:
 def test_directory_routes_by_username_then_address() -> None:
     d = IceLiteDirectory()
     s1 = session()
-    s2 = IceLiteSession(0.0, IceCredentials("Oth3", "0therpassw0rd0therpass"), "Rm2x")
+    s2 = other_session()
     d.add(s1)
     d.add(s2)
     assert len(d) == 2 and d.by_ufrag("LoCa") is s1 and d.by_ufrag("nope") is None
@@ -433,6 +574,11 @@ def test_directory_routes_by_username_then_address() -> None:
     # accepted: the source address now routes DTLS/RTP
     got, r = d.handle_stun_untrusted(request(use_candidate=True), A, 1.0)
     assert got is s1 and r.accepted and d.by_address(A) is s1
+    # our request's answer finds its session by the transaction id
+    got, proved = d.handle_stun_untrusted(answer(r.requests[0]), A, 1.1)
+    assert got is s1 and proved.proved == A and s1.selected_address == A
+    with pytest.raises(StunError):  # an answer to nobody's request
+        d.handle_stun_untrusted(answer(r.requests[0], tid=secrets.token_bytes(12)), A, 1.2)
     # a request without USERNAME from a known address reaches its session (400)
     got, r = d.handle_stun_untrusted(request(username=None), A, 1.5)
     assert got is s1 and r.error_code == 400
@@ -441,54 +587,52 @@ def test_directory_routes_by_username_then_address() -> None:
         d.handle_stun_untrusted(request(username=None), B, 1.5)
 
 
-def test_directory_address_moves_between_sessions() -> None:
+def test_directory_address_belongs_to_its_session_until_another_proves_it() -> None:
     d = IceLiteDirectory()
     s1 = session()
-    s2 = IceLiteSession(0.0, IceCredentials("Oth3", "0therpassw0rd0therpass"), "Rm2x")
+    s2 = other_session()
     d.add(s1)
     d.add(s2)
-    d.handle_stun_untrusted(request(use_candidate=True), A, 0.0)
-    assert d.by_address(A) is s1
-    key2 = s2.local.pwd.encode()
-    d.handle_stun_untrusted(request(username="Oth3:Rm2x", key=key2, use_candidate=True), A, 1.0)
-    assert d.by_address(A) is s2 and s2.selected_address == A
+    _, r = d.handle_stun_untrusted(request(use_candidate=True), A, 0.0)
+    d.handle_stun_untrusted(answer(r.requests[0]), A, 0.0)
+    assert d.by_address(A) is s1 and s1.selected_address == A
+    # s2's client forges a check from A (its own credentials): answered, but A stays s1's
+    key2 = OTHER.pwd.encode()
+    _, r2 = d.handle_stun_untrusted(request(username="Oth3:Rm2x", key=key2, use_candidate=True), A, 1.0)
+    assert r2.accepted and d.by_address(A) is s1 and s2.selected_address is None
+    # ... and s1's client, at A, cannot answer s2's request (it knows nothing of s2's credentials)
+    (out,) = r2.requests
+    with pytest.raises(StunError):
+        d.handle_stun_untrusted(answer(out, key=OTHER_REMOTE[1], username="Rm2x:Oth3", sign_with=REMOTE_PWD), A, 1.1)
+    assert d.by_address(A) is s1 and s1.selected_address == A
+    # if A really is s2's client now (a NAT gave the port to another client), it answers: A moves
+    _, moved = d.handle_stun_untrusted(answer(out, key=OTHER_REMOTE[1], username="Rm2x:Oth3"), A, 2.0)
+    assert moved.proved == A and d.by_address(A) is s2 and s2.selected_address == A
     assert s1.selected_address is None and A not in s1.addresses
 
 
-def test_directory_eviction_remove_and_sweep() -> None:
+def test_directory_eviction_and_remove() -> None:
     d = IceLiteDirectory(max_sessions=2)
-    s1 = session(max_addresses=2, consent_timeout=10.0)
+    s1 = session(max_addresses=2)
     d.add(s1)
     with pytest.raises(ValueError):
         d.add(session())  # same ufrag
-    d.handle_stun_untrusted(request(use_candidate=True), A, 0.0)
+    d.handle_stun_untrusted(request(), A, 0.0)
     d.handle_stun_untrusted(request(), B, 1.0)
     _, r = d.handle_stun_untrusted(request(), C, 2.0)
-    assert r.evicted == (B,) and d.by_address(B) is None and d.by_address(C) is s1
+    assert r.evicted == (A,) and d.by_address(A) is None and d.by_address(C) is s1
 
-    s2 = IceLiteSession(0.0, IceCredentials("Oth3", "0therpassw0rd0therpass"), consent_timeout=9.0)
+    s2 = other_session()
+    s2.tag = s1.tag  # a tag collision: the directory gives it another
     d.add(s2)
+    assert s2.tag != s1.tag
     with pytest.raises(ValueError):
         d.add(IceLiteSession(0.0))  # full
     assert list(d) == [s1, s2]
-
-    d.handle_stun_untrusted(request(), A, 5.0)  # consent for A until 15
-    assert d.sweep(9.0) == [s2]  # never nominated: failed 9 s after creation
-    assert s2.state == "failed" and d.by_ufrag("Oth3") is None
-    assert d.sweep(12.5) == [] and d.by_address(C) is None and d.by_address(A) is s1  # C went stale
-    assert d.sweep(15.0) == [s1]
-    assert len(d) == 0 and d.by_address(A) is None
+    assert d.remove(s1) and d.by_address(C) is None and d.by_ufrag("LoCa") is None
     assert not d.remove(s1)
-
-
-def test_directory_remove_unmaps() -> None:
-    d = IceLiteDirectory()
-    s1 = session()
-    d.add(s1)
-    d.handle_stun_untrusted(request(use_candidate=True), A, 0.0)
-    assert d.remove(s1) and d.by_address(A) is None and d.by_ufrag("LoCa") is None
     with pytest.raises(StunError):
-        d.handle_stun_untrusted(request(), A, 0.0)
+        d.handle_stun_untrusted(request(), C, 3.0)
 
 
 # ---------------------------------------------------------------- interop with aioice (a full agent)
@@ -507,7 +651,7 @@ def aioice_agent(controlling: bool, ufrag: str, pwd: str) -> tuple[Connection, C
 
 @pytest.mark.parametrize("nominate", [False, True])
 def test_aioice_controlling_check_gets_accepted_response(nominate: bool) -> None:
-    s = IceLiteSession(0.0, remote_ufrag="Cl1entUf")
+    s = IceLiteSession(0.0, remote_ufrag="Cl1entUf", remote_pwd="cl1entpassw0rdcl1entpa")
     conn, pair = aioice_agent(True, s.local.ufrag, s.local.pwd)
     req = conn.build_request(pair, nominate=nominate)
     assert conn.remote_password is not None
@@ -515,7 +659,7 @@ def test_aioice_controlling_check_gets_accepted_response(nominate: bool) -> None
     req.add_message_integrity(key)  # as StunProtocol.request does
     result = s.handle_binding_request_untrusted(bytes(req), A, 1.0)
     assert result.accepted and result.nominated is nominate
-    assert s.selected_address == (A if nominate else None)
+    assert len(result.requests) == (1 if nominate else 0)
     # aioice's Transaction.response_received: authenticated with the remote password, class RESPONSE
     assert result.response is not None
     resp = stun.parse_message(result.response)
@@ -526,7 +670,7 @@ def test_aioice_controlling_check_gets_accepted_response(nominate: bool) -> None
 
 
 def test_aioice_controlled_check_gets_role_conflict_it_accepts() -> None:
-    s = IceLiteSession(0.0, remote_ufrag="Cl1entUf")
+    s = IceLiteSession(0.0, remote_ufrag="Cl1entUf", remote_pwd="cl1entpassw0rdcl1entpa")
     conn, pair = aioice_agent(False, s.local.ufrag, s.local.pwd)
     req = conn.build_request(pair, nominate=False)
     assert "ICE-CONTROLLED" in req.attributes
@@ -543,6 +687,27 @@ def test_aioice_controlled_check_gets_role_conflict_it_accepts() -> None:
     retry = conn.build_request(pair, nominate=True)
     retry.add_message_integrity(key)
     assert s.handle_binding_request_untrusted(bytes(retry), A, 2.0).nominated
+
+
+def test_aioice_answers_our_request_and_the_answer_proves_the_address() -> None:
+    """aioice's own request handling (Connection.request_received) checks and answers our
+    request; its answer selects the address it nominated."""
+    s = IceLiteSession(0.0, remote_ufrag="Cl1entUf", remote_pwd="cl1entpassw0rdcl1entpa")
+    conn, pair = aioice_agent(True, s.local.ufrag, s.local.pwd)
+    nominate = conn.build_request(pair, nominate=True)
+    nominate.add_message_integrity(s.local.pwd.encode())
+    (out,) = s.handle_binding_request_untrusted(bytes(nominate), A, 1.0).requests
+    sent: list[tuple[stun.Message, Any]] = []
+    protocol = SimpleNamespace(
+        local_candidate=pair.protocol.local_candidate,
+        send_stun=lambda message, addr: sent.append((message, addr)),
+    )
+    conn._early_checks_done = False  # its checks are not ours to run: only the answer matters here
+    conn.request_received(stun.parse_message(out.data), A, cast(Any, protocol))
+    ((response, to),) = sent
+    assert to == A and response.message_class == stun.Class.RESPONSE
+    result = s.handle_binding_response_untrusted(bytes(response), A, 1.01)
+    assert result.proved == A and result.address_changed and s.selected_address == A
 
 
 # ---------------------------------------------------------------- fuzzing
@@ -569,7 +734,7 @@ def test_fuzz_random_bytes(data: bytes) -> None:
 @settings(max_examples=300)
 @given(st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), min_size=1, max_size=4))
 def test_fuzz_mutated_valid_request(edits: list[tuple[int, int]]) -> None:
-    data = bytearray(request(use_candidate=True))
+    data = bytearray(request(use_candidate=True, tid=TID))
     for pos, value in edits:
         if pos < len(data):
             data[pos] = value
@@ -609,16 +774,17 @@ def test_fuzz_well_framed_messages(
     s = session()
     d.add(s)
     for addr in (A, B):
+        handle = s.handle_binding_response_untrusted if mtype & 0x0100 else s.handle_binding_request_untrusted
         try:
-            result = s.handle_binding_request_untrusted(data, addr, 0.0)
+            result = handle(data, addr, 0.0)
         except StunError as exc:
             event(f"dropped: {exc}"[:48])  # see them with --hypothesis-show-statistics
         else:
             event(f"answered {result.error_code or ('success' if result.accepted else 'nothing')}")
-            _check_result(result, b"0123456789ab")
+            _check_result(result, TID)
         with contextlib.suppress(StunError):
             _, result = d.handle_stun_untrusted(data, addr, 0.0)
-            _check_result(result, b"0123456789ab")
+            _check_result(result, TID)
 
 
 def test_ice_restart_answers_only_the_new_credentials_and_keeps_the_path_until_a_new_one() -> None:
@@ -626,9 +792,11 @@ def test_ice_restart_answers_only_the_new_credentials_and_keeps_the_path_until_a
     s = session()
     d.add(s)
     _, r = d.handle_stun_untrusted(request(use_candidate=True), A, 1.0)
-    assert r.accepted and s.selected_address == A and s.nominated
+    d.handle_stun_untrusted(answer(r.requests[0]), A, 1.0)
+    assert s.selected_address == A and s.nominated
     fresh = IceCredentials("N3wl", "newl0calpassw0rdnewl0c")
-    d.restart(s, fresh, "N3wr")
+    new_pwd = "n3wr3m0tepassw0rdn3wr3"
+    d.restart(s, fresh, "N3wr", new_pwd)
     # the old credentials are unknown now; the old path still carries media meanwhile
     with pytest.raises(StunError):
         d.handle_stun_untrusted(request(), A, 2.0)
@@ -637,23 +805,29 @@ def test_ice_restart_answers_only_the_new_credentials_and_keeps_the_path_until_a
     # the old remote ufrag with the new local one: 401
     _, r = d.handle_stun_untrusted(request(username="N3wl:R3mt", key=fresh.pwd.encode()), B, 2.0)
     assert r.error_code == 401 and not r.accepted
-    # a check on the new credentials from a new address selects it
+    # a nominated check on the new credentials from a new address selects it once it answers
     _, r = d.handle_stun_untrusted(request(username="N3wl:N3wr", key=fresh.pwd.encode(), use_candidate=True), B, 3.0)
-    assert r.accepted and s.selected_address == B and s.nominated and d.by_address(B) is s
+    assert r.accepted and s.selected_address == A and d.by_address(B) is s
     assert parse_signed_ok(r.response or b"", fresh.pwd.encode())
+    (out,) = r.requests
+    d.handle_stun_untrusted(answer(out, key=new_pwd, username="N3wr:N3wl"), B, 3.1)
+    assert s.selected_address == B and s.nominated
 
 
 def test_ice_restart_refusals_change_nothing() -> None:
     d = IceLiteDirectory()
-    s1, s2 = session(), IceLiteSession(0.0, IceCredentials("Oth3", "0therpassw0rd0therpass"), "Rm2x")
+    s1, s2 = session(), other_session()
     d.add(s1)
     d.add(s2)
+    pwd = "n3wr3m0tepassw0rdn3wr3"
     with pytest.raises(ValueError, match="already registered"):
-        d.restart(s1, IceCredentials("Oth3", "whateverpassw0rdwhatev"), "N3wr")
+        d.restart(s1, IceCredentials("Oth3", "whateverpassw0rdwhatev"), "N3wr", pwd)
     with pytest.raises(ValueError):
-        d.restart(s1, IceCredentials("LoCa", "l0calpassw0rdl0calpass"), "N3wr")  # not new
+        d.restart(s1, IceCredentials("LoCa", "l0calpassw0rdl0calpass"), "N3wr", pwd)  # not new
     with pytest.raises(ValueError):
-        d.restart(s1, IceCredentials("N3wl", "newl0calpassw0rdnewl0c"), "x")  # a bad remote ufrag
+        d.restart(s1, IceCredentials("N3wl", "newl0calpassw0rdnewl0c"), "x", pwd)  # a bad remote ufrag
+    with pytest.raises(ValueError):
+        d.restart(s1, IceCredentials("N3wl", "newl0calpassw0rdnewl0c"), "N3wr", "short")  # a bad remote pwd
     with pytest.raises(ValueError, match="not registered"):
-        d.restart(session(), IceCredentials("N3wl", "newl0calpassw0rdnewl0c"), "N3wr")
+        d.restart(session(), IceCredentials("N3wl", "newl0calpassw0rdnewl0c"), "N3wr", pwd)
     assert d.by_ufrag("LoCa") is s1 and s1.remote_ufrag == REMOTE_UFRAG and d.by_ufrag("Oth3") is s2

@@ -7,7 +7,14 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from media.router import Router
+from media.router import (
+    RESEND_GUARD,
+    RETRANSMIT_BURST_SECONDS,
+    RETRANSMIT_MIN_BYTES_PER_SECOND,
+    RETRANSMIT_RATE_SHARE,
+    VIEWER_RTCP_PER_SECOND,
+    Router,
+)
 from media.rtcp import (
     Nack,
     Pli,
@@ -20,6 +27,7 @@ from media.rtcp import (
     build_remb,
     build_rr,
     build_sr,
+    nack_pairs,
     parse_rtcp_untrusted,
 )
 from media.rtp import AUDIO_LEVEL_URI, MID_URI, RtpHeader, parse_rtp_untrusted
@@ -242,6 +250,57 @@ def test_nack_cache_miss_counts_and_asks_keyframe() -> None:
     assert s.drops["cache_miss"] == 2
     assert s.retransmissions == 0
     assert to_host.rtcp_packets() == [Pli(RTCP_SSRC, 0xA1)]
+
+
+def _repeated_nack(media_ssrc: int, seqs: list[int], times: int) -> bytes:
+    """One NACK whose FCI names the same packets `times` times over (~1.2 KB for 17 x 290)."""
+    fci = b"".join(struct.pack("!HH", pid, blp) for pid, blp in nack_pairs(seqs)) * times
+    body = struct.pack("!II", 0x5000, media_ssrc) + fci
+    return struct.pack("!BBH", 0x81, 205, len(body) // 4) + body
+
+
+def test_a_nack_naming_packets_many_times_resends_each_once() -> None:
+    """Security review row 1: 17 packets named 290 times in one NACK were resent 4,930 times."""
+    router, host, _to_host, viewer = setup()
+    for i in range(40):
+        router.on_publisher_rtp(host.video(key=i == 0), i * 0.01)
+    wanted = [h.sequence_number for h, _ in viewer.of(0x5000)[:34:2]]  # 17 packets, BLP-packed
+    viewer.rtp.clear()
+    router.on_viewer_rtcp("v1", _repeated_nack(0x5000, wanted, 290), 1.0)
+    assert sorted(h.sequence_number for h, _ in viewer.of(0x5000)) == sorted(wanted)
+    assert router.statistics().retransmissions == 17
+    # the same NACK again within the resend guard resends nothing
+    router.on_viewer_rtcp("v1", _repeated_nack(0x5000, wanted, 290), 1.0 + RESEND_GUARD / 2)
+    s = router.statistics()
+    assert s.retransmissions == 17 and s.drops["nack_repeat"] == 17
+
+
+def test_a_viewer_retransmissions_are_capped_by_the_stream_rate() -> None:
+    """A NACK flood costs the viewer's link at most about the stream's own rate, and its RTCP
+    beyond VIEWER_RTCP_PER_SECOND is not even parsed."""
+    router, host, _to_host, viewer = setup()
+    t = 0.0
+    for i in range(300):  # 10 s at 30 packets a second: a known byte rate
+        t = i / 30
+        router.on_publisher_rtp(host.video(key=i == 0), t)
+        router.tick(t)
+    rate = router._sources["video"].byte_rate
+    assert 1000 < rate < 10_000
+    viewer.rtp.clear()
+    seqs = [(host.vseq - 1 - k) & 0xFFFF for k in range(200)]
+    start = t
+    for k in range(100):  # 20 NACKs a second of the 200 newest packets, for 5 s
+        router.on_viewer_rtcp("v1", build_nack(0x5000, 0x5000, seqs), start + k / 20)
+    resent_bytes = sum(len(d) for d in viewer.rtp)
+    budget = max(rate * RETRANSMIT_RATE_SHARE, RETRANSMIT_MIN_BYTES_PER_SECOND)
+    assert resent_bytes <= budget * (RETRANSMIT_BURST_SECONDS + 5.0) * 1.05
+    assert router.statistics().drops["retransmit_limited"] > 0
+    # RTCP flood: 1,000 datagrams in one second, at most 3 x VIEWER_RTCP_PER_SECOND read
+    before = router.statistics().drops["rtcp_rate_limited"]
+    for k in range(1000):
+        router.on_viewer_rtcp("v1", build_nack(0x5000, 0x5000, seqs[:1]), 20.0 + k / 1000)
+    limited = router.statistics().drops["rtcp_rate_limited"] - before
+    assert 1000 - 3 * VIEWER_RTCP_PER_SECOND <= limited < 1000
 
 
 def test_host_change_keeps_seq_ts_and_picture_id_continuous() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import struct
 
 import pytest
 from hypothesis import given
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 from media.errors import MalformedPacket
 from media.rtcp import (
+    MAX_NACK_SEQS,
     Bye,
     Fir,
     FirEntry,
@@ -159,3 +161,17 @@ def test_parse_valid_header_random_body(body: bytes) -> None:
             data = bytes([0x80 | fmt, pt]) + (len(body) // 4).to_bytes(2, "big") + body
             with contextlib.suppress(MalformedPacket):
                 parse_rtcp_untrusted(data)
+
+
+def test_nack_names_each_packet_once_and_at_most_max_nack_seqs() -> None:
+    """A NACK repeating its FCI entries is one NACK of its distinct packets; a longer list
+    than any sender keeps is cut at MAX_NACK_SEQS."""
+    entries = struct.pack("!HH", 100, 0xFFFF) * 290  # 17 packets, 290 times
+    body = struct.pack("!II", 1, 2) + entries
+    (nack,) = parse_rtcp_untrusted(struct.pack("!BBH", 0x81, 205, len(body) // 4) + body)
+    assert isinstance(nack, Nack) and nack.lost == tuple(range(100, 117))
+    overlapping = build_nack(1, 2, [10, 11]) + build_nack(1, 2, [])
+    assert parse_rtcp_untrusted(overlapping)[0] == Nack(1, 2, (10, 11))
+    everything = build_nack(1, 2, range(0, 4000, 2))
+    (big,) = parse_rtcp_untrusted(everything)
+    assert isinstance(big, Nack) and big.lost == tuple(range(0, 2 * MAX_NACK_SEQS, 2))

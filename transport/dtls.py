@@ -37,6 +37,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from OpenSSL import SSL, crypto
 
+from transport.srtp import new_session
+
 DtlsRole = Literal["client", "server"]
 DtlsState = Literal["new", "connecting", "connected", "failed", "closed"]
 KeyType = Literal["ecdsa", "rsa"]
@@ -292,8 +294,8 @@ class DtlsSession:
         """New (rx, tx) libsrtp sessions: rx unprotects what the peer sends, tx protects ours."""
         keys = self.srtp_keys()
         return (
-            pylibsrtp.Session(_srtp_policy(keys.rx_key, pylibsrtp.Policy.SSRC_ANY_INBOUND, keys.profile)),
-            pylibsrtp.Session(_srtp_policy(keys.tx_key, pylibsrtp.Policy.SSRC_ANY_OUTBOUND, keys.profile)),
+            new_session(_srtp_policy(keys.rx_key, pylibsrtp.Policy.SSRC_ANY_INBOUND, keys.profile)),
+            new_session(_srtp_policy(keys.tx_key, pylibsrtp.Policy.SSRC_ANY_OUTBOUND, keys.profile)),
         )
 
     def close(self) -> list[bytes]:

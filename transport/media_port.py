@@ -7,8 +7,10 @@ other one already waiting (up to ``DRAIN_BATCH``), each synchronously, by its
 first byte (RFC 7983, :mod:`media.demux`):
 
 - STUN: the ICE-lite directory (:mod:`media.ice_lite`) finds the session by
-  the USERNAME's local ufrag, the session answers (sent at once on the same
-  socket), and a nomination tells the connection where media goes;
+  the USERNAME's local ufrag (a response to our own request: by its
+  transaction id), the session answers (sent at once on the same socket), and
+  a nominated address that proved it is the client's tells the connection
+  where media goes;
 - DTLS, RTP, RTCP: the connection is found by the source address (only
   addresses that sent an accepted check are known), DTLS goes to its
   handshake, SRTP/SRTCP is unprotected and handed to the router, which
@@ -17,8 +19,8 @@ first byte (RFC 7983, :mod:`media.demux`):
 No queue, no task and no loop hand-off per packet. Why a thread and not a
 Trio task: waking Trio for one lone datagram costs 80-110 us of CPU, a blocking
 ``recvfrom`` 27 us (``bench/wakeup_micro.py``), and in small rooms packets come
-one at a time. Timers (DTLS retransmissions, the consent check) run in Trio
-tasks: a heap of deadlines, and a sweep a second.
+one at a time. Timers (DTLS retransmissions, ICE requests and consent) run in a
+Trio task: a heap of deadlines.
 
 **The media lock** (``MediaPort.lock``, reentrant) guards every piece of media
 state: the ICE directory, the peer connections, and the rooms' routers. The
@@ -50,6 +52,7 @@ import trio
 
 from media.delay_histogram import DelayHistogram
 from media.ice_lite import IceCredentials, IceLiteDirectory, StunError
+from transport.srtp import MAX_MEDIA_DATAGRAM
 
 if TYPE_CHECKING:
     from transport.peer_connection import PeerConnection
@@ -62,8 +65,6 @@ DRAIN_BATCH = 256
 MAX_DATAGRAM = 2048
 #: Kernel socket buffers asked for (the kernel may cap them at net.core.[rw]mem_max).
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
-#: How often connections' consent is checked.
-CONSENT_SWEEP_SECONDS = 1.0
 #: At shutdown, how long to wait for a woken media thread to leave its recvmsg.
 THREAD_STOP_SECONDS = 1.0
 #: Linux: the kernel's receive time of each datagram (a ``struct timespec``, CLOCK_REALTIME).
@@ -81,6 +82,7 @@ class PortStatistics:
         "datagrams_received",
         "forwarding_delay",
         "handler_errors",
+        "malformed",
         "send_errors",
         "unknown_address",
         "unknown_stun",
@@ -88,6 +90,7 @@ class PortStatistics:
 
     def __init__(self) -> None:
         self.datagrams_received = 0
+        self.malformed = 0  # no known first byte (RFC 7983), or SRTP over MAX_MEDIA_DATAGRAM bytes
         self.unknown_address = 0  # DTLS/RTP/RTCP from an address no session knows
         self.unknown_stun = 0  # STUN that no session answers (unknown ufrag, malformed)
         self.send_errors = 0  # sendto refused (buffer full: dropped, or ICMP errors)
@@ -143,10 +146,12 @@ class MediaPort:
         self.directory.remove(connection.ice)
         self._connections.pop(connection.ice.local.ufrag, None)
 
-    def restart_ice(self, connection: PeerConnection, local: IceCredentials, remote_ufrag: str) -> None:
+    def restart_ice(
+        self, connection: PeerConnection, local: IceCredentials, remote_ufrag: str, remote_pwd: str
+    ) -> None:
         """The connection's ICE restart: its session answers the new credentials only."""
         old_ufrag = connection.ice.local.ufrag
-        self.directory.restart(connection.ice, local, remote_ufrag)
+        self.directory.restart(connection.ice, local, remote_ufrag, remote_pwd)
         del self._connections[old_ufrag]
         self._connections[local.ufrag] = connection
 
@@ -184,8 +189,8 @@ class MediaPort:
     # ---- the tasks ----------------------------------------------------------------------
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Read every socket (a media thread each), run the timers and the consent sweep,
-        until cancelled; then stop the threads and close the sockets."""
+        """Read every socket (a media thread each) and run the timers until cancelled; then
+        stop the threads and close the sockets."""
         self._trio_token = trio.lowlevel.current_trio_token()
         self._trio_thread = threading.get_ident()
         try:
@@ -193,7 +198,6 @@ class MediaPort:
                 for sock in self._sockets:
                     nursery.start_soon(self._run_media_thread, sock, name=f"media thread {sock.getsockname()}")
                 nursery.start_soon(self._run_timers)
-                nursery.start_soon(self._sweep_consent)
                 task_status.started()
         finally:
             self._stopping.set()
@@ -270,6 +274,9 @@ class MediaPort:
         address = address[:2]  # IPv6 gives (host, port, flow, scope); IPv4's pair is returned as is
         first = data[0]
         if 127 < first < 192:  # RTP / RTCP (RFC 7983): the per-packet path
+            if len(data) > MAX_MEDIA_DATAGRAM:  # over the path MTU: no host may send it
+                self.statistics.malformed += 1
+                return False
             session = self.directory.by_address(address)
             connection = self._connections.get(session.local.ufrag) if session is not None else None
             if connection is None:
@@ -286,19 +293,27 @@ class MediaPort:
                 self.statistics.unknown_address += 1
                 return False
             connection.receive_dtls(sock, data, address, time.monotonic())
+        else:
+            self.statistics.malformed += 1
         return False
 
     def _handle_stun(self, sock: socket.socket, data: bytes, address: Address) -> None:
+        now = time.monotonic()
+        owner = self.directory.by_address(address)
         try:
-            session, result = self.directory.handle_stun_untrusted(data, address, time.monotonic())
+            session, result = self.directory.handle_stun_untrusted(data, address, now, via=sock)
         except StunError:
             self.statistics.unknown_stun += 1
             return
         if result.response is not None:
             self.sendto(sock, result.response, address)
         connection = self._connections.get(session.local.ufrag)
-        if connection is not None and result.accepted:
-            connection.on_check(sock, result, time.monotonic())
+        if connection is not None:
+            connection.on_ice(result, now)
+        if result.proved is not None and owner is not None and owner is not session:
+            displaced = self._connections.get(owner.local.ufrag)  # the address is no longer its client's
+            if displaced is not None:
+                displaced.on_path_lost()
 
     def _handler_failed(self, address: Any) -> None:
         self.statistics.handler_errors += 1
@@ -326,14 +341,6 @@ class MediaPort:
                 continue
             with trio.move_on_after(max(0.0, wait)):
                 await self._timers_changed.park()
-
-    async def _sweep_consent(self) -> None:
-        while True:
-            await trio.sleep(CONSENT_SWEEP_SECONDS)
-            with self.lock:
-                now = time.monotonic()
-                for connection in self.connections():
-                    connection.check_consent(now)
 
 
 def _bind(address: str, port: int) -> socket.socket:

@@ -18,14 +18,15 @@ tasks; nothing here awaits):
    ICE restart (new local credentials, DTLS and SRTP go on; media moves to
    the path the client's new checks select).
 2. The client, a full ICE agent and controlling, sends checks; the ICE-lite
-   session answers them; a nominated check sets the address media goes to.
-   As DTLS client the connection then starts the handshake.
+   session answers them; a nominated address, once it answered our own check
+   (it proved to be the client's, :mod:`media.ice_lite`), is where media goes.
+   As DTLS client the connection then starts the handshake; as DTLS server it
+   answers the client's flight there (held until then).
 3. DTLS connected: SRTP sessions from its keys; state ``connected``.
 4. ``failed`` on a DTLS failure (:attr:`failure` says why, :attr:`failure_kind`
-   is ``"dtls"``) or (``"consent"``) when nothing
-   authenticated (a check with our credentials, SRTP/SRTCP that unprotects)
-   arrived for ``consent_timeout_seconds`` (RFC 7675); ``closed`` on a
-   close_notify from the peer or :meth:`close`.
+   is ``"dtls"``) or (``"consent"``) when the selected address has not answered
+   our consent requests for ``consent_timeout_seconds`` (RFC 7675); ``closed``
+   on a close_notify from the peer or :meth:`close`.
 
 Threads: the connection is driven by the port's media thread (datagrams) and
 by Trio (the offer, timers, consent, close), always under the port's media
@@ -41,13 +42,14 @@ from __future__ import annotations
 import logging
 import math
 import socket
+import time
 from collections.abc import Callable
 from typing import Literal
 
 import msgspec
 import pylibsrtp
 
-from media.ice_lite import BindingResult, IceCredentials, IceLiteSession
+from media.ice_lite import BindingResult, IceCredentials, IceLiteSession, Outgoing
 from media.sdp_answer import Answer, AnswerParams, answer_offer_untrusted, parse_candidate_untrusted, random_ssrcs
 from media.streams import SdpError, SinkStream, SourceStream
 from transport.dtls import DtlsCertificate, DtlsError, DtlsSession
@@ -55,6 +57,9 @@ from transport.media_port import MediaPort
 from transport.settings import IceSettings, MediaSettings, TransportCounters
 
 logger = logging.getLogger(__name__)
+
+#: DTLS datagrams held for a client whose address is not proved yet (a flight is a few).
+MAX_HELD_DATAGRAMS = 8
 
 Role = Literal["host", "viewer"]
 FailureKind = Literal["dtls", "consent"]
@@ -77,11 +82,12 @@ class PeerConnection:
         self._port = port
         self._certificate = certificate
         self.role: Role = role
-        self._ice_settings = ice
         self._media = media
         self._counters = counters
         self.label = label or role
-        self.ice = IceLiteSession(0.0, IceCredentials.generate(), consent_timeout=ice.consent_timeout_seconds)
+        self.ice = IceLiteSession(
+            time.monotonic(), IceCredentials.generate(), consent_timeout=ice.consent_timeout_seconds
+        )
         self._dtls: DtlsSession | None = None
         self._rx: pylibsrtp.Session | None = None
         self._tx: pylibsrtp.Session | None = None
@@ -94,9 +100,8 @@ class PeerConnection:
         self._failure_kind: FailureKind | None = None
         self._answered: tuple[AnswerParams, Answer] | None = None  # of the accepted offer
         self._registered = False
-        self._heard = 0  # authenticated things received; compared by the consent check
-        self._heard_at_check = 0
-        self._heard_at = 0.0
+        self._held: list[bytes] = []  # DTLS flights for the client before its address is proved
+        self._wake_at = math.inf  # the earliest on_timer asked of the port (later entries are stale)
         self._callback_errors = 0
         self.on_state: StateCallback | None = None
         self.on_rtp: PacketCallback | None = None
@@ -168,12 +173,13 @@ class PeerConnection:
         except ValueError as exc:
             raise SdpError(f"the offer's fingerprint cannot be used: {exc}") from exc
         with self._port.lock:  # from here on the media thread may drive it
-            self.ice.set_remote_ufrag(answer.remote_ufrag)
+            self.ice.set_remote_credentials(answer.remote_ufrag, answer.remote_pwd)
             self._port.register(self)  # DirectoryFull: nothing has changed
             self._dtls = dtls
             self._sources, self._sinks = answer.sources, answer.sinks
             self._answered = (params, answer)
             self._registered = True
+            self._arm_timer()  # consent runs from now
         return answer.sdp
 
     def _renegotiate(self, offer: str) -> str:
@@ -196,7 +202,7 @@ class PeerConnection:
         with self._port.lock:
             if self._state in ("failed", "closed"):
                 raise RuntimeError(f"{self.label}: the connection has {self._state}")
-            self._port.restart_ice(self, fresh, answer.remote_ufrag)
+            self._port.restart_ice(self, fresh, answer.remote_ufrag, answer.remote_pwd)
         logger.info("%s: ICE restart (new ufrag %s)", self.label, fresh.ufrag)
         self._answered = (restarted, answer)
         return answer.sdp
@@ -217,12 +223,13 @@ class PeerConnection:
             raise SdpError(f"malformed candidate {candidate[:80]!r}: {exc}") from exc
 
     def send_rtp(self, data: bytes) -> None:
-        """SRTP-protect and send one RTP packet; dropped (counted) if not connected."""
+        """SRTP-protect and send one RTP packet; dropped (counted) if not connected or if it
+        cannot be protected. Never raises: the router's fan-out goes on to the next viewer."""
         tx, remote, sock = self._tx, self._remote, self._sock
         if tx is not None and remote is not None and sock is not None:
             try:
                 out = tx.protect(data)
-            except pylibsrtp.Error:
+            except (pylibsrtp.Error, ValueError):  # ValueError: longer than libsrtp's buffer
                 self._counters.rtp_dropped += 1
                 return
             if self._port.sendto(sock, out, remote):
@@ -236,7 +243,7 @@ class PeerConnection:
         if tx is not None and remote is not None and sock is not None:
             try:
                 out = tx.protect_rtcp(data)
-            except pylibsrtp.Error:
+            except (pylibsrtp.Error, ValueError):
                 self._counters.rtcp_dropped += 1
                 return
             if self._port.sendto(sock, out, remote):
@@ -258,24 +265,23 @@ class PeerConnection:
 
     # ---- driven by the media port -------------------------------------------------------------
 
-    def on_check(self, sock: socket.socket, result: BindingResult, now: float) -> None:
-        """An accepted ICE check (already answered by the port)."""
-        self._heard += 1
-        selected = self.ice.selected_address
-        if selected is None or (selected == self._remote and sock is self._sock):
-            return
-        self._remote, self._sock = selected, sock
-        dtls = self._dtls
-        if dtls is not None and dtls.state == "new":  # a client sends its ClientHello; a server's clock starts
-            self._send_all(dtls.start(now))
-            self._schedule(dtls)
+    def on_ice(self, result: BindingResult, now: float) -> None:
+        """A STUN datagram of this connection's ICE session was handled (any answer already
+        sent by the port): send our requests, follow the selected address."""
+        if result.requests:
+            self._send_requests(result.requests)
+            self._arm_timer()
+        if result.address_changed:
+            self._follow_selected(now)
+
+    def on_path_lost(self) -> None:
+        """Another session proved the selected address is its client's: send nothing there."""
+        self._follow_selected(time.monotonic())
 
     def receive_dtls(self, sock: socket.socket, data: bytes, address: tuple[str, int], now: float) -> None:
         dtls = self._dtls
         if dtls is None or self._state in ("failed", "closed"):
             return
-        if self._remote is None:  # DTLS server role: the client's flight tells where it is
-            self._remote, self._sock = address, sock
         try:
             out = dtls.receive_untrusted(data, now)
         except DtlsError as exc:
@@ -292,7 +298,7 @@ class PeerConnection:
             self._rx = self._tx = None
             self._report("closed")
             return
-        self._schedule(dtls)
+        self._arm_timer()
 
     def receive_srtp(self, data: bytes) -> None:
         """SRTP or SRTCP from the peer's address (the per-packet path)."""
@@ -300,7 +306,7 @@ class PeerConnection:
         if rx is None:
             return
         counters = self._counters
-        if len(data) < 8:  # shorter than any RTCP header: not even worth unprotecting
+        if len(data) < 8:  # shorter than any RTCP header (the port drops what is over the MTU)
             counters.srtp_errors += 1
             return
         try:
@@ -313,7 +319,6 @@ class PeerConnection:
         except pylibsrtp.Error:
             counters.srtp_errors += 1
             return
-        self._heard += 1
         if self.role == "host":
             counters.bytes_received += len(data)
         if callback is not None:
@@ -323,41 +328,69 @@ class PeerConnection:
                 self._callback_failed("on_rtcp" if callback is self.on_rtcp else "on_rtp")
 
     def on_timer(self, now: float) -> None:
-        dtls = self._dtls
-        if dtls is None or self._state in ("failed", "closed"):
+        """The port's timer: DTLS retransmissions, our ICE requests, consent expiry."""
+        if now < self._wake_at:  # an entry an earlier wake-up has already served
             return
-        deadline = dtls.next_timeout()
-        if deadline is None or deadline > now:
-            return
-        try:
-            self._send_all(dtls.handle_timeout(now))
-        except DtlsError as exc:
-            self._send_all(exc.datagrams or [])
-            self._fail("dtls", f"DTLS: {exc.reason}")
-            return
-        self._schedule(dtls, after=now)
-
-    def check_consent(self, now: float) -> None:
-        """Called about once a second by the port: fail after the consent timeout of silence."""
+        self._wake_at = math.inf
         if not self._registered or self._state in ("failed", "closed"):
             return
-        if self._heard != self._heard_at_check or self._heard_at == 0.0:
-            self._heard_at_check, self._heard_at = self._heard, now
-        elif now - self._heard_at >= self._ice_settings.consent_timeout_seconds:
-            self._fail("consent", f"consent lost: nothing authenticated received for {now - self._heard_at:.0f} s")
+        if self.ice.check_consent(now):
+            where = f"{self._remote} has not" if self._remote else "no address of the peer has"
+            self._fail("consent", f"consent lost: {where} answered our checks for {self.ice.consent_timeout:.0f} s")
+            return
+        self._send_requests(self.ice.poll(now))
+        dtls = self._dtls
+        deadline = dtls.next_timeout() if dtls is not None else None
+        if dtls is not None and deadline is not None and deadline <= now:
+            try:
+                self._send_all(dtls.handle_timeout(now))
+            except DtlsError as exc:
+                self._send_all(exc.datagrams or [])
+                self._fail("dtls", f"DTLS: {exc.reason}")
+                return
+            self._arm_timer(after=now)
+        else:
+            self._arm_timer()
 
     # ---- internals --------------------------------------------------------------------------
 
-    def _schedule(self, dtls: DtlsSession, *, after: float = -math.inf) -> None:
-        """Have the port call on_timer when DTLS wants it (a deadline not after `after` is
-        stale: OpenSSL has nothing to retransmit, so nothing is scheduled)."""
-        deadline = dtls.next_timeout()
-        if deadline is not None and deadline > after:
+    def _follow_selected(self, now: float) -> None:
+        """Media goes to the ICE session's selected address (none: nowhere); DTLS starts
+        there when it has not yet."""
+        selected, sock = self.ice.selected_address, self.ice.selected_via
+        if selected is None or sock is None:
+            self._remote = self._sock = None
+            return
+        self._remote, self._sock = selected, sock
+        held, self._held = self._held, []
+        self._send_all(held)
+        dtls = self._dtls
+        if dtls is not None and dtls.state == "new":  # a client sends its ClientHello; a server's clock starts
+            self._send_all(dtls.start(now))
+            self._arm_timer()
+
+    def _send_requests(self, requests: list[Outgoing] | tuple[Outgoing, ...]) -> None:
+        for request in requests:
+            self._port.sendto(request.via, request.data, request.address)
+
+    def _arm_timer(self, *, after: float = -math.inf) -> None:
+        """Have the port call on_timer when DTLS or ICE next want it (a DTLS deadline not
+        after `after` is stale: OpenSSL has nothing to retransmit). One entry in the port's
+        heap is live at a time: the earliest asked for."""
+        deadline = self.ice.next_timeout()
+        dtls = self._dtls
+        dtls_deadline = dtls.next_timeout() if dtls is not None else None
+        if dtls_deadline is not None and dtls_deadline > after:
+            deadline = min(deadline, dtls_deadline)
+        if deadline < self._wake_at:
+            self._wake_at = deadline
             self._port.schedule(deadline, self)
 
     def _send_all(self, datagrams: list[bytes]) -> None:
+        """DTLS to the client's proved address; held (the last flight, bounded) until there is one."""
         sock, remote = self._sock, self._remote
         if sock is None or remote is None:
+            self._held = datagrams[-MAX_HELD_DATAGRAMS:] if datagrams else self._held
             return
         for datagram in datagrams:
             self._port.sendto(sock, datagram, remote)
@@ -372,6 +405,7 @@ class PeerConnection:
         self._report("failed")
 
     def _leave_port(self) -> None:
+        self.ice.close()
         if self._registered:
             self._port.unregister(self)
             self._registered = False
