@@ -130,6 +130,16 @@ async def main(config: Config, front_args: list[str] | None = None, worker_index
     log.info("stopped")
 
 
+def first_config_error(group: BaseExceptionGroup[ConfigError]) -> ConfigError:
+    """The first ConfigError of `group`, however deep: each nursery it crossed wraps it once
+    more (the front's, inside `main`'s), and `except*` keeps that nesting."""
+    found: BaseException = group
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    assert isinstance(found, ConfigError)
+    return found
+
+
 def run(argv: list[str]) -> int:
     args = parse_args(argv)
     logging.basicConfig(
@@ -146,7 +156,7 @@ def run(argv: list[str]) -> int:
         front = worker_argv(args) if runs_front(config) and args.worker_index is None else None
         trio.run(main, config, front, args.worker_index)
     except* ConfigError as group:  # found while starting (e.g. the media port is taken)
-        failure = next(e for e in group.exceptions if isinstance(e, ConfigError))
+        failure = first_config_error(group)
     if failure is not None:
         print(f"config error: {failure}", file=sys.stderr)
         return 2

@@ -34,6 +34,7 @@ import msgspec
 import trio
 
 from core.config import WebhooksConfig
+from core.credentials import redact_url
 from core.webhook_signature import SIGNATURE_HEADER, sign_webhook
 
 log = logging.getLogger("bitbasel.webhooks")
@@ -74,6 +75,7 @@ class _Receiver:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.shown = redact_url(url)  # in logs: never the password a URL may carry
         self.pending: dict[str, deque[tuple[WebhookEvent, bytes]]] = {}
         self.count = 0
         self.limiter = trio.CapacityLimiter(MAX_IN_FLIGHT_PER_URL)
@@ -108,7 +110,7 @@ class Webhooks:
                 self.statistics.dropped += 1
                 if self.statistics.dropped == 1 or self.statistics.dropped % 1000 == 0:
                     log.warning("webhook %s: %d events pending, dropping (%d so far)",
-                                receiver.url, receiver.count, self.statistics.dropped)  # fmt: skip
+                                receiver.shown, receiver.count, self.statistics.dropped)  # fmt: skip
                 continue
             queue = receiver.pending.get(room_id)
             receiver.count += 1
@@ -167,9 +169,9 @@ class Webhooks:
             if self._clock() + wait > give_up_at:
                 self.statistics.failed += 1
                 log.warning("webhook %s: gave up on %s %s of %s after %d attempts (%s)",
-                            receiver.url, event.type, event.id, event.room_id, attempt, outcome)  # fmt: skip
+                            receiver.shown, event.type, event.id, event.room_id, attempt, outcome)  # fmt: skip
                 return
-            log.info("webhook %s: %s %s: %s; retrying in %.1f s", receiver.url, event.type, event.id, outcome, wait)
+            log.info("webhook %s: %s %s: %s; retrying in %.1f s", receiver.shown, event.type, event.id, outcome, wait)
             self.statistics.retried += 1
             delay *= 2
             await trio.sleep(wait)

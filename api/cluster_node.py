@@ -29,6 +29,7 @@ from cluster.redis_client import RedisUnavailable
 from cluster.registry import ClusterRegistry, NodeInfo, WorkerLoad
 from cluster.resp import RespError
 from core.config import Config
+from core.credentials import same_secret
 
 log = logging.getLogger("bitbasel.cluster")
 
@@ -183,8 +184,10 @@ class ClusterNode:
         return f"{self.node_id} {_proof(self.secret, self.node_id)}"
 
     def is_relayed(self, value: str | None) -> bool:
+        """The header proves a node relayed the request; anything else (a client's guess, bytes
+        that are not ASCII) is not relayed."""
         node_id, _, proof = (value or "").partition(" ")
-        return bool(node_id) and hmac.compare_digest(proof, _proof(self.secret, node_id))
+        return bool(node_id) and same_secret(proof, _proof(self.secret, node_id))
 
     # ---- where things go --------------------------------------------------------------------
 

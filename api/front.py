@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from quart import Response, request, websocket
 from quart_trio import QuartTrio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
+from api.canonical_path import CanonicalPaths, is_internal, relayed_path
 from api.cluster_node import (
     RELAYED_BY,
     ClusterNode,
@@ -39,12 +39,14 @@ from api.cluster_node import (
     node_id_of,
     node_url,
 )
+from api.rest import ROOM_ID
 from api.server import hypercorn_config
 from api.worker_pool import Worker, WorkerPool, add_numbers
 from cluster.redis_client import RedisClient, RedisUnavailable
 from cluster.registry import ClusterRegistry
 from cluster.resp import RespError
 from core.config import Config, ConfigError
+from core.credentials import bears_api_key, redact_url
 from core.signaling import Error, Reconnect, encode
 
 log = logging.getLogger("bitbasel.front")
@@ -79,10 +81,11 @@ class Front:
 
     def authorized(self, headers: Any) -> bool:
         """The caller bears the API key (when one is set): for what the front answers itself."""
-        key = self.config.auth.api_key
-        return not key or hmac.compare_digest(headers.get("Authorization", ""), f"Bearer {key}")
+        return bears_api_key(headers.get("Authorization"), self.config.auth.api_key)
 
     async def route(self, room_id: str, *, relayed: bool) -> Route:
+        if not ROOM_ID.fullmatch(room_id):  # no room has that id: never a lookup (a path, a key) built of it
+            return Nowhere("room_not_found", f"no room {room_id}")
         if self.cluster is not None:
             return await self.cluster.locate(room_id, relayed=relayed)
         index = await self.pool.worker_of_room(room_id)
@@ -96,13 +99,17 @@ class Front:
         return route.url, {RELAYED_BY: self.cluster.relay_header()}
 
     async def relay(self, base_url: str, path: str, extra_headers: dict[str, str]) -> Response:
-        """The current request sent on to `base_url`; its answer streamed back."""
+        """The current request sent on to `base_url`; its answer streamed back. `path` is
+        canonical (api/canonical_path.py): the worker or node reads that very path, and never
+        one under /internal (whichever route asks)."""
+        if is_internal(path):
+            return _error(404, "not_found", f"no route {path}")
         http = self.pool.http
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS | {RELAYED_BY.lower()}}
         headers |= extra_headers
         body = await request.get_data()
         outgoing = http.build_request(
-            request.method, base_url + path, params=request.args, content=body, headers=headers
+            request.method, base_url + relayed_path(path), params=request.args, content=body, headers=headers
         )
         try:
             answer = await http.send(outgoing, stream=True)  # a recording may be gigabytes: streamed
@@ -153,7 +160,7 @@ class Front:
             breakdown.append(
                 {
                     "node_id": node_id,
-                    "url": info.url if info else cluster.url,
+                    "url": redact_url(info.url if info else cluster.url),
                     "draining": info.draining if info else cluster.draining,
                     "stats": nodes[node_id],
                 }
@@ -204,6 +211,7 @@ def _post_of(body: str | bytes) -> str | None:
 
 def create_front_app(front: Front) -> QuartTrio:
     app = QuartTrio("bitbasel_media_front", static_folder=None)
+    app.asgi_app = CanonicalPaths(app.asgi_app)  # type: ignore[method-assign]  # routes see resolved paths only
     pool = front.pool
 
     @app.post("/room/create")
@@ -297,7 +305,7 @@ def create_front_app(front: Front) -> QuartTrio:
     @app.route("/", defaults={"path": ""}, methods=["GET", "POST"])
     @app.route("/<path:path>", methods=["GET", "POST"])
     async def anything(path: str) -> Response:
-        if path.startswith("internal/"):  # the workers' routes for their front only
+        if is_internal("/" + path):  # the workers' routes for their front only; `path` is resolved
             return _error(404, "not_found", f"no route /{path}")
         return await front.relay_to(OnWorker(0), "/" + path)
 
@@ -384,7 +392,8 @@ async def run_front(
             try:
                 secret = await registry.relay_secret()
             except (RedisUnavailable, RespError) as exc:
-                raise ConfigError(f"cluster.redis_url: cannot use {config.cluster.redis_url}: {exc}") from exc
+                where = redact_url(config.cluster.redis_url)
+                raise ConfigError(f"cluster.redis_url: cannot use {where}: {exc}") from exc
             front.cluster = ClusterNode(registry, url, pool, config.cluster.node_ttl_seconds, secret=secret)
             pool.argv += ["--node-id", node_id]
         async with trio.open_nursery() as starting:
@@ -401,7 +410,10 @@ async def run_front(
             await nursery.start(beat)
             nursery.start_soon(cluster.fence)
             log.info(
-                "node %s (%s) in the cluster at %s", front.cluster.node_id, front.cluster.url, config.cluster.redis_url
+                "node %s (%s) in the cluster at %s",
+                front.cluster.node_id,
+                redact_url(front.cluster.url),
+                redact_url(config.cluster.redis_url),
             )
         log.info("front with %d workers on %s", count, binds[0])
         task_status.started(binds[0])

@@ -3,7 +3,6 @@ supervisor's client (request/reply over memory channels)."""
 
 from __future__ import annotations
 
-import hmac
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,6 +32,7 @@ from api.schemas import (
     TokenRequest,
     TokenResponse,
 )
+from core.credentials import bears_api_key
 
 # Routes of this blueprint need the bearer key when `[auth] api_key` is set;
 # /health, the pages, static files, /openapi.json and /ws do not.
@@ -46,12 +46,8 @@ ROOM_ID = re.compile(r"room_[0-9]{1,32}")
 
 def check_api_key(ctx: ServerContext) -> None:
     """Raise `unauthorized` unless the request bears the API key (when one is set).
-    Compared in constant time."""
-    api_key = ctx.config.auth.api_key
-    if not api_key:
-        return
-    given = request.headers.get("Authorization", "")
-    if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+    Compared in constant time, as bytes (core/credentials.py)."""
+    if not bears_api_key(request.headers.get("Authorization"), ctx.config.auth.api_key):
         raise ApiError("unauthorized", "missing or wrong 'Authorization: Bearer <api_key>'")
 
 

@@ -25,6 +25,7 @@ from api.media import MediaConnections, open_media_port
 from cluster.redis_client import RedisClient
 from cluster.redis_directory import RedisRoomDirectory
 from core.config import Config, ConfigError
+from core.credentials import redact_url
 from core.room_directory import RoomDirectory, RoomDirectoryError, RoomRow, SqliteRoomDirectory
 from core.tokens import TokenIssuer
 
@@ -99,7 +100,8 @@ async def open_room_store(config: Config, worker_index: int | None) -> tuple[Roo
     directory: RoomDirectory
     try:
         if cluster.redis_url and worker_index is not None:
-            key, where = "cluster.redis_url", f"{cluster.redis_url} (node {cluster.node_id}, worker {worker_index})"
+            key = "cluster.redis_url"
+            where = f"{redact_url(cluster.redis_url)} (node {cluster.node_id}, worker {worker_index})"
             directory = RedisRoomDirectory(RedisClient(cluster.redis_url), cluster.node_id, worker_index)
         elif cluster.state_path:
             key, where = "cluster.state_path", cluster.state_path

@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from core.credentials import redact_url
+
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 
@@ -118,7 +120,7 @@ class WebhooksConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=
     def __post_init__(self) -> None:
         for url in self.urls:
             if not url.startswith(("http://", "https://")):
-                raise ValueError(f"webhook url {url!r} must start with http:// or https://")
+                raise ValueError(f"webhook url {redact_url(url)!r} must start with http:// or https://")
         if self.urls and len(self.secret.encode()) < 16:
             raise ValueError("urls needs a secret of at least 16 bytes (receivers verify the signatures)")
 
