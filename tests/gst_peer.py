@@ -284,9 +284,10 @@ class Peer:
     # -- media
 
     def _add_host_sources(self) -> None:
+        pattern, bitrate = ("snow", 2_000_000) if self.args.full_packets else ("ball", 300_000)
         video = Gst.parse_bin_from_description(
-            "videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=15/1 "
-            "! videoconvert ! queue ! vp8enc name=venc deadline=1 keyframe-max-dist=30 target-bitrate=300000 "
+            f"videotestsrc is-live=true pattern={pattern} ! video/x-raw,width=320,height=240,framerate=15/1 "
+            f"! videoconvert ! queue ! vp8enc name=venc deadline=1 keyframe-max-dist=30 target-bitrate={bitrate} "
             f"! rtpvp8pay picture-id-mode=15-bit pt={VIDEO_PT} ! queue",
             True,
         )
@@ -485,6 +486,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-trickle", action="store_true", help="send no candidates (ICE-lite server)")
     parser.add_argument("--ignore-stdin", action="store_true", help="do not end on stdin EOF")
     parser.add_argument("--print-sdp", action="store_true", help="put the offer and answer SDP in the events")
+    parser.add_argument(
+        "--full-packets",
+        action="store_true",
+        help="host: a noisy picture at 2 Mbit/s, so rtpvp8pay fills packets to its default MTU (1,400)",
+    )
     return parser.parse_args(argv)
 
 

@@ -7,7 +7,7 @@ server is the DTLS client, as it is for any ``actpass`` offer), and a hand-writt
 offer (Opus + VP8, one BUNDLE group). It answers the server's own STUN requests (the proof
 of its address and consent) unless told not to.
 
-Forged sources: :func:`send_forged` writes an IPv4 + UDP header itself on a raw socket
+Forged sources: :class:`Forger` writes an IPv4 + UDP header itself on a raw socket
 (IP_HDRINCL), which the suite's private network namespace allows (we are root in it).
 """
 
@@ -36,24 +36,41 @@ from transport.dtls import DtlsCertificate, DtlsSession
 Address = tuple[str, int]
 
 
+class Forger:
+    """Sends UDP datagrams that claim any IPv4 source: the IP and UDP headers are written by
+    hand on a raw socket (IP_HDRINCL), which the suite's private network namespace allows."""
+
+    def __init__(self) -> None:
+        self._raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+
+    def __enter__(self) -> Forger:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._raw.close()
+
+    def send(self, source: Address, destination: Address, payload: bytes) -> None:
+        udp = struct.pack("!HHHH", source[1], destination[1], 8 + len(payload), 0) + payload  # checksum 0: none
+        ip = struct.pack(
+            "!BBHHHBBH4s4s",
+            0x45,
+            0,
+            20 + len(udp),
+            0,
+            0,
+            64,
+            socket.IPPROTO_UDP,
+            0,  # the kernel fills in the header checksum
+            socket.inet_aton(source[0]),
+            socket.inet_aton(destination[0]),
+        )
+        self._raw.sendto(ip + udp, (destination[0], 0))
+
+
 def send_forged(source: Address, destination: Address, payload: bytes) -> None:
-    """Send `payload` as a UDP datagram that claims to come from `source` (IPv4 loopback)."""
-    udp = struct.pack("!HHHH", source[1], destination[1], 8 + len(payload), 0) + payload  # checksum 0: none
-    ip = struct.pack(
-        "!BBHHHBBH4s4s",
-        0x45,
-        0,
-        20 + len(udp),
-        0,
-        0,
-        64,
-        socket.IPPROTO_UDP,
-        0,  # the kernel fills in the header checksum
-        socket.inet_aton(source[0]),
-        socket.inet_aton(destination[0]),
-    )
-    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as raw:
-        raw.sendto(ip + udp, (destination[0], 0))
+    """Send one datagram that claims to come from `source` (IPv4)."""
+    with Forger() as forger:
+        forger.send(source, destination, payload)
 
 
 @dataclass

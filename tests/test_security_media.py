@@ -10,6 +10,7 @@ the code before the fix, as its docstring says.
 
 from __future__ import annotations
 
+import random
 import secrets
 import socket
 import struct
@@ -22,14 +23,15 @@ import httpx
 import trio
 
 from media.ice_lite import REQUEST_ATTEMPTS
-from media.rtcp import nack_pairs
+from media.rtcp import build_nack, nack_pairs
 from media_server_client.aiortc_hooks import ice_connection, ice_gatherers
 from media_server_client.bots import Bot, open_host, open_viewer
 from media_server_client.containment import open_contained_loop
 from media_server_client.sources import TestPatternTrack, ToneTrack
-from tests.raw_peer import RawPeer, raw_peer, send_forged
+from tests.raw_peer import Forger, RawPeer, raw_peer, send_forged
 from tests.rtp_packets import build_rtp_packet
 from tests.serving import ServerProcess, server_process
+from tests.test_reliability import poll_until
 
 LOOPBACK = ["127.0.0.1"]
 CONSENT = 4.0  # the servers' consent timeout here: short, so "after the timeout" comes soon
@@ -44,6 +46,10 @@ async def create_room(client: httpx.AsyncClient, post: str) -> str:
     response.raise_for_status()
     room_id: str = response.json()["room_id"]
     return room_id
+
+
+async def routed_viewers(client: httpx.AsyncClient, room_id: str) -> int:
+    return int((await client.get(f"/room/{room_id}/stats")).json()["forwarding"]["viewer_count"])
 
 
 async def port_stats(client: httpx.AsyncClient) -> dict[str, Any]:
@@ -269,6 +275,8 @@ async def test_full_size_host_rtp_reaches_every_viewer_and_oversize_is_malformed
                 raw_peer(server.ws_url, room_id) as (first, _v1),
                 raw_peer(server.ws_url, room_id) as (second, _v2),
             ):
+                with trio.fail_after(10):  # both viewers are routed (attached once their transport is up)
+                    await poll_until(lambda: routed_viewers(client, room_id), lambda count: count == 2)
                 sizes = [1200, 1357, 1400, 1440, 1480]
                 for n in range(60):
                     size = sizes[n % len(sizes)]
@@ -287,3 +295,91 @@ async def test_full_size_host_rtp_reaches_every_viewer_and_oversize_is_malformed
                 after = await port_stats(client)
     assert after["handler_errors"] == 0
     assert after["malformed"] - before["malformed"] == 50
+
+
+# ---- the media port fuzzed while media flows ------------------------------------------------------
+
+
+def fuzz_datagrams(rng: random.Random, seeds: list[bytes], count: int) -> list[bytes]:
+    """`count` datagrams: random bytes with a first byte from each RFC 7983 range, and valid
+    datagrams of a session (its checks, SRTCP, DTLS-looking records) mutated: bits flipped,
+    bytes overwritten, truncated, extended, spliced."""
+    out: list[bytes] = []
+    firsts = [0, 1, 2, 3, 17, 20, 22, 23, 63, 64, 79, 128, 144, 191, 192, 255]
+    for _ in range(count):
+        kind = rng.random()
+        if kind < 0.3:
+            size = rng.choice([0, 1, 2, 4, 8, 12, 13, 20, 28, 100, 1200, 1500, 1501, 2000])
+            data = bytearray(rng.randbytes(size))
+            if data:
+                data[0] = rng.choice(firsts)
+        else:
+            data = bytearray(rng.choice(seeds))
+            for _ in range(rng.randint(1, 4)):
+                action = rng.random()
+                if action < 0.4 and data:
+                    data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+                elif action < 0.6 and data:
+                    data[rng.randrange(len(data))] = rng.randrange(256)
+                elif action < 0.75:
+                    del data[rng.randrange(len(data) + 1) :]
+                elif action < 0.9:
+                    data += rng.randbytes(rng.randint(1, 64))
+                else:
+                    other = rng.choice(seeds)
+                    cut = rng.randrange(len(other) + 1)
+                    data = data[: rng.randrange(len(data) + 1)] + other[cut:]
+        out.append(bytes(data))
+    return out
+
+
+async def test_fuzzing_the_media_port_leaves_media_and_sessions_alone(tmp_path: Path) -> None:
+    """A few thousand random and mutated datagrams, from the attacker's own address and from
+    forged ones (the host's and the bystander's included), while a host publishes and a viewer
+    decodes: the viewer's frame rate does not drop, and no datagram makes the port raise."""
+    rng = random.Random(18)
+    async with (
+        publishing(tmp_path) as (server, client, room_id, host),
+        open_viewer(server.ws_url, room_id, host_addresses=LOOPBACK) as bystander,
+        raw_peer(server.ws_url, room_id) as (attacker, _session),
+    ):
+        with trio.fail_after(15):
+            await bystander.wait_for(lambda s: s.video_frames >= 30)
+        video_ssrc = attacker.video_ssrc or 0
+        assert attacker.tx is not None
+        seeds = [
+            *attacker.sent_checks,
+            attacker.check(nominate=True),
+            attacker.tx.protect_rtcp(build_nack(1, video_ssrc, [1, 2, 3])),
+            attacker.tx.protect_rtcp(build_nack(1, video_ssrc, range(0, 600, 3))),
+            bytes([22, 254, 253]) + bytes(8) + struct.pack("!H", 40) + rng.randbytes(40),  # a DTLS record
+            bytes([0x80, 96]) + rng.randbytes(1400),  # RTP-looking
+        ]
+        sources = [attacker.address, host_address(host), ("127.0.0.1", 9), ("127.0.0.1", 40000)]
+        sources += [(f"127.0.{rng.randrange(256)}.{rng.randrange(1, 255)}", rng.randrange(1, 65536)) for _ in range(8)]
+        datagrams = fuzz_datagrams(rng, seeds, 4000)
+
+        start, frames = trio.current_time(), bystander.state.video_frames
+        await trio.sleep(2)
+        quiet_fps = (bystander.state.video_frames - frames) / (trio.current_time() - start)
+        start, frames = trio.current_time(), bystander.state.video_frames
+        with Forger() as forger:
+            for n, data in enumerate(datagrams):  # ~1,000 a second for 4 s
+                source = rng.choice(sources)
+                if source == attacker.address:
+                    await attacker.sock.sendto(data, attacker.server)
+                else:
+                    forger.send(source, attacker.server, data)
+                if n % 10 == 9:
+                    await trio.sleep(0.01)
+        fuzzed_fps = (bystander.state.video_frames - frames) / (trio.current_time() - start)
+        stats = await port_stats(client)
+        assert (await client.get(f"/room/{room_id}/stats")).json()["has_host"]
+    print(
+        f"fuzzed the media port with {len(datagrams)} datagrams: viewer {quiet_fps:.1f} fps quiet, "
+        f"{fuzzed_fps:.1f} fps meanwhile; malformed {stats['malformed']}, unknown STUN {stats['unknown_stun']}, "
+        f"unknown address {stats['unknown_address']}"
+    )
+    assert stats["handler_errors"] == 0
+    assert fuzzed_fps >= 0.8 * quiet_fps
+    assert "Traceback" not in server.log()
