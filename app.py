@@ -18,9 +18,9 @@ from pathlib import Path
 import msgspec
 import trio
 
-from api.front import run_front
 from api.server import ServerAddress, check_tls_files, run_server
 from core.config import Config, ConfigError, load_config
+from front.app import run_front
 
 log = logging.getLogger("bitbasel")
 
@@ -58,7 +58,7 @@ def effective_config(args: argparse.Namespace) -> Config:
 
 
 def worker_config(config: Config, index: int) -> Config:
-    """A media worker of the front (api/front.py): loopback HTTP for the front only, its own
+    """A media worker of the front (front/app.py): loopback HTTP for the front only, its own
     UDP port (`udp_port + index`; any with 0) and room directory."""
     ice = config.ice
     udp_port = ice.udp_port + index if ice.udp_port else 0
@@ -80,7 +80,7 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
 
 
 def runs_front(config: Config) -> bool:
-    """Several workers, or a node of a cluster: a front (api/front.py) over worker processes."""
+    """Several workers, or a node of a cluster: a front (front/app.py) over worker processes."""
     return config.cluster.workers != 1 or bool(config.cluster.redis_url)
 
 

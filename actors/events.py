@@ -1,5 +1,5 @@
 """Where the room's life is told (webhooks): the supervisor and the room actors call
-`emit` on Trio's thread; it must never block (actors/webhooks.py queues and returns)."""
+`emit` on Trio's thread; it must never block (services/webhooks.py queues and returns)."""
 
 from __future__ import annotations
 

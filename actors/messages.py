@@ -80,14 +80,14 @@ class AdoptRoom(msgspec.Struct, frozen=True):
 
 
 class StartRecording(msgspec.Struct, frozen=True):
-    """Answer: the room's actors.recordings.Recording (a new one, or the one in progress)."""
+    """Answer: the room's services.recordings.Recording (a new one, or the one in progress)."""
 
     room_id: str
     reply: Reply
 
 
 class StopRecording(msgspec.Struct, frozen=True):
-    """Answer: the stopped actors.recordings.Recording (wait for it to be finished)."""
+    """Answer: the stopped services.recordings.Recording (wait for it to be finished)."""
 
     room_id: str
     reply: Reply

@@ -51,10 +51,10 @@ from actors.messages import (
     RoomStats,
     RoomStoppedEvent,
 )
-from actors.recordings import Recording
 from core.signaling import Role, StopReason
 from media.router import Router
 from media.streams import SourceStream
+from services.recordings import Recording
 from transport.settings import TransportCounters
 
 log = logging.getLogger("bitbasel.room")
@@ -110,7 +110,7 @@ class RoomRecord:
     # held around anything that touches the router (the media thread drives it too)
     media_lock: AbstractContextManager[Any] = field(default_factory=threading.RLock)
     announced: RoomChanged = field(default_factory=lambda: RoomChanged(viewer_count=0, has_host=False))
-    # webhooks (actors/webhooks.py): where events go, and whether the host's media is flowing
+    # webhooks (services/webhooks.py): where events go, and whether the host's media is flowing
     events: EventSink = field(default_factory=lambda: NO_EVENTS)
     live: bool = False  # host_live sent, host_left not yet
     live_baseline: int = 0  # router.packets_in when the current publisher was attached

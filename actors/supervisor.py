@@ -51,14 +51,14 @@ from actors.messages import (
     StopRecording,
     StopRoom,
 )
-from actors.recordings import Recording, RecordingInfo
 from actors.room import RoomActor, RoomRecord, new_record
-from actors.room_store import RoomStore
 from core.config import RecordingsConfig
 from core.ids import RoomIdAllocator
 from core.room_directory import RoomRow
 from core.signaling import StopReason
 from media.router import RouterStatistics
+from services.recordings import Recording, RecordingInfo
+from services.room_store import RoomStore
 
 log = logging.getLogger("bitbasel.supervisor")
 

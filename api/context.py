@@ -7,14 +7,14 @@ from dataclasses import dataclass, field
 
 import trio
 
-from actors.room_store import RoomStore
 from actors.supervisor import SupervisorClient
-from actors.webhooks import Webhooks
 from api.media import MediaConnections
 from api.metrics import LoopLag
 from api.thumbnails import Thumbnails
 from core.config import Config
 from core.tokens import TokenIssuer
+from services.room_store import RoomStore
+from services.webhooks import Webhooks
 
 
 @dataclass
@@ -53,7 +53,7 @@ class ServerContext:
     media: MediaConnections
     webhooks: Webhooks
     store: RoomStore | None = None  # the room directory's writer (`[cluster] state_path` or redis_url)
-    worker_index: int | None = None  # a media worker of a front (api/front.py): its internal routes
+    worker_index: int | None = None  # a media worker of a front (front/app.py): its internal routes
     sessions: ConnectionGate = field(init=False)
     loop_lag: LoopLag = field(default_factory=LoopLag)
     thumbnails: Thumbnails = field(init=False)

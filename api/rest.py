@@ -14,7 +14,6 @@ from werkzeug.exceptions import HTTPException
 
 from actors.errors import ActorRefusal, RoomNotFound
 from actors.messages import RoomStats
-from actors.recordings import recordings_of
 from api.context import ServerContext
 from api.metrics import CONTENT_TYPE, render
 from api.responses import ApiError, decode_body, json_response
@@ -33,6 +32,7 @@ from api.schemas import (
     TokenResponse,
 )
 from core.credentials import bears_api_key
+from services.recordings import recordings_of
 
 # Routes of this blueprint need the bearer key when `[auth] api_key` is set;
 # /health, the pages, static files, /openapi.json and /ws do not.

@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 import msgspec
 
 from actors.messages import PeerInfo, RoomStats
-from actors.recordings import RecordingInfo
 from actors.supervisor import ServerTotals
+from services.recordings import RecordingInfo
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 TtlSeconds = Annotated[int, msgspec.Meta(ge=1, le=86400)]

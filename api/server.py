@@ -14,9 +14,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
-from actors.room_store import RoomStore
 from actors.supervisor import Supervisor
-from actors.webhooks import Webhooks
 from api.app import create_app
 from api.body_drain import DrainUnreadBody
 from api.context import ServerContext
@@ -28,6 +26,8 @@ from core.config import Config, ConfigError
 from core.credentials import redact_url
 from core.room_directory import RoomDirectory, RoomDirectoryError, RoomRow, SqliteRoomDirectory
 from core.tokens import TokenIssuer
+from services.room_store import RoomStore
+from services.webhooks import Webhooks
 
 log = logging.getLogger("bitbasel.server")
 

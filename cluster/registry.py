@@ -1,7 +1,7 @@
 """A node's view of the cluster in Redis (cluster/keys.py): its heartbeat, the live nodes,
 where each room lives, and the atomic moves of a room between nodes.
 
-Used by the node's front (api/front.py); the rooms' rows themselves are written by the workers
+Used by the node's front (front/app.py); the rooms' rows themselves are written by the workers
 (cluster/redis_directory.py).
 """
 

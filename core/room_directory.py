@@ -11,7 +11,7 @@ One small interface (`RoomDirectory`, async) with two backends:
 A row per room the backend created: id, post, host user, creation time, whether it records,
 and its stop time and reason once stopped. `load` returns the rows of this server (for Redis:
 of this node's worker); the owner of the directory applies writes in order
-(actors/room_store.py).
+(services/room_store.py).
 """
 
 from __future__ import annotations

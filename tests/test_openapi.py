@@ -18,7 +18,6 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from actors.supervisor import SupervisorClient
-from actors.webhooks import Webhooks
 from api import schemas
 from api.app import create_app
 from api.context import ServerContext
@@ -26,6 +25,7 @@ from api.media import MediaConnections
 from api.openapi import build_openapi
 from core.config import Config
 from media_server_client.signaling import connect_signaling
+from services.webhooks import Webhooks
 from tests.serving import RunningServer, make_config, running_server
 from transport.media_port import MediaPort
 

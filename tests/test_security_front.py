@@ -34,8 +34,8 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from api.canonical_path import canonical_path, is_internal, relayed_path
 from core.credentials import redact_url, same_secret
+from front.canonical_path import canonical_path, is_internal, relayed_path
 from media_server_client import WebhookSignatureError, verify_webhook
 from media_server_client.webhooks import sign_webhook
 from tests.redis_support import redis_server

@@ -24,12 +24,12 @@ from urllib.parse import urlsplit
 
 import trio
 
-from api.worker_pool import WorkerPool, WorkerUnavailable, release_all
 from cluster.redis_client import RedisUnavailable
 from cluster.registry import ClusterRegistry, NodeInfo, WorkerLoad
 from cluster.resp import RespError
 from core.config import Config
 from core.credentials import same_secret
+from front.worker_pool import WorkerPool, WorkerUnavailable, release_all
 
 log = logging.getLogger("bitbasel.cluster")
 

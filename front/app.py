@@ -1,12 +1,12 @@
 """The node's front: with `[cluster] workers = N` (N > 1) over media workers, and with
 `[cluster] redis_url` also a node of a cluster.
 
-- **Workers** (api/worker_pool.py): whole servers on loopback, supervised and restarted.
+- **Workers** (front/worker_pool.py): whole servers on loopback, supervised and restarted.
 - **Relaying**: REST for a room goes to its worker, `GET /stats` sums the workers (with a
   per-worker breakdown), anything else goes to the first ready worker, and each WebSocket to
   the worker of the room its `join` names (frames piped both ways, the close code passed on).
   Media never crosses the front: a worker's answer carries that worker's candidates.
-- **Cluster** (api/cluster_node.py): a new room goes to the least-loaded node; a request or
+- **Cluster** (front/cluster_node.py): a new room goes to the least-loaded node; a request or
   WebSocket for a room on another node is relayed to that node's front; a room whose node died
   or drained is taken over here. `GET /stats` covers every live node (`nodes`). On SIGTERM the
   node drains: its clients get `reconnect` (another node's URL), then its workers close their
@@ -28,8 +28,16 @@ from quart import Response, request, websocket
 from quart_trio import QuartTrio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
-from api.canonical_path import CanonicalPaths, is_internal, relayed_path
-from api.cluster_node import (
+from api.rest import ROOM_ID
+from api.server import hypercorn_config
+from cluster.redis_client import RedisClient, RedisUnavailable
+from cluster.registry import ClusterRegistry
+from cluster.resp import RespError
+from core.config import Config, ConfigError
+from core.credentials import bears_api_key, redact_url
+from core.signaling import Error, Reconnect, encode
+from front.canonical_path import CanonicalPaths, is_internal, relayed_path
+from front.cluster_node import (
     RELAYED_BY,
     ClusterNode,
     Nowhere,
@@ -39,15 +47,7 @@ from api.cluster_node import (
     node_id_of,
     node_url,
 )
-from api.rest import ROOM_ID
-from api.server import hypercorn_config
-from api.worker_pool import Worker, WorkerPool, add_numbers
-from cluster.redis_client import RedisClient, RedisUnavailable
-from cluster.registry import ClusterRegistry
-from cluster.resp import RespError
-from core.config import Config, ConfigError
-from core.credentials import bears_api_key, redact_url
-from core.signaling import Error, Reconnect, encode
+from front.worker_pool import Worker, WorkerPool, add_numbers
 
 log = logging.getLogger("bitbasel.front")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per relayed request and heartbeat poll: too many
@@ -100,7 +100,7 @@ class Front:
 
     async def relay(self, base_url: str, path: str, extra_headers: dict[str, str]) -> Response:
         """The current request sent on to `base_url`; its answer streamed back. `path` is
-        canonical (api/canonical_path.py): the worker or node reads that very path, and never
+        canonical (front/canonical_path.py): the worker or node reads that very path, and never
         one under /internal (whichever route asks)."""
         if is_internal(path):
             return _error(404, "not_found", f"no route {path}")
