@@ -49,5 +49,10 @@ class ActorGone(ActorRefusal):
     code = "unavailable"
 
 
+class ActorCrashed(ActorGone):
+    """The actor raised while it handled the request (it is restarted by its supervisor; the
+    request was not, and may be sent again)."""
+
+
 class ActorTimeout(ActorGone):
     """The actor did not answer within the caller's deadline."""

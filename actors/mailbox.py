@@ -13,9 +13,10 @@ import contextlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import msgspec
 import trio
 
-from actors.errors import ActorGone, ActorRefusal, ActorTimeout
+from actors.errors import ActorCrashed, ActorGone, ActorRefusal, ActorTimeout
 
 R = TypeVar("R")
 
@@ -37,8 +38,10 @@ async def call(
     """Send `build(reply_channel)` to `mailbox` and wait for the answer, at most `wait_at_most` s.
 
     Raises the `ActorRefusal` the actor answered with, `ActorGone` if the
-    actor's mailbox is closed or it dropped the request without answering, or
-    `ActorTimeout` (an `ActorGone`) when the deadline passes first.
+    actor's mailbox is closed, `ActorCrashed` (an `ActorGone`) if it closed the
+    reply without answering (it raised while handling the request: an actor that
+    stops answers what it drops), or `ActorTimeout` (an `ActorGone`) when the
+    deadline passes first.
     """
     reply_send, reply_receive = trio.open_memory_channel[Any](1)
     with reply_receive, trio.move_on_after(wait_at_most):
@@ -49,7 +52,7 @@ async def call(
         try:
             answer = await reply_receive.receive()
         except trio.EndOfChannel as exc:
-            raise ActorGone("the actor stopped before answering") from exc
+            raise ActorCrashed("the actor crashed before answering") from exc
         if isinstance(answer, ActorRefusal):
             raise answer
         return answer
@@ -61,6 +64,30 @@ def answer(reply: trio.MemorySendChannel[Any], value: Any) -> None:
     # BrokenResourceError: the caller gave up (cancelled, or its deadline passed); nothing to tell it.
     with reply, contextlib.suppress(trio.BrokenResourceError):
         reply.send_nowait(value)
+
+
+def tell(mailbox: trio.MemorySendChannel[Any], build: Callable[[trio.MemorySendChannel[Any]], Any]) -> bool:
+    """Post `build(reply_channel)` to `mailbox` without waiting, and without anyone waiting for
+    the answer (the actor's answer goes nowhere). False if the mailbox is full or closed."""
+    reply_send, reply_receive = trio.open_memory_channel[Any](1)
+    reply_receive.close()
+    try:
+        mailbox.send_nowait(build(reply_send))
+    except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+        reply_send.close()
+        return False
+    return True
+
+
+def forward(mailbox: trio.MemorySendChannel[Any], request: Any, *, busy: str) -> None:
+    """Hand a request on to another actor, which answers its caller directly. The request's
+    reply channel is cloned (the forwarding actor closes its own handle when its handler
+    ends); if `mailbox` is full or closed the caller is answered `ActorGone(busy)` at once."""
+    forwarded = msgspec.structs.replace(request, reply=request.reply.clone())
+    try:
+        mailbox.send_nowait(forwarded)
+    except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+        answer(forwarded.reply, ActorGone(busy))
 
 
 def close_mailbox(

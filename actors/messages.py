@@ -7,7 +7,8 @@ them), so what the handlers return and what /openapi.json says are one type.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import msgspec
 import trio
@@ -15,6 +16,8 @@ import trio
 from core.room_directory import RoomRow
 from core.signaling import Role, StopReason
 from media.router import RouterStatistics
+from media.streams import SinkStream, SourceStream
+from services.recordings import Recording
 from transport.settings import TransportCounters
 
 Reply = trio.MemorySendChannel[Any]
@@ -80,14 +83,16 @@ class AdoptRoom(msgspec.Struct, frozen=True):
 
 
 class StartRecording(msgspec.Struct, frozen=True):
-    """Answer: the room's services.recordings.Recording (a new one, or the one in progress)."""
+    """Answer: the room's services.recordings.Recording (a new one, or the one in progress).
+    The supervisor forwards it to the room's actor, which owns the room's recording."""
 
     room_id: str
     reply: Reply
 
 
 class StopRecording(msgspec.Struct, frozen=True):
-    """Answer: the stopped services.recordings.Recording (wait for it to be finished)."""
+    """Answer: the stopped services.recordings.Recording (wait for it to be finished).
+    Forwarded to the room's actor like StartRecording."""
 
     room_id: str
     reply: Reply
@@ -127,7 +132,8 @@ class GetPeers(msgspec.Struct, frozen=True):
 
 
 class KickPeer(msgspec.Struct, frozen=True):
-    """Answer: None once the session was told (it then closes with `kicked`)."""
+    """Answer: None once the session was told (it then closes with `kicked`). Forwarded by
+    the supervisor to the room's actor, which bans the user and tells the session."""
 
     room_id: str
     peer_id: str
@@ -146,7 +152,7 @@ class PeerInfo(msgspec.Struct, frozen=True):
 
 class GetKeyframe(msgspec.Struct, frozen=True):
     """Answer: the newest whole VP8 keyframe of an active room's host (bytes), or None (then a
-    keyframe has been asked of the host: try again shortly)."""
+    keyframe has been asked of the host: try again shortly). Forwarded to the room's actor."""
 
     room_id: str
     reply: Reply
@@ -167,6 +173,14 @@ class InjectCrash(msgspec.Struct, frozen=True):
     reply: Reply
 
 
+class RecordingEnded(msgspec.Struct, frozen=True):
+    """A recording of the room ended by itself (its size or time limit, a disk error): the
+    actor stops feeding it if it is still the room's. Nobody waits for the answer."""
+
+    recording: Recording
+    reply: Reply
+
+
 class Join(msgspec.Struct, frozen=True):
     peer_id: str
     role: Role
@@ -180,12 +194,38 @@ class Leave(msgspec.Struct, frozen=True):
     reply: Reply
 
 
+class MediaEndpoint(Protocol):
+    """What the room needs of a peer's negotiated connection (transport.PeerConnection):
+    what it sends or receives, and how to send to it (synchronous, never blocking, from the
+    media thread or Trio's)."""
+
+    @property
+    def sources(self) -> list[SourceStream]: ...  # a host's streams
+
+    @property
+    def sinks(self) -> list[SinkStream]: ...  # a viewer's streams
+
+    def send_rtp(self, data: bytes) -> None: ...
+    def send_rtcp(self, data: bytes) -> None: ...
+
+
+PacketHandler = Callable[[bytes], None]
+
+
+class MediaRoute(msgspec.Struct, frozen=True):
+    """The answer to AttachMedia: what the peer's connection calls for each packet it
+    receives (on the media thread). The peer installs them on its own connection."""
+
+    on_rtp: PacketHandler | None  # a host's RTP (None for a viewer: it sends none we use)
+    on_rtcp: PacketHandler
+
+
 class AttachMedia(msgspec.Struct, frozen=True):
     """A peer's connection negotiated its offer: route its media (host: publisher;
-    viewer: a new downstream). `connection` is a transport connection."""
+    viewer: a new downstream). Answer: MediaRoute."""
 
     peer_id: str
-    connection: Any
+    endpoint: MediaEndpoint
     reply: Reply
 
 

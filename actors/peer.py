@@ -29,13 +29,16 @@ from typing import Any, NoReturn, Protocol
 import msgspec
 import trio
 
-from actors.errors import ActorGone, ActorRefusal, ActorTimeout, RoomNotFound
+from actors.errors import ActorCrashed, ActorGone, ActorRefusal, ActorTimeout, RoomNotFound
 from actors.mailbox import call
 from actors.messages import (
     AttachMedia,
     HostReplaced,
     JoinAccepted,
     Kicked,
+    MediaEndpoint,
+    MediaRoute,
+    PacketHandler,
     PeerConnectionState,
     Restarting,
     RoomChanged,
@@ -80,6 +83,14 @@ log = logging.getLogger("bitbasel.peer")
 OUTBOX_SIZE = 64
 INBOX_SIZE = 64
 TEARDOWN_DEADLINE_SECONDS = 5.0
+#: After our close frame, how long the client has to answer with its own (RFC 6455 7.1.1):
+#: meanwhile what it sends is read and dropped, so the closing handshake completes and its
+#: close code arrives (closing with its frames unread makes the kernel reset the connection,
+#: and the client sees 1006 instead).
+CLOSE_HANDSHAKE_SECONDS = 2.0
+#: A request the room's actor crashed on is sent again (the restarted actor handles it; each
+#: request to a room is idempotent), at most this many times in all.
+ROOM_CALL_ATTEMPTS = 3
 
 # close codes of PROTOCOL.md
 CLOSE_NORMAL = 1000
@@ -113,10 +124,14 @@ class SignalingSocket(Protocol):
     async def close(self, code: int) -> None: ...
 
 
-class MediaConnection(Protocol):
-    """A server-side peer connection (transport.PeerConnection): synchronous, never blocks."""
+class MediaConnection(MediaEndpoint, Protocol):
+    """A server-side peer connection (transport.PeerConnection): synchronous, never blocks.
+    The session owns it: it sets its callbacks (the room's answer to AttachMedia says what
+    to call for each packet) and closes it."""
 
     on_state: Callable[[str], None] | None
+    on_rtp: PacketHandler | None
+    on_rtcp: PacketHandler | None
 
     @property
     def state(self) -> str: ...
@@ -216,7 +231,7 @@ class PeerSession:
         self._inbox_receive.close()  # from now on the room counts this member as gone
         if self._member_of is not None:
             with contextlib.suppress(ActorGone):  # the room stopped (or is stuck): nothing to leave
-                await call(self._member_of.mailbox, lambda r: RoomLeave(self.peer_id, r))
+                await _call_room(self._member_of.mailbox, lambda r: RoomLeave(self.peer_id, r))
         if self._connection is not None:
             connection, self._connection = self._connection, None
             connection.on_state = None
@@ -229,6 +244,8 @@ class PeerSession:
         async for item in self._outbox_receive:
             if isinstance(item, _Close):
                 await self._socket.close(item.code)
+                # the client's close ends the session sooner (Quart cancels it on the disconnect)
+                await trio.sleep(CLOSE_HANDSHAKE_SECONDS)
                 session_scope.cancel()
                 return
             await self._socket.send(encode(item))
@@ -256,16 +273,20 @@ class PeerSession:
 
     async def _read(self) -> None:
         try:
-            while not self._ending:
+            while True:
                 with trio.move_on_after(self._env.silence_timeout_seconds) as silence:
                     frame = await self._socket.receive()
+                if self._ending:  # the session ended elsewhere (an event): nothing more is handled
+                    break
                 if silence.cancelled_caught:
                     await self._refuse("timeout", f"no message for {self._env.silence_timeout_seconds:.0f} s")
                 await self._on_frame(frame)
         except _EndSession:
             pass
-        # let the writer flush the queued error and close; it cancels the session then
-        await trio.sleep_forever()
+        # the writer flushes the queued error and close, then the closing handshake runs: what
+        # the client still sends is read and dropped until its close (or the writer's deadline)
+        while True:
+            await self._socket.receive()
 
     async def _on_frame(self, frame: str | bytes) -> None:
         size = len(frame) if isinstance(frame, bytes) else len(frame.encode())
@@ -316,12 +337,14 @@ class PeerSession:
         user_id = await self._authorize(message, found)
         self._member_of = found
         try:
-            accepted: JoinAccepted = await call(
+            accepted: JoinAccepted = await _call_room(
                 found.mailbox,
                 lambda r: RoomJoin(self.peer_id, message.role, user_id, self._inbox_send, r),
             )
         except ActorTimeout as exc:
             await self._refuse("unavailable", f"room {message.room_id} did not answer: {exc.message}; try again")
+        except ActorCrashed as exc:
+            await self._refuse("unavailable", f"room {message.room_id} failed to answer: {exc.message}; try again")
         except ActorGone:
             await self._refuse("room_not_found", f"room {message.room_id} stopped")
         except ActorRefusal as refusal:
@@ -423,12 +446,17 @@ class PeerSession:
             )
 
     async def _attach_media(self) -> None:
+        """Have the room route the connection's media, and install what the room answers:
+        from then on packets go connection -> router -> connections, on the media thread."""
         if self._room is None or self._connection is None or self._media_attached:
             return
         self._media_attached = True
         connection = self._connection
-        with contextlib.suppress(ActorGone):  # the room stopped meanwhile; its `stopped` event ends this session
-            await call(self._room.mailbox, lambda r: AttachMedia(self.peer_id, connection, r))
+        try:
+            route: MediaRoute = await _call_room(self._room.mailbox, lambda r: AttachMedia(self.peer_id, connection, r))
+        except ActorGone:  # the room stopped (its `stopped` event ends this session) or we left it
+            return
+        connection.on_rtp, connection.on_rtcp = route.on_rtp, route.on_rtcp
 
     async def _candidate(self, message: Candidate) -> None:
         if self._connection is None and self._offer_refused:
@@ -489,7 +517,20 @@ class PeerSession:
         elif state == "closed":  # the client closed its peer connection (DTLS close_notify): it is leaving
             await self._end(CLOSE_NORMAL)
         with contextlib.suppress(ActorGone):
-            await call(self._room.mailbox, lambda r: PeerConnectionState(self.peer_id, state == "connected", r))
+            await _call_room(self._room.mailbox, lambda r: PeerConnectionState(self.peer_id, state == "connected", r))
+
+
+async def _call_room(mailbox: trio.MemorySendChannel[Any], build: Callable[[trio.MemorySendChannel[Any]], Any]) -> Any:
+    """`call` the room, sending the request again if the room's actor crashed on it (it is
+    restarted on the same state, and a request to a room is idempotent)."""
+    for attempt in range(1, ROOM_CALL_ATTEMPTS + 1):
+        try:
+            return await call(mailbox, build)
+        except ActorCrashed:
+            if attempt == ROOM_CALL_ATTEMPTS:
+                raise
+            log.info("the room's actor crashed on a request; sending it again (attempt %d)", attempt + 1)
+    raise AssertionError("unreachable")
 
 
 def _notify(inbox: trio.MemorySendChannel[Any], event: object) -> None:

@@ -1,63 +1,87 @@
-"""A room: its durable record (kept by the supervisor across actor restarts) and
-the room actor that owns its state and routing while it runs.
+"""A room: its entry in the supervisor's registry, the state its actor owns, and the actor.
 
-The record holds what must survive a crash of the room actor: ids, post, host
-user, creation time, the roster of joined peers (their inboxes), counters and
-the media router. A new incarnation of the actor picks the record up, so a
-restart drops no viewer and no packet: media never passes through the actor.
+**Who writes what.** A `RoomRecord` is the supervisor's: identity (id, post, host user,
+creation time) and lifecycle (mailbox, cancel scope, stop, restarts and crash times). Its
+`state`, a `RoomState`, is the room's: members, bans, idleness, the publisher, liveness,
+the recording. Only code running in the room's own task writes the state: the
+actor's handlers, its ticker (router timers, `host_live`, members whose session ended), and
+its teardown once the room is stopped. The supervisor only reads it (stats, peers, idle
+sweep) and sends the actor messages for everything else: a kick, a recording, a keyframe
+for a thumbnail. Everything runs on the one Trio thread and no handler awaits, so a reader
+never sees half a handler.
 
-The record is written by the room actor (members, media) and by the
-supervisor (the stop), and read by the supervisor (stats); all of them run on
-the one Trio thread and each handler runs to its end without awaiting, so
-nobody sees half an update. The router is also driven by the media thread
-(transport/media_port.py): whoever touches it holds `media_lock` (the media
-port's lock), and the actor holds it for each handler.
+**The media thread and the lock.** Media never passes through the actor: the host's packets
+go connection -> router -> viewers' connections on the media thread (transport/media_port.py),
+holding the media port's lock. The actor takes that lock only around single router calls
+(attach or detach a publisher, add or remove a viewer, a timer tick, a keyframe request) and
+to swap the recording the host's packets feed; never around a whole handler. Stats read the
+router's counters without it (each is a plain int, read whole under the GIL).
 
-Membership cannot leak: a member's inbox is the send side of its session's
-event channel, and a session closes the receive side first thing when it ends,
-whatever ends it (cancellation included). A member whose inbox has no open
-receiver is gone: it is not counted, and it is purged at the next join even if
-its `Leave` never arrives.
+**A restart keeps** the state as it was: members and their inboxes, the router with the
+publisher and viewers attached, bans, the recording, liveness, counters, so no viewer is
+dropped and no packet lost (media never waited for the actor). **It re-derives**, before
+the new incarnation handles a message (`_reconcile`), what a handler that raised half-way
+may have left inconsistent: members whose session ended are removed; the router keeps only
+viewers that are members and a publisher that is the joined host; idleness follows the
+members; `live` is off without a publisher; a recording that has ended is let go; the room's
+state is announced again if it changed. The message being handled when the actor crashed is
+not retried: its caller got `ActorGone` (its reply channel closed) and decides (a peer
+retries its join, REST answers 503).
+
+**Membership cannot leak**: a member's inbox is the send side of its session's event
+channel, and a session closes the receive side first thing when it ends, whatever ends it
+(cancellation included). A member whose inbox has no open receiver is gone: it is not
+counted, and the ticker removes it within a second even if its `Leave` never arrives.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
-from actors.errors import ActorGone, HostTaken, KickedOut, RoomFull
+from actors.errors import ActorGone, HostTaken, KickedOut, PeerNotFound, RecordingNotFound, RoomFull
 from actors.events import NO_EVENTS, EventSink
 from actors.mailbox import answer, open_mailbox
 from actors.messages import (
     AttachMedia,
+    GetKeyframe,
     HostReplaced,
     InjectCrash,
     Join,
     JoinAccepted,
+    Kicked,
+    KickPeer,
     Leave,
+    MediaRoute,
     PeerConnectionState,
     PeerInfo,
+    RecordingEnded,
     Restarting,
     RoomChanged,
     RoomStats,
     RoomStoppedEvent,
+    StartRecording,
+    StopRecording,
 )
 from core.signaling import Role, StopReason
 from media.router import Router
-from media.streams import SourceStream
 from services.recordings import Recording
 from transport.settings import TransportCounters
 
 log = logging.getLogger("bitbasel.room")
+
+#: How often the room's ticker runs: RTCP toward the host, keyframe retries, `host_live`.
+TICK_SECONDS = 0.1
+#: Every this many ticks (a second), members whose session ended without a Leave are removed.
+PURGE_EVERY_TICKS = 10
 
 
 @dataclass(slots=True)
@@ -85,44 +109,35 @@ class Member:
 
 
 @dataclass(slots=True)
-class StopInfo:
-    reason: StopReason
-    at: float  # trio clock
+class RoomState:
+    """What the room's actor owns (see the module's docstring); the supervisor reads it."""
 
-
-@dataclass(slots=True)
-class RoomRecord:
-    room_id: str
-    post_id: str
-    host_user_id: str
-    created_at: float  # unix seconds
-    idle_since: float | None  # trio clock; None while a session is joined
+    router: Router
+    counters: TransportCounters = field(default_factory=TransportCounters)  # its connections write them
     members: dict[str, Member] = field(default_factory=dict)
-    stopped: StopInfo | None = None
-    restarts: int = 0
-    crash_times: deque[float] = field(default_factory=deque)
-    counters: TransportCounters = field(default_factory=TransportCounters)
-    mailbox: tuple[trio.MemorySendChannel[Any], trio.MemoryReceiveChannel[Any]] = field(default_factory=open_mailbox)
-    cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    # the data plane: host packets reach it synchronously from the transport, never via the actor
-    router: Router = field(default_factory=lambda: Router(rtcp_ssrc=1, target_bitrate_bps=1_500_000))
+    idle_since: float | None = None  # trio clock; None while a session is joined
+    banned_users: set[str] = field(default_factory=set)  # kicked: refused if they join again
     publisher_peer_id: str | None = None  # whose connection feeds the router
-    # held around anything that touches the router (the media thread drives it too)
-    media_lock: AbstractContextManager[Any] = field(default_factory=threading.RLock)
-    announced: RoomChanged = field(default_factory=lambda: RoomChanged(viewer_count=0, has_host=False))
-    # webhooks (services/webhooks.py): where events go, and whether the host's media is flowing
-    events: EventSink = field(default_factory=lambda: NO_EVENTS)
+    recording: Recording | None = None  # fed by the host's packets on the media thread
     live: bool = False  # host_live sent, host_left not yet
     live_baseline: int = 0  # router.packets_in when the current publisher was attached
-    banned_users: set[str] = field(default_factory=set)  # kicked: refused if they join again
-    publisher_sources: list[SourceStream] = field(default_factory=list)  # what the attached host sends
-    recording: Recording | None = None  # fed by the host's on_rtp on the media thread (media_lock)
+    announced: RoomChanged = field(default_factory=lambda: RoomChanged(viewer_count=0, has_host=False))
 
-    def emit(self, event_type: str, **data: Any) -> None:
-        self.events.emit(event_type, self.room_id, self.post_id, **data)
+    @property
+    def host(self) -> Member | None:
+        return next((m for m in self.members.values() if m.role == "host" and not m.gone), None)
+
+    @property
+    def viewer_count(self) -> int:
+        return sum(1 for m in self.members.values() if m.role == "viewer" and not m.gone)
+
+    @property
+    def has_host(self) -> bool:
+        host = self.host
+        return host is not None and host.connected
 
     def peers(self) -> list[PeerInfo]:
-        """The joined sessions, for moderators (hold media_lock: the router's counters)."""
+        """The joined sessions, for moderators."""
         infos = []
         for member in self.members.values():
             if member.gone:
@@ -141,54 +156,52 @@ class RoomRecord:
             )
         return infos
 
-    # ---- derived state ----
-    @property
-    def host(self) -> Member | None:
-        return next((m for m in self.members.values() if m.role == "host" and not m.gone), None)
 
-    @property
-    def viewer_count(self) -> int:
-        return sum(1 for m in self.members.values() if m.role == "viewer" and not m.gone)
+@dataclass(slots=True, frozen=True)
+class StopInfo:
+    reason: StopReason
+    at: float  # trio clock
+    resumes: bool = False  # the server is restarting with its room directory: the room goes on there
 
-    @property
-    def has_host(self) -> bool:
-        host = self.host
-        return host is not None and host.connected
+
+@dataclass(slots=True)
+class RoomRecord:
+    """The supervisor's registry entry of a room (see the module's docstring)."""
+
+    room_id: str
+    post_id: str
+    host_user_id: str
+    created_at: float  # unix seconds
+    state: RoomState
+    # held around single router calls (the media thread drives the router too)
+    media_lock: AbstractContextManager[Any] = field(default_factory=threading.RLock)
+    events: EventSink = field(default_factory=lambda: NO_EVENTS)  # webhooks
+    stopped: StopInfo | None = None
+    restarts: int = 0  # times the room's actor was started again after a crash
+    crash_times: deque[float] = field(default_factory=deque)  # within the restart window
+    mailbox: tuple[trio.MemorySendChannel[Any], trio.MemoryReceiveChannel[Any]] = field(default_factory=open_mailbox)
+    cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+    def emit(self, event_type: str, **data: Any) -> None:
+        self.events.emit(event_type, self.room_id, self.post_id, **data)
 
     def stats(self) -> RoomStats:
+        state, active = self.state, self.stopped is None
         return RoomStats(
             room_id=self.room_id,
             post_id=self.post_id,
-            is_active=self.stopped is None,
-            viewer_count=self.viewer_count if self.stopped is None else 0,
-            has_host=self.has_host if self.stopped is None else False,
+            is_active=active,
+            viewer_count=state.viewer_count if active else 0,
+            has_host=state.has_host if active else False,
             stop_reason=self.stopped.reason if self.stopped else None,
-            host_joined=self.stopped is None and self.host is not None,
+            host_joined=active and state.host is not None,
             host_user_id=self.host_user_id,
             created_at=self.created_at,
             restarts=self.restarts,
-            bytes_sent=self.counters.bytes_sent,
-            bytes_received=self.counters.bytes_received,
-            forwarding=self.router.statistics() if self.stopped is None else None,
+            bytes_sent=state.counters.bytes_sent,
+            bytes_received=state.counters.bytes_received,
+            forwarding=state.router.statistics() if active else None,
         )
-
-    def mark_stopped(self, reason: StopReason, *, resumes: bool = False) -> bool:
-        """Record the stop and tell every peer (`resumes`: the server is restarting and the room
-        goes on after it, so its peers are told to reconnect). False if it was stopped already."""
-        if self.stopped is not None:
-            return False
-        self.stopped = StopInfo(reason=reason, at=trio.current_time())
-        event: object = Restarting() if resumes else RoomStoppedEvent(room_id=self.room_id, reason=reason)
-        for member in self.members.values():
-            member.notify(event)
-        for member in self.members.values():
-            if self.router.has_viewer(member.peer_id):
-                self.router.remove_viewer(member.peer_id)
-        self.members.clear()
-        self.router.detach_publisher(time.monotonic())
-        self.publisher_peer_id = None
-        self.cancel_scope.cancel()
-        return True
 
 
 def new_record(
@@ -196,80 +209,116 @@ def new_record(
     post_id: str,
     host_user_id: str,
     *,
-    target_bitrate_bps: int,
+    router: Router,
     media_lock: AbstractContextManager[Any] | None = None,
     events: EventSink = NO_EVENTS,
     created_at: float | None = None,
 ) -> RoomRecord:
     return RoomRecord(
-        media_lock=media_lock if media_lock is not None else threading.RLock(),
-        events=events,
         room_id=room_id,
         post_id=post_id,
         host_user_id=host_user_id,
         created_at=time.time() if created_at is None else created_at,
-        idle_since=trio.current_time(),
-        router=Router(rtcp_ssrc=secrets.randbits(32) or 1, target_bitrate_bps=target_bitrate_bps),
+        state=RoomState(router=router, idle_since=trio.current_time()),
+        media_lock=media_lock if media_lock is not None else threading.RLock(),
+        events=events,
     )
 
 
-class RoomActor:
-    """One incarnation of a room's actor. It handles the room's mailbox until the
-    room is stopped (cancelled) or it raises (the supervisor then restarts it)."""
+class RoomServices(Protocol):
+    """What a room's actor asks of the server: recordings run in the supervisor's nursery
+    (they outlive an actor's crash), and the room directory keeps whether to record."""
 
-    def __init__(self, record: RoomRecord, *, max_viewers: int) -> None:
+    def start_recording(self, record: RoomRecord) -> Recording: ...
+    def save_row(self, record: RoomRecord, *, recording: bool) -> None: ...
+
+
+def no_fault(where: str) -> None:
+    """The fault hook of production: nothing happens at `where`."""
+
+
+class RoomActor:
+    """One incarnation of a room's actor. It handles the room's mailbox and runs its ticker
+    until the room is stopped (cancelled) or it raises (the supervisor then starts the next
+    incarnation on the same record). `fault(where)` is called at named points in the middle
+    of each handler: tests make it raise to crash the actor there."""
+
+    def __init__(
+        self,
+        record: RoomRecord,
+        services: RoomServices,
+        *,
+        max_viewers: int,
+        fault: Callable[[str], None] = no_fault,
+    ) -> None:
         self._record = record
+        self._state = record.state
+        self._services = services
         self._max_viewers = max_viewers
+        self._fault = fault
         self._handlers: dict[type, Callable[[Any], None]] = {
             Join: self._on_join,
             Leave: self._on_leave,
             PeerConnectionState: self._on_connection_state,
             AttachMedia: self._on_attach_media,
+            KickPeer: self._on_kick,
+            StartRecording: self._on_start_recording,
+            StopRecording: self._on_stop_recording,
+            RecordingEnded: self._on_recording_ended,
+            GetKeyframe: self._on_keyframe,
             InjectCrash: self._on_inject_crash,
         }
 
     async def run(self) -> None:
-        _, mailbox = self._record.mailbox
-        async for message in mailbox:
-            with message.reply, self._record.media_lock:  # reply closed even if the handler raises
-                if self._record.stopped is not None:
-                    # taken from the mailbox just before the stop closed it (trio hands over a
-                    # received message even to a cancelled task): refused, never handled
-                    answer(message.reply, ActorGone(f"room {self._record.room_id} stopped"))
-                    continue
-                self._handlers[type(message)](message)
+        self._reconcile()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._tick)
+            _, mailbox = self._record.mailbox
+            async for message in mailbox:
+                with message.reply:  # closed even if the handler raises: the caller gets ActorGone
+                    if self._record.stopped is not None:
+                        # taken from the mailbox just before the stop closed it (trio hands over a
+                        # received message even to a cancelled task): refused, never handled
+                        answer(message.reply, ActorGone(f"room {self._record.room_id} stopped"))
+                        continue
+                    self._handlers[type(message)](message)
+            nursery.cancel_scope.cancel()  # the mailbox was closed: the room stopped
 
     # ---- handlers -----------------------------------------------------------------------
 
     def _on_join(self, message: Join) -> None:
-        record = self._record
+        state = self._state
+        state.members.pop(message.peer_id, None)  # the same join again (sent again after a crash)
         self._purge_gone()
-        if message.user_id in record.banned_users:
+        if message.user_id in state.banned_users:
             answer(message.reply, KickedOut("a moderator removed this user from the room"))
             return
         if message.role == "viewer":
-            if record.viewer_count >= self._max_viewers:
+            if state.viewer_count >= self._max_viewers:
                 answer(message.reply, RoomFull(f"room is full ({self._max_viewers} viewers)"))
                 return
         else:
-            host = record.host
+            host = state.host
             if host is not None and host.user_id != message.user_id:
                 answer(message.reply, HostTaken("another user is hosting this room"))
                 return
-            if host is not None:
-                log.info("room %s: host %s replaced by %s", record.room_id, host.peer_id, message.peer_id)
+            if host is not None:  # the same user again: the new session takes over (no host_left)
+                log.info("room %s: host %s replaced by %s", self._record.room_id, host.peer_id, message.peer_id)
                 host.notify(HostReplaced())
-                del record.members[host.peer_id]
+                del state.members[host.peer_id]
                 self._detach_media(host.peer_id)
-        record.members[message.peer_id] = Member(
+        state.members[message.peer_id] = Member(
             peer_id=message.peer_id, role=message.role, user_id=message.user_id, inbox=message.inbox
         )
-        record.idle_since = None
-        log.info("room %s: %s %s joined (user %s)", record.room_id, message.role, message.peer_id, message.user_id)
-        answer(message.reply, JoinAccepted(viewer_count=record.viewer_count, has_host=record.has_host))
+        state.idle_since = None
+        self._fault("join")
+        log.info(
+            "room %s: %s %s joined (user %s)", self._record.room_id, message.role, message.peer_id, message.user_id
+        )
+        answer(message.reply, JoinAccepted(viewer_count=state.viewer_count, has_host=state.has_host))
         if message.role == "viewer":
-            record.emit(
-                "viewer_joined", peer_id=message.peer_id, user_id=message.user_id, viewer_count=record.viewer_count
+            self._record.emit(
+                "viewer_joined", peer_id=message.peer_id, user_id=message.user_id, viewer_count=state.viewer_count
             )
         self._broadcast_if_changed(skip=message.peer_id)
 
@@ -279,103 +328,255 @@ class RoomActor:
         self._broadcast_if_changed()
 
     def _remove(self, peer_id: str) -> None:
-        record = self._record
-        member = record.members.pop(peer_id, None)
+        state, record = self._state, self._record
+        member = state.members.pop(peer_id, None)
+        self._fault("leave")
         if member is not None:
             log.info("room %s: %s %s left", record.room_id, member.role, member.peer_id)
         self._detach_media(peer_id)
         if member is not None and member.role == "viewer":
-            record.emit("viewer_left", peer_id=peer_id, user_id=member.user_id, viewer_count=record.viewer_count)
+            record.emit("viewer_left", peer_id=peer_id, user_id=member.user_id, viewer_count=state.viewer_count)
         elif member is not None:
-            record.emit("host_left", peer_id=peer_id, user_id=member.user_id, was_live=record.live)
-            record.live = False
-        if not record.members and record.idle_since is None:
-            record.idle_since = trio.current_time()
+            record.emit("host_left", peer_id=peer_id, user_id=member.user_id, was_live=state.live)
+            state.live = False
+        if not state.members and state.idle_since is None:
+            state.idle_since = trio.current_time()
 
     def _purge_gone(self) -> None:
         """Remove members whose session ended before its Leave was handled (queued, or lost)."""
-        record = self._record
-        for member in [m for m in record.members.values() if m.gone]:
-            log.debug("room %s: %s %s ended; removed before its Leave", record.room_id, member.role, member.peer_id)
+        for member in [m for m in self._state.members.values() if m.gone]:
+            log.debug("room %s: %s %s ended before its Leave", self._record.room_id, member.role, member.peer_id)
             self._remove(member.peer_id)
 
     def _on_connection_state(self, message: PeerConnectionState) -> None:
-        member = self._record.members.get(message.peer_id)
+        member = self._state.members.get(message.peer_id)
         if member is not None:
             member.connected = message.connected
+        self._fault("connection_state")
         answer(message.reply, None)
         self._broadcast_if_changed()
 
     def _on_attach_media(self, message: AttachMedia) -> None:
         """Route a negotiated connection: the host's feeds the router, a viewer's is fed by it.
-        From here on its packets go connection -> router -> connections, synchronously."""
-        record = self._record
-        member = record.members.get(message.peer_id)
+        The answer is what the peer's connection calls for the packets it receives."""
+        state, record = self._state, self._record
+        member = state.members.get(message.peer_id)
         if member is None:  # left while negotiating
-            answer(message.reply, None)
+            answer(message.reply, ActorGone(f"session {message.peer_id} left the room"))
             return
-        connection = message.connection
-        router = record.router
-        now = time.monotonic()
+        endpoint = message.endpoint
+        router = state.router
+        peer_id = member.peer_id
         if member.role == "host":
-
-            def on_rtp(data: bytes) -> None:  # the media thread, under the media lock
-                arrival = time.monotonic()
-                router.on_publisher_rtp(data, arrival)
-                recording = record.recording
-                if recording is not None:
-                    recording.feed(data, arrival)
-
-            connection.on_rtp = on_rtp
-            connection.on_rtcp = lambda data: router.on_publisher_rtcp(data, time.monotonic())
-            router.attach_publisher(connection.sources, connection.send_rtcp, now)
-            record.publisher_peer_id = member.peer_id
-            record.live_baseline = router.packets_in  # host_live once a packet of this publisher arrives
-            record.publisher_sources = list(connection.sources)
-            if record.recording is not None:
-                record.recording.use_host(record.publisher_sources)
-            log.info(
-                "room %s: publisher %s attached (%s)",
-                record.room_id,
-                member.peer_id,
-                ", ".join(f"{s.kind} pt {s.payload_type}" for s in connection.sources),
+            with record.media_lock:
+                state.live_baseline = router.packets_in  # host_live once a packet of this publisher arrives
+                router.attach_publisher(endpoint.sources, endpoint.send_rtcp, time.monotonic())
+                state.publisher_peer_id = peer_id
+                if state.recording is not None:
+                    state.recording.use_host(router.publisher_streams())
+            self._fault("attach_media")
+            log.info("room %s: publisher %s attached (%s)", record.room_id, peer_id, _streams(endpoint.sources))
+            answer(
+                message.reply, MediaRoute(on_rtp=self._publisher_rtp(peer_id), on_rtcp=self._publisher_rtcp(peer_id))
             )
         else:
-            peer_id = member.peer_id
-            connection.on_rtcp = lambda data: router.on_viewer_rtcp(peer_id, data, time.monotonic())
-            router.add_viewer(peer_id, connection.sinks, connection.send_rtp, connection.send_rtcp, now)
-            log.info(
-                "room %s: viewer %s attached (%s)",
-                record.room_id,
-                peer_id,
-                ", ".join(f"{s.kind} pt {s.payload_type}" for s in connection.sinks),
-            )
-        answer(message.reply, None)
+            with record.media_lock:
+                router.add_viewer(peer_id, endpoint.sinks, endpoint.send_rtp, endpoint.send_rtcp, time.monotonic())
+            self._fault("attach_media")
+            log.info("room %s: viewer %s attached (%s)", record.room_id, peer_id, _streams(endpoint.sinks))
+            answer(message.reply, MediaRoute(on_rtp=None, on_rtcp=self._viewer_rtcp(peer_id)))
+
+    def _publisher_rtp(self, peer_id: str) -> Callable[[bytes], None]:
+        state = self._state
+        router = state.router
+
+        def on_rtp(data: bytes) -> None:  # the media thread, under the media lock
+            if state.publisher_peer_id != peer_id:  # a replaced host's last packets
+                return
+            arrival = time.monotonic()
+            router.on_publisher_rtp(data, arrival)
+            recording = state.recording
+            if recording is not None:
+                recording.feed(data, arrival)
+
+        return on_rtp
+
+    def _publisher_rtcp(self, peer_id: str) -> Callable[[bytes], None]:
+        state = self._state
+
+        def on_rtcp(data: bytes) -> None:
+            if state.publisher_peer_id == peer_id:
+                state.router.on_publisher_rtcp(data, time.monotonic())
+
+        return on_rtcp
+
+    def _viewer_rtcp(self, peer_id: str) -> Callable[[bytes], None]:
+        router = self._state.router
+        return lambda data: router.on_viewer_rtcp(peer_id, data, time.monotonic())
 
     def _detach_media(self, peer_id: str) -> None:
-        record = self._record
-        if record.publisher_peer_id == peer_id:
-            record.router.detach_publisher(time.monotonic())
-            record.publisher_peer_id = None
-            record.publisher_sources = []
-        elif record.router.has_viewer(peer_id):
-            record.router.remove_viewer(peer_id)
+        state = self._state
+        if state.publisher_peer_id == peer_id:
+            with self._record.media_lock:
+                state.router.detach_publisher(time.monotonic())
+                state.publisher_peer_id = None
+        elif state.router.has_viewer(peer_id):
+            with self._record.media_lock:
+                state.router.remove_viewer(peer_id)
+
+    def _on_kick(self, message: KickPeer) -> None:
+        """Tell the session it is kicked; it sends `error` `kicked` and closes (4451), then
+        leaves the room like any session that ends. Its user may not come back."""
+        state, record = self._state, self._record
+        member = state.members.get(message.peer_id)
+        if member is None or member.gone:
+            answer(message.reply, PeerNotFound(f"no session {message.peer_id} in room {record.room_id}"))
+            return
+        state.banned_users.add(member.user_id)  # its client must not come back; if it does, it is refused
+        self._fault("kick")
+        if not member.notify(Kicked()):
+            answer(message.reply, ActorGone(f"session {message.peer_id} is busy; try again"))
+            return
+        log.info("room %s: %s %s (user %s) kicked", record.room_id, member.role, member.peer_id, member.user_id)
+        answer(message.reply, None)
+
+    def _on_start_recording(self, message: StartRecording) -> None:
+        state, record = self._state, self._record
+        if state.recording is not None:
+            answer(message.reply, state.recording)
+            return
+        recording = self._services.start_recording(record)
+        with record.media_lock:  # the room has it from the start: a crash from here on cannot orphan it
+            state.recording = recording
+            if state.publisher_peer_id is not None:
+                recording.use_host(state.router.publisher_streams())
+                state.router.request_keyframe(time.monotonic())  # the file starts at a keyframe
+        self._fault("start_recording")
+        self._services.save_row(record, recording=True)
+        log.info("room %s: recording %s started", record.room_id, recording.recording_id)
+        answer(message.reply, recording)
+
+    def _on_stop_recording(self, message: StopRecording) -> None:
+        recording = self._state.recording
+        if recording is None:
+            answer(message.reply, RecordingNotFound(f"room {self._record.room_id} is not recording"))
+            return
+        self._services.save_row(self._record, recording=False)
+        self._fault("stop_recording")
+        self._let_go_of_recording("api")
+        answer(message.reply, recording)
+
+    def _on_recording_ended(self, message: RecordingEnded) -> None:
+        if self._state.recording is message.recording:
+            self._let_go_of_recording(message.recording.stop_reason or "ended")
+        answer(message.reply, None)
+
+    def _let_go_of_recording(self, reason: str) -> None:
+        recording = self._state.recording
+        if recording is None:
+            return
+        with self._record.media_lock:
+            self._state.recording = None  # the media thread stops feeding it
+        recording.stop(reason)
+
+    def _on_keyframe(self, message: GetKeyframe) -> None:
+        """The newest whole keyframe in the router's cache (read without the lock: cached
+        packets are never changed in place); if none, a keyframe is asked of the host."""
+        state = self._state
+        frame = state.router.latest_keyframe()
+        if frame is None and state.publisher_peer_id is not None:
+            with self._record.media_lock:
+                state.router.request_keyframe(time.monotonic())
+        answer(message.reply, frame)
 
     def _on_inject_crash(self, message: InjectCrash) -> None:
         raise RuntimeError(f"fault injected into room {self._record.room_id}")
 
-    # ---- helpers ------------------------------------------------------------------------
+    # ---- the ticker -----------------------------------------------------------------------
 
-    def _snapshot(self) -> RoomChanged:
-        return RoomChanged(viewer_count=self._record.viewer_count, has_host=self._record.has_host)
+    async def _tick(self) -> None:
+        """RTCP toward the host (RR, REMB, NACK) and pending keyframe requests; `host_live` once
+        the attached host's first packet has arrived (within a tick of it); and, once a second,
+        members whose session ended without a Leave are removed."""
+        state, record = self._state, self._record
+        ticks = 0
+        while True:
+            await trio.sleep(TICK_SECONDS)
+            with record.media_lock:
+                state.router.tick(time.monotonic())
+            arrived = state.router.packets_in > state.live_baseline
+            if not state.live and state.publisher_peer_id is not None and arrived:
+                host = state.host  # told before it is marked: a crash in between tells it twice, never not
+                record.emit("host_live", peer_id=state.publisher_peer_id, user_id=host.user_id if host else None)
+                self._fault("live")
+                state.live = True
+            ticks += 1
+            if ticks % PURGE_EVERY_TICKS == 0 and any(m.gone for m in state.members.values()):
+                self._purge_gone()
+                self._broadcast_if_changed()
+
+    # ---- restart and stop -------------------------------------------------------------------
+
+    def _reconcile(self) -> None:
+        """Re-derive what a handler that raised half-way may have left inconsistent (see the
+        module's docstring). A no-op on a consistent state."""
+        state = self._state
+        self._purge_gone()
+        viewers = {m.peer_id for m in state.members.values() if m.role == "viewer"}
+        for peer_id in state.router.viewer_ids():
+            if peer_id not in viewers:
+                with self._record.media_lock:
+                    state.router.remove_viewer(peer_id)
+        host = state.host
+        if state.publisher_peer_id is not None and (host is None or host.peer_id != state.publisher_peer_id):
+            self._detach_media(state.publisher_peer_id)
+        if state.publisher_peer_id is None:
+            state.live = False
+        if state.members:
+            state.idle_since = None
+        elif state.idle_since is None:
+            state.idle_since = trio.current_time()
+        if state.recording is not None and state.recording.stop_reason is not None:
+            self._let_go_of_recording(state.recording.stop_reason)
+        self._broadcast_if_changed()
+
+    @staticmethod
+    def tear_down(record: RoomRecord) -> None:
+        """The stopped room's last act, in its own task: tell every member, let the router and
+        the recording go. The supervisor has marked the stop (`record.stopped`)."""
+        stopped = record.stopped
+        assert stopped is not None
+        state = record.state
+        event: object = (
+            Restarting() if stopped.resumes else RoomStoppedEvent(room_id=record.room_id, reason=stopped.reason)
+        )
+        for member in state.members.values():
+            member.notify(event)
+        with record.media_lock:
+            for peer_id in state.router.viewer_ids():
+                state.router.remove_viewer(peer_id)
+            state.router.detach_publisher(time.monotonic())
+            recording, state.recording = state.recording, None
+        state.members.clear()
+        state.publisher_peer_id = None
+        state.live = False
+        if recording is not None:
+            recording.stop("shutdown" if stopped.reason == "shutdown" else "room_stopped")
+
+    # ---- helpers ------------------------------------------------------------------------
 
     def _broadcast_if_changed(self, *, skip: str | None = None) -> None:
         """Tell every member the room's state if it differs from what was last told
         (a member may have gone between two messages, see `Member.gone`)."""
-        now = self._snapshot()
-        if now == self._record.announced:
+        state = self._state
+        now = RoomChanged(viewer_count=state.viewer_count, has_host=state.has_host)
+        if now == state.announced:
             return
-        self._record.announced = now
-        for member in self._record.members.values():
+        state.announced = now
+        for member in state.members.values():
             if member.peer_id != skip:
                 member.notify(now)
+
+
+def _streams(streams: list[Any]) -> str:
+    return ", ".join(f"{s.kind} pt {s.payload_type}" for s in streams)

@@ -1,22 +1,32 @@
-"""The supervisor actor: owns every room actor in its nursery.
+"""The supervisor actor: the registry of rooms and their lifecycles; every room's task runs
+in its nursery.
 
-Erlang/OTP one_for_one: a room actor that raises is restarted with its record
-(see actors/room.py); more than `MAX_RESTARTS` crashes within
-`RESTART_WINDOW_SECONDS` stop the room with reason "crashed". A sweep every
-`SWEEP_INTERVAL_SECONDS` stops rooms idle for `idle_timeout_seconds` and
-forgets stopped rooms after the same time.
+What it owns: the registry (rooms by id, active rooms by post, room ids issued), each room's
+lifecycle (created, restarted, stopped, forgotten: `RoomRecord` in actors/room.py), and the
+services that outlive a room actor's crash (recordings run in its nursery; the room
+directory is written through `services/room_store.py`). What it does not own: a room's
+state, which only the room's actor writes (actors/room.py). Requests about a room's state
+(a kick, starting or stopping a recording, a keyframe) are forwarded to the room's mailbox,
+and the room answers the caller.
 
-Stats are answered here, from the rooms' records, in one hop: a room actor
-that is busy, restarting or just stopped never delays (or drops) a stats
-request. Stopping a room closes its mailbox with `close_mailbox`, which answers
-every request still queued there (`ActorGone`); the supervisor does the same
-with its own mailbox when it ends.
+Erlang/OTP one_for_one: a room actor that raises is started again on the same record after
+a short backoff (`RESTART_BACKOFF_SECONDS`, doubling); more than `MAX_RESTARTS` crashes
+within `RESTART_WINDOW_SECONDS` stop the room with reason "crashed". A sweep every
+`SWEEP_INTERVAL_SECONDS` stops rooms idle for `idle_timeout_seconds` and forgets stopped
+rooms after the same time.
+
+Stats are answered here, from the rooms' records, in one hop: a room actor that is busy,
+restarting or just stopped never delays (or drops) a stats request. Stopping a room marks
+the stop, closes its mailbox with `close_mailbox` (which answers every request still queued
+there, `ActorGone`) and cancels the room's task, whose teardown tells its members; the
+supervisor does the same with its own mailbox when it ends.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -28,9 +38,9 @@ from typing import Any
 import msgspec
 import trio
 
-from actors.errors import ActorGone, Capacity, PeerNotFound, RecordingNotFound, RoomNotFound
+from actors.errors import ActorGone, Capacity, RecordingNotFound, RoomNotFound
 from actors.events import NO_EVENTS, EventSink
-from actors.mailbox import answer, call, close_mailbox, open_mailbox
+from actors.mailbox import answer, call, close_mailbox, forward, open_mailbox, tell
 from actors.messages import (
     AdoptRoom,
     CreateRoom,
@@ -41,9 +51,9 @@ from actors.messages import (
     GetRoomStats,
     GetTotals,
     InjectCrash,
-    Kicked,
     KickPeer,
     PeerInfo,
+    RecordingEnded,
     RoomCreated,
     RoomRef,
     RoomStats,
@@ -51,12 +61,12 @@ from actors.messages import (
     StopRecording,
     StopRoom,
 )
-from actors.room import RoomActor, RoomRecord, new_record
+from actors.room import RoomActor, RoomRecord, StopInfo, new_record, no_fault
 from core.config import RecordingsConfig
 from core.ids import RoomIdAllocator
 from core.room_directory import RoomRow
 from core.signaling import StopReason
-from media.router import RouterStatistics
+from media.router import Router, RouterStatistics
 from services.recordings import Recording, RecordingInfo
 from services.room_store import RoomStore
 
@@ -64,8 +74,10 @@ log = logging.getLogger("bitbasel.supervisor")
 
 MAX_RESTARTS = 3
 RESTART_WINDOW_SECONDS = 10.0
+#: The wait before a crashed room actor starts again, doubled for each crash in the window
+#: (0.05, 0.1, 0.2 s): a bug that crashes at once does not spin; requests wait in the mailbox.
+RESTART_BACKOFF_SECONDS = 0.05
 SWEEP_INTERVAL_SECONDS = 30.0
-ROUTER_TICK_SECONDS = 0.1
 
 
 class _Sweep(msgspec.Struct, frozen=True):
@@ -90,11 +102,13 @@ class Supervisor:
         recordings: RecordingsConfig | None = None,
         store: RoomStore | None = None,
         restored: list[RoomRow] | None = None,
+        fault: Callable[[str], None] = no_fault,
     ) -> None:
         self._recordings = recordings or RecordingsConfig()
         # the room directory (a restart loses no room), and the rooms it had when we started
         self._store = store
         self._restored = list(restored or [])
+        self._fault = fault  # tests crash room actors in the middle of a handler (actors/room.py)
         self._recordings_running: set[Recording] = set()
         self._recording_ended = trio.lowlevel.ParkingLot()
         self._events = events  # webhooks: room_started, room_stopped here; the rest from the rooms
@@ -124,10 +138,10 @@ class Supervisor:
             GetTotals: self._on_totals,
             GetMetrics: self._on_metrics,
             GetPeers: self._on_peers,
-            GetKeyframe: self._on_keyframe,
-            StartRecording: self._on_start_recording,
-            StopRecording: self._on_stop_recording,
-            KickPeer: self._on_kick,
+            GetKeyframe: self._forward_to_room,
+            StartRecording: self._forward_to_room,
+            StopRecording: self._forward_to_room,
+            KickPeer: self._forward_to_room,
             _Sweep: self._on_sweep,
             _StopAll: self._on_stop_all,
         }
@@ -164,16 +178,19 @@ class Supervisor:
             log.info("room %s restored for post %s (host user %s)", row.room_id, row.post_id, row.host_user_id)
         self._restored = []
 
-    def _revive(self, row: RoomRow) -> RoomRecord:
-        record = new_record(
-            row.room_id,
-            row.post_id,
-            row.host_user_id,
-            target_bitrate_bps=self._target_bitrate_bps,
+    def _new_record(self, room_id: str, post_id: str, host_user_id: str, created_at: float | None = None) -> RoomRecord:
+        return new_record(
+            room_id,
+            post_id,
+            host_user_id,
+            router=Router(rtcp_ssrc=secrets.randbits(32) or 1, target_bitrate_bps=self._target_bitrate_bps),
             media_lock=self._media_lock,
             events=self._events,
-            created_at=row.created_at,
+            created_at=created_at,
         )
+
+    def _revive(self, row: RoomRow) -> RoomRecord:
+        record = self._new_record(row.room_id, row.post_id, row.host_user_id, row.created_at)
         self._add_room(record, record_now=row.record)
         return record
 
@@ -200,8 +217,8 @@ class Supervisor:
         self._rooms_created += 1
         assert self._nursery is not None
         self._nursery.start_soon(self._supervise, record, name=f"room {record.room_id}")
-        if record_now:
-            self._start_recording(record)
+        if record_now:  # the room's actor starts it, first thing
+            tell(record.mailbox[0], lambda reply: StartRecording(record.room_id, reply))
 
     def _on_create(self, message: CreateRoom) -> None:
         existing = self._active_by_post.get(message.post_id)
@@ -212,21 +229,12 @@ class Supervisor:
         if len(self._active_by_post) >= self._max_rooms:
             answer(message.reply, Capacity(f"max_rooms ({self._max_rooms}) rooms are active"))
             return
-        record = new_record(
-            self._ids.new(),
-            message.post_id,
-            message.host_user_id,
-            target_bitrate_bps=self._target_bitrate_bps,
-            media_lock=self._media_lock,
-            events=self._events,
-        )
-        self._add_room(record, record_now=False)
+        record = self._new_record(self._ids.new(), message.post_id, message.host_user_id)
         self._save_row(record, recording=message.record)
         log.info("room %s created for post %s (host user %s)", record.room_id, record.post_id, record.host_user_id)
         answer(message.reply, RoomCreated(record.room_id, record.post_id, record.host_user_id, existing=False))
         record.emit("room_started", host_user_id=record.host_user_id)
-        if message.record:
-            self._start_recording(record)
+        self._add_room(record, record_now=message.record)
 
     def _on_stop(self, message: StopRoom) -> None:
         record = self._rooms.get(message.room_id)
@@ -250,27 +258,25 @@ class Supervisor:
         if record is None:
             answer(message.reply, RoomNotFound(f"no room {message.room_id}"))
             return
-        with self._media_lock:
-            stats = record.stats()
-        answer(message.reply, stats)
+        answer(message.reply, record.stats())
 
     def _tally(self, *, forwarding: bool) -> _Tally:
         """Sessions and bytes over every known room (plus forgotten rooms' bytes), and with
-        `forwarding` the routers' counters (read under each room's media lock)."""
+        `forwarding` the routers' counters (plain ints: read without the media lock)."""
         tally = _Tally(
             bytes_sent=self._forgotten_bytes_sent,
             bytes_received=self._forgotten_bytes_received,
             forwarding=self._forgotten_forwarding,
         )
         for record in self._rooms.values():
+            state = record.state
             if forwarding:
-                with record.media_lock:  # the media thread updates the router's counters
-                    tally.forwarding = tally.forwarding.plus(record.router.statistics())
-            tally.bytes_sent += record.counters.bytes_sent  # plain counters: no lock needed
-            tally.bytes_received += record.counters.bytes_received
+                tally.forwarding = tally.forwarding.plus(state.router.statistics())
+            tally.bytes_sent += state.counters.bytes_sent
+            tally.bytes_received += state.counters.bytes_received
             if record.stopped is None:
-                tally.viewers += record.viewer_count
-                tally.hosts += 1 if record.host is not None else 0
+                tally.viewers += state.viewer_count
+                tally.hosts += 1 if state.host is not None else 0
         return tally
 
     def _on_totals(self, message: GetTotals) -> None:
@@ -301,32 +307,28 @@ class Supervisor:
         if isinstance(record, RoomNotFound):
             answer(message.reply, record)
             return
-        with record.media_lock:
-            answer(message.reply, record.peers())
+        answer(message.reply, record.state.peers())
 
-    def _on_start_recording(self, message: StartRecording) -> None:
+    def _forward_to_room(self, message: StartRecording | StopRecording | KickPeer | GetKeyframe) -> None:
+        """A request about a room's state: its actor answers the caller."""
         record = self._active_room(message.room_id)
         if isinstance(record, RoomNotFound):
-            answer(message.reply, record)
+            stopped = isinstance(message, StopRecording) and message.room_id in self._rooms
+            # a stopped room's recording ended with it
+            answer(message.reply, RecordingNotFound(f"room {message.room_id} is not recording") if stopped else record)
             return
-        answer(message.reply, record.recording or self._start_recording(record))
+        forward(record.mailbox[0], message, busy=f"room {record.room_id} is busy; try again")
 
-    def _on_stop_recording(self, message: StopRecording) -> None:
-        record = self._rooms.get(message.room_id)
-        if record is None:
-            answer(message.reply, RoomNotFound(f"no room {message.room_id}"))
-            return
-        recording = record.recording
-        if recording is None:
-            answer(message.reply, RecordingNotFound(f"room {message.room_id} is not recording"))
-            return
-        self._stop_recording(record, "api")
-        answer(message.reply, recording)
+    # ---- services of the rooms (actors/room.py RoomServices) ----------------------------
 
-    def _start_recording(self, record: RoomRecord) -> Recording:
+    def start_recording(self, record: RoomRecord) -> Recording:
+        """A recording of the room, running in this nursery (it outlives a room actor's crash);
+        the room's actor feeds it. When it ends by itself, the actor is told."""
+        state = record.state
+
         def request_keyframe() -> None:  # called under the media lock
-            if record.publisher_peer_id is not None:
-                record.router.request_keyframe(time.monotonic())
+            if state.publisher_peer_id is not None:
+                state.router.request_keyframe(time.monotonic())
 
         def ready(info: RecordingInfo) -> None:
             record.emit(
@@ -347,16 +349,9 @@ class Supervisor:
             request_keyframe=request_keyframe,
             on_ready=ready,
         )
-        with record.media_lock:
-            if record.publisher_peer_id is not None:
-                recording.use_host(record.publisher_sources)
-                record.router.request_keyframe(time.monotonic())  # the file starts at a keyframe
-            record.recording = recording
         assert self._nursery is not None
         self._recordings_running.add(recording)
         self._nursery.start_soon(self._run_recording, record, recording, name=f"recording {recording.recording_id}")
-        self._save_row(record, recording=True)
-        log.info("room %s: recording %s started", record.room_id, recording.recording_id)
         return recording
 
     async def _run_recording(self, record: RoomRecord, recording: Recording) -> None:
@@ -364,12 +359,16 @@ class Supervisor:
             await recording.run()
         except Exception:  # a disk error, or a bug fed by a host's packets: this recording ends, nothing else
             log.exception("room %s: recording %s failed", record.room_id, recording.recording_id)
+            recording.stop("failed")
         finally:
             self._recordings_running.discard(recording)
             self._recording_ended.unpark_all()
-            with record.media_lock:
-                if record.recording is recording:  # stopped by its own limit
-                    record.recording = None
+            if record.stopped is None:  # ended by its own limit, or failed: the room lets it go
+                tell(record.mailbox[0], lambda reply: RecordingEnded(recording, reply))
+
+    def save_row(self, record: RoomRecord, *, recording: bool) -> None:
+        """The room's row as it should come back after a restart (recording or not)."""
+        self._save_row(record, recording=recording)
 
     def _save_row(self, record: RoomRecord, *, recording: bool) -> None:
         """The room's row as it should come back after a restart (recording or not)."""
@@ -381,45 +380,6 @@ class Supervisor:
         """Until every recording has finished its file (bound it: at shutdown)."""
         while self._recordings_running:
             await self._recording_ended.park()
-
-    def _stop_recording(self, record: RoomRecord, reason: str) -> None:
-        recording = record.recording
-        if recording is None:
-            return
-        if reason == "api":
-            self._save_row(record, recording=False)
-        with record.media_lock:
-            record.recording = None  # the media thread stops feeding it
-        recording.stop(reason)
-
-    def _on_keyframe(self, message: GetKeyframe) -> None:
-        record = self._active_room(message.room_id)
-        if isinstance(record, RoomNotFound):
-            answer(message.reply, record)
-            return
-        with record.media_lock:
-            frame = record.router.latest_keyframe()
-            if frame is None and record.publisher_peer_id is not None:
-                record.router.request_keyframe(time.monotonic())
-        answer(message.reply, frame)
-
-    def _on_kick(self, message: KickPeer) -> None:
-        """Tell the session it is kicked; it sends `error` `kicked` and closes (4451), then
-        leaves the room like any session that ends."""
-        record = self._active_room(message.room_id)
-        if isinstance(record, RoomNotFound):
-            answer(message.reply, record)
-            return
-        member = record.members.get(message.peer_id)
-        if member is None or member.gone:
-            answer(message.reply, PeerNotFound(f"no session {message.peer_id} in room {message.room_id}"))
-            return
-        if not member.notify(Kicked()):
-            answer(message.reply, ActorGone(f"session {message.peer_id} is busy; try again"))
-            return
-        record.banned_users.add(member.user_id)  # its client must not come back; if it does, it is refused
-        log.info("room %s: %s %s (user %s) kicked", record.room_id, member.role, member.peer_id, member.user_id)
-        answer(message.reply, None)
 
     def _on_metrics(self, message: GetMetrics) -> None:
         tally = self._tally(forwarding=True)
@@ -442,9 +402,8 @@ class Supervisor:
         now = trio.current_time()
         for record in list(self._rooms.values()):
             if record.stopped is None:
-                if record.idle_since is None and all(m.gone for m in record.members.values()):
-                    record.idle_since = now  # every session ended without its Leave arriving
-                if record.idle_since is not None and now - record.idle_since >= self._idle_timeout:
+                idle_since = record.state.idle_since  # the room's actor keeps it (and purges ended sessions)
+                if idle_since is not None and now - idle_since >= self._idle_timeout:
                     self._stop(record, "idle")
             elif now - record.stopped.at >= self._idle_timeout:
                 self._forget(record)
@@ -458,36 +417,20 @@ class Supervisor:
     # ---- room lifecycle -----------------------------------------------------------------
 
     async def _supervise(self, record: RoomRecord) -> None:
-        """The room's life: its data-plane timer, and its actor restarted after each crash."""
-        with record.cancel_scope:
-            try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._tick_router, record)
-                    await self._run_actor(record)
-                    nursery.cancel_scope.cancel()
-            except Exception:  # a bug outside the actor (e.g. the router's timer): stop only this room
-                log.exception("room %s failed outside its actor; stopping it", record.room_id)
-                self._rooms_crashed += 1
-                self._stop(record, "crashed")
-
-    @staticmethod
-    async def _tick_router(record: RoomRecord) -> None:
-        """RTCP toward the host (RR, REMB, NACK) and pending keyframe requests; and `host_live`
-        once the attached host's first packet has arrived (within a tick of it)."""
-        while True:
-            await trio.sleep(ROUTER_TICK_SECONDS)
-            with record.media_lock:
-                record.router.tick(time.monotonic())
-                arrived = record.router.packets_in > record.live_baseline
-            if not record.live and record.publisher_peer_id is not None and arrived and record.stopped is None:
-                record.live = True
-                host = record.host
-                record.emit("host_live", peer_id=record.publisher_peer_id, user_id=host.user_id if host else None)
+        """The room's task: its actor, started again after each crash, until the room stops;
+        then the room's teardown (actors/room.py), in this same task."""
+        try:
+            with record.cancel_scope:
+                await self._run_actor(record)
+        finally:
+            if record.stopped is not None:
+                RoomActor.tear_down(record)
 
     async def _run_actor(self, record: RoomRecord) -> None:
-        """Run the room's actor, restarting it after a crash, until the room stops."""
+        """Run the room's actor, starting it again after a crash (after a backoff), until the
+        room stops."""
         while record.stopped is None:
-            actor = RoomActor(record, max_viewers=self._max_viewers)
+            actor = RoomActor(record, self, max_viewers=self._max_viewers, fault=self._fault)
             try:
                 await actor.run()
             except Exception:
@@ -506,7 +449,7 @@ class Supervisor:
                 record.restarts += 1
                 self._room_restarts += 1
                 log.exception("room %s actor crashed; restarting it (restart %d)", record.room_id, record.restarts)
-                await trio.lowlevel.checkpoint()
+                await trio.sleep(RESTART_BACKOFF_SECONDS * 2 ** (len(record.crash_times) - 1))
             else:
                 break  # mailbox closed: the room was stopped
 
@@ -519,16 +462,17 @@ class Supervisor:
         return len(record.crash_times) > MAX_RESTARTS
 
     def _stop(self, record: RoomRecord, reason: StopReason) -> None:
-        resumes = reason == "shutdown" and self._store is not None  # the restarted server has the room
-        with self._media_lock:
-            stopped_now = record.mark_stopped(reason, resumes=resumes)
-        if not stopped_now:
+        """Mark the stop, answer what is queued for the room, and cancel its task: its teardown
+        tells its members (`stopped`, or `restarting` when the room resumes after a restart)."""
+        if record.stopped is not None:
             return
+        resumes = reason == "shutdown" and self._store is not None  # the restarted server has the room
+        record.stopped = StopInfo(reason=reason, at=trio.current_time(), resumes=resumes)
+        record.cancel_scope.cancel()
         if self._active_by_post.get(record.post_id) == record.room_id:
             del self._active_by_post[record.post_id]
         answered = close_mailbox(record.mailbox, lambda _: ActorGone(f"room {record.room_id} stopped"))
         log.info("room %s stopped (%s); %d queued request(s) answered", record.room_id, reason, answered)
-        self._stop_recording(record, "shutdown" if reason == "shutdown" else "room_stopped")
         if resumes:  # the room goes on in the restarted server: no room_stopped for it
             return
         if self._store is not None:
@@ -536,10 +480,10 @@ class Supervisor:
         record.emit("room_stopped", reason=reason)
 
     def _forget(self, record: RoomRecord) -> None:
-        with record.media_lock:
-            self._forgotten_forwarding = self._forgotten_forwarding.plus(record.router.statistics())
-        self._forgotten_bytes_sent += record.counters.bytes_sent
-        self._forgotten_bytes_received += record.counters.bytes_received
+        state = record.state
+        self._forgotten_forwarding = self._forgotten_forwarding.plus(state.router.statistics())
+        self._forgotten_bytes_sent += state.counters.bytes_sent
+        self._forgotten_bytes_received += state.counters.bytes_received
         del self._rooms[record.room_id]
         if self._store is not None:
             self._store.forgotten(record.room_id)
@@ -547,7 +491,7 @@ class Supervisor:
 
     @staticmethod
     def _ref(record: RoomRecord) -> RoomRef:
-        return RoomRef(record.room_id, record.post_id, record.host_user_id, record.mailbox[0], record.counters)
+        return RoomRef(record.room_id, record.post_id, record.host_user_id, record.mailbox[0], record.state.counters)
 
     async def _sweep_timer(self) -> None:
         while True:

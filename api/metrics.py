@@ -76,18 +76,18 @@ def render(
     webhooks: dict[str, int] | None = None,
 ) -> bytes:
     """The text exposition of one scrape."""
-    with port.lock:
-        delay = port.statistics.forwarding_delay.snapshot()
-        counts = port.statistics
-        port_counts = {
-            "datagrams_received": counts.datagrams_received,
-            "unknown_address": counts.unknown_address,
-            "unknown_stun": counts.unknown_stun,
-            "malformed": counts.malformed,
-            "send_errors": counts.send_errors,
-            "handler_errors": counts.handler_errors,
-        }
-        port_sessions = len(port.directory)
+    # read without the media lock: each counter is read whole, the histogram copied in one step
+    delay = port.statistics.forwarding_delay.snapshot()
+    counts = port.statistics
+    port_counts = {
+        "datagrams_received": counts.datagrams_received,
+        "unknown_address": counts.unknown_address,
+        "unknown_stun": counts.unknown_stun,
+        "malformed": counts.malformed,
+        "send_errors": counts.send_errors,
+        "handler_errors": counts.handler_errors,
+    }
+    port_sessions = len(port.directory)
     forwarding = server.forwarding
     families: list[Metric] = []
 

@@ -83,4 +83,7 @@ class DelayHistogram:
             self._max_ns = delay_ns
 
     def snapshot(self) -> DelaySnapshot:
-        return DelaySnapshot(BOUNDS_US, tuple(self._counts), self._total, self._sum_ns / 1000, self._max_ns / 1000)
+        """Safe to take from another thread without a lock: the counts are copied in one step
+        and the total is theirs (the sum and max may include a packet more or less)."""
+        counts = tuple(self._counts)
+        return DelaySnapshot(BOUNDS_US, counts, sum(counts), self._sum_ns / 1000, self._max_ns / 1000)

@@ -280,6 +280,13 @@ class Router:
     def has_viewer(self, viewer_id: str) -> bool:
         return viewer_id in self._viewers
 
+    def viewer_ids(self) -> list[str]:
+        return list(self._viewers)
+
+    def publisher_streams(self) -> list[SourceStream]:
+        """The streams of the attached publisher the router forwards (one per kind)."""
+        return [src.stream for src in self._sources.values()]
+
     def latest_keyframe(self) -> bytes | None:
         """The newest whole VP8 keyframe still in the video cache (its payloads without the
         VP8 descriptors, ready to decode), or None. Looks back at most the cache's size; costs

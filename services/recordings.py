@@ -3,11 +3,12 @@
 Ownership and threads:
 
 - `Recording.feed` runs on the media thread, under the media lock, for every host RTP
-  packet (the room actor wraps the host connection's `on_rtp`): it hands the packet to
+  packet (the room's actor routes the host connection's `on_rtp` here too): it hands the packet to
   the sans-IO `media.recorder.Recorder`, whose `write` only appends to an in-memory
   buffer. Payload types are mapped to the recorder's fixed ones, so a new host with
   other payload types continues the same file.
-- `Recording.run`, a Trio task in the supervisor's nursery, every `FLUSH_SECONDS`:
+- `Recording.run`, a Trio task in the supervisor's nursery (a recording outlives a crash of
+  the room's actor, which starts and stops it), every `FLUSH_SECONDS`:
   takes the buffer (under the lock) and writes it to the file in a worker thread
   (disk never blocks media or Trio), calls `Recorder.advance` (time limit while the
   host is away, keyframe timeout), and asks the host for a keyframe while the
@@ -22,6 +23,7 @@ Files: `[recordings] directory/<room_id>/<recording_id>.webm` and `.json`; the l
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import secrets
@@ -129,7 +131,7 @@ class Recording:
         await self._done.wait()
 
     async def run(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        await trio.to_thread.run_sync(functools.partial(self.directory.mkdir, parents=True, exist_ok=True))
         file: BinaryIO = await trio.to_thread.run_sync(self.path.open, "wb")
         try:
             while not self._stop_requested.is_set():

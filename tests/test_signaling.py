@@ -3,8 +3,12 @@ bad input answered to that client alone. (Media is in test_media_e2e.py.)"""
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
 from media_server_client.messages import Error, Join, Joined, Leave, Offer, Ping, Pong, RoomUpdate, Stopped
 from media_server_client.signaling import SessionClosed, SignalingSession, connect_signaling
@@ -130,6 +134,68 @@ async def test_host_rules(server: RunningServer) -> None:
             await first.join(room_id, "host", user_id="alice")
             await second.join(room_id, "host", user_id="alice")
             await expect_refusal(first, "replaced", 4410)
+
+
+class RawWebSocket:
+    """A WebSocket client on wsproto over a plain socket, to see the closing handshake from the
+    client's side: it answers the server's close only when told to."""
+
+    def __init__(self, sock: trio.SocketStream) -> None:
+        self.sock = sock
+        self.ws = WSConnection(ConnectionType.CLIENT)
+
+    @classmethod
+    async def connect(cls, url: str) -> RawWebSocket:
+        host, port = url.removeprefix("ws://").split("/")[0].split(":")
+        raw = cls(await trio.open_tcp_stream(host, int(port)))
+        await raw.sock.send_all(raw.ws.send(Request(host=host, target="/ws")))
+        while not any(isinstance(e, AcceptConnection) for e in await raw.events()):
+            pass
+        return raw
+
+    async def events(self) -> list[object]:
+        data = await self.sock.receive_some(65536)
+        if not data:
+            raise EOFError("the server closed the TCP connection")
+        self.ws.receive_data(data)
+        return list(self.ws.events())
+
+    async def send_text(self, text: str) -> None:
+        await self.sock.send_all(self.ws.send(TextMessage(data=text)))
+
+    async def send_text_anyway(self, text: str) -> None:
+        """A text frame written by hand (wsproto sends nothing after the peer's close): what a
+        client whose writer had not yet seen the close still sends."""
+        payload = text.encode()
+        assert len(payload) < 126
+        mask = secrets.token_bytes(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        await self.sock.send_all(bytes((0x81, 0x80 | len(payload))) + mask + masked)
+
+
+async def test_after_its_close_frame_the_server_reads_until_the_clients_close(server: RunningServer) -> None:
+    """The closing handshake (RFC 6455 7.1.1): a replaced host still sending when the server's
+    `replaced` close (4410) arrives. The server keeps reading (and dropping) what it sends until
+    its close answer, then ends the connection cleanly. Closing at once, with the client's
+    frames unread, makes the kernel answer them with a reset, and a reset loses what the client
+    had not read yet: the close code (1006 instead of 4410)."""
+    with trio.fail_after(20):
+        room_id = await new_room(server, host="alice")
+        first = await RawWebSocket.connect(server.ws_url)
+        await first.send_text(f'{{"type": "join", "room_id": "{room_id}", "role": "host", "user_id": "alice"}}')
+        async with connect_signaling(server.ws_url) as second:
+            await second.join(room_id, "host", user_id="alice")
+            close = None
+            while close is None:
+                close = next((e for e in await first.events() if isinstance(e, CloseConnection)), None)
+            assert close.code == 4410
+            for _ in range(20):  # 0.4 s of frames after the server's close: read, not reset
+                await first.send_text_anyway('{"type": "ping"}')
+                await trio.sleep(0.02)
+            await first.sock.send_all(first.ws.send(close.response()))
+            with pytest.raises(EOFError):  # then the server ends the TCP connection (a FIN, no reset)
+                while True:
+                    await first.events()
 
 
 async def test_room_full(server: RunningServer) -> None:

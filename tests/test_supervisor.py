@@ -77,6 +77,7 @@ async def test_restart_intensity(autojump_clock: trio.testing.MockClock, nursery
         await client.crash_room(room.room_id)
     assert (await client.room_stats(room.room_id)).is_active
     await client.crash_room(room.room_id)  # the 4th within 10 s stops the room
+    await trio.testing.wait_all_tasks_blocked()  # the crashed actor's ticker unwinds first
     stats = await client.room_stats(room.room_id)
     assert not stats.is_active and stats.stop_reason == "crashed"
 
@@ -89,6 +90,7 @@ async def test_restart_keeps_the_roster_and_peers_are_not_dropped(
     ref = await ref_of(client, room.room_id)
     _, inbox = await join(ref, "v1")
     await client.crash_room(room.room_id)
+    await trio.testing.wait_all_tasks_blocked()  # the crashed actor's ticker unwinds first
     stats = await client.room_stats(room.room_id)
     assert stats.viewer_count == 1 and stats.restarts == 1
     accepted, _ = await join(ref, "v2")  # the same mailbox reaches the new incarnation
@@ -118,7 +120,8 @@ async def test_stop_tells_every_peer_and_closes_the_mailbox(nursery: trio.Nurser
     ref = await ref_of(client, room.room_id)
     _, inbox = await join(ref, "v1")
     await client.stop_room(room.room_id)
-    assert inbox.receive_nowait() == RoomStoppedEvent(room_id=room.room_id, reason="api")
+    with trio.fail_after(1):  # told by the room's teardown, in the room's task, right after the stop
+        assert await inbox.receive() == RoomStoppedEvent(room_id=room.room_id, reason="api")
     with pytest.raises(ActorGone):
         await join(ref, "v2")
     assert isinstance(await client.find_room(room.room_id), RoomStats)

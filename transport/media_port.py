@@ -2,9 +2,8 @@
 
 One socket per host address, all bound to ``[ice] udp_port`` (mediasoup's
 WebRtcServer, LiveKit's ``udp_port``). A **media thread** per socket blocks in
-``recvmsg``, then, holding the media lock, handles that datagram and every
-other one already waiting (up to ``DRAIN_BATCH``), each synchronously, by its
-first byte (RFC 7983, :mod:`media.demux`):
+``recvmsg``, then, holding the media lock, handles that datagram synchronously,
+by its first byte (RFC 7983):
 
 - STUN: the ICE-lite directory (:mod:`media.ice_lite`) finds the session by
   the USERNAME's local ufrag (a response to our own request: by its
@@ -24,11 +23,14 @@ Trio task: a heap of deadlines.
 
 **The media lock** (``MediaPort.lock``, reentrant) guards every piece of media
 state: the ICE directory, the peer connections, and the rooms' routers. The
-media thread holds it while it handles datagrams; Trio code takes it around
-whatever touches that state (the peer connections do it themselves; the room
-actors, the router timer and the stats take it through their record). Nothing
-awaits while holding it. Callbacks that must reach Trio (``on_state``) are
-handed over with ``run_sync_soon``. Time is ``time.monotonic()`` throughout.
+media thread holds it for one datagram at a time. Trio code holds it only around
+single calls into that state (a connection registering, a timer firing, a
+router call of a room actor), never around a whole handler, so the event loop
+waits at most for one datagram's handling (a fan-out to a room's viewers), not
+for a burst. Counters and histograms are read without it (each value is read
+whole under the GIL). Nothing awaits while holding it. Callbacks that must reach
+Trio (``on_state``) are handed over with ``run_sync_soon``. Time is
+``time.monotonic()`` throughout.
 
 A datagram that makes handling raise is dropped and counted (logged the first
 time, then at 10, 100, ...): one bad peer or one bug never ends the port.
@@ -59,8 +61,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Datagrams handled per hold of the media lock before the thread lets Trio's side take it.
-DRAIN_BATCH = 256
 #: Bigger than any datagram we accept (RTP over a 1500-byte MTU, DTLS flights are split).
 MAX_DATAGRAM = 2048
 #: Kernel socket buffers asked for (the kernel may cap them at net.core.[rw]mem_max).
@@ -125,7 +125,6 @@ class MediaPort:
         self._trio_token: trio.lowlevel.TrioToken | None = None
         self._trio_thread = 0
         self._stopping = threading.Event()
-        self._threads_done: list[threading.Event] = []
         #: Guards the directory, the connections and the routers (see the module's docstring).
         self.lock = threading.RLock()
 
@@ -190,7 +189,8 @@ class MediaPort:
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Read every socket (a media thread each) and run the timers until cancelled; then
-        stop the threads and close the sockets."""
+        stop the threads (woken, and awaited: the event loop never blocks on them) and close
+        the sockets."""
         self._trio_token = trio.lowlevel.current_trio_token()
         self._trio_thread = threading.get_ident()
         try:
@@ -200,14 +200,6 @@ class MediaPort:
                 nursery.start_soon(self._run_timers)
                 task_status.started()
         finally:
-            self._stopping.set()
-            for sock in self._sockets:  # wake each thread from its recvmsg
-                with contextlib.suppress(OSError):
-                    sock.sendto(b"", socket.MSG_DONTWAIT, sock.getsockname()[:2])
-            # A socket closed under a thread blocked in recvmsg would leave it blocked for good:
-            # let the threads see the wake-up first (microseconds; bounded).
-            for done in self._threads_done:
-                done.wait(THREAD_STOP_SECONDS)
             self.close()
 
     def close(self) -> None:
@@ -215,23 +207,31 @@ class MediaPort:
             sock.close()
 
     async def _run_media_thread(self, sock: socket.socket) -> None:
-        # abandoned on cancellation: serve() then wakes it, and it sees _stopping
+        """The thread, awaited until it returns. On cancellation the thread is told to stop
+        and woken from its recvmsg (an empty datagram to its own socket), then awaited, at
+        most THREAD_STOP_SECONDS (it only has one datagram's handling to finish)."""
         done = threading.Event()
-        self._threads_done.append(done)
         limiter = trio.CapacityLimiter(1)  # its own: never waits for (or holds) Trio's default thread tokens
-        await trio.to_thread.run_sync(self._read_blocking, sock, done, abandon_on_cancel=True, limiter=limiter)
-
-    def _read_blocking(self, sock: socket.socket, done: threading.Event) -> None:
         try:
-            self._read_until_stopped(sock)
+            await trio.to_thread.run_sync(self._read_until_stopped, sock, done, abandon_on_cancel=True, limiter=limiter)
         finally:
-            done.set()
+            self._stopping.set()
+            with contextlib.suppress(OSError):  # wake it: a socket closed under a blocked recvmsg stays blocked
+                sock.sendto(b"", socket.MSG_DONTWAIT, sock.getsockname()[:2])
+            with trio.CancelScope(shield=True):  # waited for in a worker thread, never on Trio's
+                await trio.to_thread.run_sync(done.wait, THREAD_STOP_SECONDS, limiter=trio.CapacityLimiter(1))
 
-    def _read_until_stopped(self, sock: socket.socket) -> None:
-        """The media thread: block for a datagram, then handle it and all that wait, locked.
+    def _read_until_stopped(self, sock: socket.socket, done: threading.Event) -> None:
+        """The media thread: block for a datagram, handle it under the lock, again.
 
         Each RTP packet's forwarding delay is measured from the kernel's receive timestamp
         to the end of its handling, so time spent waiting for the lock or the GIL counts."""
+        try:
+            self._read(sock)
+        finally:
+            done.set()
+
+    def _read(self, sock: socket.socket) -> None:
         receive = sock.recvmsg
         handle = self._handle
         statistics = self.statistics
@@ -240,32 +240,22 @@ class MediaPort:
         clock_ns = time.time_ns
         lock = self.lock
         stopping = self._stopping
-        dont_wait = socket.MSG_DONTWAIT
         space = _ANCILLARY_SPACE
-        while not stopping.is_set():  # set (and the thread woken with an empty datagram) by serve()
+        while not stopping.is_set():  # set (and the thread woken with an empty datagram) on cancellation
             try:
                 data, ancillary, _flags, address = receive(MAX_DATAGRAM, space)
             except OSError as exc:
                 if stopping.is_set() or exc.errno == errno.EBADF:
                     return
                 continue  # ICMP errors of earlier sends: nothing to read
+            statistics.datagrams_received += 1
             with lock:
-                for _ in range(DRAIN_BATCH):
-                    statistics.datagrams_received += 1
-                    try:
-                        if handle(sock, data, address) and ancillary:  # an RTP packet, forwarded
-                            seconds, nanoseconds = unpack_timespec(ancillary[0][2])
-                            record_delay(clock_ns() - seconds * 1_000_000_000 - nanoseconds)
-                    except Exception:  # a bug: drop the datagram, keep the port
-                        self._handler_failed(address)
-                    try:
-                        data, ancillary, _flags, address = receive(MAX_DATAGRAM, space, dont_wait)
-                    except BlockingIOError:
-                        break
-                    except OSError:
-                        if stopping.is_set():
-                            return
-                        break
+                try:
+                    if handle(sock, data, address) and ancillary:  # an RTP packet, forwarded
+                        seconds, nanoseconds = unpack_timespec(ancillary[0][2])
+                        record_delay(clock_ns() - seconds * 1_000_000_000 - nanoseconds)
+                except Exception:  # a bug: drop the datagram, keep the port
+                    self._handler_failed(address)
 
     def _handle(self, sock: socket.socket, data: bytes, address: Any) -> bool:
         """Handle one datagram; True for an RTP packet of a known session (its delay is counted)."""
@@ -324,21 +314,25 @@ class MediaPort:
             log.error("media port: %d datagrams dropped because handling raised", count)
 
     async def _run_timers(self) -> None:
+        """Fire the connections' due timers, each under the lock on its own (a timer is one
+        DTLS retransmission or one ICE request), then sleep until the next deadline."""
         while True:
-            with self.lock:
+            due: list[PeerConnection] = []
+            with self.lock:  # the heap is pushed from the media thread too
                 now = time.monotonic()
-                due: list[PeerConnection] = []
                 while self._timers and self._timers[0][0] <= now:
                     due.append(heapq.heappop(self._timers)[2])
-                for connection in due:  # what they schedule now waits for the next round
+            for connection in due:  # what they schedule now waits for the next round
+                with self.lock:
                     try:
                         connection.on_timer(now)
                     except Exception:
                         self._handler_failed("a timer")
-                wait = self._timers[0][0] - time.monotonic() if self._timers else math.inf
             if due:
                 await trio.lowlevel.checkpoint()
                 continue
+            with self.lock:
+                wait = self._timers[0][0] - time.monotonic() if self._timers else math.inf
             with trio.move_on_after(max(0.0, wait)):
                 await self._timers_changed.park()
 
