@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import msgspec
@@ -72,6 +72,7 @@ async def http_client(server: RunningServer, **kwargs: Any) -> AsyncIterator[htt
         yield client
 
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -146,3 +147,21 @@ def server_process(directory: Path, *, port: int = 0, **sections: dict[str, Any]
     finally:
         process.kill()
         process.wait()
+
+
+async def create_room(client: httpx.AsyncClient, post: str) -> str:
+    """A room for `post` hosted by user `alice`, through a client of a running server."""
+    response = await client.post("/room/create", json={"post_id": post, "host_user_id": "alice"})
+    response.raise_for_status()
+    room_id: str = response.json()["room_id"]
+    return room_id
+
+
+async def poll_until(fetch: Callable[[], Awaitable[T]], holds: Callable[[T], bool], *, interval: float = 0.1) -> T:
+    """Fetch a remote process's state until `holds(state)` (another process: no event to wait on).
+    Bound it with `trio.fail_after`."""
+    while True:
+        state = await fetch()
+        if holds(state):
+            return state
+        await trio.sleep(interval)

@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import trio
@@ -31,22 +31,14 @@ from media_server_client.containment import open_contained_loop
 from media_server_client.messages import Answer, Join, Joined, Offer, Stopped, encode
 from media_server_client.signaling import ServerError, SessionClosed, connect_signaling
 from media_server_client.sources import TestPatternTrack, ToneTrack
-from tests.serving import ROOT, ServerProcess, server_process
+from tests.serving import ROOT, ServerProcess, create_room, poll_until, server_process
 
-T = TypeVar("T")
 SCALE = int(os.environ.get("BITBASEL_RELIABILITY_SCALE", "1"))
 LOOPBACK = ["127.0.0.1"]
 
 
 def small_tracks() -> list[TestPatternTrack | ToneTrack]:
     return [TestPatternTrack(160, 120, 15), ToneTrack()]
-
-
-async def create_room(client: httpx.AsyncClient, post: str) -> str:
-    response = await client.post("/room/create", json={"post_id": post, "host_user_id": "alice"})
-    response.raise_for_status()
-    room_id: str = response.json()["room_id"]
-    return room_id
 
 
 async def runtime(client: httpx.AsyncClient) -> dict[str, Any]:
@@ -57,16 +49,6 @@ async def runtime(client: httpx.AsyncClient) -> dict[str, Any]:
 async def remote_stats(client: httpx.AsyncClient, room_id: str) -> dict[str, Any]:
     stats: dict[str, Any] = (await client.get(f"/room/{room_id}/stats")).json()
     return stats
-
-
-async def poll_until(fetch: Callable[[], Awaitable[T]], holds: Callable[[T], bool], *, interval: float = 0.1) -> T:
-    """Fetch a remote process's state until `holds(state)` (another process: no event to wait on).
-    Bound it with `trio.fail_after`."""
-    while True:
-        state = await fetch()
-        if holds(state):
-            return state
-        await trio.sleep(interval)
 
 
 def assert_alive(server: ServerProcess) -> None:

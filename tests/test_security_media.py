@@ -30,8 +30,7 @@ from media_server_client.containment import open_contained_loop
 from media_server_client.sources import TestPatternTrack, ToneTrack
 from tests.raw_peer import Forger, RawPeer, raw_peer, send_forged
 from tests.rtp_packets import build_rtp_packet
-from tests.serving import ServerProcess, server_process
-from tests.test_reliability import poll_until
+from tests.serving import ServerProcess, create_room, poll_until, server_process
 
 LOOPBACK = ["127.0.0.1"]
 CONSENT = 4.0  # the servers' consent timeout here: short, so "after the timeout" comes soon
@@ -39,13 +38,6 @@ CONSENT = 4.0  # the servers' consent timeout here: short, so "after the timeout
 
 def tracks() -> list[TestPatternTrack | ToneTrack]:
     return [TestPatternTrack(320, 240, 30), ToneTrack()]
-
-
-async def create_room(client: httpx.AsyncClient, post: str) -> str:
-    response = await client.post("/room/create", json={"post_id": post, "host_user_id": "alice"})
-    response.raise_for_status()
-    room_id: str = response.json()["room_id"]
-    return room_id
 
 
 async def routed_viewers(client: httpx.AsyncClient, room_id: str) -> int:
