@@ -14,7 +14,7 @@ import msgspec
 import trio
 
 from core.room_directory import RoomRow
-from core.signaling import Role, StopReason
+from core.signaling import LayerName, Quality, QualityReason, Role, StopReason
 from media.router import RouterStatistics
 from media.streams import SinkStream, SourceStream
 from services.recordings import Recording
@@ -229,6 +229,14 @@ class AttachMedia(msgspec.Struct, frozen=True):
     reply: Reply
 
 
+class ChooseQuality(msgspec.Struct, frozen=True):
+    """A viewer's `set_quality`: the layers it may get from now on. Answer: None."""
+
+    peer_id: str
+    quality: Quality
+    reply: Reply
+
+
 class PeerConnectionState(msgspec.Struct, frozen=True):
     """A peer's WebRTC connection became connected (True) or not (False)."""
 
@@ -256,6 +264,21 @@ class RoomStoppedEvent(msgspec.Struct, frozen=True):
 
 class Kicked(msgspec.Struct, frozen=True):
     """A moderator removed this session (POST /room/{id}/peers/{peer_id}/kick)."""
+
+
+class QualityChanged(msgspec.Struct, frozen=True):
+    """To a viewer: the layer it is sent changed (its `quality` message)."""
+
+    layer: LayerName | None
+    width: int | None
+    height: int | None
+    reason: QualityReason
+
+
+class LayersNeeded(msgspec.Struct, frozen=True):
+    """To a simulcast host: the rids viewers need now (its `layers` message)."""
+
+    active: list[str]
 
 
 class HostReplaced(msgspec.Struct, frozen=True):

@@ -33,13 +33,16 @@ from actors.errors import ActorCrashed, ActorGone, ActorRefusal, ActorTimeout, R
 from actors.mailbox import call
 from actors.messages import (
     AttachMedia,
+    ChooseQuality,
     HostReplaced,
     JoinAccepted,
     Kicked,
+    LayersNeeded,
     MediaEndpoint,
     MediaRoute,
     PacketHandler,
     PeerConnectionState,
+    QualityChanged,
     Restarting,
     RoomChanged,
     RoomRef,
@@ -63,12 +66,16 @@ from core.signaling import (
     Error,
     Join,
     Joined,
+    Layers,
     Leave,
     Offer,
     Ping,
     Pong,
+    Quality,
+    QualityUpdate,
     RoomUpdate,
     ServerMessage,
+    SetQuality,
     Stopped,
     decode_client_message_untrusted,
     encode,
@@ -322,6 +329,8 @@ class PeerSession:
                 raise _EndSession
             case Ping():
                 await self._send(Pong())
+            case SetQuality(quality=quality):
+                await self._set_quality(quality)
 
     # ---- join -----------------------------------------------------------------------------
 
@@ -458,6 +467,15 @@ class PeerSession:
             return
         connection.on_rtp, connection.on_rtcp = route.on_rtp, route.on_rtcp
 
+    async def _set_quality(self, quality: Quality) -> None:
+        """A viewer's choice of layers; a host's is a bad_message (the session goes on)."""
+        if self._role != "viewer":
+            await self._send(Error(code="bad_message", message="set_quality is for viewers"))
+            return
+        assert self._room is not None
+        with contextlib.suppress(ActorGone):  # the room stopped: its `stopped` event ends this session
+            await _call_room(self._room.mailbox, lambda r: ChooseQuality(self.peer_id, quality, r))
+
     async def _candidate(self, message: Candidate) -> None:
         if self._connection is None and self._offer_refused:
             return  # a candidate of the refused offer, already on its way: nothing to do with it
@@ -494,6 +512,10 @@ class PeerSession:
                         CLOSE_OF_CODE["kicked"],
                         Error(code="kicked", message="a moderator removed you from this room; do not rejoin"),
                     )
+                case QualityChanged(layer=layer, width=width, height=height, reason=reason):
+                    await self._send(QualityUpdate(layer=layer, width=width, height=height, reason=reason))
+                case LayersNeeded(active=active):
+                    await self._send(Layers(active=active))
                 case HostReplaced():
                     await self._end(
                         CLOSE_OF_CODE["replaced"],

@@ -52,6 +52,7 @@ from actors.events import NO_EVENTS, EventSink
 from actors.mailbox import answer, open_mailbox
 from actors.messages import (
     AttachMedia,
+    ChooseQuality,
     GetKeyframe,
     HostReplaced,
     InjectCrash,
@@ -59,10 +60,12 @@ from actors.messages import (
     JoinAccepted,
     Kicked,
     KickPeer,
+    LayersNeeded,
     Leave,
     MediaRoute,
     PeerConnectionState,
     PeerInfo,
+    QualityChanged,
     RecordingEnded,
     Restarting,
     RoomChanged,
@@ -72,7 +75,7 @@ from actors.messages import (
     StopRecording,
 )
 from core.signaling import Role, StopReason
-from media.router import Router
+from media.router import QualityChange, Router
 from services.recordings import Recording
 from transport.settings import TransportCounters
 
@@ -121,6 +124,8 @@ class RoomState:
     recording: Recording | None = None  # fed by the host's packets on the media thread
     live: bool = False  # host_live sent, host_left not yet
     live_baseline: int = 0  # router.packets_in when the current publisher was attached
+    layers_told: list[str] | None = None  # the rids last named to the host (dynacast)
+    recorded_epoch: int | None = None  # the video layer the recording took (router.recorded_epoch)
     announced: RoomChanged = field(default_factory=lambda: RoomChanged(viewer_count=0, has_host=False))
 
     @property
@@ -260,6 +265,7 @@ class RoomActor:
             Join: self._on_join,
             Leave: self._on_leave,
             PeerConnectionState: self._on_connection_state,
+            ChooseQuality: self._on_choose_quality,
             AttachMedia: self._on_attach_media,
             KickPeer: self._on_kick,
             StartRecording: self._on_start_recording,
@@ -356,6 +362,13 @@ class RoomActor:
         answer(message.reply, None)
         self._broadcast_if_changed()
 
+    def _on_choose_quality(self, message: ChooseQuality) -> None:
+        member = self._state.members.get(message.peer_id)
+        if member is not None and member.role == "viewer":
+            with self._record.media_lock:
+                self._state.router.set_quality(message.peer_id, message.quality, time.monotonic())
+        answer(message.reply, None)
+
     def _on_attach_media(self, message: AttachMedia) -> None:
         """Route a negotiated connection: the host's feeds the router, a viewer's is fed by it.
         The answer is what the peer's connection calls for the packets it receives."""
@@ -372,6 +385,7 @@ class RoomActor:
                 state.live_baseline = router.packets_in  # host_live once a packet of this publisher arrives
                 router.attach_publisher(endpoint.sources, endpoint.send_rtcp, time.monotonic())
                 state.publisher_peer_id = peer_id
+                state.layers_told = None  # a new host is told the layers needed afresh
                 if state.recording is not None:
                     state.recording.use_host(router.publisher_streams())
             self._fault("attach_media")
@@ -396,7 +410,7 @@ class RoomActor:
             arrival = time.monotonic()
             router.on_publisher_rtp(data, arrival)
             recording = state.recording
-            if recording is not None:
+            if recording is not None and router.recordable(data):  # the top layer of a simulcast host
                 recording.feed(data, arrival)
 
         return on_rtp
@@ -495,15 +509,26 @@ class RoomActor:
     # ---- the ticker -----------------------------------------------------------------------
 
     async def _tick(self) -> None:
-        """RTCP toward the host (RR, REMB, NACK) and pending keyframe requests; `host_live` once
+        """RTCP toward the host (RR, REMB, NACK), pending keyframe requests, the viewers'
+        layers; the viewers told their layer and the host the layers needed; `host_live` once
         the attached host's first packet has arrived (within a tick of it); and, once a second,
         members whose session ended without a Leave are removed."""
         state, record = self._state, self._record
         ticks = 0
         while True:
             await trio.sleep(TICK_SECONDS)
+            now = time.monotonic()
             with record.media_lock:
-                state.router.tick(time.monotonic())
+                state.router.tick(now)
+                changes = state.router.take_quality_changes()
+                needed = state.router.needed_rids(now)
+                recorded = state.router.recorded_epoch
+                if recorded != state.recorded_epoch:  # the recording takes another layer: a new segment
+                    state.recorded_epoch = recorded
+                    if state.recording is not None and recorded is not None:
+                        state.recording.recorder.host_changed()
+                        state.router.request_keyframe(now)
+            self._tell_layers(changes, needed)
             arrived = state.router.packets_in > state.live_baseline
             if not state.live and state.publisher_peer_id is not None and arrived:
                 host = state.host  # told before it is marked: a crash in between tells it twice, never not
@@ -514,6 +539,20 @@ class RoomActor:
             if ticks % PURGE_EVERY_TICKS == 0 and any(m.gone for m in state.members.values()):
                 self._purge_gone()
                 self._broadcast_if_changed()
+
+    def _tell_layers(self, changes: list[QualityChange], needed: list[str]) -> None:
+        """Each viewer whose layer changed gets its `quality`; the host the rids needed, when
+        they changed (a host without simulcast is never told)."""
+        state = self._state
+        for change in changes:
+            member = state.members.get(change.viewer_id)
+            if member is not None:
+                member.notify(QualityChanged(change.layer, change.width, change.height, change.reason))
+        host = state.host
+        if host is None or host.peer_id != state.publisher_peer_id or not needed or needed == state.layers_told:
+            return
+        if host.notify(LayersNeeded(active=needed)):
+            state.layers_told = needed
 
     # ---- restart and stop -------------------------------------------------------------------
 

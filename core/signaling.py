@@ -18,6 +18,9 @@ MAX_MESSAGE_BYTES = 64 * 1024
 
 Role = Literal["host", "viewer"]
 StopReason = Literal["api", "idle", "shutdown", "crashed"]
+Quality = Literal["auto", "high", "medium", "low", "audio_only"]  # a viewer's choice (media/layers.py)
+LayerName = Literal["high", "medium", "low", "audio_only"]
+QualityReason = Literal["bandwidth", "requested", "host", "codec"]
 Text = Annotated[str, msgspec.Meta(max_length=256)]
 
 
@@ -53,7 +56,14 @@ class Ping(_Message, frozen=True, tag="ping"):
     pass
 
 
-ClientMessage = Join | Offer | Candidate | Leave | Ping
+class SetQuality(_Message, frozen=True, tag="set_quality"):
+    """A viewer's choice: `auto` (the best its network carries), a highest layer it wants
+    (bandwidth may still choose a lower one), or `audio_only`. The session goes on."""
+
+    quality: Quality
+
+
+ClientMessage = Join | Offer | Candidate | Leave | Ping | SetQuality
 
 
 # ---- server to client --------------------------------------------------------------
@@ -101,7 +111,22 @@ class Reconnect(_Message, frozen=True, tag="reconnect"):
     url: str | None = None
 
 
-ServerMessage = Joined | Answer | RoomUpdate | Stopped | Error | Pong | Reconnect
+class QualityUpdate(_Message, frozen=True, tag="quality"):
+    """What a viewer is sent now, whenever it changes (null layer: no video yet)."""
+
+    layer: LayerName | None
+    width: int | None
+    height: int | None
+    reason: QualityReason
+
+
+class Layers(_Message, frozen=True, tag="layers"):
+    """To a simulcast host: the rids someone needs now; it may pause the others (dynacast)."""
+
+    active: list[str]
+
+
+ServerMessage = Joined | Answer | RoomUpdate | Stopped | Error | Pong | Reconnect | QualityUpdate | Layers
 
 
 # ---- codecs ---------------------------------------------------------------------------

@@ -1,21 +1,34 @@
 """The per-room forwarder: one publisher's RTP fanned out to every viewer, no decoding.
 
-Data path (``on_publisher_rtp``), per incoming packet, done once:
-parse the header, find the source by payload type, learn/switch its SSRC,
-update receive statistics and NACK gap detection, store the packet in the
-source's cache. Then per viewer (see ``_fan_out``), ordered early-return checks
-each counted by reason (mediasoup's SimpleConsumer): not started on this
-source epoch -> start at a keyframe (video) or now (audio), else
-``waiting_keyframe``; older than the start -> ``too_old``. A started viewer
-gets the fixed 12-byte header packed with its ssrc/pt/seq/ts, prepended to a
-body (extension block + payload) built once per packet per distinct
-extension plan (viewers that negotiated the same ids share it).
+Data path (``on_publisher_rtp``), per incoming packet, done once: parse the header, find the
+source by SSRC (a new SSRC is learned by payload type, or for a simulcast layer by the rid
+header extension it carries), update receive statistics and NACK gap detection, store the
+packet in the source's cache. Then per viewer (see ``_fan_out``), ordered early-return checks
+each counted by reason (mediasoup's SimpleConsumer): not started on this source epoch ->
+start at a keyframe (video) or now (audio), else ``waiting_keyframe``; older than the start
+-> ``too_old``. A started viewer gets the fixed 12-byte header packed with its ssrc/pt/seq/ts,
+prepended to a body (extension block + payload) built once per packet per distinct
+extension plan and VP8 rewrite (viewers that share them share the body).
 
-Control path: host SRs are translated per viewer; viewer NACKs are served
-from the cache; viewer PLI/FIR become PLIs to the host (at most one per
-second, except the one sent when a viewer joins); ``tick`` sends RR + REMB and
-NACKs to the host. Nothing here does I/O: everything goes through the
-callables given by the caller, and ``now`` is passed in.
+**Simulcast** (``media/layers.py``, ``media/bwe.py``): a host may publish up to three video
+layers, each a source of its own. A viewer's video track is bound to one layer at a time and
+keeps one SSRC whatever the layer. The layer it should get is decided once per
+``ALLOCATE_INTERVAL`` in ``tick`` (its quality request, its link's estimate from REMB and
+receiver-report loss, hysteresis); a switch waits for a keyframe of the target layer (asked
+for at once, throttled per layer), and happens on that keyframe: the sequence numbers go on
+where the old layer left them, the timestamps are bridged through the layers' sender reports
+(wall time when a layer has none yet), VP8 picture ids and TL0PICIDX continue. Until the
+keyframe the viewer keeps the old layer: a switch never freezes it. NACKs for the last packets
+of the old layer are still served from it. To let a viewer's estimate grow toward the next
+layer, the router pads its stream (``_pad``): RTP padding packets between frames, whose
+sequence numbers the track's map skips. Layers nobody needs for ``PAUSE_AFTER`` seconds are
+named in ``needed_rids`` so the host can pause them (dynacast).
+
+Control path: host SRs are translated per viewer; viewer NACKs are served from the cache;
+viewer PLI/FIR become PLIs to the host for the viewer's layer (at most one per second per
+layer, except the urgent ones sent when a viewer joins or switches, at most one per
+``URGENT_PLI_INTERVAL``); ``tick`` sends RR + REMB and NACKs to the host. Nothing here does
+I/O: everything goes through the callables given by the caller, and ``now`` is passed in.
 
 What one viewer's RTCP may cost (a viewer is an untrusted client; docs/SECURITY.md):
 at most :data:`VIEWER_RTCP_PER_SECOND` datagrams a second are read (a burst of
@@ -31,11 +44,14 @@ guards a packet's resends by RTT; Pion's responder bounds its buffer).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 
 import msgspec
 
+from media.bwe import LayerPolicy, ViewerBandwidth
 from media.errors import MalformedPacket
+from media.layers import AUDIO_ONLY, LayerName, Quality, QualityReason, layer_names, quality_cap
 from media.packet_cache import PacketCache
 from media.receive_stats import NackTracker, ReceiveStats
 from media.rtcp import (
@@ -54,16 +70,35 @@ from media.rtcp import (
     build_sr,
     parse_rtcp_untrusted,
 )
-from media.rtp import FIXED_HEADER, ExtensionPlan, RtpHeader, build_body, make_extension_plan, parse_rtp_untrusted
+from media.rtp import (
+    FIXED_HEADER,
+    RID_URI,
+    ExtensionPlan,
+    RtpHeader,
+    build_body,
+    make_extension_plan,
+    parse_extensions_untrusted,
+    parse_rtp_untrusted,
+)
 from media.seqmap import SeqMap
 from media.streams import MediaKind, SinkStream, SourceStream
-from media.vp8 import descriptor_length, is_keyframe_start, read_picture_id, rewrite_picture_id
+from media.vp8 import (
+    descriptor_length,
+    is_keyframe_start,
+    keyframe_size,
+    keyframe_start_in,
+    read_picture_id,
+    rewrite_picture_id,
+    rewrite_tl0_pic_idx,
+    tl0_pic_idx_location,
+)
 
-__all__ = ["DROP_REASONS", "Router", "RouterStatistics"]
+__all__ = ["DROP_REASONS", "LayerInfo", "QualityChange", "Router", "RouterStatistics"]
 
 SendFn = Callable[[bytes], None]
 
-PLI_INTERVAL = 1.0  # at most one (non-urgent) keyframe request per second to the host
+PLI_INTERVAL = 1.0  # at most one (non-urgent) keyframe request per second per layer to the host
+URGENT_PLI_INTERVAL = 0.3  # a join's or a switch's request: at once, but not more often than this per layer
 REPORT_INTERVAL = 1.0  # RR + REMB to the host
 CACHE_SIZE = 512
 RATE_WINDOW = 1.0  # a source's byte rate is measured over this many seconds (by tick)
@@ -79,11 +114,20 @@ RESEND_GUARD = 0.1
 #: RTCP datagrams read from one viewer a second (a burst of twice as many); browsers send a
 #: few (RR, REMB, a NACK per loss).
 VIEWER_RTCP_PER_SECOND = 100
+ALLOCATE_INTERVAL = 0.5  # how often each viewer's layer is chosen again (in tick)
+FLOWING_SECONDS = 2.0  # a layer with no packet for this long is not flowing (paused, or gone)
+PAUSE_AFTER = 10.0  # a layer nobody needed for this long may be paused at the host (dynacast)
+INITIAL_VIEWER_BPS = 2_500_000  # a viewer's estimate before its link said anything
+#: The REMB sent to a simulcast host, as a multiple of the target bitrate of its top layer:
+#: room for the lower layers too (a third and an eighth of it, at the usual ratios).
+SIMULCAST_REMB_FACTOR = 1.5
+MAX_PADDING = 255  # bytes of padding one RTP packet may carry (its length is one byte)
 
 DROP_REASONS = (
     "malformed",  # host RTP that does not parse
     "no_source",  # host RTP while no publisher is attached
     "unknown_payload_type",  # host RTP whose PT is none of the publisher's streams
+    "unknown_rid",  # host RTP of a new SSRC whose rid names no layer the host announced
     "stale_ssrc",  # host RTP from an SSRC the stream already switched away from
     "duplicate",  # host RTP already received (seq in the cache)
     "waiting_keyframe",  # per viewer: video before this viewer's first keyframe
@@ -95,9 +139,33 @@ DROP_REASONS = (
     "nack_repeat",  # per viewer: NACKed packet already resent to it within RESEND_GUARD
     "retransmit_limited",  # per viewer: NACKed packet beyond its retransmission byte budget
 )
+KEYFRAME_CAUSES = ("join", "switch", "viewer", "loss", "publisher", "recording")
 
 _pack_fixed = FIXED_HEADER.pack
-_KINDS: tuple[MediaKind, ...] = ("video", "audio")
+_PADDING_HEADER = struct.Struct("!BBHII")
+
+
+class LayerInfo(msgspec.Struct, frozen=True):
+    """One video layer of the publisher, as room stats show it."""
+
+    name: str  # low, medium, high (by size)
+    rid: str | None  # the host's name for it (None: a host without simulcast)
+    width: int | None
+    height: int | None
+    bitrate_bps: int  # over the last second
+    flowing: bool  # a packet in the last FLOWING_SECONDS
+    viewers: int  # viewers it is sent to now
+    packets_in: int
+
+
+class QualityChange(msgspec.Struct, frozen=True):
+    """What a viewer now gets (the `quality` message of PROTOCOL.md)."""
+
+    viewer_id: str
+    layer: LayerName | None  # None before any video
+    width: int | None
+    height: int | None
+    reason: QualityReason
 
 
 class RouterStatistics(msgspec.Struct, frozen=True):
@@ -114,33 +182,46 @@ class RouterStatistics(msgspec.Struct, frozen=True):
     reports_sent: int  # RR+REMB compounds sent to the host
     sender_reports_sent: int  # translated SRs sent to viewers
     drops: dict[str, int]  # by reason, see DROP_REASONS
+    layers: list[LayerInfo] = msgspec.field(default_factory=list)  # the host's video layers, lowest first
+    layer_switches: dict[str, int] = msgspec.field(default_factory=dict)  # by reason
+    keyframe_requests: dict[str, int] = msgspec.field(default_factory=dict)  # PLIs by cause
+    padding_bytes: int = 0  # sent to probe viewers' links
 
 
 class _Variant:
-    """An interned (extension plan, picture id delta) pair: viewers sharing one
+    """An interned (extension plan, picture id delta, TL0PICIDX delta): viewers sharing one
     share the body built for each packet (compared by identity)."""
 
-    __slots__ = ("pid_delta", "plan")
+    __slots__ = ("pid_delta", "plan", "tl0_delta")
 
-    def __init__(self, plan: ExtensionPlan | None, pid_delta: int) -> None:
+    def __init__(self, plan: ExtensionPlan | None, pid_delta: int, tl0_delta: int) -> None:
         self.plan = plan
         self.pid_delta = pid_delta
+        self.tl0_delta = tl0_delta
 
 
 class _Track(SeqMap):
-    """One viewer's stream of one kind: its sink, its rewriting state and its retransmissions."""
+    """One viewer's stream of one kind: its sink, its rewriting state and its retransmissions.
+    A video track is bound to one source (a layer) at a time, and may wait for a keyframe of
+    another (``target``) to switch to it."""
 
     __slots__ = (
+        "bridge_ts",
+        "last_out_tl0",
         "octets",
         "packets",
         "plan",
+        "previous_variant",
         "pt",
         "resent",
         "retransmit_at",
         "retransmit_budget",
         "send_rtp",
         "sink",
+        "source",
         "ssrc",
+        "target",
+        "tl0_offset",
         "variant",
         "viewer",
     )
@@ -154,6 +235,12 @@ class _Track(SeqMap):
         self.send_rtp = send_rtp
         self.plan: ExtensionPlan | None = None
         self.variant: _Variant | None = None
+        self.previous_variant: _Variant | None = None  # of the epoch before (a NACK may reach back)
+        self.source: _Source | None = None  # the source whose packets it gets (in its `tracks`)
+        self.target: _Source | None = None  # the layer it switches to at that layer's next keyframe
+        self.tl0_offset = 0
+        self.last_out_tl0: int | None = None
+        self.bridge_ts: int | None = None  # the output timestamp of its first packet on a new layer
         self.packets = 0
         self.octets = 0
         self.resent: dict[int, float] = {}  # host seq -> when it was last resent to this viewer
@@ -162,7 +249,23 @@ class _Track(SeqMap):
 
 
 class _Viewer:
-    __slots__ = ("id", "receiver_reports", "remb_bps", "rtcp_at", "rtcp_budget", "send_rtcp", "send_rtp", "tracks")
+    __slots__ = (
+        "announced",
+        "bandwidth",
+        "id",
+        "padding_bps",
+        "padding_credit",
+        "policy",
+        "quality",
+        "reason",
+        "receiver_reports",
+        "remb_bps",
+        "rtcp_at",
+        "rtcp_budget",
+        "send_rtcp",
+        "send_rtp",
+        "tracks",
+    )
 
     def __init__(self, viewer_id: str, send_rtp: SendFn, send_rtcp: SendFn, now: float) -> None:
         self.id = viewer_id
@@ -173,6 +276,13 @@ class _Viewer:
         self.remb_bps: int | None = None
         self.rtcp_budget = 2.0 * VIEWER_RTCP_PER_SECOND  # datagrams
         self.rtcp_at = now
+        self.quality: Quality = "auto"
+        self.bandwidth = ViewerBandwidth(INITIAL_VIEWER_BPS)
+        self.policy = LayerPolicy()
+        self.padding_bps = 0
+        self.padding_credit = 0.0  # bytes of padding owed
+        self.reason: QualityReason = "requested"  # why its layer last changed
+        self.announced: QualityChange | None = None  # the quality last told
 
     def take_rtcp(self, now: float) -> bool:
         """Whether one more RTCP datagram of this viewer may be read now (a token bucket)."""
@@ -187,32 +297,43 @@ class _Viewer:
 
 
 class _Source:
-    """One stream of the current publisher."""
+    """One stream of the current publisher: audio, video, or one simulcast layer of video."""
 
     __slots__ = (
         "byte_rate",
         "bytes_in",
         "cache",
         "epoch",
+        "highest_marker",
         "highest_seq",
         "highest_time",
         "highest_ts",
         "is_video",
+        "kf_pending",
+        "kf_urgent",
         "kind",
+        "last_pli",
         "nack",
+        "needed_at",
         "old_ssrcs",
+        "packets",
+        "pending",
         "rate_bytes",
         "rate_since",
+        "rid",
+        "size",
+        "sr",
         "ssrc",
         "stats",
         "stream",
         "tracks",
     )
 
-    def __init__(self, stream: SourceStream, epoch: int) -> None:
+    def __init__(self, stream: SourceStream, epoch: int, now: float, rid: str | None = None) -> None:
         self.stream = stream
         self.kind: MediaKind = stream.kind
         self.is_video = stream.kind == "video"
+        self.rid = rid
         self.ssrc: int | None = None
         self.old_ssrcs: set[int] = set()
         self.epoch = epoch
@@ -221,12 +342,21 @@ class _Source:
         self.cache: PacketCache[tuple[RtpHeader, bytes]] = PacketCache(CACHE_SIZE)
         self.highest_seq = 0
         self.highest_ts = 0
-        self.highest_time = 0.0
+        self.highest_time = float("-inf")
+        self.highest_marker = True
         self.tracks: list[_Track] = []
+        self.pending: list[_Track] = []  # video tracks switching to this layer at its next keyframe
+        self.packets = 0
         self.bytes_in = 0  # RTP bytes received (all SSRCs of the stream)
         self.byte_rate = 0.0  # bytes a second over the last RATE_WINDOW (see Router.tick)
         self.rate_bytes = 0  # bytes_in at rate_since
         self.rate_since: float | None = None
+        self.size: tuple[int, int] | None = None  # of its last keyframe (video)
+        self.sr: tuple[int, int] | None = None  # (NTP, RTP timestamp) of its last sender report
+        self.last_pli = float("-inf")
+        self.kf_pending = False  # a keyframe request waits for its throttle (or for an SSRC)
+        self.kf_urgent = False
+        self.needed_at = now  # the last time a viewer wanted it (dynacast): all are, at first
 
     def measure_rate(self, now: float) -> None:
         """Update byte_rate once a RATE_WINDOW has passed since the last measure."""
@@ -236,6 +366,9 @@ class _Source:
             self.byte_rate = (self.bytes_in - self.rate_bytes) / (now - self.rate_since)
             self.rate_since, self.rate_bytes = now, self.bytes_in
 
+    def flowing(self, now: float) -> bool:
+        return now - self.highest_time < FLOWING_SECONDS
+
 
 class Router:
     def __init__(self, *, rtcp_ssrc: int, target_bitrate_bps: int) -> None:
@@ -244,16 +377,21 @@ class Router:
         self._viewers: dict[str, _Viewer] = {}
         self._publisher = False
         self._send_rtcp_to_host: SendFn | None = None
-        self._sources: dict[MediaKind, _Source] = {}
-        self._by_pt: dict[int, _Source] = {}
+        self._audio: _Source | None = None
+        self._layers: list[_Source] = []  # video: one source, or the simulcast layers, lowest first
+        self._by_pt: dict[int, _Source] = {}  # a payload type of one source (not a simulcast one)
+        self._by_ssrc: dict[int, _Source] = {}
+        self._simulcast_pt: int | None = None
+        self._rid_ext_id: int | None = None
+        self._by_rid: dict[str, _Source] = {}
+        self._ordered = False  # the layers are in size order (set once)
+        self._recorded: _Source | None = None  # the video layer a recording takes
         self._epochs = 0
         self._plans: dict[ExtensionPlan, ExtensionPlan] = {}
-        self._variants: dict[tuple[ExtensionPlan | None, int], _Variant] = {}
-        # keyframe requests
-        self._last_pli = float("-inf")
-        self._kf_pending = False
-        self._kf_urgent = False
+        self._variants: dict[tuple[ExtensionPlan | None, int, int], _Variant] = {}
         self._next_report = float("inf")
+        self._next_allocation = float("-inf")
+        self._quality_changes: list[QualityChange] = []
         # counters
         self._packets_in = 0
         self._bytes_in = 0
@@ -265,7 +403,10 @@ class Router:
         self._nacked_seqs = 0
         self._reports_sent = 0
         self._srs_sent = 0
+        self._padding_bytes = 0
         self._drops: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
+        self._switches: dict[str, int] = {"bandwidth": 0, "requested": 0, "host": 0}
+        self._keyframe_causes: dict[str, int] = dict.fromkeys(KEYFRAME_CAUSES, 0)
 
     # ------------------------------------------------------------ properties
 
@@ -285,13 +426,29 @@ class Router:
 
     def publisher_streams(self) -> list[SourceStream]:
         """The streams of the attached publisher the router forwards (one per kind)."""
-        return [src.stream for src in self._sources.values()]
+        streams = [src.stream for src in self._sources()]
+        return list({id(s): s for s in streams}.values())  # a simulcast stream once
 
-    def latest_keyframe(self) -> bytes | None:
-        """The newest whole VP8 keyframe still in the video cache (its payloads without the
-        VP8 descriptors, ready to decode), or None. Looks back at most the cache's size; costs
-        nothing until asked (GET /room/{id}/thumbnail.jpg)."""
-        src = self._sources.get("video")
+    def _sources(self) -> list[_Source]:
+        return self._layers + ([self._audio] if self._audio is not None else [])
+
+    def _latest(self, now: float | None) -> float:
+        """``now``, or (for a caller without a clock) the arrival of the newest packet."""
+        if now is not None:
+            return now
+        return max((src.highest_time for src in self._sources()), default=float("-inf"))
+
+    def _top_layer(self, now: float | None) -> _Source | None:
+        """The highest video layer that flows (the recording's and the thumbnail's)."""
+        now = self._latest(now)
+        flowing = [src for src in self._layers if src.flowing(now)]
+        return flowing[-1] if flowing else (self._layers[-1] if self._layers else None)
+
+    def latest_keyframe(self, now: float | None = None) -> bytes | None:
+        """The newest whole VP8 keyframe still in the top layer's cache (its payloads without
+        the VP8 descriptors, ready to decode), or None. Looks back at most the cache's size;
+        costs nothing until asked (GET /room/{id}/thumbnail.jpg)."""
+        src = self._top_layer(now)
         if src is None or src.stats is None or not src.stats.received:
             return None
         cache = src.cache
@@ -314,16 +471,27 @@ class Router:
         return sum(track.octets for track in viewer.tracks.values()) if viewer is not None else 0
 
     def publisher_ssrc(self, kind: MediaKind) -> int | None:
-        """The SSRC learned for the publisher's stream of ``kind``, if any yet."""
-        src = self._sources.get(kind)
+        """The SSRC learned for the publisher's stream of ``kind`` (the top layer's for video)."""
+        src = self._audio if kind == "audio" else self._top_layer(None)
         return None if src is None else src.ssrc
+
+    @property
+    def recorded_epoch(self) -> int | None:
+        """Changes when a recording must take another video layer (it starts a new segment)."""
+        return None if self._recorded is None else self._recorded.epoch
+
+    def recordable(self, data: bytes) -> bool:
+        """Whether a host RTP packet goes into a recording: audio, and the video layer being
+        recorded (the top one that flows, chosen by ``tick``; the only one without simulcast)."""
+        src = self._by_ssrc.get(int.from_bytes(data[8:12], "big")) if len(data) >= 12 else None
+        return src is not None and (not src.is_video or src is self._recorded)
 
     @property
     def packets_in(self) -> int:
         """Host RTP packets received so far (cheap: the room's live check reads it 10 times a second)."""
         return self._packets_in
 
-    def statistics(self) -> RouterStatistics:
+    def statistics(self, now: float | None = None) -> RouterStatistics:
         return RouterStatistics(
             has_publisher=self._publisher,
             viewer_count=len(self._viewers),
@@ -338,7 +506,29 @@ class Router:
             reports_sent=self._reports_sent,
             sender_reports_sent=self._srs_sent,
             drops=dict(self._drops),
+            layers=self.layers(now),
+            layer_switches=dict(self._switches),
+            keyframe_requests=dict(self._keyframe_causes),
+            padding_bytes=self._padding_bytes,
         )
+
+    def layers(self, now: float | None = None) -> list[LayerInfo]:
+        """The host's video layers, lowest first (one without simulcast)."""
+        now = self._latest(now)
+        names = layer_names(len(self._layers))
+        return [
+            LayerInfo(
+                name=name,
+                rid=src.rid,
+                width=src.size[0] if src.size else None,
+                height=src.size[1] if src.size else None,
+                bitrate_bps=int(src.byte_rate * 8),
+                flowing=src.flowing(now),
+                viewers=len(src.tracks),
+                packets_in=src.packets,
+            )
+            for name, src in zip(names, self._layers, strict=False)
+        ]
 
     # ------------------------------------------------------------ host side
 
@@ -348,37 +538,53 @@ class Router:
             self._end_sources()
         self._publisher = True
         self._send_rtcp_to_host = send_rtcp_to_host
-        self._sources = {}
+        self._audio = None
+        self._layers = []
         self._by_pt = {}
+        self._by_ssrc = {}
+        self._by_rid = {}
+        self._simulcast_pt = None
+        self._rid_ext_id = None
+        self._ordered = False
         for stream in streams:
-            if stream.kind in self._sources:
-                continue  # one stream per kind
-            src = _Source(stream, self._new_epoch())
-            self._sources[stream.kind] = src
-            self._by_pt[stream.payload_type & 0x7F] = src
-            for viewer in self._viewers.values():
-                track = viewer.tracks.get(stream.kind)
-                if track is not None:
-                    self._bind(src, track)
-        self._last_pli = float("-inf")
-        self._kf_pending = False
-        self._kf_urgent = False
-        if "video" in self._sources and self._sources["video"].tracks:
-            # no SSRC yet: the PLI goes out with the first video packet unless
-            # that packet already starts a keyframe
-            self._kf_pending = True
-            self._kf_urgent = True
+            if stream.kind == "audio" and self._audio is None:
+                self._audio = src = _Source(stream, self._new_epoch(), now)
+                self._by_pt[stream.payload_type & 0x7F] = src
+            elif stream.kind == "video" and not self._layers:
+                self._add_video(stream, now)
+        for viewer in self._viewers.values():
+            self._bind_viewer(viewer, now)
+        for src in self._layers:
+            if src.tracks:  # no SSRC yet: the PLI goes out with its first packet, unless it starts a keyframe
+                src.kf_pending = src.kf_urgent = True
         self._next_report = now
+        self._next_allocation = now + ALLOCATE_INTERVAL
+
+    def _add_video(self, stream: SourceStream, now: float) -> None:
+        rid_ext = next((i for i, uri in stream.extensions.items() if uri == RID_URI), None)
+        if len(stream.rids) > 1 and rid_ext is not None:
+            self._simulcast_pt = stream.payload_type & 0x7F
+            self._rid_ext_id = rid_ext
+            for rid in stream.rids[:3]:
+                src = _Source(stream, self._new_epoch(), now, rid)
+                self._layers.append(src)
+                self._by_rid[rid] = src
+        else:
+            src = _Source(stream, self._new_epoch(), now)
+            self._layers.append(src)
+            self._by_pt[stream.payload_type & 0x7F] = src
 
     def detach_publisher(self, now: float) -> None:
         if self._publisher:
             self._end_sources()
         self._publisher = False
         self._send_rtcp_to_host = None
-        self._sources = {}
+        self._audio = None
+        self._layers = []
         self._by_pt = {}
-        self._kf_pending = False
-        self._kf_urgent = False
+        self._by_ssrc = {}
+        self._by_rid = {}
+        self._simulcast_pt = None
         self._next_report = float("inf")
 
     def on_publisher_rtp(self, data: bytes, now: float) -> None:
@@ -390,16 +596,16 @@ class Router:
         except MalformedPacket:
             self._drops["malformed"] += 1
             return
-        src = self._by_pt.get(hdr.payload_type)
+        src = self._by_ssrc.get(hdr.ssrc)
         if src is None:
-            self._drops["unknown_payload_type" if self._publisher else "no_source"] += 1
+            src = self._learn_ssrc(hdr, data, now)
+            if src is None:
+                return
+        elif hdr.payload_type != src.stream.payload_type & 0x7F:
+            self._drops["unknown_payload_type"] += 1
             return
         src.bytes_in += len(data)
-        if hdr.ssrc != src.ssrc:
-            if hdr.ssrc in src.old_ssrcs:
-                self._drops["stale_ssrc"] += 1
-                return
-            self._switch_ssrc(src, hdr, data, now)
+        src.packets += 1
         seq = hdr.sequence_number
         stats = src.stats
         assert stats is not None
@@ -409,6 +615,7 @@ class Router:
             src.highest_seq = seq
             src.highest_ts = hdr.timestamp
             src.highest_time = now
+            src.highest_marker = hdr.marker
         elif src.cache.get(seq) is not None:
             self._drops["duplicate"] += 1
             return
@@ -418,11 +625,30 @@ class Router:
             nack.on_packet(ext, now)
             if now >= nack.next_due:
                 self._send_nacks(src, now)
-            if self._kf_pending and is_keyframe_start(data[hdr.payload_offset : hdr.payload_end]):
-                self._kf_pending = False
-                self._kf_urgent = False
+            if keyframe_start_in(data, hdr.payload_offset, hdr.payload_end):
+                src.kf_pending = src.kf_urgent = False
+                self._on_keyframe(src, hdr, data)
         if src.tracks:
             self._fan_out(src, hdr, data, now)
+
+    def _learn_ssrc(self, hdr: RtpHeader, data: bytes, now: float) -> _Source | None:
+        """The source of a packet from an SSRC not seen yet: by payload type, or for a simulcast
+        layer by the rid it carries. Counted drop (None) if it has none."""
+        src = self._by_pt.get(hdr.payload_type)
+        if src is None and hdr.payload_type == self._simulcast_pt:
+            rid = parse_extensions_untrusted(data, hdr).get(self._rid_ext_id or 0)
+            src = self._by_rid.get(rid.decode("ascii", "replace")) if rid else None
+            if src is None:
+                self._drops["unknown_rid"] += 1
+                return None
+        if src is None:
+            self._drops["unknown_payload_type" if self._publisher else "no_source"] += 1
+            return None
+        if hdr.ssrc in src.old_ssrcs:
+            self._drops["stale_ssrc"] += 1
+            return None
+        self._switch_ssrc(src, hdr, data, now)
+        return src
 
     def _parse_rtcp(self, data: bytes) -> list[RtcpPacket]:
         """The packets of a compound RTCP datagram; none (counted) if it is malformed."""
@@ -433,13 +659,15 @@ class Router:
             return []
 
     def on_publisher_rtcp(self, data: bytes, now: float) -> None:
-        """Decrypted RTCP from the host: SRs are kept (LSR) and translated to viewers."""
+        """Decrypted RTCP from the host: SRs are kept (LSR, the layer's clock) and translated
+        to the viewers of that source."""
         for p in self._parse_rtcp(data):
             if isinstance(p, SenderReport):
-                for src in self._sources.values():
-                    if src.ssrc == p.ssrc and src.stats is not None:
-                        src.stats.on_sender_report(p.ntp, now)
-                        self._translate_sr(src, p)
+                src = self._by_ssrc.get(p.ssrc)
+                if src is not None and src.stats is not None:
+                    src.stats.on_sender_report(p.ntp, now)
+                    src.sr = (p.ntp, p.rtp_ts)
+                    self._translate_sr(src, p)
             # RR/BYE/feedback from the host are of no use to the forwarder
 
     # ------------------------------------------------------------ viewer side
@@ -459,26 +687,33 @@ class Router:
         for sink in sinks:
             if sink.kind in viewer.tracks:
                 continue  # one stream per kind
-            track = _Track(viewer, sink, send_rtp)
-            viewer.tracks[sink.kind] = track
-            src = self._sources.get(sink.kind)
-            if src is not None:
-                self._bind(src, track)
+            viewer.tracks[sink.kind] = _Track(viewer, sink, send_rtp)
         self._viewers[viewer_id] = viewer
-        if "video" in viewer.tracks and "video" in self._sources:
-            self._request_keyframe(now, urgent=True)
+        self._bind_viewer(viewer, now)
+        video = viewer.tracks.get("video")
+        if video is not None and video.source is not None:
+            self._request_keyframe(video.source, now, urgent=True, cause="join")
 
     def remove_viewer(self, viewer_id: str) -> None:
         viewer = self._viewers.pop(viewer_id, None)
         if viewer is None:
             return
-        for kind, track in viewer.tracks.items():
-            src = self._sources.get(kind)
-            if src is not None and track in src.tracks:
-                src.tracks.remove(track)
+        for track in viewer.tracks.values():
+            self._unbind(track)
+
+    def set_quality(self, viewer_id: str, quality: Quality, now: float) -> None:
+        """The viewer's choice (`set_quality`): applied at once (a switch still waits for the
+        target layer's keyframe)."""
+        viewer = self._viewers.get(viewer_id)
+        if viewer is None or viewer.quality == quality:
+            return
+        viewer.quality = quality
+        viewer.policy.reset()
+        self._allocate(viewer, now)
 
     def on_viewer_rtcp(self, viewer_id: str, data: bytes, now: float) -> None:
-        """NACK -> retransmit from the cache; PLI/FIR -> keyframe request; RR/REMB kept."""
+        """NACK -> retransmit from the cache; PLI/FIR -> keyframe request; RR/REMB feed the
+        viewer's bandwidth estimate."""
         viewer = self._viewers.get(viewer_id)
         if viewer is None:
             self._drops["unknown_viewer"] += 1
@@ -486,44 +721,240 @@ class Router:
         if not viewer.take_rtcp(now):
             self._drops["rtcp_rate_limited"] += 1
             return
+        video = viewer.tracks.get("video")
         for p in self._parse_rtcp(data):
             if isinstance(p, Nack):
                 self._serve_nack(viewer, p, now)
             elif isinstance(p, Pli):
-                if self._viewer_video_ssrc(viewer) == p.media_ssrc:
-                    self._request_keyframe(now, urgent=False)
+                if video is not None and video.ssrc == p.media_ssrc and video.source is not None:
+                    self._request_keyframe(video.source, now, urgent=False, cause="viewer")
             elif isinstance(p, Fir):
-                vssrc = self._viewer_video_ssrc(viewer)
-                if any(e.ssrc == vssrc for e in p.entries):
-                    self._request_keyframe(now, urgent=False)
+                if video is not None and video.source is not None and any(e.ssrc == video.ssrc for e in p.entries):
+                    self._request_keyframe(video.source, now, urgent=False, cause="viewer")
             elif isinstance(p, (ReceiverReport, SenderReport)):
                 for block in p.reports:
                     viewer.receiver_reports[block.ssrc] = block
+                    if video is not None and block.ssrc == video.ssrc:
+                        viewer.bandwidth.on_loss(block.fraction_lost, now)
             elif isinstance(p, Remb):
                 viewer.remb_bps = p.bitrate_bps
+                viewer.bandwidth.on_remb(p.bitrate_bps)
 
-    # ------------------------------------------------------------ timers
+    # ------------------------------------------------------------ timers and events
 
     def tick(self, now: float) -> None:
         """Call every 0.1-0.25 s: RR+REMB to the host (~1/s), NACK retries, keyframe retries,
-        the sources' byte rates."""
+        the sources' byte rates, the viewers' layers and their padding."""
         if not self._publisher:
             return
-        for src in self._sources.values():
+        for src in self._sources():
             src.measure_rate(now)
+        self._recorded = self._top_layer(now)
         if now >= self._next_report and self._send_report(now):
             self._next_report = now + REPORT_INTERVAL - 0.05  # tolerate tick jitter
-        video = self._sources.get("video")
-        if video is not None and video.ssrc is not None:
-            if now >= video.nack.next_due:
-                self._send_nacks(video, now)
-            waiting = any(t.epoch != video.epoch for t in video.tracks)
-            if (self._kf_pending or waiting) and now - self._last_pli >= PLI_INTERVAL:
-                self._send_pli(video, now)
+        for src in self._layers:
+            if src.ssrc is None:
+                continue
+            if now >= src.nack.next_due:
+                self._send_nacks(src, now)
+            waiting = src.pending or any(t.epoch != src.epoch for t in src.tracks)
+            if src.kf_pending or waiting:
+                self._request_keyframe(src, now, urgent=False, cause=None)
+        if len(self._layers) > 1 and now >= self._next_allocation:
+            self._next_allocation = now + ALLOCATE_INTERVAL
+            for viewer in self._viewers.values():
+                self._allocate(viewer, now)
+        for viewer in self._viewers.values():
+            if viewer.padding_bps:
+                self._pad(viewer, now)
+            self._note_quality(viewer, now)
+
+    def take_quality_changes(self) -> list[QualityChange]:
+        """What viewers now get, for those whose layer changed since the last call (their
+        `quality` message)."""
+        changes, self._quality_changes = self._quality_changes, []
+        return changes
+
+    def needed_rids(self, now: float) -> list[str]:
+        """The host's rids some viewer needs now or needed within PAUSE_AFTER seconds (the
+        `layers` message; [] without simulcast): a viewer needs the layer it gets, the one it
+        switches to, the one above it that it may climb to, and what it asked for by name."""
+        if self._simulcast_pt is None:
+            return []
+        for viewer in self._viewers.values():
+            track = viewer.tracks.get("video")
+            if track is None:
+                continue
+            for src in (track.source, track.target):
+                if src is not None:
+                    src.needed_at = now
+            cap = quality_cap(viewer.quality, len(self._layers))
+            if cap == AUDIO_ONLY:
+                continue
+            if cap is not None and viewer.quality != "auto":
+                self._layers[min(cap, len(self._layers) - 1)].needed_at = now
+            current = track.target or track.source
+            if current is not None:
+                above = self._layers.index(current) + 1
+                if above < len(self._layers) and (cap is None or above <= cap):
+                    self._layers[above].needed_at = now
+        return [src.rid for src in self._layers if src.rid is not None and now - src.needed_at < PAUSE_AFTER]
 
     def request_keyframe(self, now: float) -> None:
-        """Ask the host for a keyframe (throttled to one PLI per second)."""
-        self._request_keyframe(now, urgent=False)
+        """Ask the host for a keyframe of its top layer (throttled to one PLI per second)."""
+        src = self._top_layer(now)
+        if src is not None:
+            self._request_keyframe(src, now, urgent=False, cause="recording")
+
+    # ------------------------------------------------------------ layers of a viewer
+
+    def _layer_rates(self, now: float) -> list[int]:
+        return [int(src.byte_rate * 8) if src.flowing(now) and src.byte_rate else 0 for src in self._layers]
+
+    def _bind_viewer(self, viewer: _Viewer, now: float) -> None:
+        """Bind a viewer's tracks to the publisher's sources: audio to audio, video to the layer
+        its policy starts it on (the layer it asked for, or the best one, before any rate is
+        known)."""
+        for kind, track in viewer.tracks.items():
+            if kind == "audio":
+                if self._audio is not None:
+                    self._bind(self._audio, track)
+            elif self._layers:
+                cap = quality_cap(viewer.quality, len(self._layers))
+                if cap != AUDIO_ONLY:
+                    index = len(self._layers) - 1 if cap is None else min(cap, len(self._layers) - 1)
+                    self._bind(self._layers[index], track)
+
+    def _allocate(self, viewer: _Viewer, now: float) -> None:
+        """Choose the viewer's layer again, and start the switch if it changed."""
+        track = viewer.tracks.get("video")
+        if track is None or not self._layers:
+            return
+        cap = quality_cap(viewer.quality, len(self._layers))
+        if len(self._layers) == 1:  # one layer: video unless the viewer asked for none
+            decision_layer = AUDIO_ONLY if cap == AUDIO_ONLY else 0
+            viewer.padding_bps = 0
+            reason: QualityReason = "requested"
+        else:
+            decision = viewer.policy.choose(now, viewer.bandwidth, self._layer_rates(now), cap)
+            decision_layer = decision.layer
+            viewer.padding_bps = decision.padding_bps
+            reason = decision.reason or viewer.reason
+        target = None if decision_layer == AUDIO_ONLY else self._layers[decision_layer]
+        wanted = track.target or track.source
+        if target is wanted:
+            return
+        viewer.reason = reason
+        self._switches[reason] = self._switches.get(reason, 0) + 1
+        if target is None:  # audio only: no more video
+            self._unbind(track)
+            return
+        if track.target is not None and track.target is not target:
+            track.target.pending.remove(track)
+            track.target = None
+        if track.source is None or track.epoch != track.source.epoch:
+            # not started anywhere yet: simply bind it there (it starts at that layer's keyframe)
+            self._unbind(track)
+            self._bind(target, track)
+            self._request_keyframe(target, now, urgent=True, cause="switch")
+            return
+        if target is track.source:
+            return
+        track.target = target
+        target.pending.append(track)
+        self._request_keyframe(target, now, urgent=True, cause="switch")
+
+    def _on_keyframe(self, src: _Source, hdr: RtpHeader, data: bytes) -> None:
+        """A keyframe of ``src`` starts: note its size, and switch the tracks waiting for it."""
+        size = keyframe_size(data[hdr.payload_offset : hdr.payload_end])
+        if size is not None and size != src.size:
+            src.size = size
+            self._order_layers()
+        pending, src.pending = src.pending, []
+        for track in pending:
+            old = track.source
+            track.target = None
+            if old is not None:
+                self._end_track(old, track)
+                old.tracks.remove(track)
+            bridged = self._bridge_ts(old, src, track, hdr.timestamp)
+            track.source = src
+            src.tracks.append(track)
+            track.bridge_ts = bridged
+
+    def _order_layers(self) -> None:
+        """Order the layers by frame size, once, when each has shown its size (the rid order
+        until then); the viewers' policies follow their layer to its new index."""
+        if self._ordered or len(self._layers) < 2 or any(src.size is None for src in self._layers):
+            return
+        self._ordered = True
+        before = list(self._layers)
+        self._layers.sort(key=lambda src: src.size[0] * src.size[1] if src.size else 0)
+        if before == self._layers:
+            return
+        for viewer in self._viewers.values():
+            layer = viewer.policy.layer
+            if layer is not None and layer != AUDIO_ONLY:
+                viewer.policy.layer = self._layers.index(before[layer])
+
+    def _bridge_ts(self, old: _Source | None, new: _Source, track: _Track, new_ts: int) -> int | None:
+        """The output timestamp the packet ``new_ts`` of layer ``new`` gets, bridged from the old
+        layer through both layers' sender reports (None: a layer has none yet; wall time then)."""
+        if old is None or old.sr is None or new.sr is None:
+            return None
+        old_ntp, old_rtp = old.sr
+        new_ntp, new_rtp = new.sr
+        clock = new.stream.clock_rate
+        # the old layer's RTP time of the moment new_ts was taken, then mapped as the old layer was
+        ntp_delta = ((new_ntp - old_ntp) / 2**32) * clock
+        old_equivalent = (new_ts - new_rtp + old_rtp + round(ntp_delta)) & 0xFFFFFFFF
+        return (old_equivalent + track.ts_offset) & 0xFFFFFFFF
+
+    def _note_quality(self, viewer: _Viewer, now: float) -> None:
+        """Queue a QualityChange when what the viewer gets is not what it was last told."""
+        track = viewer.tracks.get("video")
+        if track is None or not self._layers:
+            return
+        names = layer_names(len(self._layers))
+        src = track.source
+        if src is None:
+            audio_only = viewer.announced is not None or viewer.quality == "audio_only"
+            layer: LayerName | None = "audio_only" if audio_only else None
+            size: tuple[int, int] | None = None
+        elif track.epoch != src.epoch:
+            return  # waiting for its first keyframe there: nothing shown yet
+        else:
+            layer, size = names[self._layers.index(src)], src.size
+        if layer is None:
+            return
+        change = QualityChange(viewer.id, layer, size[0] if size else None, size[1] if size else None, viewer.reason)
+        announced = viewer.announced
+        if announced is None or (announced.layer, announced.width, announced.height) != (
+            change.layer,
+            change.width,
+            change.height,
+        ):
+            viewer.announced = change
+            self._quality_changes.append(change)
+
+    def _pad(self, viewer: _Viewer, now: float) -> None:
+        """Padding for this tick: RTP packets of padding only, on the viewer's video SSRC,
+        between frames (the track's map skips their sequence numbers)."""
+        track = viewer.tracks.get("video")
+        src = track.source if track is not None else None
+        if track is None or src is None or track.epoch != src.epoch or not src.highest_marker:
+            return
+        credit = viewer.padding_credit + viewer.padding_bps / 8 * 0.1
+        count = min(int(credit // (MAX_PADDING + 12)), 64)
+        viewer.padding_credit = min(credit - count * (MAX_PADDING + 12), 8 * (MAX_PADDING + 12))
+        if count <= 0:
+            return
+        ts = (src.highest_ts + track.ts_offset) & 0xFFFFFFFF
+        body = bytes(MAX_PADDING - 1) + bytes((MAX_PADDING,))
+        for seq in track.pad(src.highest_seq, count):
+            packet = _PADDING_HEADER.pack(0xA0, track.pt, seq, ts, track.ssrc) + body
+            self._padding_bytes += len(packet)
+            track.send_rtp(packet)
 
     # ------------------------------------------------------------ internals
 
@@ -534,63 +965,95 @@ class Router:
     def _intern_plan(self, plan: ExtensionPlan) -> ExtensionPlan:
         return self._plans.setdefault(plan, plan)
 
-    def _variant(self, plan: ExtensionPlan | None, pid_delta: int) -> _Variant:
-        key = (plan, pid_delta)
+    def _variant(self, plan: ExtensionPlan | None, pid_delta: int, tl0_delta: int) -> _Variant:
+        key = (plan, pid_delta, tl0_delta)
         v = self._variants.get(key)
         if v is None:
             if len(self._variants) > 4096:  # bounded: stale variants are only a cache
                 self._variants.clear()
-            v = self._variants[key] = _Variant(plan, pid_delta)
+            v = self._variants[key] = _Variant(plan, pid_delta, tl0_delta)
         return v
 
     def _bind(self, src: _Source, track: _Track) -> None:
         plan = make_extension_plan(src.stream.extensions, track.sink.extensions, track.sink.mid)
         track.plan = None if plan.is_empty else self._intern_plan(plan)
-        track.variant = self._variant(track.plan, track.pid_offset if src.is_video else 0)
+        track.variant = self._variant(track.plan, track.pid_offset if src.is_video else 0, track.tl0_offset)
+        track.source = src
         src.tracks.append(track)
 
-    def _end_epoch(self, src: _Source) -> None:
-        """The source's current epoch ends: tracks on it remember their last output."""
-        if src.ssrc is None:
+    def _unbind(self, track: _Track) -> None:
+        """The track gets nothing more from the source it is on (or waits for)."""
+        src = track.source
+        if src is not None:
+            self._end_track(src, track)
+            if track in src.tracks:
+                src.tracks.remove(track)
+            track.source = None
+        if track.target is not None:
+            if track in track.target.pending:
+                track.target.pending.remove(track)
+            track.target = None
+
+    def _end_track(self, src: _Source, track: _Track) -> None:
+        """The track leaves the source's current epoch: it remembers its last output."""
+        if src.ssrc is None or track.epoch != src.epoch:
             return
         pid: int | None = None
         bits = 0
+        tl0: int | None = None
         if src.is_video:
             entry = src.cache.get(src.highest_seq)
             if entry is not None:
                 hdr, data = entry
                 pid, bits = read_picture_id(data, hdr.payload_offset)
-        for t in src.tracks:
-            if t.epoch == src.epoch:
-                t.end(src.highest_seq, src.highest_ts, src.highest_time, pid, bits)
+                at = tl0_pic_idx_location(data, hdr.payload_offset)
+                tl0 = data[at] if at >= 0 else None
+        track.end(src.highest_seq, src.highest_ts, src.highest_time, pid, bits)
+        track.previous_variant = track.variant
+        if tl0 is not None:
+            track.last_out_tl0 = (tl0 + track.tl0_offset) & 0xFF
 
     def _end_sources(self) -> None:
-        for src in self._sources.values():
-            self._end_epoch(src)
+        for src in self._sources():
+            for track in src.tracks:
+                self._end_track(src, track)
+                track.source = None
+            for track in src.pending:
+                track.target = None
             src.tracks = []
+            src.pending = []
 
     def _switch_ssrc(self, src: _Source, hdr: RtpHeader, data: bytes, now: float) -> None:
         if src.ssrc is not None:
-            self._end_epoch(src)
+            for track in src.tracks:
+                self._end_track(src, track)
             src.old_ssrcs.add(src.ssrc)
+            self._by_ssrc.pop(src.ssrc, None)
             if len(src.old_ssrcs) > 16:
                 src.old_ssrcs = {src.ssrc}
         src.old_ssrcs.discard(hdr.ssrc)
         src.ssrc = hdr.ssrc
+        self._by_ssrc[hdr.ssrc] = src
         src.epoch = self._new_epoch()
         src.stats = ReceiveStats(hdr.ssrc, src.stream.clock_rate, hdr.sequence_number)
+        src.sr = None
         src.nack.reset()
         src.cache.clear()
         if src.is_video and src.tracks and not is_keyframe_start(data[hdr.payload_offset : hdr.payload_end]):
-            # every viewer now waits for a keyframe of the new source: ask at once
-            self._request_keyframe(now, urgent=True)
+            # every viewer on it now waits for a keyframe of the new source: ask at once
+            self._request_keyframe(src, now, urgent=True, cause="publisher")
 
     def _start_track(self, t: _Track, src: _Source, hdr: RtpHeader, data: bytes, now: float) -> None:
         pid: int | None = None
+        tl0_at = -1
         if src.is_video and t.has_history:
             pid, _bits = read_picture_id(data, hdr.payload_offset)
-        t.start(src.epoch, hdr.sequence_number, hdr.timestamp, now, pid)
-        t.variant = self._variant(t.plan, t.pid_offset if src.is_video else 0)
+            tl0_at = tl0_pic_idx_location(data, hdr.payload_offset)
+        t.start(src.epoch, hdr.sequence_number, hdr.timestamp, now, pid, t.bridge_ts)
+        t.bridge_ts = None
+        if tl0_at >= 0 and t.last_out_tl0 is not None:
+            t.tl0_offset = (t.last_out_tl0 + 1 - data[tl0_at]) & 0xFF
+        t.variant = self._variant(t.plan, t.pid_offset if src.is_video else 0, t.tl0_offset)
 
     def _fan_out(self, src: _Source, hdr: RtpHeader, data: bytes, now: float) -> None:
         epoch = src.epoch
@@ -661,7 +1124,7 @@ class Router:
                 break
         if track is None:
             return
-        src = self._sources.get(track.sink.kind)
+        src = track.source
         if src is None:
             self._drops["cache_miss"] += len(nack.lost)
             return
@@ -669,9 +1132,9 @@ class Router:
         resent = track.resent
         misses = repeats = limited = 0
         for out_seq in nack.lost:
-            in_seq = track.input_seq(out_seq, src.epoch, src.highest_seq)
-            entry = src.cache.get(in_seq) if in_seq is not None else None
-            if entry is None or in_seq is None:
+            origin, in_seq, ts_offset, variant = self._nacked_packet(track, src, out_seq)
+            entry = origin.cache.get(in_seq) if in_seq is not None else None
+            if entry is None or in_seq is None or variant is None:
                 misses += 1
                 continue
             last = resent.get(in_seq)
@@ -684,14 +1147,13 @@ class Router:
                 continue
             budget -= len(data)
             resent[in_seq] = now
-            assert track.variant is not None
-            b0, body = _build_body(track.variant, hdr, data)
+            b0, body = _build_body(variant, hdr, data)
             out = (
                 _pack_fixed(
                     b0,
                     (0x80 if hdr.marker else 0) | track.pt,
                     out_seq & 0xFFFF,
-                    (hdr.timestamp + track.ts_offset) & 0xFFFFFFFF,
+                    (hdr.timestamp + ts_offset) & 0xFFFFFFFF,
                     track.ssrc,
                 )
                 + body
@@ -710,7 +1172,23 @@ class Router:
         if misses:
             self._drops["cache_miss"] += misses
             if track.sink.kind == "video":
-                self._request_keyframe(now, urgent=False)
+                self._request_keyframe(src, now, urgent=False, cause="loss")
+
+    def _nacked_packet(
+        self, track: _Track, src: _Source, out_seq: int
+    ) -> tuple[_Source, int | None, int, _Variant | None]:
+        """Where the packet the viewer knows as ``out_seq`` came from, and how it was rewritten:
+        the layer it is on, or the one it switched from (the packets sent just before)."""
+        in_seq = track.input_seq(out_seq, src.epoch, src.highest_seq)
+        if in_seq is not None:
+            return src, in_seq, track.ts_offset, track.variant
+        previous = track.previous_input_seq(out_seq)
+        if previous is not None:
+            epoch, in_seq, ts_offset = previous
+            for layer in self._sources():
+                if layer.epoch == epoch and layer.kind == src.kind:
+                    return layer, in_seq, ts_offset, track.previous_variant
+        return src, None, 0, None
 
     def _translate_sr(self, src: _Source, sr: SenderReport) -> None:
         epoch = src.epoch
@@ -727,31 +1205,27 @@ class Router:
             self._srs_sent += 1
             t.viewer.send_rtcp(packet)
 
-    @staticmethod
-    def _viewer_video_ssrc(viewer: _Viewer) -> int | None:
-        t = viewer.tracks.get("video")
-        return None if t is None else t.ssrc
-
-    def _request_keyframe(self, now: float, *, urgent: bool) -> None:
-        src = self._sources.get("video")
-        if src is None:
+    def _request_keyframe(self, src: _Source, now: float, *, urgent: bool, cause: str | None) -> None:
+        """Ask the host for a keyframe of ``src``: an urgent request at most once per
+        URGENT_PLI_INTERVAL, another at most once per PLI_INTERVAL; a held-back one is sent by
+        the tick (or with the source's first packet)."""
+        if cause is not None:
+            src.kf_urgent = src.kf_urgent or urgent
+        interval = URGENT_PLI_INTERVAL if src.kf_urgent else PLI_INTERVAL
+        if src.ssrc is None or now - src.last_pli < interval:
+            src.kf_pending = True
             return
-        if src.ssrc is None:  # no video packet yet: ask when the SSRC is known
-            self._kf_pending = True
-            self._kf_urgent = self._kf_urgent or urgent
-            return
-        if urgent or now - self._last_pli >= PLI_INTERVAL:
-            self._send_pli(src, now)
-        else:
-            self._kf_pending = True
+        if cause is not None:
+            self._keyframe_causes[cause] = self._keyframe_causes.get(cause, 0) + 1
+        self._send_pli(src, now)
 
     def _send_pli(self, src: _Source, now: float) -> None:
         send = self._send_rtcp_to_host
         if send is None or src.ssrc is None:
             return
-        self._last_pli = now
-        self._kf_pending = False
-        self._kf_urgent = False
+        src.last_pli = now
+        src.kf_pending = False
+        src.kf_urgent = False
         self._plis_sent += 1
         send(build_pli(self.rtcp_ssrc, src.ssrc))
 
@@ -766,7 +1240,7 @@ class Router:
             # lost for good: the viewers' decoders need a keyframe
             src.nack.gave_up = 0
             src.nack.overflowed = 0
-            self._request_keyframe(now, urgent=False)
+            self._request_keyframe(src, now, urgent=False, cause="loss")
 
     def _send_report(self, now: float) -> bool:
         send = self._send_rtcp_to_host
@@ -774,15 +1248,17 @@ class Router:
             return False
         blocks: list[ReportBlock] = []
         ssrcs: list[int] = []
-        for kind in _KINDS:
-            src = self._sources.get(kind)
-            if src is not None and src.ssrc is not None and src.stats is not None:
+        for src in self._sources():
+            if src.ssrc is not None and src.stats is not None:
                 blocks.append(src.stats.report_block(now))
                 ssrcs.append(src.ssrc)
         if not ssrcs:
             return False
         self._reports_sent += 1
-        send(build_rr(self.rtcp_ssrc, blocks) + build_remb(self.rtcp_ssrc, self.target_bitrate_bps, ssrcs))
+        target = self.target_bitrate_bps
+        if len(self._layers) > 1:
+            target = int(target * SIMULCAST_REMB_FACTOR)
+        send(build_rr(self.rtcp_ssrc, blocks[:31]) + build_remb(self.rtcp_ssrc, target, ssrcs))
         return True
 
 
@@ -800,9 +1276,13 @@ def _refill_retransmit_budget(track: _Track, src: _Source, now: float) -> float:
 
 def _build_body(variant: _Variant, hdr: RtpHeader, data: bytes) -> tuple[int, bytes]:
     b0, body = build_body(hdr, data, variant.plan)
-    if variant.pid_delta:
+    if variant.pid_delta or variant.tl0_delta:
         buf = bytearray(body)
-        rewrite_picture_id(buf, variant.pid_delta, len(body) - (len(data) - hdr.payload_offset))
+        start = len(body) - (len(data) - hdr.payload_offset)
+        if variant.pid_delta:
+            rewrite_picture_id(buf, variant.pid_delta, start)
+        if variant.tl0_delta:
+            rewrite_tl0_pic_idx(buf, variant.tl0_delta, start)
         body = bytes(buf)
     return b0, body
 

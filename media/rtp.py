@@ -20,6 +20,8 @@ __all__ = [
     "ALLOWED_EXTENSION_URIS",
     "FIXED_HEADER",
     "MID_URI",
+    "REPAIRED_RID_URI",
+    "RID_URI",
     "ExtensionPlan",
     "RtpHeader",
     "build_body",
@@ -30,6 +32,8 @@ __all__ = [
 ]
 
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+RID_URI = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"  # RFC 8852: a simulcast layer's name
+REPAIRED_RID_URI = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 VIDEO_ORIENTATION_URI = "urn:3gpp:video-orientation"
 

@@ -14,7 +14,16 @@ keyframe for video), so that:
 
 A new viewer starts with zero offsets (it sees the host's numbers).
 Because there are no drops inside an epoch, a NACKed output seq maps back
-to the host seq with the same offset (:meth:`SeqMap.input_seq`).
+to the host seq with the same offset (:meth:`SeqMap.input_seq`), except across
+padding the router inserts to probe a viewer's link (:meth:`SeqMap.pad`): each
+insertion starts a new segment with a larger offset, and an output seq is mapped
+with the offset of its segment (padding seqs map to nothing). A simulcast layer
+switch is a new epoch on another source; the epoch before it is remembered
+(:attr:`SeqMap.previous`) so that NACKs for its last packets are still served.
+
+The timestamp of a new epoch advances by the wall time elapsed since the last
+output packet, unless the caller knows better: for a layer switch the router
+bridges the layers' RTP clocks through their sender reports (``out_ts``).
 
 This class keeps the offsets and moves them between epochs (``start``,
 ``end``); the forward mapping of each packet is applied by the router, inline
@@ -29,6 +38,9 @@ from __future__ import annotations
 
 __all__ = ["SeqMap"]
 
+#: Padding segments remembered per epoch (NACKs for packets before them go unanswered).
+MAX_SEGMENTS = 16
+
 
 class SeqMap:
     __slots__ = (
@@ -41,6 +53,8 @@ class SeqMap:
         "last_out_time",
         "last_out_ts",
         "pid_offset",
+        "previous",
+        "segments",
         "seq_offset",
         "ts_offset",
     )
@@ -57,14 +71,26 @@ class SeqMap:
         self.last_out_ts = 0
         self.last_out_time = 0.0
         self.last_out_pid: int | None = None
+        #: after padding: (first output seq, offset) of each segment of this epoch, oldest first
+        self.segments: list[tuple[int, int]] = []
+        #: the epoch before this one, for NACKs: (epoch, seq offset, ts offset, first and last
+        #: input seq)
+        self.previous: tuple[int, int, int, int, int] | None = None
 
-    def start(self, epoch: int, in_seq: int, in_ts: int, now: float, in_pid: int | None = None) -> None:
-        """Start mapping source ``epoch`` at the packet (in_seq, in_ts[, in_pid])."""
+    def start(
+        self, epoch: int, in_seq: int, in_ts: int, now: float, in_pid: int | None = None, out_ts: int | None = None
+    ) -> None:
+        """Start mapping source ``epoch`` at the packet (in_seq, in_ts[, in_pid]); ``out_ts``:
+        the timestamp this packet gets, when the caller bridged the clocks (it is still moved
+        forward of the last output timestamp if it would not be)."""
         self.epoch = epoch
         self.first_in_seq = in_seq
+        self.segments = []
         if self.has_history:
             self.seq_offset = (self.last_out_seq + 1 - in_seq) & 0xFFFF
             ticks = max(1, round((now - self.last_out_time) * self.clock_rate))
+            if out_ts is not None and 0 < (out_ts - self.last_out_ts) & 0xFFFFFFFF < 0x80000000:
+                ticks = (out_ts - self.last_out_ts) & 0xFFFFFFFF
             self.ts_offset = (self.last_out_ts + ticks - in_ts) & 0xFFFFFFFF
             if self.last_out_pid is not None and in_pid is not None:
                 self.pid_offset = (self.last_out_pid + 1 - in_pid) & 0x7FFF
@@ -86,6 +112,7 @@ class SeqMap:
         """The source epoch being mapped ended; remember what was last sent."""
         if self.epoch < 0:
             return
+        self.previous = (self.epoch, self.seq_offset, self.ts_offset, self.first_in_seq, highest_in_seq)
         self.last_out_seq = (highest_in_seq + self.seq_offset) & 0xFFFF
         self.last_out_ts = (highest_in_ts + self.ts_offset) & 0xFFFFFFFF
         self.last_out_time = highest_time
@@ -99,9 +126,47 @@ class SeqMap:
         """The host seq that was sent as ``out_seq`` in the current ``epoch``, if any."""
         if self.epoch != epoch or epoch < 0:
             return None
-        in_seq = (out_seq - self.seq_offset) & 0xFFFF
+        offset = self.seq_offset
+        segments = self.segments
+        if segments:  # padding was inserted: the offset of the segment ``out_seq`` is in
+            first_out = segments[0][0]
+            age = (out_seq - first_out) & 0xFFFF
+            if age >= 0x8000:  # before the oldest segment remembered
+                return None
+            for index in range(len(segments) - 1, -1, -1):
+                start_out, offset = segments[index]
+                if age >= (start_out - first_out) & 0xFFFF:
+                    break
+            if index + 1 < len(segments):  # the padding between this segment and the next is no packet
+                next_start, next_offset = segments[index + 1]
+                if not 0 < (next_start - next_offset - (out_seq - offset)) & 0xFFFF < 0x8000:
+                    return None
+        in_seq = (out_seq - offset) & 0xFFFF
         if ((in_seq - self.first_in_seq) & 0xFFFF) >= 0x8000:
             return None
         if ((highest_in_seq - in_seq) & 0xFFFF) >= 0x8000:
             return None
         return in_seq
+
+    def previous_input_seq(self, out_seq: int) -> tuple[int, int, int] | None:
+        """``(epoch, host seq, ts offset)`` of the packet sent as ``out_seq`` in the epoch before
+        this one (its padding segments, if any, are not remembered: such a NACK goes unanswered)."""
+        if self.previous is None:
+            return None
+        epoch, offset, ts_offset, first_in, last_in = self.previous
+        in_seq = (out_seq - offset) & 0xFFFF
+        if ((in_seq - first_in) & 0xFFFF) > ((last_in - first_in) & 0xFFFF):
+            return None
+        return epoch, in_seq, ts_offset
+
+    def pad(self, last_in_seq: int, count: int) -> list[int]:
+        """Insert ``count`` padding packets after the packet ``last_in_seq`` (the last sent):
+        their output seqs; the packets after them are shifted by ``count``."""
+        first = (last_in_seq + self.seq_offset + 1) & 0xFFFF
+        if not self.segments:
+            self.segments.append(((self.first_in_seq + self.seq_offset) & 0xFFFF, self.seq_offset))
+        self.seq_offset = (self.seq_offset + count) & 0xFFFF
+        self.segments.append(((first + count) & 0xFFFF, self.seq_offset))
+        if len(self.segments) > MAX_SEGMENTS:  # packets older than these are out of the cache anyway
+            del self.segments[0]
+        return [(first + k) & 0xFFFF for k in range(count)]

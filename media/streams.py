@@ -25,6 +25,8 @@ class SourceStream(msgspec.Struct, frozen=True):
     clock_rate: int  # 90000 for VP8, 48000 for Opus
     # header extensions negotiated with the host: id -> URI
     extensions: dict[int, str] = msgspec.field(default_factory=dict)
+    # simulcast (RFC 8853): the rids of the host's layers, in its a=simulcast order; () = one stream
+    rids: tuple[str, ...] = ()
 
 
 class SinkStream(msgspec.Struct, frozen=True):

@@ -29,10 +29,14 @@ __all__ = [
     "Vp8Descriptor",
     "descriptor_length",
     "is_keyframe_start",
+    "keyframe_size",
+    "keyframe_start_in",
     "parse_vp8_descriptor_untrusted",
     "picture_id_location",
     "read_picture_id",
     "rewrite_picture_id",
+    "rewrite_tl0_pic_idx",
+    "tl0_pic_idx_location",
 ]
 
 
@@ -147,6 +151,41 @@ def is_keyframe_start(payload: bytes) -> bool:
     return 0 < i < len(payload) and not (payload[i] & 0x01)
 
 
+def keyframe_start_in(data: bytes, start: int, end: int) -> bool:
+    """:func:`is_keyframe_start` of the payload ``data[start:end]``, without copying it (the
+    router checks every video packet of a host)."""
+    if end - start < 2 or (data[start] & 0x17) != 0x10:  # S set, PID == 0
+        return False
+    i = start + 1
+    if data[start] & 0x80:
+        x = data[i]
+        i += 1
+        if x & 0x80:
+            if i >= end:
+                return False
+            i += 2 if data[i] & 0x80 else 1
+        if x & 0x40:
+            i += 1
+        if x & 0x30:
+            i += 1
+    return i < end and not (data[i] & 0x01)
+
+
+def keyframe_size(payload: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` of a keyframe from its first packet's payload (the VP8 key frame
+    header, RFC 6386 9.1: a 3-byte frame tag, the start code 9d 01 2a, then 14-bit width and
+    height, each with 2 scaling bits), or None for anything else."""
+    if not is_keyframe_start(payload):
+        return None
+    i = descriptor_length(payload)
+    header = payload[i : i + 10]
+    if len(header) < 10 or header[3:6] != b"\x9d\x01\x2a":
+        return None
+    width = (header[6] | header[7] << 8) & 0x3FFF
+    height = (header[8] | header[9] << 8) & 0x3FFF
+    return (width, height) if width and height else None
+
+
 def picture_id_location(buf: bytes | bytearray, start: int = 0) -> tuple[int, int]:
     """``(offset, bits)`` of the picture id of the descriptor at ``buf[start:]``,
     or ``(-1, 0)`` if it has none."""
@@ -180,3 +219,22 @@ def rewrite_picture_id(buf: bytearray, delta: int, start: int = 0) -> None:
         buf[at + 1] = pid & 0xFF
     else:
         buf[at] = (buf[at] + delta) & 0x7F
+
+
+def tl0_pic_idx_location(buf: bytes | bytearray, start: int = 0) -> int:
+    """The offset of the TL0PICIDX of the descriptor at ``buf[start:]``, or -1 if it has none."""
+    if len(buf) < start + 2 or not buf[start] & 0x80 or not buf[start + 1] & 0x40:
+        return -1
+    at = start + 2
+    if buf[start + 1] & 0x80:  # a picture id first
+        if at >= len(buf):
+            return -1
+        at += 2 if buf[at] & 0x80 else 1
+    return at if at < len(buf) else -1
+
+
+def rewrite_tl0_pic_idx(buf: bytearray, delta: int, start: int = 0) -> None:
+    """Add ``delta`` to the TL0PICIDX of the descriptor at ``buf[start:]`` (mod 256), in place."""
+    at = tl0_pic_idx_location(buf, start)
+    if at >= 0:
+        buf[at] = (buf[at] + delta) & 0xFF

@@ -1,0 +1,306 @@
+"""Simulcast in the router (media/router.py, media/bwe.py, media/layers.py): bytes in, bytes
+out, time passed in. A host sends three VP8 layers as a browser does (one SSRC each, the rid
+header extension on their packets, its own picture ids and TL0PICIDX per layer, sender
+reports on each layer's own RTP clock); a viewer has one SSRC whatever the layer."""
+
+from __future__ import annotations
+
+import itertools
+
+from media.bwe import AUDIO_ONLY, HOLD_AFTER_DOWN, LayerPolicy, ViewerBandwidth
+from media.layers import layer_names, quality_cap
+from media.router import PAUSE_AFTER, QualityChange, Router
+from media.rtcp import Pli, ReportBlock, build_nack, build_remb, build_rr, build_sr, parse_rtcp_untrusted
+from media.rtp import MID_URI, RID_URI, RtpHeader, parse_rtp_untrusted
+from media.streams import SinkStream, SourceStream
+from media.vp8 import parse_vp8_descriptor_untrusted
+from tests.rtp_packets import build_rtp_packet
+
+VP8, OPUS = 96, 111
+RID_ID, MID_ID = 10, 1
+SIZES = {"q": (320, 180), "h": (640, 360), "f": (1280, 720)}
+SSRCS = {"q": 0x100, "h": 0x200, "f": 0x300}
+NTP_EPOCH = 3_900_000_000 << 32  # an NTP time (seconds << 32)
+
+
+class Layer:
+    """One simulcast layer of a browser host: its own SSRC, seq, RTP clock, picture ids."""
+
+    def __init__(self, rid: str, ts_base: int, seq: int, pid: int, tl0: int) -> None:
+        self.rid, self.ssrc, self.size = rid, SSRCS[rid], SIZES[rid]
+        self.seq, self.ts_base, self.pid, self.tl0 = seq, ts_base, pid, tl0
+        self.frames = 0
+
+    def ts(self, at: float) -> int:
+        return (self.ts_base + round(at * 90000)) & 0xFFFFFFFF
+
+    def frame(self, at: float, *, key: bool = False, packets: int = 2, with_rid: bool = True) -> list[bytes]:
+        """One frame taken at `at` (seconds since the host started), in `packets` packets."""
+        out = []
+        for k in range(packets):
+            first = k == 0
+            descriptor = bytes([0x90 if first else 0x80, 0xE0, 0x80 | (self.pid >> 8), self.pid & 0xFF, self.tl0, 0x20])
+            body = b""
+            if first and key:
+                w, h = self.size
+                body = b"\x10\x02\x00\x9d\x01\x2a" + w.to_bytes(2, "little") + h.to_bytes(2, "little")
+            elif first:
+                body = b"\x11\x02\x00"
+            body += bytes([self.frames & 0xFF]) * {"q": 40, "h": 160, "f": 640}[self.rid]  # layers' rates differ
+            extensions = [(MID_ID, b"1")] + ([(RID_ID, self.rid.encode())] if with_rid else [])
+            out.append(
+                build_rtp_packet(
+                    payload_type=VP8,
+                    sequence_number=self.seq,
+                    timestamp=self.ts(at),
+                    ssrc=self.ssrc,
+                    payload=descriptor + body,
+                    marker=k == packets - 1,
+                    extensions=extensions,
+                )
+            )
+            self.seq = (self.seq + 1) & 0xFFFF
+        self.pid = (self.pid + 1) & 0x7FFF
+        self.tl0 = (self.tl0 + 1) & 0xFF
+        self.frames += 1
+        return out
+
+    def sender_report(self, at: float) -> bytes:
+        return build_sr(self.ssrc, NTP_EPOCH + round(at * 2**32), self.ts(at), 0, 0)
+
+
+class Host:
+    def __init__(self) -> None:
+        # every layer on its own random-looking RTP clock, seq and picture ids (as Chromium)
+        self.layers = {
+            "q": Layer("q", 1_000_000, 100, 5, 10),
+            "h": Layer("h", 77_000_000, 30_000, 900, 200),
+            "f": Layer("f", 3_000_000_000, 60_000, 20_000, 250),
+        }
+
+
+def stream() -> SourceStream:
+    return SourceStream(
+        kind="video",
+        payload_type=VP8,
+        clock_rate=90000,
+        extensions={MID_ID: MID_URI, RID_ID: RID_URI},
+        rids=("q", "h", "f"),
+    )
+
+
+def sink(ssrc: int = 0x5000) -> list[SinkStream]:
+    return [SinkStream(kind="video", ssrc=ssrc, payload_type=120, clock_rate=90000, extensions={MID_URI: 3}, mid="1")]
+
+
+class Viewer:
+    def __init__(self) -> None:
+        self.rtp: list[bytes] = []
+        self.rtcp: list[bytes] = []
+
+    def headers(self) -> list[RtpHeader]:
+        return [parse_rtp_untrusted(d) for d in self.rtp]
+
+    def media(self) -> list[tuple[RtpHeader, bytes]]:
+        """The packets that are not padding."""
+        return [(h, d) for d in self.rtp if not (h := parse_rtp_untrusted(d)).padding]
+
+
+def start(*, at: float = 0.0) -> tuple[Router, Host, list[bytes], Viewer]:
+    router = Router(rtcp_ssrc=7, target_bitrate_bps=1_500_000)
+    host, to_host, viewer = Host(), [], Viewer()
+    router.attach_publisher([stream()], to_host.append, at)
+    router.add_viewer("v", sink(), viewer.rtp.append, viewer.rtcp.append, at)
+    return router, host, to_host, viewer
+
+
+def send(
+    router: Router, host: Host, at: float, *, keys: tuple[str, ...] = (), rids: tuple[str, ...] = ("q", "h", "f")
+) -> None:
+    for rid in rids:
+        for packet in host.layers[rid].frame(at, key=rid in keys):
+            router.on_publisher_rtp(packet, at)
+
+
+def run(router: Router, host: Host, start_at: float, seconds: float, *, keys_every: float = 1.0) -> float:
+    """30 frames a second of every layer (a keyframe of each every `keys_every` s), ticking."""
+    at = start_at
+    while at < start_at + seconds:
+        keyed = round(at * 30) % round(keys_every * 30) == 0
+        send(router, host, at, keys=("q", "h", "f") if keyed else ())
+        if round(at * 30) % 3 == 0:
+            router.tick(at)
+        if round(at * 30) % 30 == 0:
+            for layer in host.layers.values():
+                router.on_publisher_rtcp(layer.sender_report(at), at)
+        at = round(at + 1 / 30, 6)
+    return at
+
+
+def test_layer_names_and_quality_caps() -> None:
+    assert layer_names(3) == ("low", "medium", "high") and layer_names(2) == ("low", "high")
+    assert layer_names(1) == ("high",)
+    assert quality_cap("auto", 3) is None and quality_cap("audio_only", 3) == AUDIO_ONLY
+    assert [quality_cap(q, 3) for q in ("low", "medium", "high")] == [0, 1, 2]
+    assert [quality_cap(q, 2) for q in ("low", "medium", "high")] == [0, 0, 1]
+
+
+def test_layers_are_learned_by_rid_and_ordered_by_size() -> None:
+    router, host, _to_host, viewer = start()
+    send(router, host, 0.0, keys=("q", "h", "f"), rids=("f", "h", "q"))
+    layers = router.layers(0.0)
+    assert [(layer.name, layer.rid, layer.width) for layer in layers] == [
+        ("low", "q", 320),
+        ("medium", "h", 640),
+        ("high", "f", 1280),
+    ]
+    # a new viewer starts on the top layer: only its packets, on the viewer's one SSRC
+    assert {h.ssrc for h in viewer.headers()} == {0x5000}
+    assert len(viewer.rtp) == 2
+    # packets of an SSRC without a known rid are dropped, counted
+    router.on_publisher_rtp(
+        build_rtp_packet(payload_type=VP8, sequence_number=1, timestamp=1, ssrc=0x999, payload=b"\x10x"), 0.0
+    )
+    assert router.statistics().drops["unknown_rid"] == 1
+    # later packets of a learned SSRC need no rid
+    for packet in host.layers["f"].frame(0.034, with_rid=False):
+        router.on_publisher_rtp(packet, 0.034)
+    assert len(viewer.rtp) == 4
+
+
+def test_a_switch_waits_for_the_target_keyframe_and_the_stream_stays_continuous() -> None:
+    router, host, to_host, viewer = start()
+    at = run(router, host, 0.0, 2.0)  # on "high"; sender reports of every layer known
+    assert router.take_quality_changes() == [QualityChange("v", "high", 1280, 720, "requested")]
+    before = viewer.media()
+    to_host.clear()
+    router.set_quality("v", "low", at)
+    # the target layer is asked for a keyframe at once
+    plis = [p for d in to_host for p in parse_rtcp_untrusted(d) if isinstance(p, Pli)]
+    assert plis == [Pli(7, SSRCS["q"])]
+    send(router, host, at)  # no keyframe yet: the viewer keeps getting "high"
+    assert all(len(d) > 0 for d in viewer.rtp)
+    at = round(at + 1 / 30, 6)
+    send(router, host, at, keys=("q",))  # the low layer's keyframe: the switch
+    packets = viewer.media()
+    last_high, first_low = packets[len(before) + 1], packets[len(before) + 2]
+    (h_high, d_high), (h_low, d_low) = last_high, first_low
+    assert h_low.ssrc == h_high.ssrc == 0x5000
+    assert h_low.sequence_number == (h_high.sequence_number + 1) & 0xFFFF  # no gap, no jump back
+    # the timestamps were bridged through the sender reports: one frame (3000 ticks) later
+    assert (h_low.timestamp - h_high.timestamp) & 0xFFFFFFFF == 3000
+    desc_high = parse_vp8_descriptor_untrusted(d_high[h_high.payload_offset :])
+    desc_low = parse_vp8_descriptor_untrusted(d_low[h_low.payload_offset :])
+    assert desc_low.picture_id == (desc_high.picture_id or 0) + 1  # picture ids continue
+    assert desc_low.tl0_pic_idx == ((desc_high.tl0_pic_idx or 0) + 1) & 0xFF
+    assert desc_low.keyframe
+    # from now on only "low" (its payload bytes), never "high" again
+    for rid in ("q", "h", "f"):
+        for packet in host.layers[rid].frame(at + 0.04):
+            router.on_publisher_rtp(packet, at + 0.04)
+    newest = viewer.media()[-2:]
+    assert [len(d) for _, d in newest] == [len(p) for p in host.layers["q"].frame(at + 0.08)]
+    assert router.take_quality_changes() == []  # told at the next tick
+    router.tick(at + 0.1)
+    changes = router.take_quality_changes()
+    assert changes[-1] == QualityChange("v", "low", 320, 180, "requested")
+
+
+def test_a_nack_for_the_old_layer_after_a_switch_is_served_from_it() -> None:
+    router, host, _to_host, viewer = start()
+    at = run(router, host, 0.0, 1.0)
+    router.set_quality("v", "low", at)
+    send(router, host, at, keys=("q",))
+    headers = [h for h, _ in viewer.media()]
+    last_high = headers[-3]  # the low keyframe is 2 packets: the one before them is high's last
+    viewer.rtp.clear()
+    router.on_viewer_rtcp("v", build_nack(1, 0x5000, [last_high.sequence_number]), at + 0.01)
+    (resent,) = viewer.headers()
+    assert resent.sequence_number == last_high.sequence_number and resent.timestamp == last_high.timestamp
+
+
+def test_bandwidth_moves_a_viewer_down_at_once_and_up_only_after_a_hold_with_padding_to_probe() -> None:
+    router, host, _to_host, viewer = start()
+    at = run(router, host, 0.0, 3.0)
+    assert router.take_quality_changes()[-1].layer == "high"
+    # the viewer's REMB says its link carries little: down to a layer that fits
+    rates = [layer.bitrate_bps for layer in router.layers(at)]
+    assert rates[0] < rates[1] < rates[2]
+    router.on_viewer_rtcp("v", build_remb(1, rates[0] + 1000, [0x5000]), at)
+    at = run(router, host, at, 2.0)
+    assert router.take_quality_changes()[-1] == QualityChange("v", "low", 320, 180, "bandwidth")
+    # the link is fine again: no step up within the hold; then padding probes the next layer
+    padded_at = None
+    remb = 3 * rates[0]
+    changes: list[QualityChange] = []
+    while at < 30:
+        router.on_viewer_rtcp(
+            "v", build_rr(1, [ReportBlock(0x5000, 0, 0, 0, 0, 0, 0)]) + build_remb(1, remb, [0x5000]), at
+        )
+        at = run(router, host, at, 0.5)
+        if padded_at is None and any(h.padding for h in viewer.headers()):
+            padded_at = at
+            remb = 2 * rates[2]  # a viewer's estimate grows with what it receives: now the next layer fits
+        changes = router.take_quality_changes() or changes
+        if changes and changes[-1].layer != "low":
+            break
+    assert padded_at is not None and padded_at >= 5.0 + HOLD_AFTER_DOWN - 1
+    assert changes[-1].layer == "medium" and changes[-1].reason == "bandwidth"  # one step at a time
+    # padding packets are padding only, between frames, and the media seqs skip them
+    seqs = [h.sequence_number for h in viewer.headers()]
+    assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))
+    assert all(len(d) == 12 + 255 and d[0] & 0x20 for d in viewer.rtp if parse_rtp_untrusted(d).padding)
+    assert router.statistics().padding_bytes > 0
+
+
+def test_audio_only_is_a_request_and_video_comes_back_on_request() -> None:
+    router, host, _to_host, viewer = start()
+    at = run(router, host, 0.0, 1.0)
+    router.set_quality("v", "audio_only", at)
+    count = len(viewer.rtp)
+    at = run(router, host, at, 1.0)
+    assert len(viewer.rtp) == count
+    assert router.take_quality_changes()[-1].layer == "audio_only"
+    router.set_quality("v", "medium", at)
+    at = run(router, host, at, 1.5)
+    assert router.take_quality_changes()[-1] == QualityChange("v", "medium", 640, 360, "requested")
+    assert len(viewer.rtp) > count
+
+
+def test_dynacast_names_the_layers_someone_needs() -> None:
+    router, host, _to_host, _viewer = start()
+    at = run(router, host, 0.0, 1.0)
+    assert router.needed_rids(at) == ["q", "h", "f"]
+    router.set_quality("v", "low", at)
+    at = run(router, host, at, 1.0)
+    assert router.needed_rids(at) == ["q", "h", "f"]  # not yet: PAUSE_AFTER must pass
+    at = run(router, host, at, PAUSE_AFTER + 1)
+    assert router.needed_rids(at) == ["q"]
+    router.set_quality("v", "high", at)  # asked for by name: needed at once
+    assert router.needed_rids(at) == ["q", "f"]
+
+
+def test_keyframe_requests_for_a_switch_storm_are_bounded_per_layer() -> None:
+    router, host, to_host, _viewer = start()
+    sinks = [Viewer() for _ in range(50)]
+    for n, extra in enumerate(sinks):
+        router.add_viewer(f"x{n}", sink(0x6000 + n), extra.rtp.append, extra.rtcp.append, 0.0)
+    at = run(router, host, 0.0, 1.0)
+    to_host.clear()
+    for n in range(50):  # every viewer asks for "low" within 50 ms
+        router.set_quality(f"x{n}", "low", at + n * 0.001)
+    plis = [p for d in to_host for p in parse_rtcp_untrusted(d) if isinstance(p, Pli)]
+    assert plis == [Pli(7, SSRCS["q"])]
+    assert router.statistics().keyframe_requests["switch"] == 1
+
+
+def test_policy_alone() -> None:
+    policy, bw = LayerPolicy(), ViewerBandwidth(5_000_000)
+    rates = [150_000, 500_000, 1_500_000]
+    assert policy.choose(0.0, bw, rates, None).layer == 2
+    bw.on_remb(400_000)
+    decision = policy.choose(0.5, bw, rates, None)
+    assert (decision.layer, decision.reason) == (0, "bandwidth")  # the best that fits: low
+    bw.on_remb(100_000)
+    assert policy.choose(1.0, bw, rates, None).layer == 0
+    assert policy.choose(6.0, bw, rates, None).layer == AUDIO_ONLY  # even low does not fit, for long
