@@ -17,8 +17,12 @@
 //   track   {track, streams}    (viewer) a remote track arrived
 //   firstframe {ms}             (viewer) first video frame shown, ms after watch()
 //   reconnect {reason, url}     the server's node is stopping: the client reconnects to `url`
-// and the methods close() (alias stop()), stats() and the read-only fields
-// state, viewerCount, hasHost, peerId, closeReason, timings.
+//   quality {layer, width, height, reason}  (viewer) the layer it is sent changed
+//   layers  {active}            (host) the simulcast layers viewers need (the others are paused)
+// and the methods close() (alias stop()), stats(), setQuality(q) (viewer) and the read-only
+// fields state, viewerCount, hasHost, peerId, closeReason, timings, quality, layers.
+// A host publishes three simulcast layers (rids q, h, f: a quarter, half and full size) when
+// its camera gives at least 540 lines, two from 360, else one; `simulcast: false` publishes one.
 // See docs/JS_CLIENT.md.
 
 export const PROTOCOL_VERSION = 1;
@@ -33,6 +37,34 @@ export const KEEPALIVE_INTERVAL_MS = 20000;
 const DEFAULT_MEDIA_TIMEOUT_MS = 30000;
 /** A peer connection `disconnected` this long restarts ICE (a new path, same session). */
 export const ICE_RESTART_AFTER_DISCONNECTED_MS = 3000;
+
+/** A viewer's choices for setQuality (docs/PROTOCOL.md `set_quality`). */
+export const QUALITIES = Object.freeze(["auto", "high", "medium", "low", "audio_only"]);
+
+/**
+ * The simulcast encodings for a camera track: three layers (a quarter, half and full size) from
+ * 540 lines, two from 360, none (one stream) below or when asked, lowest first (the server
+ * names layers by size: low, medium, high).
+ */
+export function simulcastEncodings(track, wanted = true) {
+  if (!wanted || !track || track.kind !== "video") return null;
+  const settings = typeof track.getSettings === "function" ? track.getSettings() : {};
+  const height = settings.height || 0;
+  if (height >= 540) {
+    return [
+      { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 200_000 },
+      { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 700_000 },
+      { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 2_500_000 },
+    ];
+  }
+  if (height >= 360) {
+    return [
+      { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 400_000 },
+      { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+    ];
+  }
+  return null;
+}
 
 const DEFAULT_RECONNECT = Object.freeze({
   initialDelayMs: 500,
@@ -140,6 +172,11 @@ class MediaSession extends EventTarget {
     this.reconnect = { ...DEFAULT_RECONNECT, ...(options.reconnect || {}) };
     this.mediaTimeoutMs = options.mediaTimeoutMs || DEFAULT_MEDIA_TIMEOUT_MS;
     this.log = options.log || (() => {});
+    this.simulcast = options.simulcast !== false; // host: publish layers when the camera allows
+    this.quality = null; // viewer: the latest `quality` message ({layer, width, height, reason})
+    this.layers = null; // host: the rids viewers need (the latest `layers` message)
+    this._wantedQuality = QUALITIES.includes(options.quality) ? options.quality : "auto";
+    this._videoSender = null;
 
     this.state = "connecting";
     this.viewerCount = 0;
@@ -355,6 +392,10 @@ class MediaSession extends EventTarget {
         this.viewerCount = message.viewer_count;
         this.hasHost = message.has_host;
         this.timings.joined ??= now();
+        // a reconnected viewer asks again for what it chose
+        if (this.role === "viewer" && this._wantedQuality !== "auto") {
+          this._send({ type: "set_quality", quality: this._wantedQuality });
+        }
         this.dispatchEvent(eventOf("joined", message));
         this.dispatchEvent(eventOf("room", { viewer_count: message.viewer_count, has_host: message.has_host }));
         this._updateState();
@@ -390,6 +431,20 @@ class MediaSession extends EventTarget {
       case "pong":
         this.timings.lastPong = now();
         break;
+      case "quality":
+        this.quality = {
+          layer: message.layer ?? null,
+          width: message.width ?? null,
+          height: message.height ?? null,
+          reason: message.reason,
+        };
+        this.dispatchEvent(eventOf("quality", this.quality));
+        break;
+      case "layers":
+        this.layers = Array.isArray(message.active) ? message.active.map(String) : [];
+        this.dispatchEvent(eventOf("layers", { active: this.layers }));
+        await this._applyLayers(this.layers);
+        break;
       case "reconnect":
         // this node is stopping (a 1012 close follows): the next connections go to the node it names
         if (typeof message.url === "string" && /^wss?:\/\//.test(message.url)) this.url = message.url;
@@ -398,6 +453,35 @@ class MediaSession extends EventTarget {
       default:
         // unknown server messages are ignored (the protocol may grow)
         break;
+    }
+  }
+
+  /** Viewer: ask for a quality ("auto", "high", "medium", "low", "audio_only"); kept across reconnections. */
+  setQuality(quality) {
+    if (!QUALITIES.includes(quality)) throw new TypeError(`quality must be one of ${QUALITIES.join(", ")}`);
+    if (this.role !== "viewer") throw new TypeError("setQuality is for viewers");
+    this._wantedQuality = quality;
+    if (this._joined) this._send({ type: "set_quality", quality });
+  }
+
+  /** Host: pause the simulcast encodings no viewer needs, resume the others (best effort). */
+  async _applyLayers(active) {
+    const sender = this._videoSender;
+    if (!sender || typeof sender.getParameters !== "function") return;
+    try {
+      const params = sender.getParameters();
+      if (!params.encodings || params.encodings.length < 2) return;
+      let changed = false;
+      for (const encoding of params.encodings) {
+        const on = !encoding.rid || active.includes(encoding.rid);
+        if (encoding.active !== on) {
+          encoding.active = on;
+          changed = true;
+        }
+      }
+      if (changed) await sender.setParameters(params);
+    } catch (err) {
+      this.log("pausing simulcast layers failed:", err);
     }
   }
 
@@ -555,9 +639,14 @@ class MediaSession extends EventTarget {
     };
 
     if (this.role === "host") {
+      this._videoSender = null;
       for (const track of this.stream.getTracks()) {
-        const transceiver = pc.addTransceiver(track, { direction: "sendonly", streams: [this.stream] });
+        const init = { direction: "sendonly", streams: [this.stream] };
+        const encodings = simulcastEncodings(track, this.simulcast);
+        if (encodings) init.sendEncodings = encodings;
+        const transceiver = pc.addTransceiver(track, init);
         preferCodec(transceiver, track.kind, track.kind === "video" ? "video/VP8" : "audio/opus");
+        if (track.kind === "video") this._videoSender = transceiver.sender;
       }
     } else {
       const remote = new MediaStream();
