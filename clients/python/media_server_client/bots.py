@@ -53,7 +53,20 @@ from media_server_client.aiortc_hooks import (
     sender_encoder_tasks,
 )
 from media_server_client.containment import open_contained_loop
-from media_server_client.messages import Answer, IceServer, Joined, Offer, Ping, Reconnect, RoomUpdate, Stopped
+from media_server_client.messages import (
+    Answer,
+    IceServer,
+    Joined,
+    Layers,
+    Offer,
+    Ping,
+    Quality,
+    QualityUpdate,
+    Reconnect,
+    RoomUpdate,
+    SetQuality,
+    Stopped,
+)
 from media_server_client.signaling import ServerError, SessionClosed, SignalingSession, connect_signaling
 from media_server_client.sources import TestPatternTrack, ToneTrack
 
@@ -123,6 +136,8 @@ class BotState:
     reconnects: int = 0  # sessions joined and negotiated again after an abnormal close
     last_close: SessionClosed | None = None  # the latest close or failed reconnection attempt
     redirected_to: str | None = None  # the URL a `reconnect` message named (the next joins go there)
+    quality: QualityUpdate | None = None  # viewer: the latest `quality` message
+    layers: Layers | None = None  # host: the latest `layers` message (a bot host sends one layer)
 
 
 @dataclass(frozen=True)
@@ -163,6 +178,7 @@ class Bot:
         self.reconnect_for = reconnect_for
         self.backoff = backoff
         self.state = BotState(joined=joined, room=RoomUpdate(joined.viewer_count, joined.has_host))
+        self.quality_wanted: Quality = "auto"
         self._changed = trio.Event()
         self.started_at = trio.current_time()
         self._use(session, pc, joined)
@@ -183,6 +199,12 @@ class Bot:
 
     async def wait_connected(self) -> None:
         await self.wait_for(lambda s: s.connection_state == "connected")
+
+    async def set_quality(self, quality: Quality) -> None:
+        """Viewer: ask for a quality (`auto`, `high`, `medium`, `low`, `audio_only`); asked again
+        after a reconnection."""
+        self.quality_wanted = quality
+        await self.session.send(SetQuality(quality=quality))
 
     def _use(self, session: SignalingSession, pc: RTCPeerConnection, joined: Joined) -> None:
         """Make a newly joined session and its new peer connection the current ones."""
@@ -215,6 +237,8 @@ class Bot:
                 with trio.CancelScope(deadline=trio.current_time() + RECONNECT_ATTEMPT_SECONDS) as attempt_scope:
                     async with _joined_session(self._dial) as (session, pc, joined):
                         self._use(session, pc, joined)
+                        if self.quality_wanted != "auto":  # a viewer asks again for what it chose
+                            await session.send(SetQuality(quality=self.quality_wanted))
                         await _negotiate(session, pc, self._dial)
                         attempt_scope.deadline = math.inf
                         self.state.reconnects += 1
@@ -260,6 +284,10 @@ class Bot:
                 self.state.room = message
             elif isinstance(message, Stopped):
                 self.state.stopped = message
+            elif isinstance(message, QualityUpdate):
+                self.state.quality = message
+            elif isinstance(message, Layers):
+                self.state.layers = message
             elif isinstance(message, Reconnect) and message.url:  # its node stops: the next join goes there
                 self._dial = dataclasses.replace(self._dial, url=message.url)
                 self.state.redirected_to = message.url

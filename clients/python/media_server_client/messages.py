@@ -18,6 +18,9 @@ PROTOCOL_VERSION = 1
 
 Role = Literal["host", "viewer"]
 StopReason = Literal["api", "idle", "shutdown", "crashed"]
+Quality = Literal["auto", "high", "medium", "low", "audio_only"]
+LayerName = Literal["high", "medium", "low", "audio_only"]
+QualityReason = Literal["bandwidth", "requested", "host", "codec"]
 
 
 class IceServer(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -60,7 +63,13 @@ class Ping(_Message, frozen=True, tag="ping"):
     pass
 
 
-ClientMessage = Join | Offer | Candidate | Leave | Ping
+class SetQuality(_Message, frozen=True, tag="set_quality"):
+    """A viewer's choice of layers: `auto`, the highest it wants, or `audio_only`."""
+
+    quality: Quality
+
+
+ClientMessage = Join | Offer | Candidate | Leave | Ping | SetQuality
 
 
 # ---- server to client --------------------------------------------------------------
@@ -108,7 +117,22 @@ class Reconnect(_Message, frozen=True, tag="reconnect"):
     url: str | None = None
 
 
-ServerMessage = Joined | Answer | RoomUpdate | Stopped | Error | Pong | Reconnect
+class QualityUpdate(_Message, frozen=True, tag="quality"):
+    """What a viewer is sent now, whenever it changes (null layer: no video yet)."""
+
+    layer: LayerName | None
+    width: int | None
+    height: int | None
+    reason: QualityReason
+
+
+class Layers(_Message, frozen=True, tag="layers"):
+    """To a simulcast host: the rids someone needs now (it may pause the others)."""
+
+    active: list[str]
+
+
+ServerMessage = Joined | Answer | RoomUpdate | Stopped | Error | Pong | Reconnect | QualityUpdate | Layers
 
 
 # ---- codecs ---------------------------------------------------------------------------
@@ -135,14 +159,20 @@ __all__ = [
     "IceServer",
     "Join",
     "Joined",
+    "LayerName",
+    "Layers",
     "Leave",
     "Offer",
     "Ping",
     "Pong",
+    "Quality",
+    "QualityReason",
+    "QualityUpdate",
     "Reconnect",
     "Role",
     "RoomUpdate",
     "ServerMessage",
+    "SetQuality",
     "StopReason",
     "Stopped",
     "decode_server_message",
