@@ -37,12 +37,7 @@ class MediaConnections:
 
     def __init__(self, config: Config, port: MediaPort) -> None:
         self.port = port
-        self._ice = IceSettings(
-            host_addresses=list(config.ice.host_addresses),
-            announced_address=config.ice.announced_address,
-            stun_servers=list(config.ice.stun_servers),
-            consent_timeout_seconds=config.ice.consent_timeout_seconds,
-        )
+        self._ice = IceSettings(consent_timeout_seconds=config.ice.consent_timeout_seconds)
         self._media = MediaSettings(
             video_bitrate_kbps=config.video.target_bitrate_kbps,
             max_framerate=config.video.max_framerate,

@@ -1,21 +1,18 @@
 """`GET /debug/runtime`: what the process holds right now (tasks, fds, memory).
 
 For leak hunting (tests/test_reliability.py, bench/soak.py): every number is
-read fresh from Trio's task tree, the asyncio loop and /proc on each request.
+read fresh from Trio's task tree and /proc on each request.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 
 import msgspec
 import trio
-import trio_asyncio
 
 from media.delay_histogram import DelaySnapshot
-from transport import containment_statistics as containment
 from transport.media_port import MediaPort
 
 
@@ -34,11 +31,8 @@ class MediaPortStats(msgspec.Struct, frozen=True):
 
 class RuntimeStats(msgspec.Struct, frozen=True):
     trio_tasks: int
-    asyncio_tasks: int
     open_fds: int
     rss_bytes: int
-    contained_task_errors: int  # aiortc/aioice tasks that ended with an exception (logged, not raised)
-    contained_loop_errors: int  # errors reported to the asyncio loop's handler (logged, never raised)
     media_port: MediaPortStats | None = None
 
 
@@ -71,7 +65,6 @@ def media_port_stats(port: MediaPort) -> MediaPortStats:
 
 
 def runtime_stats(port: MediaPort | None = None) -> RuntimeStats:
-    loop = trio_asyncio.current_loop.get()
     root = trio.lowlevel.current_root_task()
     try:
         fds = len(os.listdir("/proc/self/fd"))
@@ -79,10 +72,7 @@ def runtime_stats(port: MediaPort | None = None) -> RuntimeStats:
         fds = 0
     return RuntimeStats(
         trio_tasks=_count_trio_tasks(root) if root is not None else 0,
-        asyncio_tasks=len(asyncio.all_tasks(loop)) if loop is not None else 0,
         open_fds=fds,
         rss_bytes=_rss_bytes(),
-        contained_task_errors=containment.statistics.task_errors,
-        contained_loop_errors=containment.statistics.unowned_errors,
         media_port=media_port_stats(port) if port is not None else None,
     )

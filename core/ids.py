@@ -31,7 +31,3 @@ class RoomIdAllocator:
 
 def new_peer_id() -> str:
     return f"peer_{secrets.token_hex(6)}"
-
-
-def is_room_id(value: str) -> bool:
-    return value.startswith("room_") and value[5:].isdigit()

@@ -1,8 +1,10 @@
 """WebSocket signaling messages (PROTOCOL.md), as msgspec tagged unions.
 
 One JSON object per text frame, tagged by `"type"`. Unknown fields are
-ignored. The server decodes client messages with `decode_client_message`
-and the Python SDK decodes server messages with `decode_server_message`.
+ignored. The server decodes client messages with `decode_client_message_untrusted`
+and encodes its own with `encode`. The Python client has its own copy of these
+types (clients/python: `media_server_client.messages`), kept in step by
+tests/test_sdk_types_match_server.py.
 """
 
 from __future__ import annotations
@@ -137,7 +139,6 @@ class BadMessage(ValueError):
 
 
 _client_decoder: msgspec.json.Decoder[ClientMessage] = msgspec.json.Decoder(ClientMessage)
-_server_decoder: msgspec.json.Decoder[ServerMessage] = msgspec.json.Decoder(ServerMessage)
 _encoder = msgspec.json.Encoder()
 
 
@@ -152,10 +153,6 @@ def decode_client_message_untrusted(frame: str | bytes) -> ClientMessage:
         raise BadMessage(f"malformed JSON: {exc}") from exc
     except RecursionError as exc:  # msgspec recurses even into ignored fields: ~1000 `[` are enough
         raise BadMessage("malformed JSON: nested too deeply") from exc
-
-
-def decode_server_message(frame: str | bytes) -> ServerMessage:
-    return _server_decoder.decode(frame)
 
 
 def encode(message: ClientMessage | ServerMessage) -> str:

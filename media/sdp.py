@@ -1,51 +1,50 @@
-"""Sans-IO SDP helpers for the transport adapter.
+"""SDP as values: the parser of a client's offer and the line model the answer is written in.
 
-No aiortc, asyncio or trio here: text in, text (or plain values) out.
+No trio or asyncio here: text in, values out (and back to text with
+:meth:`SessionDescription.to_text`).
 
-The transport uses these to
-
-- check a client's offer and cut it down to the one codec the server speaks
-  per kind (VP8 for video, Opus for audio) before aiortc sees it, so that the
-  answer has no rtx / red / ulpfec / H264 and the payload types are the
-  client's (:func:`restrict_offer_untrusted`);
-- add what aiortc does not write to the answer: bandwidth lines, the VP8
-  ``max-fr`` and Opus ``maxaveragebitrate`` fmtp parameters, ``ccm fir``
-  feedback (:func:`decorate_host_answer`, :func:`decorate_viewer_answer`), and
-  rewrite the host candidates' address to ``announced_address``
-  (:func:`rewrite_host_candidates`);
-- read back from the answer what the forwarder needs
-  (:func:`sources_from_answer`, :func:`sinks_from_answer`).
-
-The parser keeps every line as it came (only line endings are normalised), so
-an edited description differs from the input only where it was edited.
+:func:`parse_sdp_untrusted` splits a description into its session lines and
+its ``m=`` sections; each :class:`MediaSection` keeps its other lines as they
+came (only line endings are normalised) and reads them on demand (``a=mid``,
+the direction, ``a=rtpmap``, ``a=fmtp``, ``a=rtcp-fb``, ``a=extmap``), so a
+parsed offer written back is the offer. :mod:`media.sdp_offer` reads offers
+with it and :mod:`media.sdp_answer` renders its answer through it.
 """
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Callable, Iterable
+import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from media.streams import (
-    MediaKind,
-    SdpError,
-    SinkStream,
-    SourceStream,
-    UnsupportedCodecError,
-)
+from media.streams import SdpError
 
 Direction = Literal["sendrecv", "sendonly", "recvonly", "inactive"]
 DIRECTIONS: tuple[Direction, ...] = ("sendrecv", "sendonly", "recvonly", "inactive")
 
 #: The one codec the server accepts per kind: kind -> (encoding name, clock rate).
 SERVER_CODECS: dict[str, tuple[str, int]] = {"video": ("VP8", 90000), "audio": ("opus", 48000)}
+#: The video feedback the server speaks (RFC 4585 / RFC 5104, REMB), in the answer's order.
+VIDEO_FEEDBACK = ("nack", "nack pli", "ccm fir", "goog-remb")
 
 MAX_SDP_LENGTH = 64 * 1024
 MAX_MEDIA_SECTIONS = 32
 
+#: Hash functions of RFC 8122 / RFC 4572 a fingerprint may use.
+FINGERPRINT_ALGORITHMS: frozenset[str] = frozenset({"sha-1", "sha-224", "sha-256", "sha-384", "sha-512"})
+_ICE_CHARS = "A-Za-z0-9+/"
+#: ``ice-ufrag`` / ``ice-pwd`` (RFC 8839 section 5.4) and a candidate's foundation (section 5.1).
+ICE_UFRAG = re.compile(f"[{_ICE_CHARS}]{{4,256}}")
+ICE_PWD = re.compile(f"[{_ICE_CHARS}]{{22,256}}")
+ICE_FOUNDATION = re.compile(f"[{_ICE_CHARS}]{{1,32}}")
+#: A fingerprint's value: 16 to 64 hex byte pairs.
+FINGERPRINT = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){15,63}")
+#: An RFC 8866 token (mids, msid ids, cname), bounded.
+TOKEN = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]{1,64}")
 
-@dataclass
+
+@dataclass(frozen=True)
 class RtpMap:
     payload_type: int
     name: str  # encoding name as written ("VP8", "opus", ...)
@@ -53,7 +52,19 @@ class RtpMap:
     channels: int | None = None
 
 
-@dataclass
+def _attribute_values(lines: list[str], name: str) -> list[str]:
+    """Values of every ``a=name:value`` line (``""`` for a flag ``a=name``)."""
+    out = []
+    for line in lines:
+        if not line.startswith("a="):
+            continue
+        key, sep, value = line[2:].partition(":")
+        if key == name:
+            out.append(value if sep else "")
+    return out
+
+
+@dataclass(frozen=True)
 class MediaSection:
     """One ``m=`` section: the ``m=`` line split up, then its other lines verbatim."""
 
@@ -63,18 +74,9 @@ class MediaSection:
     formats: list[str]
     lines: list[str] = field(default_factory=list)
 
-    # -- reading -----------------------------------------------------------------
-
     def attributes(self, name: str) -> list[str]:
         """Values of every ``a=name:value`` line (``""`` for a flag ``a=name``)."""
-        out = []
-        for line in self.lines:
-            if not line.startswith("a="):
-                continue
-            key, sep, value = line[2:].partition(":")
-            if key == name:
-                out.append(value if sep else "")
-        return out
+        return _attribute_values(self.lines, name)
 
     @property
     def mid(self) -> str | None:
@@ -94,7 +96,8 @@ class MediaSection:
         return self.port == 0
 
     def rtpmaps(self) -> list[RtpMap]:
-        """The ``a=rtpmap`` entries, in the order of the ``m=`` line's formats."""
+        """The ``a=rtpmap`` entries, in the order of the ``m=`` line's formats (the last
+        line of a payload type wins)."""
         by_pt: dict[int, RtpMap] = {}
         for value in self.attributes("rtpmap"):
             pt_text, _, encoding = value.partition(" ")
@@ -121,6 +124,7 @@ class MediaSection:
         return {}
 
     def rtcp_feedback(self, payload_type: int) -> list[str]:
+        """The ``a=rtcp-fb`` values for one payload type or ``*``, whitespace normalised."""
         out = []
         for value in self.attributes("rtcp-fb"):
             pt_text, _, fb = value.partition(" ")
@@ -143,77 +147,32 @@ class MediaSection:
             out[ext_id] = uri
         return out
 
-    def ssrcs(self) -> list[int]:
-        """SSRCs of the ``a=ssrc`` lines, first appearance first, no repeats."""
-        out: list[int] = []
-        for value in self.attributes("ssrc"):
-            try:
-                ssrc = int(value.split()[0])
-            except (ValueError, IndexError):
-                raise SdpError(f"malformed a=ssrc:{value!r}") from None
-            if ssrc not in out:
-                out.append(ssrc)
-        return out
-
-    # -- editing -----------------------------------------------------------------
-
-    def keep_only_payload_type(self, payload_type: int) -> None:
-        """Drop every other format and the rtpmap / fmtp / rtcp-fb lines that name one."""
+    def with_only_payload_type(self, payload_type: int) -> MediaSection:
+        """This section with one format: every other one gone, with the rtpmap / fmtp /
+        rtcp-fb lines that name it (lines for ``*`` stay)."""
         keep = str(payload_type)
-        self.formats = [keep]
-        kept = []
+        lines = []
         for line in self.lines:
             if line.startswith(("a=rtpmap:", "a=fmtp:", "a=rtcp-fb:")):
                 pt_text = line.partition(":")[2].partition(" ")[0]
                 if pt_text not in (keep, "*"):
                     continue
-            kept.append(line)
-        self.lines = kept
-
-    def set_fmtp_params(self, payload_type: int, params: dict[str, str]) -> None:
-        """Add or overwrite fmtp parameters of one payload type, keeping the others."""
-        merged = self.fmtp(payload_type)
-        merged.update(params)
-        text = f"a=fmtp:{payload_type} " + ";".join(f"{k}={v}" for k, v in merged.items())
-        prefix = f"a=fmtp:{payload_type} "
-        for i, line in enumerate(self.lines):
-            if line.startswith(prefix) or line == prefix.rstrip():
-                self.lines[i] = text
-                return
-        self._insert_after_last(text, f"a=rtpmap:{payload_type} ")
-
-    def add_rtcp_feedback(self, payload_type: int, feedback: str) -> None:
-        if feedback in self.rtcp_feedback(payload_type):
-            return
-        text = f"a=rtcp-fb:{payload_type} {feedback}"
-        self._insert_after_last(text, f"a=rtcp-fb:{payload_type} ", f"a=rtpmap:{payload_type} ")
-
-    def set_bandwidth(self, kbps: int) -> None:
-        """Replace the section's ``b=`` lines with ``b=AS`` (kbps) and ``b=TIAS`` (bps)."""
-        self.lines = [line for line in self.lines if not line.startswith("b=")]
-        at = 0
-        for i, line in enumerate(self.lines):
-            if line.startswith(("i=", "c=")):
-                at = i + 1
-        self.lines[at:at] = [f"b=AS:{kbps}", f"b=TIAS:{kbps * 1000}"]
-
-    def _insert_after_last(self, text: str, *prefixes: str) -> None:
-        for prefix in prefixes:
-            positions = [i for i, line in enumerate(self.lines) if line.startswith(prefix)]
-            if positions:
-                self.lines.insert(positions[-1] + 1, text)
-                return
-        self.lines.append(text)
+            lines.append(line)
+        return dataclasses.replace(self, formats=[keep], lines=lines)
 
     def to_lines(self) -> list[str]:
         m_line = f"m={self.kind} {self.port} {self.proto} {' '.join(self.formats)}".rstrip()
         return [m_line, *self.lines]
 
 
-@dataclass
+@dataclass(frozen=True)
 class SessionDescription:
     session_lines: list[str]
     media: list[MediaSection]
+
+    def attributes(self, name: str) -> list[str]:
+        """Values of every session-level ``a=name:value`` line."""
+        return _attribute_values(self.session_lines, name)
 
     def bundle_groups(self) -> list[list[str]]:
         groups = []
@@ -275,184 +234,10 @@ def parse_sdp_untrusted(text: str) -> SessionDescription:
     return SessionDescription(session_lines, media)
 
 
-def _find_server_codec(section: MediaSection) -> RtpMap | None:
+def find_server_codec(section: MediaSection) -> RtpMap | None:
+    """The section's VP8/90000 (video) or Opus/48000 (audio) entry, None if it has none."""
     name, clock_rate = SERVER_CODECS[section.kind]
     for rtpmap in section.rtpmaps():
         if rtpmap.name.lower() == name.lower() and rtpmap.clock_rate == clock_rate:
             return rtpmap
     return None
-
-
-def restrict_offer_untrusted(text: str, *, role: Literal["host", "viewer"]) -> str:
-    """Check a client's offer and keep only VP8 (video) and Opus (audio).
-
-    ``role="host"``: at least one audio/video section must be ``sendonly`` or
-    ``sendrecv``. ``role="viewer"``: at least one must be ``recvonly`` or
-    ``sendrecv``. Otherwise :class:`SdpError` ("nothing to send/receive").
-
-    A video section without VP8 or an audio section without Opus raises
-    :class:`UnsupportedCodecError`. Every other payload type (rtx, red,
-    ulpfec, H264, ...) is removed, with its rtpmap / fmtp / rtcp-fb lines, so
-    the answer has exactly one codec per section, under the client's payload
-    type. Sections other than audio, video and application raise
-    :class:`SdpError`.
-    """
-    description = parse_sdp_untrusted(text)
-    wanted: tuple[Direction, ...] = ("sendonly", "sendrecv") if role == "host" else ("recvonly", "sendrecv")
-    useful = 0
-    for section in description.media:
-        if section.kind == "application":
-            continue
-        if section.kind not in SERVER_CODECS:
-            raise SdpError(f"unsupported media kind {section.kind!r}")
-        if section.mid is None:
-            raise SdpError(f"{section.kind} section without a=mid")
-        if section.rejected:
-            raise SdpError(f"{section.kind} section with port 0")
-        codec = _find_server_codec(section)
-        if codec is None:
-            name = SERVER_CODECS[section.kind][0]
-            raise UnsupportedCodecError(f"{section.kind} offered without {name}")
-        section.keep_only_payload_type(codec.payload_type)
-        if section.direction in wanted:
-            useful += 1
-    if not useful:
-        verb = "send" if role == "host" else "receive"
-        raise SdpError(f"offer has no audio or video to {verb}")
-    return description.to_text()
-
-
-def decorate_host_answer(
-    answer: str,
-    offer: str,
-    *,
-    video_bitrate_kbps: int,
-    max_framerate: int,
-    audio_bitrate_kbps: int,
-) -> str:
-    """Add what the host must be told to an aiortc answer for a host.
-
-    Video: ``b=AS``/``b=TIAS`` (video_bitrate_kbps), fmtp ``max-fr``, and
-    ``ccm fir`` / ``nack`` / ``nack pli`` / ``goog-remb`` feedback where the offer
-    has them for that payload type (aiortc keeps only nack, pli and remb, and
-    only those the offer has). Audio: ``b=AS``/``b=TIAS`` (audio_bitrate_kbps),
-    fmtp ``maxaveragebitrate`` in bps, and ``useinbandfec=1`` if the offer asks.
-    """
-    offered = parse_sdp_untrusted(offer)
-    description = parse_sdp_untrusted(answer)
-    for section, offer_section in zip(description.media, offered.media, strict=False):
-        for rtpmap in section.rtpmaps():
-            pt = rtpmap.payload_type
-            if section.kind == "video" and rtpmap.name.lower() == "vp8":
-                section.set_bandwidth(video_bitrate_kbps)
-                section.set_fmtp_params(pt, {"max-fr": str(max_framerate)})
-                _copy_offered_feedback(section, offer_section, pt)
-            elif section.kind == "audio" and rtpmap.name.lower() == "opus":
-                section.set_bandwidth(audio_bitrate_kbps)
-                params = {"maxaveragebitrate": str(audio_bitrate_kbps * 1000)}
-                if offer_section.fmtp(pt).get("useinbandfec") == "1":
-                    params["useinbandfec"] = "1"
-                section.set_fmtp_params(pt, params)
-    return description.to_text()
-
-
-def decorate_viewer_answer(answer: str, offer: str) -> str:
-    """Add ``ccm fir`` (and the other video feedback the viewer offers) to a viewer's answer."""
-    offered = parse_sdp_untrusted(offer)
-    description = parse_sdp_untrusted(answer)
-    for section, offer_section in zip(description.media, offered.media, strict=False):
-        if section.kind != "video":
-            continue
-        for rtpmap in section.rtpmaps():
-            if rtpmap.name.lower() == "vp8":
-                _copy_offered_feedback(section, offer_section, rtpmap.payload_type)
-    return description.to_text()
-
-
-VIDEO_FEEDBACK = ("nack", "nack pli", "ccm fir", "goog-remb")
-
-
-def _copy_offered_feedback(section: MediaSection, offer_section: MediaSection, pt: int) -> None:
-    offered = offer_section.rtcp_feedback(pt)
-    for feedback in VIDEO_FEEDBACK:
-        if feedback in offered:
-            section.add_rtcp_feedback(pt, feedback)
-
-
-def rewrite_host_candidates(text: str, address: str) -> str:
-    """Put ``address`` in every host candidate (ports kept) and in the ``c=`` lines."""
-    try:
-        version = ipaddress.ip_address(address).version
-    except ValueError:
-        raise SdpError(f"announced address {address!r} is not an IP address") from None
-    description = parse_sdp_untrusted(text)
-    for section in description.media:
-        for i, line in enumerate(section.lines):
-            if line.startswith("a=candidate:"):
-                fields = line.split()
-                if len(fields) >= 8 and fields[6] == "typ" and fields[7] == "host":
-                    fields[4] = address
-                    section.lines[i] = " ".join(fields)
-            elif line.startswith("c=IN "):
-                section.lines[i] = f"c=IN IP{version} {address}"
-    return description.to_text()
-
-
-def candidate_addresses(text: str) -> list[tuple[str, int, str]]:
-    """Every ``a=candidate`` as (address, port, type), in order (for tests and checks)."""
-    out = []
-    for section in parse_sdp_untrusted(text).media:
-        for value in section.attributes("candidate"):
-            fields = value.split()  # foundation component transport priority addr port typ T
-            if len(fields) >= 8 and fields[6] == "typ":
-                try:
-                    out.append((fields[4], int(fields[5]), fields[7]))
-                except ValueError:
-                    raise SdpError(f"malformed a=candidate:{value!r}") from None
-    return out
-
-
-def _media_sections(
-    text: str, keep: Callable[[MediaSection], bool]
-) -> Iterable[tuple[MediaKind, MediaSection, RtpMap]]:
-    for section in parse_sdp_untrusted(text).media:
-        if section.kind not in SERVER_CODECS or section.rejected or not keep(section):
-            continue
-        codec = _find_server_codec(section)
-        if codec is None:
-            continue
-        kind: MediaKind = "video" if section.kind == "video" else "audio"
-        yield kind, section, codec
-
-
-def sources_from_answer(answer: str) -> list[SourceStream]:
-    """What the host sends, from the server's answer: one per receiving audio/video section."""
-    return [
-        SourceStream(
-            kind=kind,
-            payload_type=codec.payload_type,
-            clock_rate=codec.clock_rate,
-            extensions=section.extmaps(),
-        )
-        for kind, section, codec in _media_sections(answer, lambda s: s.direction in ("recvonly", "sendrecv"))
-    ]
-
-
-def sinks_from_answer(answer: str) -> list[SinkStream]:
-    """What the server sends to a viewer, from its answer: one per sending audio/video section."""
-    sinks = []
-    for kind, section, codec in _media_sections(answer, lambda s: s.direction in ("sendonly", "sendrecv")):
-        ssrcs = section.ssrcs()
-        if not ssrcs:
-            raise SdpError(f"answer's {kind} section announces no a=ssrc")
-        sinks.append(
-            SinkStream(
-                kind=kind,
-                ssrc=ssrcs[0],
-                payload_type=codec.payload_type,
-                clock_rate=codec.clock_rate,
-                extensions={uri: ext_id for ext_id, uri in section.extmaps().items()},
-                mid=section.mid,
-            )
-        )
-    return sinks

@@ -1,7 +1,7 @@
-"""Sans-IO SDP answerer for the server's own transport: text in, text out.
+"""Sans-IO SDP answerer for the server's own transport: offer text in, answer text out.
 
 The server answers every offer itself: one UDP port for every peer, an ICE-lite
-agent of its own, DTLS done by itself. No aiortc, asyncio or trio here.
+agent of its own, DTLS done by itself. No trio or asyncio here.
 :func:`answer_offer_untrusted` takes a client's offer and an
 :class:`AnswerParams` (local ICE credentials, certificate fingerprint, host
 candidates, role, media settings, the viewer's SSRCs) and returns an
@@ -10,6 +10,13 @@ candidates, role, media settings, the viewer's SSRCs) and returns an
 :class:`~media.streams.SinkStream` for a viewer) and what the transport needs
 from the offer (remote ICE credentials, DTLS fingerprints and role, remote
 candidates, the BUNDLE group).
+
+The offer is parsed once (:func:`media.sdp.parse_sdp_untrusted`) and read once
+(:func:`media.sdp_offer.read_offer_untrusted`: the sections answered, each cut
+down to its codec, the rejected ones, the bundle, the offerer's transport).
+The answer is then decided as values (one :class:`AnsweredSection` per
+accepted m= line, the sources and sinks read from them) and written as text
+once, at the end.
 
 What the answer says, and why:
 
@@ -29,17 +36,17 @@ What the answer says, and why:
   ``passive`` gets ``active``; an offer without ``a=setup`` (or
   ``holdconn``) is refused (JSEP: the offerer says ``actpass``).
 - One codec per kind, under the OFFER's payload type: VP8/90000 for video,
-  Opus/48000 for audio (:func:`media.sdp.restrict_offer_untrusted` cuts the
-  offer down; rtx, red, ulpfec, H264, VP9... are gone). A payload type in
+  Opus/48000 for audio (rtx, red, ulpfec, H264, VP9... are gone, with their
+  ``a=rtpmap`` / ``a=fmtp`` / ``a=rtcp-fb`` lines). A payload type in
   64-95 (it would collide with RTCP under rtcp-mux, RFC 5761 section 4) or
   above 127 is refused.
 - ``a=rtcp-fb``: video copies what the offer lists among ``nack``,
   ``nack pli``, ``ccm fir`` and ``goog-remb`` for the codec (or ``*``);
   ``transport-cc`` and anything else are dropped (the server has no
-  transport-wide congestion control). Audio gets none. (This is
-  :func:`media.sdp.decorate_host_answer` / :func:`~media.sdp.decorate_viewer_answer`,
-  which also add, for a host, ``b=AS``/``b=TIAS``, VP8 ``max-fr`` and Opus
-  ``maxaveragebitrate`` / ``useinbandfec``.)
+  transport-wide congestion control). Audio gets none.
+- What a host is asked for (not a viewer): ``b=AS`` / ``b=TIAS`` (the video or
+  audio bitrate), VP8 ``a=fmtp`` ``max-fr``, Opus ``a=fmtp``
+  ``maxaveragebitrate`` (bps) and ``useinbandfec=1`` where the offer asks.
 - ``a=extmap``: only the header extensions the forwarder uses are kept, with
   the offer's ids: sdes:mid, ssrc-audio-level and urn:3gpp:video-orientation
   (:data:`KEPT_EXTENSION_URIS`). abs-send-time, transport-cc, toffset,
@@ -69,7 +76,7 @@ What the answer says, and why:
   one, and for a viewer a kind without its codec (video without VP8, audio
   without Opus). For a host, a bundled audio/video section without its codec
   is not rejected: :class:`~media.streams.UnsupportedCodecError` is raised
-  (``unsupported_codec``), as :func:`~media.sdp.restrict_offer_untrusted` does.
+  (``unsupported_codec``).
 
 BUNDLE (RFC 8843):
 
@@ -111,28 +118,30 @@ when built.
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
-import re
 import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Literal
 
 import msgspec
 
 from media.rtp import ALLOWED_EXTENSION_URIS, MID_URI
 from media.sdp import (
+    FINGERPRINT,
+    FINGERPRINT_ALGORITHMS,
+    ICE_PWD,
+    ICE_UFRAG,
     SERVER_CODECS,
+    TOKEN,
+    VIDEO_FEEDBACK,
+    Direction,
     MediaSection,
     RtpMap,
     SessionDescription,
-    _find_server_codec,
-    decorate_host_answer,
-    decorate_viewer_answer,
     parse_sdp_untrusted,
-    restrict_offer_untrusted,
-    sinks_from_answer,
-    sources_from_answer,
 )
+from media.sdp_offer import OfferReading, RemoteCandidate, parse_candidate_untrusted, read_offer_untrusted
 from media.streams import MediaKind, SdpError, SinkStream, SourceStream
 
 __all__ = [
@@ -150,19 +159,6 @@ Setup = Literal["active", "passive"]
 
 #: Header extensions the answer keeps (with the offer's ids); every other one is dropped.
 KEPT_EXTENSION_URIS: frozenset[str] = frozenset({MID_URI, *ALLOWED_EXTENSION_URIS})
-#: The one RTP profile accepted (DTLS-SRTP over UDP, with feedback).
-ACCEPTED_PROTO = "UDP/TLS/RTP/SAVPF"
-#: Hash functions of RFC 8122 / RFC 4572 a fingerprint may use.
-FINGERPRINT_ALGORITHMS: frozenset[str] = frozenset({"sha-1", "sha-224", "sha-256", "sha-384", "sha-512"})
-MAX_REMOTE_CANDIDATES = 64
-
-_ICE_CHARS = "A-Za-z0-9+/"
-_UFRAG_RE = re.compile(f"[{_ICE_CHARS}]{{4,256}}")
-_PWD_RE = re.compile(f"[{_ICE_CHARS}]{{22,256}}")
-_FOUNDATION_RE = re.compile(f"[{_ICE_CHARS}]{{1,32}}")
-_FINGERPRINT_RE = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){15,63}")
-# RFC 8866 token (mids, msid ids, cname), bounded
-_TOKEN_RE = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]{1,64}")
 _HOST_TYPE_PREFERENCE = 126
 
 
@@ -199,12 +195,12 @@ class AnswerParams(msgspec.Struct, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if self.role not in ("host", "viewer"):
             raise ValueError(f"role must be 'host' or 'viewer', not {self.role!r}")
-        if not _UFRAG_RE.fullmatch(self.ice_ufrag):
+        if not ICE_UFRAG.fullmatch(self.ice_ufrag):
             raise ValueError("ice_ufrag must be 4 to 256 ice-chars")
-        if not _PWD_RE.fullmatch(self.ice_pwd):
+        if not ICE_PWD.fullmatch(self.ice_pwd):
             raise ValueError("ice_pwd must be 22 to 256 ice-chars")
         algorithm, value = self.fingerprint
-        if algorithm.lower() not in FINGERPRINT_ALGORITHMS or not _FINGERPRINT_RE.fullmatch(value):
+        if algorithm.lower() not in FINGERPRINT_ALGORITHMS or not FINGERPRINT.fullmatch(value):
             raise ValueError(f"fingerprint must be (hash, 'AB:CD:...'), not {self.fingerprint!r}")
         if not self.candidates:
             raise ValueError("an ICE-lite answer needs at least one host candidate")
@@ -220,7 +216,7 @@ class AnswerParams(msgspec.Struct, frozen=True, kw_only=True):
         if not 0 <= self.session_id < 2**63:
             raise ValueError("session_id must be in 0..2**63-1")
         for name in ("cname", "stream_id"):
-            if not _TOKEN_RE.fullmatch(getattr(self, name)):
+            if not TOKEN.fullmatch(getattr(self, name)):
                 raise ValueError(f"{name} must be 1 to 64 token characters")
         if self.role == "viewer":
             if set(self.ssrcs) != {"audio", "video"}:
@@ -241,25 +237,6 @@ def random_ssrcs() -> dict[MediaKind, int]:
 
 
 # ------------------------------------------------------------------ results
-
-
-class RemoteCandidate(msgspec.Struct, frozen=True):
-    """One ``a=candidate`` of the offer (RFC 8839 section 5.1), as written.
-
-    ``address`` is an IP address or an mDNS name (``....local``); ``transport``
-    is lower case (``udp``, ``tcp``...): the caller keeps the ones it can use.
-    """
-
-    foundation: str
-    component: int
-    transport: str
-    priority: int
-    address: str
-    port: int
-    type: str
-    related_address: str | None = None
-    related_port: int | None = None
-    tcptype: str | None = None
 
 
 class Answer(msgspec.Struct, frozen=True, kw_only=True):
@@ -290,187 +267,119 @@ class Answer(msgspec.Struct, frozen=True, kw_only=True):
     rejected: list[tuple[int, str]]
 
 
-# ------------------------------------------------------------------ candidates
+def answer_offer_untrusted(offer: str, params: AnswerParams) -> Answer:
+    """Answer a client's offer as the ICE-lite, DTLS-client server (see the module docstring).
 
-
-def _uint(text: str, maximum: int, what: str, line: str) -> int:
-    if not (text.isascii() and text.isdigit() and len(text) <= 10):
-        raise SdpError(f"malformed a=candidate (bad {what}): {line[:80]!r}")
-    value = int(text)
-    if value > maximum:
-        raise SdpError(f"malformed a=candidate ({what} out of range): {line[:80]!r}")
-    return value
-
-
-def parse_candidate_untrusted(text: str) -> RemoteCandidate:
-    """Parse one candidate: ``[a=][candidate:]foundation component transport priority
-    address port typ type [raddr A] [rport P] [tcptype T] [name value]...``.
-
-    Raises only :class:`SdpError`. Unknown extension pairs (``generation``,
-    ``ufrag``, ``network-id``...) are skipped.
+    Raises :class:`SdpError` for an offer that cannot be answered and
+    :class:`UnsupportedCodecError` for a host offering video without VP8 or
+    audio without Opus; nothing else, whatever the text.
     """
-    value = text.strip()
-    value = value.removeprefix("a=").removeprefix("candidate:")
-    fields = value.split()
-    if len(fields) < 8 or fields[6] != "typ" or len(fields) % 2:
-        raise SdpError(f"malformed a=candidate: {text[:80]!r}")
-    foundation, component, transport, priority, address, port, _, cand_type = fields[:8]
-    if not _FOUNDATION_RE.fullmatch(foundation):
-        raise SdpError(f"malformed a=candidate (bad foundation): {text[:80]!r}")
-    extras = dict(zip(fields[8::2], fields[9::2], strict=True))
-    related_port = extras.get("rport")
-    return RemoteCandidate(
-        foundation=foundation,
-        component=_uint(component, 256, "component", text),
-        transport=transport.lower(),
-        priority=_uint(priority, 0xFFFFFFFF, "priority", text),
-        address=address,
-        port=_uint(port, 65535, "port", text),
-        type=cand_type,
-        related_address=extras.get("raddr"),
-        related_port=_uint(related_port, 65535, "rport", text) if related_port is not None else None,
-        tcptype=extras.get("tcptype"),
+    reading = read_offer_untrusted(parse_sdp_untrusted(offer), params.role)
+    remote = reading.remote
+    setup: Setup = "passive" if remote.setup == "active" else "active"
+    sections = _answered_sections(reading, params)
+    return Answer(
+        sdp=_render(reading, sections, params, setup),
+        sources=_sources(sections.values()),
+        sinks=_sinks(sections.values()),
+        setup=setup,
+        remote_ufrag=remote.ufrag,
+        remote_pwd=remote.pwd,
+        remote_fingerprints=remote.fingerprints,
+        remote_setup=remote.setup,
+        bundle_mids=reading.bundle_mids,
+        remote_candidates=remote.candidates,
+        remote_end_of_candidates=remote.end_of_candidates,
+        rejected=reading.rejected,
     )
 
 
-def _candidate_lines(candidates: list[tuple[str, int]]) -> list[str]:
-    lines = []
-    for i, (address, port) in enumerate(candidates):
-        local_preference = max(65535 - i, 0)
-        priority = (_HOST_TYPE_PREFERENCE << 24) | (local_preference << 8) | (256 - 1)
-        lines.append(f"a=candidate:{i + 1} 1 udp {priority} {address} {port} typ host")
-    lines.append("a=end-of-candidates")
-    return lines
+# ------------------------------------------------------------------ the answer, as values
 
 
-# ------------------------------------------------------------------ the offer
+@dataclass(frozen=True)
+class AnsweredSection:
+    """One accepted m= section of the answer, before it is written.
+
+    ``codec``: the server's codec under the offer's payload type. ``extensions``: the kept
+    header extensions, id -> URI. ``echo_allow_mixed``: ``a=extmap-allow-mixed`` at media
+    level (the offer has it there, not at session level). ``feedback``: ``a=rtcp-fb``
+    values. ``fmtp`` and ``bandwidth_kbps``: what a host is asked for (empty / None for a
+    viewer). ``ssrc``: the SSRC the server sends with on a viewer's ``sendonly`` section.
+    ``candidates``: the section carries the server's candidates.
+    """
+
+    mid: str
+    kind: MediaKind
+    direction: Direction
+    codec: RtpMap
+    extensions: dict[int, str]
+    echo_allow_mixed: bool
+    feedback: list[str]
+    fmtp: dict[str, str]
+    bandwidth_kbps: int | None
+    ssrc: int | None
+    candidates: bool
 
 
-def _session_attributes(description: SessionDescription) -> MediaSection:
-    """The session-level lines wrapped as a section, to read them with ``attributes()``."""
-    return MediaSection("", 0, "", [], list(description.session_lines))
+def _answered_sections(reading: OfferReading, params: AnswerParams) -> dict[int, AnsweredSection]:
+    """The accepted sections of the answer, by m-line index, in m-line order."""
+    directions = _directions(reading.answered, params.role)
+    session_mixed = bool(reading.description.attributes("extmap-allow-mixed"))
+    return {
+        i: _answered_section(
+            offered,
+            directions[i],
+            params,
+            session_mixed=session_mixed,
+            candidates=not reading.bundle_mids or i == reading.transport_index,
+        )
+        for i, offered in reading.answered.items()
+    }
 
 
-def _transport_values(section: MediaSection, session: MediaSection, name: str) -> list[str]:
-    """Media-level values of a transport attribute, else the session-level ones."""
-    return section.attributes(name) or session.attributes(name)
+def _directions(answered: dict[int, MediaSection], role: Role) -> dict[int, Direction]:
+    """Host: ``recvonly`` where the client sends, else ``inactive``. Viewer: ``sendonly`` on
+    the first section of each kind the client receives on, else ``inactive``."""
+    directions: dict[int, Direction] = {}
+    served: set[str] = set()
+    for i, section in answered.items():
+        if role == "host":
+            directions[i] = "recvonly" if section.direction in ("sendonly", "sendrecv") else "inactive"
+        elif section.direction in ("recvonly", "sendrecv") and section.kind not in served:
+            served.add(section.kind)
+            directions[i] = "sendonly"
+        else:
+            directions[i] = "inactive"
+    return directions
 
 
-def _label(index: int, section: MediaSection, mid: str | None) -> str:
-    return f"m-line {index} ({section.kind[:20]}" + (f", mid {mid})" if mid is not None else ")")
-
-
-def _checked_mids(description: SessionDescription) -> list[str | None]:
-    mids: list[str | None] = []
-    for section in description.media:
-        mid = section.mid
-        if mid is not None:
-            if not _TOKEN_RE.fullmatch(mid):
-                raise SdpError(f"malformed a=mid:{mid[:40]!r}")
-            if mid in mids:
-                raise SdpError(f"two m= sections have a=mid:{mid}")
-        mids.append(mid)
-    return mids
-
-
-def _offered_group(description: SessionDescription, mids: list[str | None]) -> list[str] | None:
-    """The offer's first BUNDLE group (known mids, each once), or None without BUNDLE."""
-    groups = [group for group in description.bundle_groups() if group]
-    if not groups:
-        return None
-    group: list[str] = []
-    for mid in groups[0]:
-        if mid in mids and mid not in group:
-            group.append(mid)
-    return group
-
-
-def _rejection(section: MediaSection, mid: str | None, group: list[str] | None, role: Role) -> str | None:
-    """Why this offered section is answered with port 0 (None: it is answered)."""
-    if section.kind not in SERVER_CODECS:
-        return "not audio or video"
-    if any(len(fmt) > 10 for fmt in section.formats):  # (also keeps int() in rtpmaps() bounded)
-        raise SdpError(f"malformed m= line: format {section.formats[0][:20]!r}... too long")
-    if section.proto.upper() != ACCEPTED_PROTO:
-        return f"transport {section.proto[:40]!r} is not {ACCEPTED_PROTO}"
-    in_group = group is not None and mid is not None and mid in group
-    if section.port == 0 and not (in_group and section.attributes("bundle-only")):
-        return "port 0 (disabled by the offerer)"
-    if group is not None and not in_group:
-        return "not in the offer's (first) BUNDLE group"
-    if role == "viewer" and _find_server_codec(section) is None:
-        return f"{section.kind} offered without {SERVER_CODECS[section.kind][0]}"
-    return None
-
-
-def _credentials(section: MediaSection, session: MediaSection) -> tuple[str, str, frozenset[tuple[str, str]]]:
-    """(ufrag, pwd, fingerprints) as they stand in the offer, for comparing sections."""
-    ufrag = next(iter(_transport_values(section, session, "ice-ufrag")), "").strip()
-    pwd = next(iter(_transport_values(section, session, "ice-pwd")), "").strip()
-    fingerprints = frozenset(_parse_fingerprints(_transport_values(section, session, "fingerprint")))
-    return ufrag, pwd, fingerprints
-
-
-def _parse_fingerprints(values: list[str]) -> list[tuple[str, str]]:
-    out = []
-    for value in values:
-        parts = value.split()
-        if len(parts) != 2 or not _FINGERPRINT_RE.fullmatch(parts[1]):
-            raise SdpError(f"malformed a=fingerprint:{value[:80]!r}")
-        algorithm = parts[0].lower()
-        if algorithm in FINGERPRINT_ALGORITHMS and (algorithm, parts[1].upper()) not in out:
-            out.append((algorithm, parts[1].upper()))
-    return out
-
-
-class _Transport(msgspec.Struct, frozen=True):
-    ufrag: str
-    pwd: str
-    fingerprints: list[tuple[str, str]]
-    setup: str
-    candidates: list[RemoteCandidate]
-    end_of_candidates: bool
-
-
-def _remote_transport(section: MediaSection, session: MediaSection, where: str) -> _Transport:
-    ufrags = _transport_values(section, session, "ice-ufrag")
-    pwds = _transport_values(section, session, "ice-pwd")
-    if not ufrags:
-        raise SdpError(f"offer has no a=ice-ufrag (for {where})")
-    if not pwds:
-        raise SdpError(f"offer has no a=ice-pwd (for {where})")
-    ufrag, pwd = ufrags[0].strip(), pwds[0].strip()
-    if not _UFRAG_RE.fullmatch(ufrag):
-        raise SdpError("offer's a=ice-ufrag must be 4 to 256 ice-chars (RFC 8839)")
-    if not _PWD_RE.fullmatch(pwd):
-        raise SdpError("offer's a=ice-pwd must be 22 to 256 ice-chars (RFC 8839)")
-    fingerprint_values = _transport_values(section, session, "fingerprint")
-    if not fingerprint_values:
-        raise SdpError(f"offer has no a=fingerprint (for {where}): DTLS-SRTP needs the peer's certificate hash")
-    fingerprints = _parse_fingerprints(fingerprint_values)
-    if not fingerprints:
-        raise SdpError("offer has no a=fingerprint with a supported hash (sha-1, sha-224, sha-256, sha-384, sha-512)")
-    setups = _transport_values(section, session, "setup")
-    if not setups:
-        raise SdpError(f"offer has no a=setup (for {where}): an offer must say actpass, active or passive")
-    setup = setups[0].strip().lower()
-    if setup not in ("actpass", "active", "passive"):
-        raise SdpError(f"offer's a=setup:{setup[:20]!r} is not actpass, active or passive")
-    if not section.attributes("rtcp-mux"):
-        raise SdpError(f"offer's {where} has no a=rtcp-mux: the server multiplexes RTP and RTCP (RFC 5761)")
-    candidate_values = section.attributes("candidate")
-    if len(candidate_values) > MAX_REMOTE_CANDIDATES:
-        raise SdpError(f"offer has more than {MAX_REMOTE_CANDIDATES} candidates")
-    candidates = [parse_candidate_untrusted(value) for value in candidate_values]
-    end = bool(section.attributes("end-of-candidates") or session.attributes("end-of-candidates"))
-    return _Transport(ufrag, pwd, fingerprints, setup, candidates, end)
-
-
-# ------------------------------------------------------------------ the answer
+def _answered_section(
+    offered: MediaSection, direction: Direction, params: AnswerParams, *, session_mixed: bool, candidates: bool
+) -> AnsweredSection:
+    """``offered``: the offer's section with only the server's codec left."""
+    kind: MediaKind = "video" if offered.kind == "video" else "audio"
+    codec = _codec(offered)
+    media_mixed = bool(offered.attributes("extmap-allow-mixed"))
+    offered_feedback = offered.rtcp_feedback(codec.payload_type) if kind == "video" else []
+    host = params.role == "host"
+    return AnsweredSection(
+        mid=offered.mid or "",
+        kind=kind,
+        direction=direction,
+        codec=RtpMap(codec.payload_type, SERVER_CODECS[kind][0], codec.clock_rate, codec.channels),
+        extensions=_kept_extensions(offered, session_mixed or media_mixed),
+        echo_allow_mixed=media_mixed and not session_mixed,
+        feedback=[feedback for feedback in VIDEO_FEEDBACK if feedback in offered_feedback],
+        fmtp=_host_fmtp(kind, offered, codec.payload_type, params) if host else {},
+        bandwidth_kbps=(params.video_bitrate_kbps if kind == "video" else params.audio_bitrate_kbps) if host else None,
+        ssrc=params.ssrcs[kind] if direction == "sendonly" else None,
+        candidates=candidates,
+    )
 
 
 def _codec(section: MediaSection) -> RtpMap:
-    """The one codec restrict_offer_untrusted left, with a payload type RTP can carry."""
+    """The section's one codec, with a payload type RTP can carry."""
     codecs = section.rtpmaps()
     if len(codecs) != 1:
         raise SdpError(f"{section.kind} section: unusable a=rtpmap for {SERVER_CODECS[section.kind][0]}")
@@ -480,171 +389,143 @@ def _codec(section: MediaSection) -> RtpMap:
     return codecs[0]
 
 
-def _extmap_lines(section: MediaSection, allow_mixed: bool) -> list[str]:
-    lines = []
-    seen: set[str] = set()
+def _kept_extensions(section: MediaSection, allow_mixed: bool) -> dict[int, str]:
+    """The offer's header extensions the forwarder uses, each URI once: ids 1-14, and up
+    to 255 (two-byte headers) with ``a=extmap-allow-mixed``."""
+    kept: dict[int, str] = {}
     for ext_id, uri in section.extmaps().items():
         usable = 1 <= ext_id <= 14 or (allow_mixed and ext_id <= 255)
-        if uri in KEPT_EXTENSION_URIS and uri not in seen and usable:
-            seen.add(uri)
-            lines.append(f"a=extmap:{ext_id} {uri}")
+        if uri in KEPT_EXTENSION_URIS and uri not in kept.values() and usable:
+            kept[ext_id] = uri
+    return kept
+
+
+def _host_fmtp(kind: MediaKind, offered: MediaSection, payload_type: int, params: AnswerParams) -> dict[str, str]:
+    """What a host is asked for: VP8 ``max-fr``; Opus ``maxaveragebitrate`` (bps), and
+    ``useinbandfec=1`` if the offer asks for it."""
+    if kind == "video":
+        return {"max-fr": str(params.max_framerate)}
+    fmtp = {"maxaveragebitrate": str(params.audio_bitrate_kbps * 1000)}
+    if offered.fmtp(payload_type).get("useinbandfec") == "1":
+        fmtp["useinbandfec"] = "1"
+    return fmtp
+
+
+def _sources(sections: Iterable[AnsweredSection]) -> list[SourceStream]:
+    """What a host sends: one per section answered ``recvonly``."""
+    return [
+        SourceStream(
+            kind=section.kind,
+            payload_type=section.codec.payload_type,
+            clock_rate=section.codec.clock_rate,
+            extensions=dict(section.extensions),
+        )
+        for section in sections
+        if section.direction == "recvonly"
+    ]
+
+
+def _sinks(sections: Iterable[AnsweredSection]) -> list[SinkStream]:
+    """What the server sends to a viewer: one per section answered ``sendonly``."""
+    return [
+        SinkStream(
+            kind=section.kind,
+            ssrc=section.ssrc,
+            payload_type=section.codec.payload_type,
+            clock_rate=section.codec.clock_rate,
+            extensions={uri: ext_id for ext_id, uri in section.extensions.items()},
+            mid=section.mid,
+        )
+        for section in sections
+        if section.ssrc is not None
+    ]
+
+
+# ------------------------------------------------------------------ the text
+
+
+def _render(reading: OfferReading, sections: dict[int, AnsweredSection], params: AnswerParams, setup: Setup) -> str:
+    """The answer's SDP, every m= line of the offer in its order."""
+    media = []
+    for i, offered in enumerate(reading.description.media):
+        section = sections.get(i)
+        if section is None:
+            media.append(_rejected_section(offered, reading.mids[i]))
+        else:
+            media.append(
+                MediaSection(
+                    offered.kind,
+                    params.candidates[0][1],
+                    offered.proto,
+                    [str(section.codec.payload_type)],
+                    _section_lines(section, params, setup),
+                )
+            )
+    return SessionDescription(_session_lines(reading, params), media).to_text()
+
+
+def _session_lines(reading: OfferReading, params: AnswerParams) -> list[str]:
+    lines = ["v=0", f"o=- {params.session_id} 2 IN IP4 0.0.0.0", "s=-", "t=0 0", "a=ice-lite"]
+    if reading.bundle_mids:
+        lines.append("a=group:BUNDLE " + " ".join(reading.bundle_mids))
+    if reading.description.attributes("extmap-allow-mixed"):
+        lines.append("a=extmap-allow-mixed")
+    if params.role == "viewer":
+        lines.append("a=msid-semantic:WMS *")
     return lines
 
 
-def _rejected_section(offered: MediaSection, mid: str | None) -> MediaSection:
-    formats = ["0"] if offered.kind in SERVER_CODECS or not offered.formats else list(offered.formats)
-    lines = ["c=IN IP4 0.0.0.0"] + ([f"a=mid:{mid}"] if mid is not None else [])
-    return MediaSection(offered.kind, 0, offered.proto, formats, lines)
-
-
-def answer_offer_untrusted(offer: str, params: AnswerParams) -> Answer:
-    """Answer a client's offer as the ICE-lite, DTLS-client server (see the module docstring).
-
-    Raises :class:`SdpError` for an offer that cannot be answered and
-    :class:`UnsupportedCodecError` for a host offering video without VP8 or
-    audio without Opus; nothing else, whatever the text.
-    """
-    role = params.role
-    description = parse_sdp_untrusted(offer)
-    session = _session_attributes(description)
-    if session.attributes("ice-lite"):
-        raise SdpError("offer is ICE-lite: the server is ICE-lite too, and two lite agents cannot connect")
-    mids = _checked_mids(description)
-    group = _offered_group(description, mids)
-
-    reasons = [_rejection(section, mid, group, role) for section, mid in zip(description.media, mids, strict=True)]
-    accepted = [i for i, reason in enumerate(reasons) if reason is None]
-    rejected = [(i, reason) for i, reason in enumerate(reasons) if reason is not None]
-    if not accepted:
-        verb = "send" if role == "host" else "receive"
-        why = "; ".join(f"{_label(i, description.media[i], mids[i])}: {reason}" for i, reason in rejected[:4])
-        raise SdpError(f"offer has no audio or video to {verb} ({why})")
-
-    # restrict_offer_untrusted checks mids, codecs (UnsupportedCodecError for a host)
-    # and directions, and keeps one codec per section. Bundle-only sections get a
-    # placeholder port so that it does not take them for disabled ones.
-    subset = [dataclasses.replace(description.media[i], port=description.media[i].port or 9) for i in accepted]
-    restricted_text = restrict_offer_untrusted(
-        SessionDescription(description.session_lines, subset).to_text(), role=role
-    )
-    restricted = dict(zip(accepted, parse_sdp_untrusted(restricted_text).media, strict=True))
-
-    if group is not None:
-        position = {mid: n for n, mid in enumerate(group)}
-        in_order = sorted(accepted, key=lambda i: position[mids[i] or ""])
-        tags = [i for i in in_order if description.media[i].port != 0]
-        if not tags:
-            raise SdpError(
-                "the BUNDLE group has no accepted m= section with a port: "
-                "a bundle-only section cannot carry the transport (RFC 8843 section 7.3.1)"
-            )
-        transport_index = tags[0]
-        bundle_indexes = [transport_index] + [i for i in in_order if i != transport_index]
-        bundle_mids = [mids[i] or "" for i in bundle_indexes]
-    else:
-        transport_index = accepted[0]
-        bundle_mids = []
-        first = _credentials(description.media[transport_index], session)
-        for i in accepted[1:]:
-            if _credentials(description.media[i], session) != first:
-                raise SdpError(
-                    f"offer without a=group:BUNDLE has m= sections with different ICE credentials or "
-                    f"fingerprints ({_label(i, description.media[i], mids[i])}): the server has one transport "
-                    "per peer, offer BUNDLE (bundlePolicy 'max-bundle', 'balanced' or 'max-compat'; "
-                    "GStreamer's webrtcbin: 'max-bundle' or 'max-compat')"
-                )
-    where = _label(transport_index, description.media[transport_index], mids[transport_index])
-    remote = _remote_transport(description.media[transport_index], session, where)
-    if group is None:
-        for i in accepted[1:]:
-            if not description.media[i].attributes("rtcp-mux"):
-                where_i = _label(i, description.media[i], mids[i])
-                raise SdpError(f"offer's {where_i} has no a=rtcp-mux: the server multiplexes RTP and RTCP (RFC 5761)")
-    setup: Setup = "passive" if remote.setup == "active" else "active"
-
-    address, port = params.candidates[0]
-    c_line = f"c=IN IP{ipaddress.ip_address(address).version} {address}"
-    transport_lines = [
+def _section_lines(section: AnsweredSection, params: AnswerParams, setup: Setup) -> list[str]:
+    """An accepted section's lines in RFC 8866 order (``c=``, ``b=``, then attributes)."""
+    address = params.candidates[0][0]
+    lines = [f"c=IN IP{ipaddress.ip_address(address).version} {address}"]
+    if section.bandwidth_kbps is not None:
+        lines += [f"b=AS:{section.bandwidth_kbps}", f"b=TIAS:{section.bandwidth_kbps * 1000}"]
+    lines += [f"a=mid:{section.mid}", f"a={section.direction}"]
+    if section.echo_allow_mixed:
+        lines.append("a=extmap-allow-mixed")
+    lines += [
         f"a=ice-ufrag:{params.ice_ufrag}",
         f"a=ice-pwd:{params.ice_pwd}",
         f"a=fingerprint:{params.fingerprint[0].lower()} {params.fingerprint[1].upper()}",
         f"a=setup:{setup}",
         "a=rtcp-mux",
     ]
-    candidate_lines = _candidate_lines(params.candidates)
-    session_mixed = bool(session.attributes("extmap-allow-mixed"))
-    served: set[str] = set()
-    sections: list[MediaSection] = []
-    aligned: list[MediaSection] = []  # the offer, restricted where answered, for decorate_*_answer
-    for i, offered in enumerate(description.media):
-        section = restricted.get(i)
-        if section is None:
-            sections.append(_rejected_section(offered, mids[i]))
-            aligned.append(offered)
-            continue
-        aligned.append(section)
-        kind: MediaKind = "video" if section.kind == "video" else "audio"
-        codec = _codec(section)
-        pt = codec.payload_type
-        media_mixed = bool(section.attributes("extmap-allow-mixed"))
-        sending = False
-        if role == "host":
-            direction = "recvonly" if section.direction in ("sendonly", "sendrecv") else "inactive"
-        elif section.direction in ("recvonly", "sendrecv") and kind not in served:
-            served.add(kind)
-            direction, sending = "sendonly", True
-        else:
-            direction = "inactive"
-        lines = [c_line, f"a=mid:{mids[i]}", f"a={direction}"]
-        if media_mixed and not session_mixed:
-            lines.append("a=extmap-allow-mixed")
-        lines += transport_lines
-        lines += _extmap_lines(section, session_mixed or media_mixed)
-        channels = f"/{codec.channels}" if codec.channels is not None else ""
-        lines.append(f"a=rtpmap:{pt} {SERVER_CODECS[kind][0]}/{codec.clock_rate}{channels}")
-        if sending:
-            lines += [
-                f"a=msid:{params.stream_id} {params.stream_id}-{kind}",
-                f"a=ssrc:{params.ssrcs[kind]} cname:{params.cname}",
-            ]
-        if group is None or i == transport_index:
-            lines += candidate_lines
-        sections.append(MediaSection(section.kind, port, section.proto, [str(pt)], lines))
+    lines += [f"a=extmap:{ext_id} {uri}" for ext_id, uri in section.extensions.items()]
+    lines += _codec_lines(section)
+    if section.ssrc is not None:
+        kind = section.kind
+        lines += [f"a=msid:{params.stream_id} {params.stream_id}-{kind}", f"a=ssrc:{section.ssrc} cname:{params.cname}"]
+    if section.candidates:
+        lines += _candidate_lines(params.candidates)
+    return lines
 
-    session_lines = ["v=0", f"o=- {params.session_id} 2 IN IP4 0.0.0.0", "s=-", "t=0 0", "a=ice-lite"]
-    if group is not None:
-        session_lines.append("a=group:BUNDLE " + " ".join(bundle_mids))
-    if session_mixed:
-        session_lines.append("a=extmap-allow-mixed")
-    if role == "viewer":
-        session_lines.append("a=msid-semantic:WMS *")
-    answer = SessionDescription(session_lines, sections).to_text()
-    aligned_offer = SessionDescription(description.session_lines, aligned).to_text()
-    sources: list[SourceStream] = []
-    sinks: list[SinkStream] = []
-    if role == "host":
-        answer = decorate_host_answer(
-            answer,
-            aligned_offer,
-            video_bitrate_kbps=params.video_bitrate_kbps,
-            max_framerate=params.max_framerate,
-            audio_bitrate_kbps=params.audio_bitrate_kbps,
-        )
-        sources = sources_from_answer(answer)
-    else:
-        answer = decorate_viewer_answer(answer, aligned_offer)
-        sinks = sinks_from_answer(answer)
-    return Answer(
-        sdp=answer,
-        sources=sources,
-        sinks=sinks,
-        setup=setup,
-        remote_ufrag=remote.ufrag,
-        remote_pwd=remote.pwd,
-        remote_fingerprints=remote.fingerprints,
-        remote_setup=remote.setup,
-        bundle_mids=bundle_mids,
-        remote_candidates=remote.candidates,
-        remote_end_of_candidates=remote.end_of_candidates,
-        rejected=rejected,
-    )
+
+def _codec_lines(section: AnsweredSection) -> list[str]:
+    codec = section.codec
+    pt = codec.payload_type
+    channels = f"/{codec.channels}" if codec.channels is not None else ""
+    lines = [f"a=rtpmap:{pt} {codec.name}/{codec.clock_rate}{channels}"]
+    lines += [f"a=rtcp-fb:{pt} {feedback}" for feedback in section.feedback]
+    if section.fmtp:
+        lines.append(f"a=fmtp:{pt} " + ";".join(f"{key}={value}" for key, value in section.fmtp.items()))
+    return lines
+
+
+def _candidate_lines(candidates: list[tuple[str, int]]) -> list[str]:
+    """One UDP host candidate per address (RFC 8445 section 5.1.2.1 priorities, local
+    preference 65535, 65534...), then ``a=end-of-candidates``: a lite agent does not trickle."""
+    lines = []
+    for i, (address, port) in enumerate(candidates):
+        local_preference = max(65535 - i, 0)
+        priority = (_HOST_TYPE_PREFERENCE << 24) | (local_preference << 8) | (256 - 1)
+        lines.append(f"a=candidate:{i + 1} 1 udp {priority} {address} {port} typ host")
+    lines.append("a=end-of-candidates")
+    return lines
+
+
+def _rejected_section(offered: MediaSection, mid: str | None) -> MediaSection:
+    """Port 0, ``c=IN IP4 0.0.0.0`` and the offer's mid; format ``0`` for audio/video."""
+    formats = ["0"] if offered.kind in SERVER_CODECS or not offered.formats else list(offered.formats)
+    lines = ["c=IN IP4 0.0.0.0"] + ([f"a=mid:{mid}"] if mid is not None else [])
+    return MediaSection(offered.kind, 0, offered.proto, formats, lines)

@@ -1,7 +1,9 @@
-"""The boundary between the transport (aiortc adapter) and the forwarder.
+"""The boundary between the transport and the forwarder.
 
-The transport negotiates SDP and learns, for each side, what the forwarder
-needs to know to rewrite packets; it hands these descriptions to the router.
+The answer to a client's offer (media/sdp_answer.py) says, for each side, what
+the forwarder needs to know to rewrite packets: what a host sends
+(:class:`SourceStream`) and what the server sends a viewer (:class:`SinkStream`).
+The peer connection (transport/peer_connection.py) hands these to the router.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from media.sdp import VIDEO_FEEDBACK, MediaSection, parse_sdp_untrusted
+from media.sdp import MAX_SDP_LENGTH, VIDEO_FEEDBACK, MediaSection, parse_sdp_untrusted
 from media.sdp_answer import (
     KEPT_EXTENSION_URIS,
     Answer,
@@ -466,6 +466,55 @@ def test_chrome_host_offer() -> None:
     assert audio.lines[0] == "c=IN IP4 203.0.113.7"
 
 
+def test_section_lines_are_in_rfc_8866_order() -> None:
+    # c=, then b=, then the attributes; the codec's rtpmap, its feedback, its fmtp, then what is sent
+    transport = [
+        "a=ice-ufrag:srvU",
+        "a=ice-pwd:serverpassword0123456789",
+        f"a=fingerprint:sha-256 {FINGERPRINT[1]}",
+        "a=setup:active",
+        "a=rtcp-mux",
+    ]
+    extmaps = [f"a=extmap:13 {ORIENTATION}", f"a=extmap:4 {MID}"]
+    feedback = [f"a=rtcp-fb:96 {fb}" for fb in VIDEO_FEEDBACK]
+    host_video = media(answer("chrome-host")[0])[1]
+    assert host_video.lines == [
+        "c=IN IP4 203.0.113.7",
+        "b=AS:1500",
+        "b=TIAS:1500000",
+        "a=mid:1",
+        "a=recvonly",
+        *transport,
+        *extmaps,
+        "a=rtpmap:96 VP8/90000",
+        *feedback,
+        "a=fmtp:96 max-fr=30",
+    ]
+    viewer_video = media(answer("chrome-viewer")[0])[1]
+    assert viewer_video.lines == [
+        "c=IN IP4 203.0.113.7",
+        "a=mid:1",
+        "a=sendonly",
+        *transport,
+        *extmaps,
+        "a=rtpmap:96 VP8/90000",
+        *feedback,
+        "a=msid:room room-video",
+        f"a=ssrc:{SSRCS['video']} cname:sfu",
+    ]
+
+
+def test_size_limit_is_the_offers_whatever_its_line_endings() -> None:
+    # 63 kB with LF line endings: under the limit as received (CRLF would take it over)
+    lines = CHROME_HOST_OFFER.split("\r\n")[:-1]
+    offer = "\n".join(lines[:-1] + ["a=x"] * 15000 + lines[-1:]) + "\n"
+    assert len(offer) < MAX_SDP_LENGTH < len(offer.replace("\n", "\r\n"))
+    result = answer_offer_untrusted(offer, params("host"))
+    assert [s.kind for s in result.sources] == ["audio", "video"]
+    with pytest.raises(SdpError, match="too long"):
+        answer_offer_untrusted(offer + "a=x\n" * 1000, params("host"))
+
+
 def test_chrome_viewer_offer_rejects_the_data_channel() -> None:
     result, _ = answer("chrome-viewer")
     audio, video, data = media(result)
@@ -510,6 +559,17 @@ def test_viewer_gets_one_stream_per_kind() -> None:
     assert video2.attributes("ssrc") == [] and video2.port == PORT
     assert [s.mid for s in result.sinks] == ["0", "1"]
     assert result.bundle_mids == ["0", "1", "v2"]
+
+
+def test_section_without_direction_is_sendrecv() -> None:
+    # RFC 8866's default (aiortc, when it answered for the server, could not answer it: SECURITY.md)
+    for name, role in (("chrome-host", "host"), ("chrome-viewer", "viewer")):
+        offer = re.sub(r"a=(sendonly|recvonly)\r\n", "", OFFERS[name][0])
+        p = params(role)
+        result = answer_offer_untrusted(offer, p)
+        check_answer(offer, result, p)
+        expected = "recvonly" if role == "host" else "sendonly"
+        assert [s.direction for s in media(result)[:2]] == [expected, expected]
 
 
 def test_host_recvonly_section_is_inactive() -> None:

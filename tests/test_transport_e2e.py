@@ -30,7 +30,7 @@ MEDIA = MediaSettings(video_bitrate_kbps=1500, max_framerate=30, audio_bitrate_k
 
 
 def ice(consent: float = 30.0) -> IceSettings:
-    return IceSettings(host_addresses=LOOPBACK, announced_address="", stun_servers=[], consent_timeout_seconds=consent)
+    return IceSettings(consent_timeout_seconds=consent)
 
 
 class Changes:

@@ -1,15 +1,10 @@
 """The media transport: the only server package that deals with ICE, DTLS and SRTP.
 
-Server: :class:`~transport.media_port.MediaPort` (all media of the process on
-one UDP port, ICE-lite, the receive path) and
+:class:`~transport.media_port.MediaPort` (all media of the process on one UDP
+port, ICE-lite, the receive path) and
 :class:`~transport.peer_connection.PeerConnection` (one client's connection:
-answer, DTLS-SRTP via :mod:`transport.dtls`, send and receive). No aiortc and
-no asyncio on the server.
-
-Clients (bots, tests, benchmarks) drive aiortc: every private aiortc/aioice
-hook they need, and the contained trio-asyncio loop they run it on, are in the
-client package (clients/python: ``media_server_client.aiortc_hooks``,
-``media_server_client.containment``), which the server does not import.
+answer, DTLS-SRTP via :mod:`transport.dtls` and :mod:`transport.srtp`, send
+and receive), with their settings and counters (:mod:`transport.settings`).
 """
 
 from transport.media_port import MediaPort

@@ -258,7 +258,15 @@ class MediaPort:
                     self._handler_failed(address)
 
     def _handle(self, sock: socket.socket, data: bytes, address: Any) -> bool:
-        """Handle one datagram; True for an RTP packet of a known session (its delay is counted)."""
+        """Handle one datagram; True for an RTP packet of a known session (its delay is counted).
+
+        What a datagram is, is its first byte (RFC 7983 section 7, as updated by RFC 9443):
+        128-191 RTP or RTCP (the per-packet path, tested first), 0-3 STUN, 20-63 DTLS. Anything
+        else (ZRTP 16-19, TURN channels 64-79, QUIC, unassigned) is counted ``malformed`` and
+        dropped. The second byte tells RTCP from RTP (RFC 5761 section 4: packet types
+        192-223); here it only keeps RTCP out of the forwarding delay. No length is checked here
+        but the MTU: each class's parser refuses what is too short for it (the STUN framing,
+        OpenSSL, the connection's 8-byte SRTP floor and libsrtp)."""
         if not data:
             return False
         address = address[:2]  # IPv6 gives (host, port, flow, scope); IPv4's pair is returned as is

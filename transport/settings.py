@@ -1,4 +1,4 @@
-"""Settings and counters of the transport (no aiortc import here)."""
+"""Settings and counters of the transport."""
 
 from __future__ import annotations
 
@@ -6,20 +6,14 @@ import msgspec
 
 
 class IceSettings(msgspec.Struct, frozen=True):
-    """The ``[ice]`` config section.
+    """What a connection's ICE-lite session needs of the ``[ice]`` config section.
 
-    ``host_addresses``: addresses to gather host candidates on; ``[]`` = every
-    interface, as aioice does (which skips 127.0.0.1). ``announced_address``:
-    non-empty = put this address in the answer's host candidates (1:1 NAT),
-    ports kept. ``stun_servers``: ``"stun:host:port"`` URLs; ``[]`` = no STUN
-    server is ever contacted. ``consent_timeout_seconds``: a connected peer
-    from which no datagram at all arrives for this long has lost consent
-    (RFC 7675); the connection then reports ``failed``.
+    ``consent_timeout_seconds``: a connected peer from which no datagram at all
+    arrives for this long has lost consent (RFC 7675); the connection then
+    reports ``failed``. (The addresses the port binds and announces are the
+    :class:`~transport.media_port.MediaPort`'s.)
     """
 
-    host_addresses: list[str]
-    announced_address: str
-    stun_servers: list[str]
     consent_timeout_seconds: float = 30.0
 
 
@@ -45,8 +39,10 @@ class TransportCounters:
     ``send_rtcp`` that were not sent (not connected yet, closed, or SRTP
     protect refused them).
     ``callback_errors``: exceptions raised by ``on_rtp`` / ``on_rtcp`` /
-    ``on_state`` callbacks (logged and swallowed so aiortc's receive loop
-    survives).
+    ``on_state`` callbacks (logged and swallowed: a callback's bug never ends
+    the connection or the media thread).
+    ``srtp_errors``: datagrams from the peer's address that did not unprotect
+    (dropped).
     """
 
     __slots__ = (
@@ -64,7 +60,7 @@ class TransportCounters:
         self.rtp_dropped = 0
         self.rtcp_dropped = 0
         self.callback_errors = 0
-        self.srtp_errors = 0  # datagrams from the peer's address that did not unprotect (dropped)
+        self.srtp_errors = 0
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)}" for name in self.__slots__)
