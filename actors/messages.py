@@ -148,6 +148,10 @@ class PeerInfo(msgspec.Struct, frozen=True):
     connection_state: str  # "connecting" (no peer connection up yet) or "connected"
     bytes_received: int  # host: RTP bytes received from it (0 for a viewer)
     bytes_sent: int  # viewer: RTP payload bytes forwarded to it (0 for a host)
+    # viewer: the layer it is sent (low, medium, high, audio_only; None before video) and what
+    # the server estimates its link carries (bits a second, its REMB included); None for a host
+    video_layer: str | None = None
+    estimate_bps: int | None = None
 
 
 class GetKeyframe(msgspec.Struct, frozen=True):

@@ -75,6 +75,7 @@ from actors.messages import (
     StopRecording,
 )
 from core.signaling import Role, StopReason
+from media.layers import Quality
 from media.router import QualityChange, Router
 from services.recordings import Recording
 from transport.settings import TransportCounters
@@ -95,6 +96,7 @@ class Member:
     inbox: trio.MemorySendChannel[Any]
     connected: bool = False
     joined_at: float = field(default_factory=time.time)  # unix seconds
+    quality: Quality = "auto"  # a viewer's `set_quality` (kept for its media, which may come later)
 
     @property
     def gone(self) -> bool:
@@ -157,6 +159,8 @@ class RoomState:
                     connection_state="connected" if member.connected else "connecting",
                     bytes_received=self.router.statistics().bytes_in if is_publisher else 0,
                     bytes_sent=self.router.viewer_bytes_sent(member.peer_id),
+                    video_layer=self.router.viewer_layer(member.peer_id),
+                    estimate_bps=self.router.viewer_estimate(member.peer_id),
                 )
             )
         return infos
@@ -365,6 +369,7 @@ class RoomActor:
     def _on_choose_quality(self, message: ChooseQuality) -> None:
         member = self._state.members.get(message.peer_id)
         if member is not None and member.role == "viewer":
+            member.quality = message.quality
             with self._record.media_lock:
                 self._state.router.set_quality(message.peer_id, message.quality, time.monotonic())
         answer(message.reply, None)
@@ -395,7 +400,9 @@ class RoomActor:
             )
         else:
             with record.media_lock:
-                router.add_viewer(peer_id, endpoint.sinks, endpoint.send_rtp, endpoint.send_rtcp, time.monotonic())
+                router.add_viewer(
+                    peer_id, endpoint.sinks, endpoint.send_rtp, endpoint.send_rtcp, time.monotonic(), member.quality
+                )
             self._fault("attach_media")
             log.info("room %s: viewer %s attached (%s)", record.room_id, peer_id, _streams(endpoint.sinks))
             answer(message.reply, MediaRoute(on_rtp=None, on_rtcp=self._viewer_rtcp(peer_id)))

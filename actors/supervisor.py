@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -271,7 +271,11 @@ class Supervisor:
         for record in self._rooms.values():
             state = record.state
             if forwarding:
-                tally.forwarding = tally.forwarding.plus(state.router.statistics())
+                statistics = state.router.statistics()
+                tally.forwarding = tally.forwarding.plus(statistics)
+                layer_viewers = {layer.name: layer.viewers for layer in statistics.layers}
+                layer_viewers["audio_only"] = statistics.audio_only_viewers
+                tally.layer_viewers = _summed(tally.layer_viewers, layer_viewers)
             tally.bytes_sent += state.counters.bytes_sent
             tally.bytes_received += state.counters.bytes_received
             if record.stopped is None:
@@ -395,6 +399,7 @@ class Supervisor:
                 room_restarts=self._room_restarts,
                 rooms_crashed=self._rooms_crashed,
                 forwarding=tally.forwarding,
+                layer_viewers=tally.layer_viewers,
             ),
         )
 
@@ -522,12 +527,13 @@ class ForwardingTotals(msgspec.Struct, frozen=True):
     retransmissions: int = 0
     keyframe_requests_sent: int = 0
     nacks_sent: int = 0
+    padding_bytes: int = 0
     drops: dict[str, int] = msgspec.field(default_factory=dict)
+    layer_packets_in: dict[str, int] = msgspec.field(default_factory=dict)  # by layer name
+    layer_switches: dict[str, int] = msgspec.field(default_factory=dict)  # by reason
+    keyframe_requests: dict[str, int] = msgspec.field(default_factory=dict)  # by cause
 
     def plus(self, room: RouterStatistics) -> ForwardingTotals:
-        drops = dict(self.drops)
-        for reason, count in room.drops.items():
-            drops[reason] = drops.get(reason, 0) + count
         return ForwardingTotals(
             packets_in=self.packets_in + room.packets_in,
             bytes_in=self.bytes_in + room.bytes_in,
@@ -536,14 +542,26 @@ class ForwardingTotals(msgspec.Struct, frozen=True):
             retransmissions=self.retransmissions + room.retransmissions,
             keyframe_requests_sent=self.keyframe_requests_sent + room.keyframe_requests_sent,
             nacks_sent=self.nacks_sent + room.nacks_sent,
-            drops=drops,
+            padding_bytes=self.padding_bytes + room.padding_bytes,
+            drops=_summed(self.drops, room.drops),
+            layer_packets_in=_summed(self.layer_packets_in, {layer.name: layer.packets_in for layer in room.layers}),
+            layer_switches=_summed(self.layer_switches, room.layer_switches),
+            keyframe_requests=_summed(self.keyframe_requests, room.keyframe_requests),
         )
+
+
+def _summed(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    total = dict(a)
+    for key, count in b.items():
+        total[key] = total.get(key, 0) + count
+    return total
 
 
 @dataclass
 class _Tally:
     forwarding: ForwardingTotals
     viewers: int = 0
+    layer_viewers: dict[str, int] = field(default_factory=dict)  # viewers by the layer they get now
     hosts: int = 0
     bytes_sent: int = 0
     bytes_received: int = 0
@@ -559,6 +577,7 @@ class ServerMetrics(msgspec.Struct, frozen=True):
     room_restarts: int
     rooms_crashed: int
     forwarding: ForwardingTotals
+    layer_viewers: dict[str, int]  # viewers of the live rooms by the layer they get (audio_only too)
 
 
 class SupervisorClient:

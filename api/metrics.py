@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 
 from actors.supervisor import ServerMetrics
 from media.delay_histogram import DelayHistogram, DelaySnapshot
-from media.router import DROP_REASONS
+from media.router import DROP_REASONS, KEYFRAME_CAUSES
 from transport.media_port import MediaPort
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -97,6 +97,12 @@ def render(
     def counter(name: str, documentation: str, value: float) -> None:
         families.append(CounterMetricFamily(name, documentation, value=value))
 
+    def labelled_counter(name: str, documentation: str, label: str, values: dict[str, int]) -> None:
+        family = CounterMetricFamily(name, documentation, labels=[label])
+        for key, value in sorted(values.items()):
+            family.add_metric([key], value)
+        families.append(family)
+
     gauge("bitbasel_rooms", "Rooms not stopped", server.active_rooms)
     gauge("bitbasel_rooms_known", "Rooms known (active and recently stopped)", server.known_rooms)
     sessions = GaugeMetricFamily("bitbasel_sessions", "Sessions joined to a room, by role", labels=["role"])
@@ -118,6 +124,28 @@ def render(
     for reason in DROP_REASONS:
         drops.add_metric([reason], forwarding.drops.get(reason, 0))
     families.append(drops)
+    labelled_counter(
+        "bitbasel_layer_received_packets",
+        "Host RTP packets received, by video layer",
+        "layer",
+        forwarding.layer_packets_in,
+    )
+    labelled_counter(
+        "bitbasel_layer_switches", "Viewers' video layer changes, by reason", "reason", forwarding.layer_switches
+    )
+    labelled_counter(
+        "bitbasel_keyframe_requests",
+        "Keyframe requests (PLI) to hosts, by cause",
+        "cause",
+        {cause: forwarding.keyframe_requests.get(cause, 0) for cause in KEYFRAME_CAUSES},
+    )
+    layer_viewers = GaugeMetricFamily(
+        "bitbasel_layer_viewers", "Viewers by the video layer they get now", labels=["layer"]
+    )
+    for layer in ("low", "medium", "high", "audio_only"):
+        layer_viewers.add_metric([layer], server.layer_viewers.get(layer, 0))
+    families.append(layer_viewers)
+    counter("bitbasel_padding_bytes", "RTP padding sent to probe viewers' links", forwarding.padding_bytes)
     counter(
         "bitbasel_keyframe_waits",
         "Video packets held back from a viewer until its first keyframe",
@@ -137,10 +165,12 @@ def render(
     families.append(
         _histogram("bitbasel_event_loop_lag_seconds", "How late Trio wakes a task that slept (control plane)", loop_lag)
     )
-    closes = CounterMetricFamily("bitbasel_websocket_closes", "WebSocket closes sent by the server", labels=["code"])
-    for code, value in sorted(close_codes.items()):
-        closes.add_metric([str(code)], value)
-    families.append(closes)
+    labelled_counter(
+        "bitbasel_websocket_closes",
+        "WebSocket closes sent by the server",
+        "code",
+        {str(code): value for code, value in close_codes.items()},
+    )
     counter("bitbasel_room_restarts", "Room actor restarts after a crash", server.room_restarts)
     counter("bitbasel_rooms_crashed", "Rooms stopped after crashing too often", server.rooms_crashed)
     if webhooks is not None:

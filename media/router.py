@@ -102,6 +102,7 @@ URGENT_PLI_INTERVAL = 0.3  # a join's or a switch's request: at once, but not mo
 REPORT_INTERVAL = 1.0  # RR + REMB to the host
 CACHE_SIZE = 512
 RATE_WINDOW = 1.0  # a source's byte rate is measured over this many seconds (by tick)
+RATE_SMOOTHING = 0.3  # the weight of the latest window in a layer's smoothed rate
 #: A viewer's retransmissions may add at most this share of the stream's own byte rate...
 RETRANSMIT_RATE_SHARE = 1.0
 #: ... saved up for at most this long (a lost keyframe is resent whole)...
@@ -117,11 +118,15 @@ VIEWER_RTCP_PER_SECOND = 100
 ALLOCATE_INTERVAL = 0.5  # how often each viewer's layer is chosen again (in tick)
 FLOWING_SECONDS = 2.0  # a layer with no packet for this long is not flowing (paused, or gone)
 PAUSE_AFTER = 10.0  # a layer nobody needed for this long may be paused at the host (dynacast)
-INITIAL_VIEWER_BPS = 2_500_000  # a viewer's estimate before its link said anything
+#: A viewer's estimate before its link said anything: a new viewer of a simulcast room starts
+#: on the best layer under it (usually the middle one) and climbs from there (media/bwe.py).
+INITIAL_VIEWER_BPS = 700_000
 #: The REMB sent to a simulcast host, as a multiple of the target bitrate of its top layer:
 #: room for the lower layers too (a third and an eighth of it, at the usual ratios).
 SIMULCAST_REMB_FACTOR = 1.5
 MAX_PADDING = 255  # bytes of padding one RTP packet may carry (its length is one byte)
+#: Padding packets one viewer gets in one tick at most: 4 Mbit/s at ten ticks a second.
+MAX_PADDING_PACKETS_PER_TICK = 190
 
 DROP_REASONS = (
     "malformed",  # host RTP that does not parse
@@ -186,6 +191,7 @@ class RouterStatistics(msgspec.Struct, frozen=True):
     layer_switches: dict[str, int] = msgspec.field(default_factory=dict)  # by reason
     keyframe_requests: dict[str, int] = msgspec.field(default_factory=dict)  # PLIs by cause
     padding_bytes: int = 0  # sent to probe viewers' links
+    audio_only_viewers: int = 0  # viewers getting no video now (asked, or their link carries none)
 
 
 class _Variant:
@@ -253,6 +259,7 @@ class _Viewer:
         "announced",
         "bandwidth",
         "id",
+        "padded_at",
         "padding_bps",
         "padding_credit",
         "policy",
@@ -277,10 +284,11 @@ class _Viewer:
         self.rtcp_budget = 2.0 * VIEWER_RTCP_PER_SECOND  # datagrams
         self.rtcp_at = now
         self.quality: Quality = "auto"
-        self.bandwidth = ViewerBandwidth(INITIAL_VIEWER_BPS)
+        self.bandwidth = ViewerBandwidth(INITIAL_VIEWER_BPS, now)
         self.policy = LayerPolicy()
         self.padding_bps = 0
         self.padding_credit = 0.0  # bytes of padding owed
+        self.padded_at = now  # when padding was last owed up to
         self.reason: QualityReason = "requested"  # why its layer last changed
         self.announced: QualityChange | None = None  # the quality last told
 
@@ -322,6 +330,7 @@ class _Source:
         "rate_since",
         "rid",
         "size",
+        "smooth_bps",
         "sr",
         "ssrc",
         "stats",
@@ -349,6 +358,9 @@ class _Source:
         self.packets = 0
         self.bytes_in = 0  # RTP bytes received (all SSRCs of the stream)
         self.byte_rate = 0.0  # bytes a second over the last RATE_WINDOW (see Router.tick)
+        #: bits a second, smoothed over a few windows: what a viewer of this layer receives on
+        #: average (a keyframe's burst is not its rate; the layer policy compares this)
+        self.smooth_bps = 0.0
         self.rate_bytes = 0  # bytes_in at rate_since
         self.rate_since: float | None = None
         self.size: tuple[int, int] | None = None  # of its last keyframe (video)
@@ -365,6 +377,8 @@ class _Source:
         elif now - self.rate_since >= RATE_WINDOW:
             self.byte_rate = (self.bytes_in - self.rate_bytes) / (now - self.rate_since)
             self.rate_since, self.rate_bytes = now, self.bytes_in
+            bps = self.byte_rate * 8
+            self.smooth_bps = bps if not self.smooth_bps else self.smooth_bps + RATE_SMOOTHING * (bps - self.smooth_bps)
 
     def flowing(self, now: float) -> bool:
         return now - self.highest_time < FLOWING_SECONDS
@@ -470,6 +484,16 @@ class Router:
         viewer = self._viewers.get(viewer_id)
         return sum(track.octets for track in viewer.tracks.values()) if viewer is not None else 0
 
+    def viewer_layer(self, viewer_id: str) -> LayerName | None:
+        """The layer the viewer was last told it gets (None: not a viewer, or no video yet)."""
+        viewer = self._viewers.get(viewer_id)
+        return viewer.announced.layer if viewer is not None and viewer.announced is not None else None
+
+    def viewer_estimate(self, viewer_id: str) -> int | None:
+        """What the router estimates the viewer's link carries, bits a second (None: no viewer)."""
+        viewer = self._viewers.get(viewer_id)
+        return viewer.bandwidth.bps if viewer is not None else None
+
     def publisher_ssrc(self, kind: MediaKind) -> int | None:
         """The SSRC learned for the publisher's stream of ``kind`` (the top layer's for video)."""
         src = self._audio if kind == "audio" else self._top_layer(None)
@@ -510,6 +534,9 @@ class Router:
             layer_switches=dict(self._switches),
             keyframe_requests=dict(self._keyframe_causes),
             padding_bytes=self._padding_bytes,
+            audio_only_viewers=sum(
+                1 for v in self._viewers.values() if v.announced is not None and v.announced.layer == "audio_only"
+            ),
         )
 
     def layers(self, now: float | None = None) -> list[LayerInfo]:
@@ -679,11 +706,14 @@ class Router:
         send_rtp: SendFn,
         send_rtcp: SendFn,
         now: float,
+        quality: Quality = "auto",
     ) -> None:
-        """Add (or replace) a viewer. Call when its transport can send."""
+        """Add (or replace) a viewer, with the quality it asked for so far. Call when its
+        transport can send."""
         if viewer_id in self._viewers:
             self.remove_viewer(viewer_id)
         viewer = _Viewer(viewer_id, send_rtp, send_rtcp, now)
+        viewer.quality = quality
         for sink in sinks:
             if sink.kind in viewer.tracks:
                 continue  # one stream per kind
@@ -738,7 +768,7 @@ class Router:
                         viewer.bandwidth.on_loss(block.fraction_lost, now)
             elif isinstance(p, Remb):
                 viewer.remb_bps = p.bitrate_bps
-                viewer.bandwidth.on_remb(p.bitrate_bps)
+                viewer.bandwidth.on_remb(p.bitrate_bps, now)
 
     # ------------------------------------------------------------ timers and events
 
@@ -767,6 +797,8 @@ class Router:
         for viewer in self._viewers.values():
             if viewer.padding_bps:
                 self._pad(viewer, now)
+            else:
+                viewer.padded_at = now
             self._note_quality(viewer, now)
 
     def take_quality_changes(self) -> list[QualityChange]:
@@ -778,7 +810,8 @@ class Router:
     def needed_rids(self, now: float) -> list[str]:
         """The host's rids some viewer needs now or needed within PAUSE_AFTER seconds (the
         `layers` message; [] without simulcast): a viewer needs the layer it gets, the one it
-        switches to, the one above it that it may climb to, and what it asked for by name."""
+        switches to, the ones it may step to (one below, and one above unless it asked for no
+        more), and what it asked for by name."""
         if self._simulcast_pt is None:
             return []
         for viewer in self._viewers.values():
@@ -794,10 +827,12 @@ class Router:
             if cap is not None and viewer.quality != "auto":
                 self._layers[min(cap, len(self._layers) - 1)].needed_at = now
             current = track.target or track.source
-            if current is not None:
-                above = self._layers.index(current) + 1
-                if above < len(self._layers) and (cap is None or above <= cap):
-                    self._layers[above].needed_at = now
+            if current is not None:  # and the layers it may step to: one below, one above
+                index = self._layers.index(current)
+                if index > 0:
+                    self._layers[index - 1].needed_at = now
+                if index + 1 < len(self._layers) and (cap is None or index + 1 <= cap):
+                    self._layers[index + 1].needed_at = now
         return [src.rid for src in self._layers if src.rid is not None and now - src.needed_at < PAUSE_AFTER]
 
     def request_keyframe(self, now: float) -> None:
@@ -809,20 +844,26 @@ class Router:
     # ------------------------------------------------------------ layers of a viewer
 
     def _layer_rates(self, now: float) -> list[int]:
-        return [int(src.byte_rate * 8) if src.flowing(now) and src.byte_rate else 0 for src in self._layers]
+        """What a viewer receives on each layer, bits a second (its audio included: a viewer's
+        estimate covers all it receives); 0 for a layer that does not flow."""
+        audio = int(self._audio.smooth_bps) if self._audio is not None and self._audio.flowing(now) else 0
+        return [int(src.smooth_bps) + audio if src.flowing(now) and src.smooth_bps else 0 for src in self._layers]
 
     def _bind_viewer(self, viewer: _Viewer, now: float) -> None:
         """Bind a viewer's tracks to the publisher's sources: audio to audio, video to the layer
-        its policy starts it on (the layer it asked for, or the best one, before any rate is
-        known)."""
+        its policy starts it on (the best one under its initial estimate; the one it asked for,
+        or the top one, before any rate is known)."""
         for kind, track in viewer.tracks.items():
             if kind == "audio":
                 if self._audio is not None:
                     self._bind(self._audio, track)
             elif self._layers:
                 cap = quality_cap(viewer.quality, len(self._layers))
-                if cap != AUDIO_ONLY:
-                    index = len(self._layers) - 1 if cap is None else min(cap, len(self._layers) - 1)
+                if len(self._layers) > 1:  # the layer its policy starts it on (the cap, before rates are known)
+                    index = viewer.policy.choose(now, viewer.bandwidth, self._layer_rates(now), cap).layer
+                else:
+                    index = AUDIO_ONLY if cap == AUDIO_ONLY else 0
+                if index != AUDIO_ONLY:
                     self._bind(self._layers[index], track)
 
     def _allocate(self, viewer: _Viewer, now: float) -> None:
@@ -939,19 +980,32 @@ class Router:
 
     def _pad(self, viewer: _Viewer, now: float) -> None:
         """Padding for this tick: RTP packets of padding only, on the viewer's video SSRC,
-        between frames (the track's map skips their sequence numbers)."""
+        between frames (the track's map skips their sequence numbers); also while it gets audio
+        only (after its last video packet), so that its estimate can grow back to a layer."""
         track = viewer.tracks.get("video")
-        src = track.source if track is not None else None
-        if track is None or src is None or track.epoch != src.epoch or not src.highest_marker:
+        if track is None:
             return
-        credit = viewer.padding_credit + viewer.padding_bps / 8 * 0.1
-        count = min(int(credit // (MAX_PADDING + 12)), 64)
+        src = track.source
+        if src is not None and (track.epoch != src.epoch or not src.highest_marker):
+            return  # not started, or in the middle of a frame: next tick
+        if src is None and not track.has_history:
+            return  # never sent video: nothing to continue
+        elapsed = min(0.5, now - viewer.padded_at)
+        viewer.padded_at = now
+        credit = viewer.padding_credit + viewer.padding_bps / 8 * elapsed
+        count = min(int(credit // (MAX_PADDING + 12)), MAX_PADDING_PACKETS_PER_TICK)
         viewer.padding_credit = min(credit - count * (MAX_PADDING + 12), 8 * (MAX_PADDING + 12))
         if count <= 0:
             return
-        ts = (src.highest_ts + track.ts_offset) & 0xFFFFFFFF
+        if src is not None:
+            ts = (src.highest_ts + track.ts_offset) & 0xFFFFFFFF
+            seqs = track.pad(src.highest_seq, count)
+        else:  # audio only: continue after the last video packet sent
+            ts = track.last_out_ts
+            seqs = [(track.last_out_seq + 1 + k) & 0xFFFF for k in range(count)]
+            track.last_out_seq = seqs[-1]
         body = bytes(MAX_PADDING - 1) + bytes((MAX_PADDING,))
-        for seq in track.pad(src.highest_seq, count):
+        for seq in seqs:
             packet = _PADDING_HEADER.pack(0xA0, track.pt, seq, ts, track.ssrc) + body
             self._padding_bytes += len(packet)
             track.send_rtp(packet)

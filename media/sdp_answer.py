@@ -49,7 +49,7 @@ What the answer says, and why:
   ``maxaveragebitrate`` (bps) and ``useinbandfec=1`` where the offer asks.
 - ``a=extmap``: only the header extensions the forwarder uses are kept, with
   the offer's ids: sdes:mid, ssrc-audio-level and urn:3gpp:video-orientation
-  (:data:`KEPT_EXTENSION_URIS`). abs-send-time, transport-cc, toffset,
+  (:data:`KEPT_EXTENSION_URIS`), and a simulcast host's sdes:rtp-stream-id. abs-send-time, transport-cc, toffset,
   playout-delay... are dropped. Ids 1-14 are kept; 15-255 only where the offer
   has ``a=extmap-allow-mixed`` (two-byte headers). A direction on the offer's
   extmap (``a=extmap:2/recvonly``) is not repeated in the answer.
@@ -119,6 +119,7 @@ when built.
 from __future__ import annotations
 
 import ipaddress
+import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -126,7 +127,7 @@ from typing import Literal
 
 import msgspec
 
-from media.rtp import ALLOWED_EXTENSION_URIS, MID_URI
+from media.rtp import ALLOWED_EXTENSION_URIS, MID_URI, RID_URI
 from media.sdp import (
     FINGERPRINT,
     FINGERPRINT_ALGORITHMS,
@@ -156,6 +157,10 @@ __all__ = [
 
 Role = Literal["host", "viewer"]
 Setup = Literal["active", "passive"]
+
+#: Simulcast layers a host may send (RFC 8853): more are answered as if not offered.
+MAX_SIMULCAST_LAYERS = 3
+_RID_RE = re.compile(r"[A-Za-z0-9_-]{1,16}")  # RFC 8851 rid-id, bounded
 
 #: Header extensions the answer keeps (with the offer's ids); every other one is dropped.
 KEPT_EXTENSION_URIS: frozenset[str] = frozenset({MID_URI, *ALLOWED_EXTENSION_URIS})
@@ -320,6 +325,7 @@ class AnsweredSection:
     bandwidth_kbps: int | None
     ssrc: int | None
     candidates: bool
+    rids: tuple[str, ...] = ()  # a simulcast host's layers, in its a=simulcast order
 
 
 def _answered_sections(reading: OfferReading, params: AnswerParams) -> dict[int, AnsweredSection]:
@@ -363,19 +369,50 @@ def _answered_section(
     media_mixed = bool(offered.attributes("extmap-allow-mixed"))
     offered_feedback = offered.rtcp_feedback(codec.payload_type) if kind == "video" else []
     host = params.role == "host"
+    mixed = session_mixed or media_mixed
+    extensions = _kept_extensions(offered, mixed)
+    rids = _simulcast_rids(offered) if host and kind == "video" and direction == "recvonly" else ()
+    rid_ext = next((i for i, uri in offered.extmaps().items() if uri == RID_URI and (i <= 14 or mixed)), None)
+    if rids and rid_ext is not None:
+        extensions[rid_ext] = RID_URI
+    else:
+        rids = ()  # without the rid extension the layers cannot be told apart: one stream
     return AnsweredSection(
         mid=offered.mid or "",
         kind=kind,
         direction=direction,
         codec=RtpMap(codec.payload_type, SERVER_CODECS[kind][0], codec.clock_rate, codec.channels),
-        extensions=_kept_extensions(offered, session_mixed or media_mixed),
+        extensions=extensions,
         echo_allow_mixed=media_mixed and not session_mixed,
         feedback=[feedback for feedback in VIDEO_FEEDBACK if feedback in offered_feedback],
         fmtp=_host_fmtp(kind, offered, codec.payload_type, params) if host else {},
         bandwidth_kbps=(params.video_bitrate_kbps if kind == "video" else params.audio_bitrate_kbps) if host else None,
         ssrc=params.ssrcs[kind] if direction == "sendonly" else None,
         candidates=candidates,
+        rids=rids,
     )
+
+
+def _simulcast_rids(offered: MediaSection) -> tuple[str, ...]:
+    """The layers of a host's ``a=simulcast:send`` (RFC 8853): in its order, the first of each
+    set of alternatives, paused ones (``~``) too, each with its ``a=rid:<id> send`` line; at
+    most MAX_SIMULCAST_LAYERS. Fewer than two: no simulcast."""
+    declared = set()
+    for value in offered.attributes("rid"):
+        rid, _, rest = value.partition(" ")
+        if rest.split(" ", 1)[0] == "send" and _RID_RE.fullmatch(rid):
+            declared.add(rid)
+    for value in offered.attributes("simulcast"):
+        direction, _, streams = value.strip().partition(" ")
+        if direction != "send":
+            continue
+        rids: list[str] = []
+        for alternatives in streams.split(";"):
+            rid = alternatives.split(",")[0].strip().removeprefix("~")
+            if rid in declared and rid not in rids:
+                rids.append(rid)
+        return tuple(rids[:MAX_SIMULCAST_LAYERS]) if len(rids) >= 2 else ()
+    return ()
 
 
 def _codec(section: MediaSection) -> RtpMap:
@@ -419,6 +456,7 @@ def _sources(sections: Iterable[AnsweredSection]) -> list[SourceStream]:
             payload_type=section.codec.payload_type,
             clock_rate=section.codec.clock_rate,
             extensions=dict(section.extensions),
+            rids=section.rids,
         )
         for section in sections
         if section.direction == "recvonly"
@@ -493,6 +531,9 @@ def _section_lines(section: AnsweredSection, params: AnswerParams, setup: Setup)
     ]
     lines += [f"a=extmap:{ext_id} {uri}" for ext_id, uri in section.extensions.items()]
     lines += _codec_lines(section)
+    if section.rids:  # RFC 8853: the layers the server takes, as the host named them
+        lines += [f"a=rid:{rid} recv" for rid in section.rids]
+        lines.append("a=simulcast:recv " + ";".join(section.rids))
     if section.ssrc is not None:
         kind = section.kind
         lines += [f"a=msid:{params.stream_id} {params.stream_id}-{kind}", f"a=ssrc:{section.ssrc} cname:{params.cname}"]

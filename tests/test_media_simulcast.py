@@ -7,9 +7,17 @@ from __future__ import annotations
 
 import itertools
 
-from media.bwe import AUDIO_ONLY, HOLD_AFTER_DOWN, LayerPolicy, ViewerBandwidth
+from media.bwe import (
+    AUDIO_ONLY,
+    HOLD_AFTER_DOWN,
+    MIN_LAYER_SECONDS,
+    PROBE_INTERVAL,
+    REMB_GRACE,
+    LayerPolicy,
+    ViewerBandwidth,
+)
 from media.layers import layer_names, quality_cap
-from media.router import PAUSE_AFTER, QualityChange, Router
+from media.router import ALLOCATE_INTERVAL, PAUSE_AFTER, QualityChange, Router
 from media.rtcp import Pli, ReportBlock, build_nack, build_remb, build_rr, build_sr, parse_rtcp_untrusted
 from media.rtp import MID_URI, RID_URI, RtpHeader, parse_rtp_untrusted
 from media.streams import SinkStream, SourceStream
@@ -221,7 +229,7 @@ def test_a_nack_for_the_old_layer_after_a_switch_is_served_from_it() -> None:
 
 def test_bandwidth_moves_a_viewer_down_at_once_and_up_only_after_a_hold_with_padding_to_probe() -> None:
     router, host, _to_host, viewer = start()
-    at = run(router, host, 0.0, 3.0)
+    at = run(router, host, 0.0, REMB_GRACE + 1)
     assert router.take_quality_changes()[-1].layer == "high"
     # the viewer's REMB says its link carries little: down to a layer that fits
     rates = [layer.bitrate_bps for layer in router.layers(at)]
@@ -277,7 +285,10 @@ def test_dynacast_names_the_layers_someone_needs() -> None:
     at = run(router, host, at, PAUSE_AFTER + 1)
     assert router.needed_rids(at) == ["q"]
     router.set_quality("v", "high", at)  # asked for by name: needed at once
-    assert router.needed_rids(at) == ["q", "f"]
+    assert router.needed_rids(at) == ["q", "h", "f"]  # and the one below the target is kept
+    router.set_quality("v", "auto", at)
+    at = run(router, host, at, PAUSE_AFTER + 1)
+    assert router.needed_rids(at) == ["h", "f"]  # on high: the one below (to step down to), not low
 
 
 def test_keyframe_requests_for_a_switch_storm_are_bounded_per_layer() -> None:
@@ -295,12 +306,75 @@ def test_keyframe_requests_for_a_switch_storm_are_bounded_per_layer() -> None:
 
 
 def test_policy_alone() -> None:
-    policy, bw = LayerPolicy(), ViewerBandwidth(5_000_000)
+    policy, bw = LayerPolicy(), ViewerBandwidth(5_000_000, 0.0)
     rates = [150_000, 500_000, 1_500_000]
     assert policy.choose(0.0, bw, rates, None).layer == 2
-    bw.on_remb(400_000)
-    decision = policy.choose(0.5, bw, rates, None)
+    bw.on_remb(400_000, 1.0)  # libwebrtc's initial guess: ignored
+    assert policy.choose(1.0, bw, rates, None).layer == 2
+    bw.on_remb(400_000, REMB_GRACE)
+    decision = policy.choose(REMB_GRACE, bw, rates, None)
     assert (decision.layer, decision.reason) == (0, "bandwidth")  # the best that fits: low
-    bw.on_remb(100_000)
-    assert policy.choose(1.0, bw, rates, None).layer == 0
-    assert policy.choose(6.0, bw, rates, None).layer == AUDIO_ONLY  # even low does not fit, for long
+    bw.on_remb(130_000, REMB_GRACE)  # a little under low: low stays
+    assert policy.choose(REMB_GRACE + 10, bw, rates, None).layer == 0
+    bw.on_remb(100_000, REMB_GRACE)  # clearly under, for long, but no loss: low stays (a REMB lags)
+    assert policy.choose(REMB_GRACE + 11, bw, rates, None).layer == 0
+    assert policy.choose(REMB_GRACE + 16, bw, rates, None).layer == 0
+    bw.on_loss(80, REMB_GRACE + 16)  # and losing a third of its packets: audio only, after a while
+    assert policy.choose(REMB_GRACE + 17, bw, rates, None).layer == 0
+    assert policy.choose(REMB_GRACE + 22, bw, rates, None).layer == AUDIO_ONLY
+
+
+def test_a_quality_chosen_before_the_media_applies_from_the_first_frame() -> None:
+    router = Router(rtcp_ssrc=7, target_bitrate_bps=1_500_000)
+    host, viewer = Host(), Viewer()
+    router.attach_publisher([stream()], [].append, 0.0)
+    at = run(router, host, 0.0, 2.0)
+    router.add_viewer("v", sink(), viewer.rtp.append, viewer.rtcp.append, at, quality="low")
+    at = run(router, host, at, 1.5)
+    assert router.take_quality_changes() == [QualityChange("v", "low", 320, 180, "requested")]
+
+
+def test_a_step_up_that_fits_probes_the_next_one_at_once() -> None:
+    policy, bw = LayerPolicy(), ViewerBandwidth(200_000, 0.0)
+    rates = [150_000, 500_000, 1_500_000]
+    at = REMB_GRACE
+    bw.on_remb(200_000, at)
+    assert policy.choose(at, bw, rates, None).layer == 0
+    at += PROBE_INTERVAL
+    probe = policy.choose(at, bw, rates, None)
+    assert probe.layer == 0 and probe.padding_bps >= rates[1] - rates[0]  # probing toward medium
+    bw.on_remb(700_000, at + 1)  # the link carries it (and its receiver reports say no loss)
+    for report in range(6):
+        bw.on_loss(0, at + report / 3)
+    at += MIN_LAYER_SECONDS
+    up = policy.choose(at, bw, rates, None)
+    assert (up.layer, up.reason) == (1, "bandwidth")
+    nxt = policy.choose(at + ALLOCATE_INTERVAL, bw, rates, None)
+    assert nxt.layer == 1 and nxt.padding_bps >= rates[2] - rates[1]  # and on toward high, no wait
+
+
+def test_a_probe_stops_at_the_first_loss_and_the_next_waits_longer() -> None:
+    policy, bw = LayerPolicy(), ViewerBandwidth(200_000, 0.0)
+    rates = [150_000, 500_000, 1_500_000]
+    at = REMB_GRACE
+    bw.on_remb(200_000, at)
+    policy.choose(at, bw, rates, None)
+    at += PROBE_INTERVAL
+    assert policy.choose(at, bw, rates, None).padding_bps > 0
+    bw.on_loss(20, at + 0.5)  # the link is full
+    assert policy.choose(at + 0.5, bw, rates, None).padding_bps == 0
+    bw.on_loss(0, at + 1)
+    # the next probe waits twice PROBE_INTERVAL after the stop
+    assert policy.choose(at + 0.5 + PROBE_INTERVAL, bw, rates, None).padding_bps == 0
+    assert policy.choose(at + 0.5 + 2 * PROBE_INTERVAL, bw, rates, None).padding_bps > 0
+
+
+def test_after_a_lossy_spell_the_estimate_returns_to_the_remb_within_seconds() -> None:
+    bw = ViewerBandwidth(1_000_000, 0.0)
+    bw.on_remb(1_500_000, REMB_GRACE)
+    for second in range(5):  # a third of the packets lost for 5 s
+        bw.on_loss(85, REMB_GRACE + second)
+    assert bw.bps < 500_000
+    for second in range(10):  # the link is clear again: back to the REMB in well under 10 reports
+        bw.on_loss(0, REMB_GRACE + 5 + second)
+    assert bw.bps == 1_500_000

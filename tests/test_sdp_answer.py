@@ -22,6 +22,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from media.rtp import RID_URI
 from media.sdp import MAX_SDP_LENGTH, VIDEO_FEEDBACK, MediaSection, parse_sdp_untrusted
 from media.sdp_answer import (
     KEPT_EXTENSION_URIS,
@@ -333,8 +334,10 @@ def check_answer(offer_text: str, answer: Answer, p: AnswerParams) -> None:
             assert set(feedback) == set(VIDEO_FEEDBACK) & set(offered.rtcp_feedback(codec.payload_type))
         # extmaps: the kept URIs, with the offer's ids
         offered_ids = offered.extmaps()
+        simulcast = bool(section.attributes("simulcast"))
         for ext_id, uri in section.extmaps().items():
-            assert uri in KEPT_EXTENSION_URIS and offered_ids[ext_id] == uri
+            kept = uri in KEPT_EXTENSION_URIS or (simulcast and uri == RID_URI)
+            assert kept and offered_ids[ext_id] == uri
         # direction
         if p.role == "host":
             expected = "recvonly" if offered.direction in ("sendonly", "sendrecv") else "inactive"
@@ -977,3 +980,56 @@ def test_fuzzed_offers_raise_only_sdp_errors(offer: str, role: str) -> None:
 def test_random_text_raises_only_sdp_errors(text: str) -> None:
     with pytest.raises(SdpError):
         answer_offer_untrusted(text, params())
+
+
+# ---------------------------------------------------------------- simulcast (RFC 8853)
+
+RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
+CHROME_SIMULCAST_HOST_OFFER = CHROME_HOST_OFFER.replace(
+    "a=ssrc-group:FID 1955776722 800319451\r\n",
+    "a=rid:q send\r\na=rid:h send\r\na=rid:f send\r\na=simulcast:send q;h;f\r\n",
+)
+
+
+def test_a_simulcast_host_offer_is_answered_recv_with_its_layers() -> None:
+    p = params("host")
+    result = answer_offer_untrusted(CHROME_SIMULCAST_HOST_OFFER, p)
+    check_answer(CHROME_SIMULCAST_HOST_OFFER, result, p)
+    _audio, video = media(result)
+    assert video.attributes("rid") == ["q recv", "h recv", "f recv"]
+    assert video.attributes("simulcast") == ["recv q;h;f"]
+    assert video.extmaps()[10] == RID  # the layers are told apart by it
+    video_source = next(s for s in result.sources if s.kind == "video")
+    assert video_source.rids == ("q", "h", "f") and video_source.extensions[10] == RID
+    assert "repaired-rtp-stream-id" not in result.sdp  # no RTX, no repaired streams
+
+
+@pytest.mark.parametrize(
+    ("change", "rids"),
+    [
+        (("a=simulcast:send q;h;f", "a=simulcast:send ~q;h,x;f"), ("q", "h", "f")),  # paused, alternatives
+        (("a=simulcast:send q;h;f", "a=simulcast:send q;h;f;z"), ("q", "h", "f")),  # z has no a=rid line
+        (("a=simulcast:send q;h;f", "a=simulcast:send q"), ()),  # one layer is no simulcast
+        (("a=simulcast:send q;h;f", "a=simulcast:recv q;h;f"), ()),  # a host sends
+        (("a=extmap:10 " + RID, "a=extmap:10 urn:example:other"), ()),  # without the rid extension
+        (("a=rid:h send", "a=rid:h recv"), ("q", "f")),
+        (("a=rid:q send", "a=rid:" + "q" * 17 + " send"), ("h", "f")),  # over the rid length bound
+    ],
+)
+def test_simulcast_offers_the_server_answers_with_fewer_or_no_layers(
+    change: tuple[str, str], rids: tuple[str, ...]
+) -> None:
+    offer = CHROME_SIMULCAST_HOST_OFFER.replace(*change)
+    result = answer_offer_untrusted(offer, params("host"))
+    video_source = next(s for s in result.sources if s.kind == "video")
+    assert video_source.rids == rids
+    _audio, video = media(result)
+    assert video.attributes("simulcast") == (["recv " + ";".join(rids)] if rids else [])
+
+
+def test_a_viewer_offer_with_simulcast_lines_is_answered_without() -> None:
+    offer = CHROME_VIEWER_OFFER.replace(
+        "a=mid:1\r\n", "a=mid:1\r\na=rid:q recv\r\na=rid:h recv\r\na=simulcast:recv q;h\r\n"
+    )
+    result = answer_offer_untrusted(offer, params("viewer"))
+    assert "a=simulcast" not in result.sdp and "a=rid" not in result.sdp

@@ -92,6 +92,8 @@ class Peer:
     connection_state: str  # "connecting" or "connected"
     bytes_received: int  # a host's RTP bytes
     bytes_sent: int  # RTP payload bytes forwarded to a viewer
+    video_layer: str | None = None  # a viewer's simulcast layer (low, medium, high, audio_only)
+    estimate_bps: int | None = None  # what the server estimates a viewer's link carries
 
 
 @dataclass(frozen=True)
