@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +128,7 @@ class Supervisor:
         self._rooms_crashed = 0
         self._forgotten_bytes_sent = 0
         self._forgotten_bytes_received = 0
+        self._forgotten_problems: dict[str, int] = {}  # TransportCounters.problems()
         self._forgotten_forwarding = ForwardingTotals()  # of rooms no longer known: counters never go back
         self._handlers: dict[type, Callable[[Any], None]] = {
             CreateRoom: self._on_create,
@@ -267,6 +268,7 @@ class Supervisor:
             bytes_sent=self._forgotten_bytes_sent,
             bytes_received=self._forgotten_bytes_received,
             forwarding=self._forgotten_forwarding,
+            transport_problems=dict(self._forgotten_problems),
         )
         for record in self._rooms.values():
             state = record.state
@@ -274,6 +276,7 @@ class Supervisor:
                 tally.forwarding = tally.forwarding.plus(state.router.statistics())
             tally.bytes_sent += state.counters.bytes_sent
             tally.bytes_received += state.counters.bytes_received
+            _add_into(tally.transport_problems, state.counters.problems())
             if record.stopped is None:
                 tally.viewers += state.viewer_count
                 tally.hosts += 1 if state.host is not None else 0
@@ -392,6 +395,7 @@ class Supervisor:
                 viewers=tally.viewers,
                 bytes_sent=tally.bytes_sent,
                 bytes_received=tally.bytes_received,
+                transport_problems=tally.transport_problems,
                 room_restarts=self._room_restarts,
                 rooms_crashed=self._rooms_crashed,
                 forwarding=tally.forwarding,
@@ -484,6 +488,7 @@ class Supervisor:
         self._forgotten_forwarding = self._forgotten_forwarding.plus(state.router.statistics())
         self._forgotten_bytes_sent += state.counters.bytes_sent
         self._forgotten_bytes_received += state.counters.bytes_received
+        _add_into(self._forgotten_problems, state.counters.problems())
         del self._rooms[record.room_id]
         if self._store is not None:
             self._store.forgotten(record.room_id)
@@ -540,6 +545,11 @@ class ForwardingTotals(msgspec.Struct, frozen=True):
         )
 
 
+def _add_into(total: dict[str, int], counts: dict[str, int]) -> None:
+    for key, count in counts.items():
+        total[key] = total.get(key, 0) + count
+
+
 @dataclass
 class _Tally:
     forwarding: ForwardingTotals
@@ -547,6 +557,7 @@ class _Tally:
     hosts: int = 0
     bytes_sent: int = 0
     bytes_received: int = 0
+    transport_problems: dict[str, int] = field(default_factory=dict)
 
 
 class ServerMetrics(msgspec.Struct, frozen=True):
@@ -556,6 +567,7 @@ class ServerMetrics(msgspec.Struct, frozen=True):
     viewers: int  # viewer sessions joined
     bytes_sent: int
     bytes_received: int
+    transport_problems: dict[str, int]  # TransportCounters.problems() over every room since the start
     room_restarts: int
     rooms_crashed: int
     forwarding: ForwardingTotals
