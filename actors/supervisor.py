@@ -128,6 +128,7 @@ class Supervisor:
         self._rooms_crashed = 0
         self._forgotten_bytes_sent = 0
         self._forgotten_bytes_received = 0
+        self._forgotten_problems: dict[str, int] = {}  # TransportCounters.problems()
         self._forgotten_forwarding = ForwardingTotals()  # of rooms no longer known: counters never go back
         self._handlers: dict[type, Callable[[Any], None]] = {
             CreateRoom: self._on_create,
@@ -267,6 +268,7 @@ class Supervisor:
             bytes_sent=self._forgotten_bytes_sent,
             bytes_received=self._forgotten_bytes_received,
             forwarding=self._forgotten_forwarding,
+            transport_problems=dict(self._forgotten_problems),
         )
         for record in self._rooms.values():
             state = record.state
@@ -278,6 +280,7 @@ class Supervisor:
                 tally.layer_viewers = _summed(tally.layer_viewers, layer_viewers)
             tally.bytes_sent += state.counters.bytes_sent
             tally.bytes_received += state.counters.bytes_received
+            tally.transport_problems = _summed(tally.transport_problems, state.counters.problems())
             if record.stopped is None:
                 tally.viewers += state.viewer_count
                 tally.hosts += 1 if state.host is not None else 0
@@ -396,6 +399,7 @@ class Supervisor:
                 viewers=tally.viewers,
                 bytes_sent=tally.bytes_sent,
                 bytes_received=tally.bytes_received,
+                transport_problems=tally.transport_problems,
                 room_restarts=self._room_restarts,
                 rooms_crashed=self._rooms_crashed,
                 forwarding=tally.forwarding,
@@ -489,6 +493,7 @@ class Supervisor:
         self._forgotten_forwarding = self._forgotten_forwarding.plus(state.router.statistics())
         self._forgotten_bytes_sent += state.counters.bytes_sent
         self._forgotten_bytes_received += state.counters.bytes_received
+        self._forgotten_problems = _summed(self._forgotten_problems, state.counters.problems())
         del self._rooms[record.room_id]
         if self._store is not None:
             self._store.forgotten(record.room_id)
@@ -565,6 +570,7 @@ class _Tally:
     hosts: int = 0
     bytes_sent: int = 0
     bytes_received: int = 0
+    transport_problems: dict[str, int] = field(default_factory=dict)
 
 
 class ServerMetrics(msgspec.Struct, frozen=True):
@@ -574,6 +580,7 @@ class ServerMetrics(msgspec.Struct, frozen=True):
     viewers: int  # viewer sessions joined
     bytes_sent: int
     bytes_received: int
+    transport_problems: dict[str, int]  # TransportCounters.problems() over every room since the start
     room_restarts: int
     rooms_crashed: int
     forwarding: ForwardingTotals

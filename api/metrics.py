@@ -26,6 +26,7 @@ from actors.supervisor import ServerMetrics
 from media.delay_histogram import DelayHistogram, DelaySnapshot
 from media.router import DROP_REASONS, KEYFRAME_CAUSES
 from transport.media_port import MediaPort
+from transport.settings import TRANSPORT_PROBLEMS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: How often Trio's wake-up lag is sampled (each sample is one wake-up of an idle server).
@@ -151,6 +152,14 @@ def render(
         "Video packets held back from a viewer until its first keyframe",
         forwarding.drops.get("waiting_keyframe", 0),
     )
+    problems = CounterMetricFamily(
+        "bitbasel_transport_problems",
+        "Peer connections' packets not sent or not read, and callback errors, by kind",
+        labels=["kind"],
+    )
+    for kind in TRANSPORT_PROBLEMS:
+        problems.add_metric([kind], server.transport_problems.get(kind, 0))
+    families.append(problems)
     port_family = CounterMetricFamily("bitbasel_media_port_datagrams", "Datagrams of the media port", labels=["kind"])
     for kind, value in port_counts.items():
         port_family.add_metric([kind], value)

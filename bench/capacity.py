@@ -42,7 +42,7 @@ def run(rooms: int, workers: int, args: argparse.Namespace) -> dict[str, Any]:
         out = Path(scratch) / "result.json"
         argv = [sys.executable, str(BENCH / "rooms.py"), "--rooms", str(rooms), "--viewers", "2"]
         argv += ["--workers", str(workers), "--seconds", str(args.seconds), "--core-share", str(args.core_share)]
-        argv += ["--no-janus", "--no-delay-window", "--json", str(out)]
+        argv += ["--no-janus", "--no-delay-window", "--json", str(out), "--server-root", str(args.server_root)]
         subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
         return dict(json.loads(out.read_text()))
 
@@ -81,6 +81,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="measured window per rung")
     parser.add_argument("--one", default="5,6,7,8,9,10,11", help="room counts for one worker")
     parser.add_argument("--two", default="10,12,13,14,15,16,17,18,19,20,22", help="room counts for two workers")
+    parser.add_argument("--server-root", type=Path, default=BENCH.parent, help="the checkout whose app.py is measured")
     args = parser.parse_args()
     print(f"each media process capped at {args.core_share:g} of a core; 2 viewers per room")
     one = ladder(1, [int(r) for r in args.one.split(",")], args)

@@ -21,8 +21,10 @@ the viewer processes (``--role janus-viewers``).
   ``configure`` with the offer, Janus's answer applied).
 - :func:`janus_viewers_main` (``--role janus-viewers``): N subscribers to one feed (``join``
   as subscriber, Janus's offer, aiortc's answer with ``start``), their RTP counted at the DTLS
-  transport (``fanout.ViewerCounter``), never decoded; the same stdin/stdout protocol as
-  ``fanout.py --role viewers`` (progress, ready, snap, quit, closed).
+  transport (``harness.ViewerCounter``), never decoded; the same stdin/stdout protocol as
+  ``viewers.py`` (``harness.serve_viewers``: progress, ready, snap, quit, closed).
+- :func:`open_publishers`: one such publisher per room (each room created first), the
+  pre-encoded file's tracks (``harness.PacketTrack``), all connected when entered.
 """
 
 from __future__ import annotations
@@ -34,12 +36,10 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -51,18 +51,8 @@ import trio
 import trio_asyncio
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
-from fanout import (
-    LOOPBACK,
-    OUT_DIR,
-    ROOT,
-    Child,
-    LineReader,
-    ViewerCounter,
-    _die_with_parent,
-    _own_cpu,
-    emit,
-    payload_type,
-)
+from harness import LOOPBACK, OUT_DIR, Child, Gate, PacketTrack, ViewerCounter, free_port, serve_viewers, spawn
+from make_media import EncodedStream
 
 from media_server_client import aiortc_hooks as adapter
 from media_server_client.containment import open_contained_loop
@@ -108,12 +98,6 @@ def loopback_shim() -> Path:
     source.write_text(SHIM_SOURCE)
     subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(out), str(source), "-ldl"], check=True)
     return out
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _system_folder(text: str, key: str, default: str) -> str:
@@ -199,20 +183,6 @@ cors: {{
     (folder / "janus.plugin.videoroom.jcfg").write_text("general: {\n}\n")  # rooms: created over the API
 
 
-def _popen(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """fanout's ``_popen`` with an environment (Janus logs to its file, never to stdout)."""
-    with open(OUT_DIR / "rooms-janus.stderr", "wb") as err:
-        return subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=err,
-            cwd=str(ROOT),
-            env=env,
-            preexec_fn=_die_with_parent,
-        )
-
-
 @asynccontextmanager
 async def start_janus() -> AsyncIterator[tuple[Child, str]]:
     """``janus`` running, its API answering: (the child, its base URL ``http://127.0.0.1:P/janus``)."""
@@ -223,8 +193,9 @@ async def start_janus() -> AsyncIterator[tuple[Child, str]]:
         folder = Path(tmp)
         write_config(folder, port)
         argv = [JANUS, "-F", str(folder), "-C", str(folder / "janus.jcfg"), "-N", "-L", str(LOG_PATH), "-o"]
-        popen = _popen(argv, dict(os.environ, LD_PRELOAD=str(shim)))  # from this (the main) thread
-        child = Child("janus", popen)
+        # Janus logs to its file (-L), never to stdout
+        child = spawn("janus", argv, OUT_DIR / "rooms-janus.stderr", env=dict(os.environ, LD_PRELOAD=str(shim)))
+        popen = child.popen
         try:
             async with httpx.AsyncClient(timeout=5) as http:
                 with trio.fail_after(30):
@@ -424,75 +395,73 @@ async def open_publisher(session: JanusSession, room: int, tracks: list[MediaStr
         await close_pc(pc)
 
 
+@asynccontextmanager
+async def open_publishers(
+    http: httpx.AsyncClient, url: str, rooms: Sequence[int], video: EncodedStream, audio: EncodedStream, gate: Gate
+) -> AsyncIterator[list[Publisher]]:
+    """Each room created and a publisher of the file in it (a session each), all connected when
+    entered (inside a trio-asyncio loop); the publishers in the order they connected."""
+    publishers: list[Publisher] = []
+    connected = trio.Semaphore(0)
+    stop = trio.Event()
+
+    async def host(room: int) -> None:
+        tracks = [PacketTrack(video, gate), PacketTrack(audio, gate)]
+        async with open_session(http, url) as session:
+            await create_room(session, room)
+            async with open_publisher(session, room, tracks) as publisher:
+                publishers.append(publisher)
+                connected.release()
+                await stop.wait()
+        for track in tracks:
+            track.stop()
+
+    async with trio.open_nursery() as nursery:
+        for room in rooms:
+            nursery.start_soon(host, room)
+        with trio.fail_after(60):
+            for _ in rooms:
+                await connected.acquire()
+        try:
+            yield publishers
+        finally:
+            stop.set()
+
+
 # ---------------------------------------------------------------------------
 # Viewer process (--role janus-viewers): N subscribers, RTP counted, nothing decoded
 # ---------------------------------------------------------------------------
 
 
 async def janus_viewers_main(url: str, room: int, feed: int, count: int, first_index: int, stagger: float) -> None:
-    counters: list[ViewerCounter] = []
-    pcs: list[RTCPeerConnection] = []
-    quit_now = trio.Event()
-
-    async def one_viewer(session: JanusSession, index: int) -> None:
-        counter = ViewerCounter(index)
-        counters.append(counter)
+    async def join(session: JanusSession, counter: ViewerCounter, quit_now: trio.Event) -> None:
         handle = await session.attach()
         body = {"request": "join", "ptype": "subscriber", "room": room, "streams": [{"feed": feed}]}
         _, offer = await session.message(handle, body)
         if offer is None:
             raise JanusError("join: no offer")
         pc = new_pc()
-        pcs.append(pc)
-        await trio_asyncio.aio_as_trio(pc.setRemoteDescription)(RTCSessionDescription(**offer))
-        adapter.restrict_host_addresses(pc, LOOPBACK)
-        await trio_asyncio.aio_as_trio(pc.setLocalDescription)(await trio_asyncio.aio_as_trio(pc.createAnswer)())
-        counter.video_pt = payload_type(offer["sdp"], "VP8")
-        counter.audio_pt = payload_type(offer["sdp"], "opus")
-        for dtls in adapter.dtls_transports(pc):
-            adapter.tap_srtp_receive(dtls, counter.on_rtp, lambda data: None)
-        answer = {"type": "answer", "sdp": pc.localDescription.sdp}
-        await session.message(handle, {"request": "start", "room": room}, answer)
-        await wait_connected(pc)
-        counter.connected_after = time.monotonic() - counter.started
-
-    async def commands() -> None:
-        lines = LineReader(trio.lowlevel.FdStream(os.dup(0)))
-        while True:
-            line = await lines.next()
-            if line is None or line.strip() == "quit":
-                quit_now.set()
-                return
-            if line.strip() == "snap":
-                emit("snap", viewers=[c.snapshot() for c in counters], cpu=_own_cpu())
-
-    async def progress() -> None:
-        announced = False
-        while True:
-            await trio.sleep(0.5)
-            connected = sum(c.connected_after is not None for c in counters)
-            keyframed = sum(c.first_keyframe_after is not None for c in counters)
-            emit("progress", connected=connected, keyframe=keyframed)
-            if keyframed == count and not announced:
-                announced = True
-                emit("ready")
+        try:
+            await trio_asyncio.aio_as_trio(pc.setRemoteDescription)(RTCSessionDescription(**offer))
+            adapter.restrict_host_addresses(pc, LOOPBACK)
+            await trio_asyncio.aio_as_trio(pc.setLocalDescription)(await trio_asyncio.aio_as_trio(pc.createAnswer)())
+            counter.set_payload_types(offer["sdp"])
+            for dtls in adapter.dtls_transports(pc):
+                adapter.tap_srtp_receive(dtls, counter.on_rtp, lambda data: None)
+            answer = {"type": "answer", "sdp": pc.localDescription.sdp}
+            await session.message(handle, {"request": "start", "room": room}, answer)
+            await wait_connected(pc)
+            counter.connected()
+            await quit_now.wait()
+        finally:
+            await close_pc(pc)
 
     async with (
         open_contained_loop(),
         httpx.AsyncClient(timeout=15) as http,
         open_session(http, url) as session,
-        trio.open_nursery() as nursery,
     ):
-        nursery.start_soon(commands)
-        nursery.start_soon(progress)
-        for i in range(count):
-            nursery.start_soon(one_viewer, session, first_index + i)
-            await trio.sleep(stagger)
-        await quit_now.wait()
-        for pc in pcs:
-            await close_pc(pc)
-        nursery.cancel_scope.cancel()
-    emit("closed")
+        await serve_viewers(count, first_index, stagger, lambda counter, quit_now: join(session, counter, quit_now))
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -6,7 +6,8 @@ writes ``bench/out/fanout-media.webm`` (git-ignored): 640x360 VP8 at 30 fps,
 about 1.5 Mbit/s (libvpx CBR), a keyframe every 2 s, and 48 kHz Opus in 20 ms
 frames, 4 s long so that it loops on a keyframe. :func:`load_media` reads it
 back as lists of encoded frames (bytes) that a publisher sends without
-decoding or encoding anything (see ``fanout.PacketTrack``).
+decoding or encoding anything (see ``harness.PacketTrack``). ``make_soak_media``
+makes ``soak.py``'s smaller file (320x180, ~250 kbit/s) the same way.
 
 The picture is a random texture scrolling over a gradient, with a band of
 fresh noise every frame: hard enough to compress that the encoder spends its
@@ -38,6 +39,10 @@ VIDEO_BITRATE = 1_500_000
 AUDIO_RATE = 48_000
 AUDIO_FRAME = 960  # 20 ms
 AUDIO_BITRATE = 64_000
+SOAK_MEDIA_PATH = OUT_DIR / "soak-media.webm"  # soak.py's: smaller, many rooms of it
+SOAK_SIZE = (320, 180)
+SOAK_VIDEO_BITRATE = 250_000
+SOAK_AUDIO_BITRATE = 32_000
 
 
 @dataclass(frozen=True)
@@ -59,11 +64,26 @@ class EncodedStream:
         return 8 * sum(map(len, self.frames)) / (len(self.frames) * self.frame_seconds)
 
 
+def _texture(seed: int, width: int, height: int) -> bytes:
+    """8x8 blocks of random grey, twice as wide as the picture (it scrolls): cheap for intra
+    coding, still detailed when it moves."""
+    rng = random.Random(seed)
+    blocks = [[rng.randrange(40, 216) for _ in range(width * 2 // 8)] for _ in range(height // 8 + 1)]
+    return b"".join(bytes(v for v in blocks[y // 8] for _ in range(8)) for y in range(height))
+
+
+def _video_frame(i: int, luma: bytes, u: bytes, v: bytes, width: int, height: int) -> av.VideoFrame:
+    frame = av.VideoFrame(width, height, "yuv420p")
+    frame.planes[0].update(luma)
+    frame.planes[1].update(u)
+    frame.planes[2].update(v)
+    frame.pts = i
+    frame.time_base = fractions.Fraction(1, FPS)
+    return frame
+
+
 def _video_frames() -> list[av.VideoFrame]:
-    rng = random.Random(1234)
-    # 8x8 blocks of random grey: cheap for intra coding, still detailed when it moves
-    blocks = [[rng.randrange(40, 216) for _ in range(WIDTH * 2 // 8)] for _ in range(HEIGHT // 8 + 1)]
-    texture = b"".join(bytes(v for v in blocks[y // 8] for _ in range(8)) for y in range(HEIGHT))
+    texture = _texture(1234, WIDTH, HEIGHT)
     gradient = bytes((x * 255) // WIDTH for x in range(WIDTH))
     chroma_w, chroma_h = WIDTH // 2, HEIGHT // 2
     frames = []
@@ -78,24 +98,22 @@ def _video_frames() -> list[av.VideoFrame]:
                 rows.append(texture[y * WIDTH * 2 + shift : y * WIDTH * 2 + shift + WIDTH])
             else:
                 rows.append(gradient[shift:] + gradient[:shift])
-        frame = av.VideoFrame(WIDTH, HEIGHT, "yuv420p")
-        frame.planes[0].update(b"".join(rows))
         u = bytes(((x + i) * 3) & 0xFF for x in range(chroma_w)) * chroma_h
-        frame.planes[1].update(u)
-        frame.planes[2].update(bytes([128]) * (chroma_w * chroma_h))
-        frame.pts = i
-        frame.time_base = fractions.Fraction(1, FPS)
-        frames.append(frame)
+        frames.append(_video_frame(i, b"".join(rows), u, bytes([128]) * (chroma_w * chroma_h), WIDTH, HEIGHT))
     return frames
 
 
-def _audio_frames() -> list[av.AudioFrame]:
-    rng = random.Random(99)
+def _audio_frames(noise_seed: int | None) -> list[av.AudioFrame]:
+    """A 440 Hz tone in 20 ms mono frames (with some noise when ``noise_seed`` is given)."""
+    rng = random.Random(noise_seed)
     frames = []
     for n in range(SECONDS * AUDIO_RATE // AUDIO_FRAME):
         start = n * AUDIO_FRAME
         samples = [
-            int(6000 * math.sin(2 * math.pi * 440 * (start + k) / AUDIO_RATE) + rng.randint(-2000, 2000))
+            int(
+                6000 * math.sin(2 * math.pi * 440 * (start + k) / AUDIO_RATE)
+                + (rng.randint(-2000, 2000) if noise_seed is not None else 0)
+            )
             for k in range(AUDIO_FRAME)
         ]
         frame = av.AudioFrame(format="s16", layout="mono", samples=AUDIO_FRAME)
@@ -132,18 +150,67 @@ def add_cbr_streams(
     return video, audio
 
 
-def make_media(path: Path = MEDIA_PATH) -> None:
+def _write_webm(
+    path: Path,
+    video_frames: list[av.VideoFrame],
+    audio_frames: list[av.AudioFrame],
+    *,
+    width: int,
+    height: int,
+    video_bitrate: int,
+    audio_bitrate: int = AUDIO_BITRATE,
+) -> None:
+    """The frames encoded (``add_cbr_streams``) into a WebM file, written whole or not at all."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.webm")
     with av.open(str(tmp), "w", format="webm") as out:
-        video, audio = add_cbr_streams(out, width=WIDTH, height=HEIGHT, video_bitrate=VIDEO_BITRATE)
-        for frame in _video_frames():
+        video, audio = add_cbr_streams(
+            out, width=width, height=height, video_bitrate=video_bitrate, audio_bitrate=audio_bitrate
+        )
+        for frame in video_frames:
             out.mux(video.encode(frame))
         out.mux(video.encode(None))
-        for aframe in _audio_frames():
+        for aframe in audio_frames:
             out.mux(audio.encode(aframe))
         out.mux(audio.encode(None))
     os.replace(tmp, path)
+
+
+def make_media(path: Path = MEDIA_PATH) -> None:
+    _write_webm(path, _video_frames(), _audio_frames(99), width=WIDTH, height=HEIGHT, video_bitrate=VIDEO_BITRATE)
+
+
+def make_soak_media(path: Path = SOAK_MEDIA_PATH) -> None:
+    """``soak.py``'s: VP8 320x180@30, ~250 kbit/s CBR, a keyframe every 2 s; Opus mono 32 kbit/s;
+    4 s (loops on a keyframe)."""
+    width, height = SOAK_SIZE
+    texture = _texture(4321, width, height)
+    chroma = bytes([128]) * ((width // 2) * (height // 2))
+    frames = []
+    for i in range(SECONDS * FPS):
+        shift, noisy = (i * 4) % width, (i * 6) % height
+        rows = [
+            os.urandom(width)
+            if noisy <= y < noisy + 8
+            else texture[y * width * 2 + shift : y * width * 2 + shift + width]
+            for y in range(height)
+        ]
+        frames.append(_video_frame(i, b"".join(rows), chroma, chroma, width, height))
+    _write_webm(
+        path,
+        frames,
+        _audio_frames(None),
+        width=width,
+        height=height,
+        video_bitrate=SOAK_VIDEO_BITRATE,
+        audio_bitrate=SOAK_AUDIO_BITRATE,
+    )
+
+
+def load_soak_media() -> tuple[EncodedStream, EncodedStream]:
+    if not SOAK_MEDIA_PATH.exists():
+        make_soak_media()
+    return load_media(SOAK_MEDIA_PATH)
 
 
 def load_media(path: Path = MEDIA_PATH) -> tuple[EncodedStream, EncodedStream]:

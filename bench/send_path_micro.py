@@ -5,7 +5,7 @@ Run inside a private network namespace (only loopback exists):
     unshare -rn sh -c 'ip link set lo up && \
         .venv/bin/python bench/send_path_micro.py'
 
-The same measurements ``bench/fanout.py`` takes before its load (without the
+The same measurements ``bench/fanout.py`` takes before its load (``bench/floor.py``, without the
 load): a server PeerConnection on a MediaPort connected to an aiortc viewer over
 127.0.0.1, the same 1,200-byte RTP packets (sequence numbers advancing) sent in
 a synchronous loop by
@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import trio
-from fanout import MICRO_PACKETS, MICRO_ROUNDS, RTP_SIZE, measure_floor, measure_send_paths
+from floor import MICRO_PACKETS, MICRO_ROUNDS, RTP_SIZE, measure_floor, measure_send_paths
 
 
 def main() -> None:

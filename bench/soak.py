@@ -7,14 +7,16 @@ Run it inside a private network namespace (only loopback exists):
 
 What it does (see bench/README.md, "Soak", for the columns):
 
-1. makes once (PyAV) a small pre-encoded VP8 320x180@30 ~250 kbit/s + Opus file,
-   ``bench/out/soak-media.webm``; nothing is encoded or decoded during the run;
-2. starts ``app.py --config <tmp toml> --host 127.0.0.1 --port 0`` as a child process
-   (``[debug] fault_injection = true`` for ``GET /debug/runtime``; log in
+1. makes once (PyAV, ``make_media.make_soak_media``) a small pre-encoded VP8 320x180@30
+   ~250 kbit/s + Opus file, ``bench/out/soak-media.webm``; nothing is encoded or decoded
+   during the run;
+2. starts ``app.py --config bench/out/soak-server.toml --host 127.0.0.1 --port 0`` as a child
+   process (``harness.start_server``; ``--server-root DIR``: the ``app.py`` of another checkout;
+   ``[debug] fault_injection = true`` for ``GET /debug/runtime``; log in
    ``bench/out/soak-server.log``) and creates ``--rooms`` rooms over REST;
 3. starts ``--workers`` client processes (this file, ``--role worker``), so that the
    server process is measured alone. Each worker runs, for its share of the rooms, a
-   host bot publishing the file's frames as they are (``fanout.PacketTrack``: aiortc only
+   host bot publishing the file's frames as they are (``harness.PacketTrack``: aiortc only
    packetizes) and ``--viewers`` viewer positions: a viewer (``open_viewer(decode=False)``,
    its clear RTP counted at the DTLS transport, never decoded) lives a random
    ``--life`` seconds, leaves, and a new one joins in its place;
@@ -22,7 +24,7 @@ What it does (see bench/README.md, "Soak", for the columns):
    ``POST /room/{id}/stop`` while its peers are connected and creates a new one, with a
    new host and viewers;
 5. every ``--sample-seconds`` samples the server (``GET /debug/runtime``: RSS, fds, Trio
-   and asyncio tasks; ``/proc/PID/stat``: CPU seconds; ``GET /stats``: active rooms,
+   tasks; ``/proc/PID/stat``: CPU seconds; ``GET /stats``: active rooms,
    viewers, hosts) and the clients' cumulative joins, leaves and restarts, and prints a
    row; at the end, the table again, the drift (first sample after ``--warmup`` vs the
    last), what is left on the server once every client is gone, and the clients' CPU.
@@ -36,7 +38,6 @@ counted peers once every client had left, or did not shut down cleanly. Writes
 from __future__ import annotations
 
 import argparse
-import fractions
 import itertools
 import json
 import math
@@ -44,9 +45,7 @@ import os
 import random
 import re
 import signal
-import struct
 import sys
-import tempfile
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -54,28 +53,42 @@ from inspect import signature
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import av  # noqa: E402
-import httpx  # noqa: E402
-import trio  # noqa: E402
-import trio_asyncio  # noqa: E402
-from fanout import Child, Gate, KindCounter, LineReader, PacketTrack, payload_type, proc_cpu_ticks, spawn  # noqa: E402
-from make_media import AUDIO_FRAME, AUDIO_RATE, FPS, OUT_DIR, SECONDS, EncodedStream, add_cbr_streams, load_media  # noqa: E402
+import httpx
+import trio
+import trio_asyncio
+from harness import (
+    CLK_TCK,
+    LOOPBACK,
+    Child,
+    Gate,
+    KindCounter,
+    PacketTrack,
+    Server,
+    add_server_arguments,
+    answer_pli,
+    describe_root,
+    emit,
+    machine_ticks,
+    own_cpu,
+    payload_type,
+    proc_cpu_ticks,
+    run_bounded,
+    server_toml,
+    spawn,
+    start_server,
+    stdin_lines,
+    use_server_root,
+)
+from make_media import FPS, OUT_DIR, SOAK_SIZE, EncodedStream, load_soak_media
 
-from media_server_client import aiortc_hooks as adapter  # noqa: E402
-from media_server_client.bots import Bot, BotState, open_host, open_viewer  # noqa: E402
+from media_server_client import aiortc_hooks as adapter
+from media_server_client.bots import Bot, BotState, open_host, open_viewer
 
-LOOPBACK = ["127.0.0.1"]
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-MEDIA_PATH = OUT_DIR / "soak-media.webm"
 SERVER_LOG = OUT_DIR / "soak-server.log"
 JSON_PATH = OUT_DIR / "soak.json"
-WIDTH, HEIGHT = 320, 180
-VIDEO_BITRATE = 250_000
-AUDIO_BITRATE = 32_000
+WIDTH, HEIGHT = SOAK_SIZE
 
 STARVED_AFTER = 10.0  # a viewer connected this long (host connected too) with no video RTP: starved
 STOP_TOLD_WITHIN = 10.0  # a viewer of a stopped room must be told (`stopped`) within this long
@@ -90,70 +103,8 @@ BOT_OPTIONS: dict[str, Any] = {"reconnect_for": 0.0} if "reconnect_for" in signa
 
 
 # ---------------------------------------------------------------------------
-# The media: small, pre-encoded once (PyAV), looped by fanout.PacketTrack
-# ---------------------------------------------------------------------------
-
-
-def make_soak_media(path: Path = MEDIA_PATH) -> None:
-    """VP8 320x180@30, ~250 kbit/s CBR, a keyframe every 2 s; Opus mono; 4 s (loops on a keyframe)."""
-    rng = random.Random(4321)
-    blocks = [[rng.randrange(40, 216) for _ in range(WIDTH * 2 // 8)] for _ in range(HEIGHT // 8 + 1)]
-    texture = b"".join(bytes(v for v in blocks[y // 8] for _ in range(8)) for y in range(HEIGHT))
-    chroma = bytes([128]) * ((WIDTH // 2) * (HEIGHT // 2))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.webm")
-    with av.open(str(tmp), "w", format="webm") as out:
-        video, audio = add_cbr_streams(
-            out, width=WIDTH, height=HEIGHT, video_bitrate=VIDEO_BITRATE, audio_bitrate=AUDIO_BITRATE
-        )
-        for i in range(SECONDS * FPS):
-            shift, noisy = (i * 4) % WIDTH, (i * 6) % HEIGHT
-            rows = [
-                os.urandom(WIDTH)
-                if noisy <= y < noisy + 8
-                else texture[y * WIDTH * 2 + shift : y * WIDTH * 2 + shift + WIDTH]
-                for y in range(HEIGHT)
-            ]
-            frame = av.VideoFrame(WIDTH, HEIGHT, "yuv420p")
-            frame.planes[0].update(b"".join(rows))
-            frame.planes[1].update(chroma)
-            frame.planes[2].update(chroma)
-            frame.pts = i
-            frame.time_base = fractions.Fraction(1, FPS)
-            out.mux(video.encode(frame))
-        out.mux(video.encode(None))
-        step = 2 * math.pi * 440 / AUDIO_RATE
-        for n in range(SECONDS * AUDIO_RATE // AUDIO_FRAME):
-            start = n * AUDIO_FRAME
-            samples = [int(6000 * math.sin(step * (start + k))) for k in range(AUDIO_FRAME)]
-            aframe = av.AudioFrame(format="s16", layout="mono", samples=AUDIO_FRAME)
-            aframe.planes[0].update(struct.pack(f"<{AUDIO_FRAME}h", *samples))
-            aframe.sample_rate = AUDIO_RATE
-            aframe.pts = start
-            aframe.time_base = fractions.Fraction(1, AUDIO_RATE)
-            out.mux(audio.encode(aframe))
-        out.mux(audio.encode(None))
-    os.replace(tmp, path)
-
-
-def soak_media() -> tuple[EncodedStream, EncodedStream]:
-    if not MEDIA_PATH.exists():
-        make_soak_media()
-    return load_media(MEDIA_PATH)
-
-
-# ---------------------------------------------------------------------------
 # Worker process (--role worker): hosts and churning viewers for some rooms
 # ---------------------------------------------------------------------------
-
-
-def emit(event: str, **fields: Any) -> None:
-    print(json.dumps({"event": event, **fields}), flush=True)
-
-
-def _own_cpu() -> float:
-    t = os.times()
-    return t.user + t.system
 
 
 def _ended(state: BotState) -> bool:
@@ -300,10 +251,7 @@ class Worker:
                 **BOT_OPTIONS,
             ) as host:
                 self.tally.host_joins += 1
-                for sender in host.pc.getSenders():
-                    if sender.track is video_track:
-                        # a PLI makes the file jump to its next keyframe (as fanout.py does)
-                        sender._send_keyframe = video_track.request_keyframe  # type: ignore[method-assign]
+                answer_pli(host, video_track)  # a PLI makes the file jump to its next keyframe
                 with trio.move_on_after(self.connect_timeout):
                     await host.wait_for(lambda s: s.connection_state == "connected" or _ended(s))
                 if host.state.connection_state == "connected":
@@ -417,7 +365,7 @@ class Worker:
     async def commands(self) -> None:
         """Commands from the bench on stdin, one a line, each answered with one JSON line."""
         assert self.nursery is not None
-        lines = LineReader(trio.lowlevel.FdStream(os.dup(0)))
+        lines = stdin_lines()
         slots: dict[int, Slot] = {}
         for _ in range(MAX_COMMANDS):
             line = await lines.next()
@@ -437,7 +385,7 @@ class Worker:
                 tally = asdict(self.tally)
                 tally["rtp_in_seq"] += sum(c.received() for c in self.receivers)
                 tally["rtp_expected"] += sum(c.expected() for c in self.receivers)
-                emit("snap", **tally, live=self.live, connected=self.connected, lag_max=lag, cpu=_own_cpu())
+                emit("snap", **tally, live=self.live, connected=self.connected, lag_max=lag, cpu=own_cpu())
             elif words[0] == "quit":
                 return
 
@@ -459,7 +407,7 @@ class Worker:
 
 def worker_main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the bench stops us (quit, then SIGTERM)
-    video, audio = soak_media()
+    video, audio = load_soak_media()
 
     async def run() -> None:
         with trio.fail_after(args.deadline + 60):
@@ -479,23 +427,12 @@ def worker_main(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------
 
 
-def machine_ticks() -> tuple[int, int]:
-    """(busy, total) clock ticks of all CPUs since boot (/proc/stat)."""
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)
-    total = sum(values[:8])
-    return total - idle, total
-
-
 @dataclass
 class Sample:
     t: float  # seconds since the clients started
     rss_kb: int
     fds: int
     trio_tasks: int
-    asyncio_tasks: int
-    contained_errors: int
     server_cpu_s: float
     rooms: int
     viewers: int
@@ -543,6 +480,15 @@ class RunState:
         print(f"PROBLEM: {text}", flush=True)
         self.problems.append(text)
 
+    def take_worker_problems(self, tallies: list[dict[str, Any]]) -> None:
+        """The workers' problems so far, from each one's latest cumulative tally."""
+        self.worker_problems = {}
+        self.worker_examples = []
+        for tally in tallies:
+            for kind, count in tally["problems"].items():
+                self.worker_problems[kind] = self.worker_problems.get(kind, 0) + count
+            self.worker_examples += tally["examples"]
+
     def problem_count(self) -> int:
         return len(self.problems) + sum(self.worker_problems.values())
 
@@ -579,39 +525,6 @@ class WorkerProc:
             return await self.child.event(wanted, within)
 
 
-def server_toml(args: argparse.Namespace) -> str:
-    return f"""
-[server]
-host = "127.0.0.1"
-port = 0
-max_connections = 1000
-
-[rooms]
-max_rooms = {max(100, 2 * args.rooms)}
-max_viewers_per_room = {max(100, args.viewers + 10)}
-
-[ice]
-host_addresses = ["127.0.0.1"]
-udp_port = 0
-stun_servers = []
-
-[debug]
-fault_injection = true
-"""
-
-
-async def start_server(config: Path, log_level: str) -> tuple[Child, str]:
-    argv = [sys.executable, "app.py", "--config", str(config), "--host", "127.0.0.1", "--port", "0"]
-    argv += ["--log-level", log_level]
-    child = await spawn("server", argv, SERVER_LOG)
-    with trio.fail_after(30):
-        line = await child.lines.next()
-    if line is None or not line.startswith("listening on "):
-        await child.stop()
-        raise RuntimeError(f"the server did not start: {line!r} (see {SERVER_LOG})")
-    return child, line.split()[-1]
-
-
 async def create_room(rest: Rest, slot: int, generation: int) -> str | None:
     body = {"post_id": f"soak-{slot}-{generation}", "host_user_id": f"host-{slot}"}
     created = await rest.call("POST", "/room/create", body)
@@ -621,55 +534,56 @@ async def create_room(rest: Rest, slot: int, generation: int) -> str | None:
 async def soak(args: argparse.Namespace, run: RunState) -> None:
     duration = 60.0 * args.minutes
     workers: list[WorkerProc] = []
-    with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
-        config = Path(tmp) / "server.toml"
-        config.write_text(server_toml(args))
-        server, base_url = await start_server(config, args.server_log_level)
-        print(f"server pid {server.pid} at {base_url} (log: {SERVER_LOG})", flush=True)
-        try:
-            async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
-                rest = Rest(http, run)
-                await rest.call("GET", "/stats")  # one pooled connection from now on
-                room_ids = run.room_ids
-                for slot in range(args.rooms):
-                    room_id = await create_room(rest, slot, 0)
-                    if room_id is None:
-                        return
-                    room_ids.append(room_id)
-                run.baseline = await rest.call("GET", "/debug/runtime") or {}
-                if not run.baseline:
+    toml = server_toml(
+        max_rooms=max(100, 2 * args.rooms),
+        max_viewers_per_room=max(100, args.viewers + 10),
+        fault_injection=True,  # GET /debug/runtime
+    )
+    server = await start_server("soak", toml, root=args.server_root, host="127.0.0.1", log_level=args.server_log_level)
+    print(f"server pid {server.pid} at {server.base_url} (log: {SERVER_LOG})", flush=True)
+    try:
+        async with server.http(timeout=10) as http:
+            rest = Rest(http, run)
+            await rest.call("GET", "/stats")  # one pooled connection from now on
+            room_ids = run.room_ids
+            for slot in range(args.rooms):
+                room_id = await create_room(rest, slot, 0)
+                if room_id is None:
                     return
-                ws_url = base_url.replace("http", "ws", 1) + "/ws"
-                for index in range(max(1, min(args.workers, args.rooms))):
-                    argv = [sys.executable, __file__, "--role", "worker", "--url", ws_url]
-                    argv += ["--worker-index", str(index), "--viewers", str(args.viewers), "--seed", str(args.seed)]
-                    argv += ["--life", str(args.life[0]), str(args.life[1]), "--join-spread", str(args.join_spread)]
-                    argv += ["--connect-timeout", str(args.connect_timeout), "--deadline", str(duration + 60)]
-                    log = OUT_DIR / f"soak-worker{index}.log"
-                    workers.append(WorkerProc(await spawn(f"worker{index}", argv, log, stdin=True)))
-                for worker in workers:
-                    await worker.child.event("ready", 60)
-                t0 = trio.current_time()
-                run.samples.append(await take_sample(rest, server, workers, run, 0.0))
-                print(header(), flush=True)
-                print(row(run.samples[-1], None), flush=True)
-                for slot, room_id in enumerate(room_ids):
-                    await workers[slot % len(workers)].request(f"room {slot} {room_id}", "ack")
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(restarter, args, rest, workers, run, t0)
-                    await sampler(args, rest, server, workers, run, t0)
-                    nursery.cancel_scope.cancel()
-                await finish(rest, workers, run)
-        finally:
+                room_ids.append(room_id)
+            run.baseline = await rest.call("GET", "/debug/runtime") or {}
+            if not run.baseline:
+                return
+            for index in range(max(1, min(args.workers, args.rooms))):
+                argv = [sys.executable, __file__, "--role", "worker", "--url", server.ws_url]
+                argv += ["--worker-index", str(index), "--viewers", str(args.viewers), "--seed", str(args.seed)]
+                argv += ["--life", str(args.life[0]), str(args.life[1]), "--join-spread", str(args.join_spread)]
+                argv += ["--connect-timeout", str(args.connect_timeout), "--deadline", str(duration + 60)]
+                log = OUT_DIR / f"soak-worker{index}.log"
+                workers.append(WorkerProc(spawn(f"worker{index}", argv, log, stdin=True)))
             for worker in workers:
-                await worker.child.stop()
-            alive = server.popen.poll() is None
-            await server.stop(grace=15)
-            run.server_exit = server.popen.returncode
-            if not alive:
-                run.problem(f"the server process died (exit code {run.server_exit})")
-            elif run.server_exit != 0:
-                run.problem(f"the server exited with {run.server_exit} on SIGTERM (not a clean shutdown)")
+                await worker.child.event("ready", 60)
+            t0 = trio.current_time()
+            run.samples.append(await take_sample(rest, server, workers, run, 0.0))
+            print(header(), flush=True)
+            print(row(run.samples[-1], None), flush=True)
+            for slot, room_id in enumerate(room_ids):
+                await workers[slot % len(workers)].request(f"room {slot} {room_id}", "ack")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(restarter, args, rest, workers, run, t0)
+                await sampler(args, rest, server, workers, run, t0)
+                nursery.cancel_scope.cancel()
+            await finish(rest, workers, run)
+    finally:
+        for worker in workers:
+            await worker.child.stop()
+        alive = server.child.popen.poll() is None
+        await server.child.stop(grace=15)
+        run.server_exit = server.child.popen.returncode
+        if not alive:
+            run.problem(f"the server process died (exit code {run.server_exit})")
+        elif run.server_exit != 0:
+            run.problem(f"the server exited with {run.server_exit} on SIGTERM (not a clean shutdown)")
 
 
 async def restarter(args: argparse.Namespace, rest: Rest, workers: list[WorkerProc], run: RunState, t0: float) -> None:
@@ -697,12 +611,12 @@ async def restarter(args: argparse.Namespace, rest: Rest, workers: list[WorkerPr
 
 
 async def sampler(
-    args: argparse.Namespace, rest: Rest, server: Child, workers: list[WorkerProc], run: RunState, t0: float
+    args: argparse.Namespace, rest: Rest, server: Server, workers: list[WorkerProc], run: RunState, t0: float
 ) -> None:
     duration = 60.0 * args.minutes
     for i in range(1, int(duration // args.sample_seconds) + 1):
         await trio.sleep_until(t0 + i * args.sample_seconds)
-        if server.popen.poll() is not None:
+        if server.child.popen.poll() is not None:
             return  # reported by soak()
         sample = await take_sample(rest, server, workers, run, trio.current_time() - t0)
         print(row(sample, run.samples[-1]), flush=True)
@@ -722,7 +636,7 @@ async def count_forwarding(rest: Rest, run: RunState, room_id: str) -> None:
     seen[:] = [forwarding["packets_in"], forwarding["packets_out"]]
 
 
-async def take_sample(rest: Rest, server: Child, workers: list[WorkerProc], run: RunState, t: float) -> Sample:
+async def take_sample(rest: Rest, server: Server, workers: list[WorkerProc], run: RunState, t: float) -> Sample:
     runtime = await rest.call("GET", "/debug/runtime") or {}
     stats = await rest.call("GET", "/stats") or {}
     server_ticks = proc_cpu_ticks(server.pid)
@@ -730,19 +644,12 @@ async def take_sample(rest: Rest, server: Child, workers: list[WorkerProc], run:
     busy, total = machine_ticks()
     for room_id in list(run.room_ids):
         await count_forwarding(rest, run, room_id)
-    run.worker_problems = {}
-    run.worker_examples = []
-    for snap in snaps:
-        for kind, count in snap["problems"].items():
-            run.worker_problems[kind] = run.worker_problems.get(kind, 0) + count
-        run.worker_examples += snap["examples"]
+    run.take_worker_problems(snaps)
     return Sample(
         t=t,
         rss_kb=runtime.get("rss_bytes", 0) // 1024,
         fds=runtime.get("open_fds", 0),
         trio_tasks=runtime.get("trio_tasks", 0),
-        asyncio_tasks=runtime.get("asyncio_tasks", 0),
-        contained_errors=runtime.get("contained_task_errors", 0) + runtime.get("contained_loop_errors", 0),
         server_cpu_s=server_ticks / CLK_TCK,
         rooms=stats.get("active_rooms", 0),
         viewers=stats.get("total_viewers", 0),
@@ -757,7 +664,7 @@ async def take_sample(rest: Rest, server: Child, workers: list[WorkerProc], run:
         fwd_in=run.fwd_in,
         fwd_out=run.fwd_out,
         worker_cpu_s=[proc_cpu_ticks(w.child.pid) / CLK_TCK for w in workers],
-        main_cpu_s=_own_cpu(),
+        main_cpu_s=own_cpu(),
         lag_max_s=max((s["lag_max"] for s in snaps), default=0.0),
         machine_busy=busy,
         machine_total=total,
@@ -776,19 +683,14 @@ async def finish(rest: Rest, workers: list[WorkerProc], run: RunState) -> None:
 
             nursery.start_soon(quit_worker)
     if len(closed) == len(workers):  # their final counts (problems while leaving included)
-        run.worker_problems = {}
-        run.worker_examples = []
-        for tally in closed:
-            for kind, count in tally["problems"].items():
-                run.worker_problems[kind] = run.worker_problems.get(kind, 0) + count
-            run.worker_examples += tally["examples"]
+        run.take_worker_problems(closed)
     base = run.baseline
     for _ in range(30):  # bounded: 15 s for the last sessions to be gone
         now = await rest.call("GET", "/debug/runtime")
         if now is None:
             return
         run.residual = now
-        if all(now[key] <= base[key] for key in ("trio_tasks", "asyncio_tasks", "open_fds")):
+        if all(now.get(key, 0) <= base.get(key, 0) for key in ("trio_tasks", "open_fds")):
             break
         await trio.sleep(0.5)
     run.final_stats = await rest.call("GET", "/stats") or {}
@@ -805,7 +707,6 @@ COLUMNS = (
     ("rss_MB", 7),
     ("fds", 5),
     ("trio", 6),
-    ("aio", 5),
     ("srv_cpu_s", 9),
     ("srv%", 5),
     ("rooms", 5),
@@ -854,7 +755,6 @@ def row(s: Sample, prev: Sample | None) -> str:
         f"{s.rss_kb / 1024:.1f}",
         s.fds,
         s.trio_tasks,
-        s.asyncio_tasks,
         f"{s.server_cpu_s:.1f}",
         srv,
         s.rooms,
@@ -912,8 +812,6 @@ def drift(run: RunState, warmup: float) -> list[str]:
         ("RSS (KB)", lambda s: s.rss_kb, "KB"),
         ("open fds", lambda s: s.fds, ""),
         ("trio tasks", lambda s: s.trio_tasks, ""),
-        ("asyncio tasks", lambda s: s.asyncio_tasks, ""),
-        ("contained errors", lambda s: s.contained_errors, ""),
     ]
     for name, get, _unit in metrics:
         values = [get(s) for s in after]
@@ -934,7 +832,6 @@ def residual_lines(run: RunState) -> list[str]:
     lines = ["after every client left (same number of rooms open) vs before any client joined:"]
     for key, scale, unit in (
         ("trio_tasks", 1, ""),
-        ("asyncio_tasks", 1, ""),
         ("open_fds", 1, ""),
         ("rss_bytes", 1024 * 1024, " MB"),
     ):
@@ -1054,6 +951,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--connect-timeout", type=float, default=20.0, help="s for a bot's ICE+DTLS to connect")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--server-log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_server_arguments(parser)
     parser.add_argument("--role", choices=["bench", "worker"], default="bench", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
@@ -1072,8 +970,10 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if args.role == "worker":
         return worker_main(args)
+    args.server_root = use_server_root(args.server_root)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    video, audio = soak_media()
+    video, audio = load_soak_media()
+    print(f"server: {describe_root(args.server_root)}", flush=True)
     warmup = args.warmup if args.warmup is not None else min(120.0, 60 * args.minutes / 4)
     print(
         f"soak: {args.rooms} rooms x {args.viewers} viewers (life {args.life[0]:g}-{args.life[1]:g} s), "
@@ -1084,29 +984,12 @@ def main(argv: list[str]) -> int:
     )
     run = RunState(args=vars(args))
     budget = 60 * args.minutes + 180
-
-    async def bounded() -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with trio.open_nursery() as nursery:
-
-                async def watch() -> None:
-                    async for signum in signals:
-                        run.problem(f"interrupted by signal {signum}")
-                        nursery.cancel_scope.cancel()
-                        return
-
-                async def work() -> None:
-                    with trio.move_on_after(budget) as scope:
-                        await soak(args, run)
-                    if scope.cancelled_caught:
-                        run.problem(f"the run did not finish within {budget:.0f} s")
-                    nursery.cancel_scope.cancel()
-
-                nursery.start_soon(watch)
-                nursery.start_soon(work)
-
     try:
-        trio.run(bounded)
+        _, interrupted, late = run_bounded(soak, budget, args, run)
+        if interrupted is not None:
+            run.problem(f"interrupted by signal {interrupted}")
+        if late:
+            run.problem(f"the run did not finish within {budget:.0f} s")
     except Exception as exc:
         traceback.print_exc()
         run.problem(f"the bench failed: {exc!r:.300}")

@@ -281,12 +281,24 @@ async def test_full_size_host_rtp_reaches_every_viewer_and_oversize_is_malformed
                     assert len([1 for _, ssrc, _, _ in viewer.received.rtp if ssrc == viewer.video_ssrc]) == 60
                     assert max(got) >= 1480
                 before = await port_stats(client)
+                problems_before = await srtp_errors(client)
                 for _ in range(50):  # oversize SRTP-looking datagrams from the host's own address
                     await host.sock.sendto(b"\x80\x60" + secrets.token_bytes(1600), host.server)
+                for _ in range(20):  # and SRTP of the right size that does not authenticate
+                    await host.sock.sendto(b"\x80\x60" + secrets.token_bytes(200), host.server)
                 await trio.sleep(0.3)
                 after = await port_stats(client)
+                problems_after = await srtp_errors(client)
     assert after["handler_errors"] == 0
     assert after["malformed"] - before["malformed"] == 50
+    assert problems_after - problems_before == 20  # counted by the connection, shown in /metrics
+
+
+async def srtp_errors(client: httpx.AsyncClient) -> float:
+    """bitbasel_transport_problems_total{kind="srtp_errors"} from GET /metrics."""
+    name = 'bitbasel_transport_problems_total{kind="srtp_errors"}'
+    line = next(x for x in (await client.get("/metrics")).text.splitlines() if x.startswith(name))
+    return float(line.rpartition(" ")[2])
 
 
 # ---- the media port fuzzed while media flows ------------------------------------------------------

@@ -25,6 +25,10 @@ class MediaSettings(msgspec.Struct, frozen=True):
     audio_bitrate_kbps: int
 
 
+#: The TransportCounters that count something going wrong, by name.
+TRANSPORT_PROBLEMS = ("rtp_dropped", "rtcp_dropped", "srtp_errors", "callback_errors")
+
+
 class TransportCounters:
     """Counters of one room: one instance per room (``RoomRecord.counters`` in
     actors/room.py, kept across restarts of the room actor), shared by the
@@ -61,6 +65,10 @@ class TransportCounters:
         self.rtcp_dropped = 0
         self.callback_errors = 0
         self.srtp_errors = 0
+
+    def problems(self) -> dict[str, int]:
+        """The counters of what went wrong (``GET /metrics``: bitbasel_transport_problems)."""
+        return {name: getattr(self, name) for name in TRANSPORT_PROBLEMS}
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)}" for name in self.__slots__)

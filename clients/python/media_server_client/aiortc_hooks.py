@@ -22,6 +22,9 @@ see what a client sends and receives (bots, tests)
     :func:`observe_rtp_received` wraps ``_rx_srtp`` and :func:`observe_rtp_sent`
     wraps ``_send_rtp`` of a client pc's DTLS transports, to see (or drop)
     clear RTP; aiortc still handles every packet not dropped.
+pace what a bench host sends
+    :func:`pace_rtp_sent` wraps ``_send_rtp`` too, spreading a frame's packets out as
+    libwebrtc's pacer does.
 close a sending client
     :func:`sender_encoder_tasks`: the senders' encoder loops, awaited before
     ``pc.close()`` (cancelling them can hang on trio-asyncio).
@@ -104,7 +107,7 @@ HOOKS: tuple[Hook, ...] = (
         "aiortc.rtcdtlstransport.RTCDtlsTransport",
         "_send_rtp",
         "method",
-        "observe_rtp_sent",
+        "observe_rtp_sent, pace_rtp_sent",
         "every clear RTP/RTCP datagram an aiortc client sends, before SRTP protect",
         parameters=("data",),
         caller="aiortc.rtcrtpsender.RTCRtpSender._run_rtp",
@@ -328,6 +331,29 @@ def observe_rtp_sent(pc: RTCPeerConnection, callback: Callable[[bytes], object])
         async def send_rtp(data: bytes, original: Callable[[bytes], Awaitable[None]] = original) -> None:
             if len(data) >= 2 and not 192 <= data[1] <= 223:  # RTCP packet types (RFC 5761)
                 callback(data)
+            await original(data)
+
+        setattr(dtls, "_send_rtp", send_rtp)  # noqa: B010
+
+
+def pace_rtp_sent(pc: RTCPeerConnection, bits_per_second: float) -> None:
+    """For aiortc *hosts* of the benches: send RTP no faster than ``bits_per_second``, as
+    libwebrtc's pacer does (a frame's packets spread over time, not one burst: aiortc sends a
+    frame's packets back to back). RTCP is not held. Call after negotiation.
+    HOOK RTCDtlsTransport._send_rtp."""
+    for dtls in dtls_transports(pc):
+        original = dtls._send_rtp
+        free_at = [0.0]  # when the pacer is free again (loop time)
+
+        async def send_rtp(
+            data: bytes, original: Callable[[bytes], Awaitable[None]] = original, free_at: list[float] = free_at
+        ) -> None:
+            if len(data) >= 2 and not 192 <= data[1] <= 223:  # RTP: wait for its turn
+                now = asyncio.get_running_loop().time()
+                start = max(now, free_at[0])
+                free_at[0] = start + len(data) * 8 / bits_per_second
+                if start > now:
+                    await asyncio.sleep(start - now)
             await original(data)
 
         setattr(dtls, "_send_rtp", send_rtp)  # noqa: B010
