@@ -50,6 +50,9 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent  # this checkout: the default --server-root
 sys.path.insert(0, str(BENCH_DIR))
+# the bots and the viewers are this checkout's (not those of the tree the venv was installed
+# from, when the venv is shared between worktrees)
+sys.path.insert(1, str(ROOT / "clients" / "python"))
 
 import av  # noqa: E402
 import httpx  # noqa: E402
@@ -646,17 +649,24 @@ def latency_summary(latencies: list[float]) -> dict[str, Any]:
 
 
 class Gate:
-    """Open/closed; closing it pauses every PacketTrack that shares it."""
+    """Open/closed; closing it pauses every PacketTrack that shares it (they wait in asyncio:
+    :meth:`wait`) and ``raw_host.py``'s hosts (in trio: :meth:`wait_in_trio`). Opened and
+    closed from trio (``read_point``)."""
 
     def __init__(self) -> None:
         self._open = asyncio.Event()
         self._open.set()
+        self._reopened = trio.Event()
+        self._reopened.set()
 
     def close(self) -> None:
         self._open.clear()
+        if self._reopened.is_set():
+            self._reopened = trio.Event()
 
     def open(self) -> None:
         self._open.set()
+        self._reopened.set()
 
     @property
     def is_open(self) -> bool:
@@ -664,6 +674,16 @@ class Gate:
 
     async def wait(self) -> None:
         await self._open.wait()
+
+    async def wait_in_trio(self) -> None:
+        await self._reopened.wait()
+
+
+def next_keyframe(keyframes: Sequence[bool], index: int) -> int:
+    """The index of the first keyframe at or after ``index`` in a looped file: where a file
+    jumps when its host is asked for a keyframe, as an encoder would make one."""
+    n = len(keyframes)
+    return next(i for i in range(index, index + n) if keyframes[i % n]) % n
 
 
 class PacketTrack(MediaStreamTrack):
@@ -707,10 +727,7 @@ class PacketTrack(MediaStreamTrack):
             raise MediaStreamError
         if self._keyframe_wanted:
             self._keyframe_wanted = False
-            keys = stream.keyframes
-            n = len(keys)
-            if not keys[self._index % n]:
-                self._index = next(i for i in range(self._index, self._index + n) if keys[i % n]) % n
+            self._index = next_keyframe(stream.keyframes, self._index)
         packet = av.Packet(stream.frames[self._index])
         packet.pts = self._count * stream.frame_ticks
         packet.time_base = self._time_base
@@ -935,10 +952,17 @@ async def serve_viewers(
 
 
 def start_viewer_procs(
-    labels: Sequence[str], ws_url: str, room_id: str, viewers: int, first_index: int = 0, stagger: float = 0.05
+    labels: Sequence[str],
+    ws_url: str,
+    room_id: str,
+    viewers: int,
+    first_index: int = 0,
+    stagger: float = 0.05,
+    options: Sequence[str] = (),
 ) -> list[Child]:
     """``viewers`` viewers of one room of our server, spread over one process per label
-    (``viewers.py``, its stderr in ``bench/out/LABEL.log``), joining ``stagger`` s apart."""
+    (``viewers.py``, its stderr in ``bench/out/LABEL.log``), joining ``stagger`` s apart;
+    ``options``: more of ``viewers.py``'s (``--quality``, ``--receiver-reports``)."""
     labels = labels[: max(1, min(len(labels), viewers))]
     procs = len(labels)
     children = []
@@ -947,6 +971,7 @@ def start_viewer_procs(
         count = viewers // procs + (1 if p < viewers % procs else 0)
         argv = [sys.executable, str(BENCH_DIR / "viewers.py"), "--url", ws_url, "--room", room_id]
         argv += ["--viewers", str(count), "--first-index", str(first), "--stagger", str(stagger * procs)]
+        argv += options
         children.append(spawn(label, argv, OUT_DIR / f"{label}.log", stdin=True))
         first += count
     return children

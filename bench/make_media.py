@@ -7,7 +7,9 @@ about 1.5 Mbit/s (libvpx CBR), a keyframe every 2 s, and 48 kHz Opus in 20 ms
 frames, 4 s long so that it loops on a keyframe. :func:`load_media` reads it
 back as lists of encoded frames (bytes) that a publisher sends without
 decoding or encoding anything (see ``harness.PacketTrack``). ``make_soak_media``
-makes ``soak.py``'s smaller file (320x180, ~250 kbit/s) the same way.
+makes ``soak.py``'s smaller file (320x180, ~250 kbit/s) the same way, and
+``make_simulcast_media`` ``simulcast.py``'s three layers (320x180, 640x360, 1280x720 of the
+same scene, ~150 kbit/s, ~500 kbit/s, ~1.5 Mbit/s, keyframes at the same frames).
 
 The picture is a random texture scrolling over a gradient, with a band of
 fresh noise every frame: hard enough to compress that the encoder spends its
@@ -43,6 +45,28 @@ SOAK_MEDIA_PATH = OUT_DIR / "soak-media.webm"  # soak.py's: smaller, many rooms 
 SOAK_SIZE = (320, 180)
 SOAK_VIDEO_BITRATE = 250_000
 SOAK_AUDIO_BITRATE = 32_000
+
+
+@dataclass(frozen=True)
+class SimulcastLayer:
+    """One layer of ``simulcast.py``'s host: its rid, its file's size and bitrate."""
+
+    name: str  # low, medium, high (as PROTOCOL.md names them)
+    rid: str  # the host's name for it (a=rid)
+    width: int
+    height: int
+    bitrate: int  # bits a second, the encoder's CBR target
+
+
+SIMULCAST_LAYERS = (
+    SimulcastLayer("low", "q", 320, 180, 150_000),
+    SimulcastLayer("medium", "h", 640, 360, 500_000),
+    SimulcastLayer("high", "f", 1280, 720, 1_500_000),
+)
+#: Fresh noise in the simulcast scene: rows (at 360 lines) of a band the encoder cannot
+#: predict. fanout's 24 make 640x360 cost 2x its 500 kbit/s target; 2 keep every layer within
+#: a few % of its bitrate, still spending the whole budget.
+SIMULCAST_NOISE_ROWS = 2
 
 
 @dataclass(frozen=True)
@@ -82,24 +106,28 @@ def _video_frame(i: int, luma: bytes, u: bytes, v: bytes, width: int, height: in
     return frame
 
 
-def _video_frames() -> list[av.VideoFrame]:
-    texture = _texture(1234, WIDTH, HEIGHT)
-    gradient = bytes((x * 255) // WIDTH for x in range(WIDTH))
-    chroma_w, chroma_h = WIDTH // 2, HEIGHT // 2
+def _video_frames(width: int = WIDTH, height: int = HEIGHT, noise_rows: int = 24) -> list[av.VideoFrame]:
+    """The scene at ``width`` x ``height`` (its motion scaled with the size, so that the
+    simulcast layers show the same picture at three sizes), with a band of ``noise_rows`` rows
+    of fresh noise (at 640x360; scaled with the height)."""
+    texture = _texture(1234, width, height)
+    gradient = bytes((x * 255) // width for x in range(width))
+    chroma_w, chroma_h = width // 2, height // 2
+    step, band = max(1, 6 * width // WIDTH), max(2, noise_rows * height // HEIGHT)
     frames = []
     for i in range(SECONDS * FPS):
         rows = []
-        shift = (i * 6) % WIDTH
-        noisy = (i * 12) % HEIGHT  # a band of fresh noise moves down the picture
-        for y in range(HEIGHT):
-            if noisy <= y < noisy + 24:
-                rows.append(os.urandom(WIDTH))
-            elif y < HEIGHT // 2:
-                rows.append(texture[y * WIDTH * 2 + shift : y * WIDTH * 2 + shift + WIDTH])
+        shift = (i * step) % width
+        noisy = (i * band // 2) % height  # a band of fresh noise moves down the picture
+        for y in range(height):
+            if noisy <= y < noisy + band:
+                rows.append(os.urandom(width))
+            elif y < height // 2:
+                rows.append(texture[y * width * 2 + shift : y * width * 2 + shift + width])
             else:
                 rows.append(gradient[shift:] + gradient[:shift])
         u = bytes(((x + i) * 3) & 0xFF for x in range(chroma_w)) * chroma_h
-        frames.append(_video_frame(i, b"".join(rows), u, bytes([128]) * (chroma_w * chroma_h), WIDTH, HEIGHT))
+        frames.append(_video_frame(i, b"".join(rows), u, bytes([128]) * (chroma_w * chroma_h), width, height))
     return frames
 
 
@@ -207,6 +235,38 @@ def make_soak_media(path: Path = SOAK_MEDIA_PATH) -> None:
     )
 
 
+def simulcast_media_path(layer: SimulcastLayer) -> Path:
+    return OUT_DIR / f"simulcast-{layer.name}.webm"
+
+
+def make_simulcast_media() -> None:
+    """``simulcast.py``'s three layers, each a file: the same scene at 320x180 (~150 kbit/s),
+    640x360 (~500 kbit/s) and 1280x720 (~1.5 Mbit/s), VP8 CBR at 30 fps with a keyframe every
+    2 s at the same frame indices (0 and 60: one GOP setting, no scene-cut keyframes), and the
+    same Opus mono 64 kbit/s track in each (the bench sends the first one's)."""
+    audio = _audio_frames(99)
+    for layer in SIMULCAST_LAYERS:
+        _write_webm(
+            simulcast_media_path(layer),
+            _video_frames(layer.width, layer.height, SIMULCAST_NOISE_ROWS),
+            audio,
+            width=layer.width,
+            height=layer.height,
+            video_bitrate=layer.bitrate,
+        )
+
+
+def load_simulcast_media() -> tuple[list[EncodedStream], EncodedStream]:
+    """(the layers' video, lowest first; the audio), making the files first if one is missing."""
+    if not all(simulcast_media_path(layer).exists() for layer in SIMULCAST_LAYERS):
+        make_simulcast_media()
+    loaded = [load_media(simulcast_media_path(layer)) for layer in SIMULCAST_LAYERS]
+    keys = {tuple(i for i, key in enumerate(video.keyframes) if key) for video, _ in loaded}
+    if len(keys) != 1:
+        raise RuntimeError(f"the simulcast layers' keyframes differ ({keys}); delete bench/out/simulcast-*.webm")
+    return [video for video, _ in loaded], loaded[0][1]
+
+
 def load_soak_media() -> tuple[EncodedStream, EncodedStream]:
     if not SOAK_MEDIA_PATH.exists():
         make_soak_media()
@@ -236,21 +296,33 @@ def load_media(path: Path = MEDIA_PATH) -> tuple[EncodedStream, EncodedStream]:
     return video, audio
 
 
+def describe(name: str, video: EncodedStream, audio: EncodedStream) -> str:
+    keys = [i for i, k in enumerate(video.keyframes) if k]
+    return (
+        f"{name} video: {len(video.frames)} frames, {video.bitrate / 1e3:.0f} kbit/s, keyframes at frames {keys}, "
+        f"largest frame {max(map(len, video.frames)):,} B; audio: {len(audio.frames)} frames, "
+        f"{audio.bitrate / 1e3:.0f} kbit/s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--force", action="store_true", help="remake the file even if it exists")
+    parser.add_argument("--simulcast", action="store_true", help="simulcast.py's three layers instead")
     args = parser.parse_args()
+    started = time.monotonic()
+    if args.simulcast:
+        if args.force or not all(simulcast_media_path(layer).exists() for layer in SIMULCAST_LAYERS):
+            make_simulcast_media()
+            print(f"made bench/out/simulcast-*.webm in {time.monotonic() - started:.1f} s")
+        videos, audio = load_simulcast_media()
+        for layer, video in zip(SIMULCAST_LAYERS, videos, strict=True):
+            print(describe(f"{layer.name} {layer.width}x{layer.height}", video, audio))
+        return
     if args.force or not MEDIA_PATH.exists():
-        started = time.monotonic()
         make_media()
         print(f"made {MEDIA_PATH} in {time.monotonic() - started:.1f} s")
-    video, audio = load_media()
-    keys = [i for i, k in enumerate(video.keyframes) if k]
-    print(
-        f"video: {len(video.frames)} frames, {video.bitrate / 1e3:.0f} kbit/s, keyframes at frames {keys}, "
-        f"largest frame {max(map(len, video.frames)):,} B\n"
-        f"audio: {len(audio.frames)} frames, {audio.bitrate / 1e3:.0f} kbit/s"
-    )
+    print(describe(MEDIA_PATH.name, *load_media()))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ transport-cc is not negotiated, as here). Costs nothing per packet: it moves onc
 Galène's lessons; the complaints to beat are oscillation and freezes):
 
 - down at once when the current layer's rate is over the estimate (congestion costs frames);
-- up only when the next layer's rate fits under 7/8 of the estimate, at least
+- up only when the next layer's rate fits under 0.7 of the estimate, at least
   ``HOLD_AFTER_DOWN`` seconds after a bandwidth-driven downgrade and ``MIN_LAYER_SECONDS``
   after any switch;
 - no video at all (audio only) when even the lowest layer is over the estimate for
@@ -18,8 +18,8 @@ Galène's lessons; the complaints to beat are oscillation and freezes):
 **Probing.** A viewer's REMB cannot climb much over what it receives (libwebrtc caps it at
 1.5x the incoming rate), so a viewer moved down would never be moved up again on the estimate
 alone. When a step up is wanted and allowed but does not fit yet, the router pads the
-viewer's stream (RTP padding, never media) up to the next layer's rate for
-``PROBE_SECONDS``; the viewer's estimate follows what it receives, and the step up comes
+viewer's stream (RTP padding, never media) up to the next layer's rate (with UP_FIT's margin)
+for ``PROBE_SECONDS``; the viewer's estimate follows what it receives, and the step up comes
 when it fits. A probe that brings loss stops at once and the next one waits twice as long
 (``PROBE_INTERVAL`` doubling up to ``PROBE_INTERVAL_MAX``): probing never costs the viewer a
 frame, only spare bandwidth.
@@ -27,6 +27,7 @@ frame, only spare bandwidth.
 
 from __future__ import annotations
 
+import math
 from typing import Final
 
 from media.layers import AUDIO_ONLY, QualityReason
@@ -44,7 +45,10 @@ MIN_BPS: Final = 50_000
 MAX_BPS: Final = 20_000_000
 HOLD_AFTER_DOWN: Final = 10.0  # no step up for this long after a bandwidth-driven step down
 MIN_LAYER_SECONDS: Final = 2.0  # a layer is kept at least this long (no flapping)
-UP_FIT: Final = 7 / 8  # a step up needs the next layer's rate under this share of the estimate
+#: A step up needs the next layer's rate under this share of the estimate: the rest is room
+#: for its keyframes (a low layer's keyframe is a quarter second of its rate and more; on a
+#: link filled to 7/8, the queue it leaves takes seconds to drain, and frames wait behind it).
+UP_FIT: Final = 0.7
 #: A step down needs the current layer's (smoothed) rate over the estimate by this factor: a
 #: viewer's REMB trails a layer whose host encoder is still ramping up by a second or two.
 DOWN_OVER: Final = 1.1
@@ -55,8 +59,28 @@ AUDIO_ONLY_AFTER: Final = 4.0  # seconds with the lowest layer clearly too much 
 AUDIO_ONLY_MARGIN: Final = 1.25  # "clearly": its rate over the estimate by this factor
 PROBE_SECONDS: Final = 10.0  # a probe lasts until the step up fits, or loss, or this long
 PROBE_INTERVAL: Final = 2.0  # the first probe this long after a step up was first held back
-PROBE_INTERVAL_MAX: Final = 16.0
-PROBE_BACKOFF_DROP: Final = 0.9  # a probe stops if the estimate falls under this share of its start
+PROBE_INTERVAL_MAX: Final = 6.0
+#: A probe pads up to this much more than the next layer's rate needs (with UP_FIT's margin):
+#: a probe that proves its rate proves that the next layer fits; more would only fill a capped
+#: link's buffer further before the receiver says so (a second of frames late).
+PROBE_OVERSHOOT: Final = 1.0
+#: A probe that has run this long with no sign of congestion (no loss, the REMB not falling)
+#: proves its rate: libwebrtc's REMB, growing at most 8 % a second, would take half a minute
+#: to climb from a low layer to the top one; the probe says in seconds whether the link
+#: carries the next.
+PROBE_PROOF_SECONDS: Final = 2.5
+#: A probe's padding grows to its target over this long (a slow start): on a link that cannot
+#: carry the target, the receiver says so while the excess, and the queue it builds, are small.
+PROBE_RAMP_SECONDS: Final = 1.5
+ALLOCATION_STEP: Final = 0.5  # how often the router asks each viewer's policy again (its ALLOCATE_INTERVAL)
+REMB_FALL: Final = 0.95  # a REMB under this share of the one before: a sign of congestion
+#: The current layer is taken as carried when, with no sign of congestion, the viewer's
+#: feedback says at least this share of its rate (a REMB trails what it receives).
+WELL_SHARE: Final = 0.5
+QUEUE_SIGN_SECONDS: Final = 0.1  # a round trip this much over the least seen: a sign ...
+QUEUE_HEAVY_SECONDS: Final = 0.3  # ... this much: congestion
+CONGESTION_SIGNS: Final = 3  # this many signs ...
+CONGESTION_WINDOW: Final = 2.0  # ... within this many seconds: congestion
 
 
 class Decision:
@@ -79,7 +103,18 @@ class ViewerBandwidth:
     """The estimate of one viewer's link (see the module's docstring), in bits a second, all
     its streams together (a REMB covers them all)."""
 
-    __slots__ = ("_loss_rate", "_remb_from", "last_loss", "lossy_since", "remb_bps")
+    __slots__ = (
+        "_loss_rate",
+        "_remb_from",
+        "_signs",
+        "congested_at",
+        "last_loss",
+        "last_sign_at",
+        "lossy_since",
+        "min_round_trip",
+        "proven_bps",
+        "remb_bps",
+    )
 
     def __init__(self, initial_bps: int, now: float) -> None:
         self._loss_rate = float(initial_bps)
@@ -87,19 +122,68 @@ class ViewerBandwidth:
         self.remb_bps: int | None = None
         self.last_loss = 0  # /256, of the latest report
         self.lossy_since: float | None = None  # when the loss last went over HIGH_LOSS
+        #: signs of congestion: loss over LOW_LOSS, the REMB falling (libwebrtc cuts it when
+        #: its delay-based detector sees a queue growing), the round trip growing. One alone is a suspicion (a probe
+        #: stops); CONGESTION_SIGNS within CONGESTION_WINDOW, or loss over HIGH_LOSS, are
+        #: congestion: what was proven is forgotten and the REMB and the loss rule again. (A
+        #: delay spike of a busy receiver cuts a REMB once or twice; a link that is full keeps
+        #: cutting it, 5-6 times in a second here, and loses packets.)
+        self._signs: list[float] = []
+        self.last_sign_at = float("-inf")
+        self.congested_at = float("-inf")
+        #: a rate delivered for PROBE_PROOF_SECONDS with no sign of congestion (a probe's, or
+        #: the layer the viewer gets): the link carries it until congestion, however slowly
+        #: the REMB climbs back after a false alarm
+        self.proven_bps = 0
+        self.min_round_trip = float("inf")  # seconds: the link with no queue
 
     @property
-    def bps(self) -> int:
+    def measured_bps(self) -> int:
+        """What the viewer's feedback says: the loss-based rate, capped by its REMB."""
         rate = self._loss_rate if self.remb_bps is None else min(self._loss_rate, self.remb_bps)
         return int(rate)
 
+    @property
+    def bps(self) -> int:
+        """The estimate: what the feedback says, or what was proven if more."""
+        return max(self.measured_bps, self.proven_bps)
+
     def on_remb(self, bps: int, now: float) -> None:
-        if now >= self._remb_from:
-            self.remb_bps = max(MIN_BPS, bps)
+        if now < self._remb_from:
+            return
+        bps = max(MIN_BPS, bps)
+        if self.remb_bps is not None and bps < self.remb_bps * REMB_FALL:
+            self._sign(now, heavy=False)
+        self.remb_bps = bps
+
+    def on_round_trip(self, seconds: float, now: float) -> None:
+        """A round trip measured from the viewer's report block: its excess over the least seen
+        is the queue on the link. The one sign that still works when the REMB is far under
+        what the viewer receives (libwebrtc only ever cuts it to 85 % of that) and before the
+        queue overflows into loss."""
+        if seconds < 0:
+            return
+        self.min_round_trip = min(self.min_round_trip, seconds)
+        queue = seconds - self.min_round_trip
+        if queue > QUEUE_SIGN_SECONDS:
+            self._sign(now, heavy=queue > QUEUE_HEAVY_SECONDS)
+
+    def proven(self, bps: int) -> None:
+        """``bps`` was delivered without a sign of congestion."""
+        self.proven_bps = max(self.proven_bps, bps)
+
+    def _sign(self, now: float, *, heavy: bool) -> None:
+        self.last_sign_at = now
+        self._signs = [t for t in self._signs if now - t <= CONGESTION_WINDOW] + [now]
+        if heavy or len(self._signs) >= CONGESTION_SIGNS:
+            self.congested_at = now
+            self.proven_bps = 0
 
     def on_loss(self, fraction_lost: int, now: float) -> None:
         """A receiver report's fraction lost (0..255) for the viewer's video."""
         self.last_loss = fraction_lost
+        if fraction_lost > LOW_LOSS:
+            self._sign(now, heavy=fraction_lost > HIGH_LOSS)
         if fraction_lost < LOW_LOSS:
             grown = self._loss_rate * GROW
             if self.remb_bps is not None and grown < self.remb_bps:  # back toward the REMB, faster
@@ -119,7 +203,7 @@ class LayerPolicy:
         "_down_at",
         "_probe_from",
         "_probe_interval",
-        "_probe_start_bps",
+        "_probe_started",
         "_probe_until",
         "_switched_at",
         "_too_much_since",
@@ -134,7 +218,7 @@ class LayerPolicy:
         self._probe_until = float("-inf")
         self._probe_from = float("-inf")
         self._probe_interval = PROBE_INTERVAL
-        self._probe_start_bps = 0
+        self._probe_started = float("-inf")
 
     def reset(self) -> None:
         """Choose afresh at the next call (the viewer asked for another quality)."""
@@ -159,9 +243,15 @@ class LayerPolicy:
             return self._settle(now, fitting[-1] if fitting else available[0], "requested")
         if current != AUDIO_ONLY and (current not in available or current > top):  # it stopped flowing
             return self._settle(now, fitting[-1] if fitting else available[0], "host")
+        if current != AUDIO_ONLY and self._went_well(now, estimate, rates[current]):
+            estimate.proven(rates[current])
+            bps = estimate.bps
         if current != AUDIO_ONLY and rates[current] > bps * DOWN_OVER:
-            return self._down(now, estimate, available, rates, current)
-        self._too_much_since = None
+            down = self._down(now, estimate, available, rates, current)
+            if down is not None:
+                return down
+        else:
+            self._too_much_since = None
         if current == AUDIO_ONLY:
             nxt = available[0]
         else:
@@ -175,13 +265,22 @@ class LayerPolicy:
             return self._settle(now, nxt, "bandwidth")
         return Decision(current, self._probe(now, estimate, rates, current, nxt))
 
+    def _went_well(self, now: float, estimate: ViewerBandwidth, rate: int) -> bool:
+        """The current layer has gone on for PROBE_PROOF_SECONDS without a sign of congestion
+        and the viewer's feedback is not far under it (a REMB trails a layer whose encoder is
+        ramping up, and one that has just come back up): the link carries it, and a later
+        false alarm (a REMB cut once by a busy receiver) does not take the viewer down."""
+        quiet = now - max(estimate.last_sign_at, self._switched_at) >= PROBE_PROOF_SECONDS
+        return quiet and estimate.remb_bps is not None and estimate.measured_bps >= rate * WELL_SHARE
+
     def _down(
         self, now: float, estimate: ViewerBandwidth, available: list[int], rates: list[int], current: int
-    ) -> Decision:
+    ) -> Decision | None:
         """The current layer is more than the link carries: the best lower one that fits,
         else the lowest, else (after AUDIO_ONLY_AFTER seconds at the lowest, clearly over the
-        estimate and losing packets) audio only."""
-        self._probe_until = float("-inf")
+        estimate and losing packets) audio only. None: the lowest is kept and the link is not
+        losing: its estimate may only reflect how little it gets (a REMB stays within 1.5x of
+        what arrives), so it is probed as usual."""
         bps = estimate.bps
         lower = [i for i in available if i < current]
         if lower:
@@ -193,7 +292,7 @@ class LayerPolicy:
         lossy = estimate.last_loss > HIGH_LOSS
         if rates[current] <= bps * AUDIO_ONLY_MARGIN or not lossy:  # keep the lowest layer
             self._too_much_since = None
-            return Decision(current)
+            return None
         if self._too_much_since is None:
             self._too_much_since = now
         if now - self._too_much_since < AUDIO_ONLY_AFTER:
@@ -202,23 +301,28 @@ class LayerPolicy:
         return self._settle(now, AUDIO_ONLY, "bandwidth")
 
     def _probe(self, now: float, estimate: ViewerBandwidth, rates: list[int], current: int, nxt: int) -> int:
-        """Padding (bits a second) to add now so the viewer's estimate can grow to the next
-        layer. Each probe doubles the wait before the next one (up to PROBE_INTERVAL_MAX); a
-        step up resets it, and the next step is probed at once."""
+        """Padding (bits a second) to add now so that the viewer's link is tried at the next
+        layer's rate (and a little more): a probe that runs PROBE_PROOF_SECONDS with no sign of
+        congestion proves that rate (the step up follows); one that meets congestion stops at
+        once. Each probe doubles the wait before the next one (up to PROBE_INTERVAL_MAX); a step
+        up resets it, and the next step is probed at once."""
+        sending = rates[current] if current != AUDIO_ONLY else 0
+        target = math.ceil(rates[nxt] * PROBE_OVERSHOOT / UP_FIT)  # proving it proves that nxt fits
         if now < self._probe_until:
-            full = estimate.last_loss > LOW_LOSS or estimate.bps < self._probe_start_bps * PROBE_BACKOFF_DROP
-            if full:  # the link is full (loss, or its delay grew): stop, and wait before the next
+            if estimate.last_sign_at >= self._probe_started:  # the link may be full: stop, wait
                 self._probe_until = float("-inf")
                 self._probe_from = now + self._probe_interval
                 return 0
-            sending = rates[current] if current != AUDIO_ONLY else 0
-            return max(0, int(rates[nxt] / UP_FIT) - sending)
-        if now >= self._probe_from and estimate.last_loss <= LOW_LOSS:
+            elapsed = now - self._probe_started
+            if elapsed >= PROBE_PROOF_SECONDS and estimate.remb_bps is not None:
+                estimate.proven(target)
+            return max(0, int((target - sending) * min(1.0, (elapsed + ALLOCATION_STEP) / PROBE_RAMP_SECONDS)))
+        if now >= self._probe_from and now - estimate.last_sign_at >= PROBE_PROOF_SECONDS:
+            self._probe_started = now
             self._probe_until = now + PROBE_SECONDS
             self._probe_from = now + PROBE_SECONDS + self._probe_interval
             self._probe_interval = min(PROBE_INTERVAL_MAX, 2 * self._probe_interval)
-            self._probe_start_bps = estimate.bps
-            return self._probe(now, estimate, rates, current, nxt)
+            return max(0, int((target - sending) * min(1.0, ALLOCATION_STEP / PROBE_RAMP_SECONDS)))
         return 0
 
     def _settle(self, now: float, layer: int, reason: QualityReason) -> Decision:

@@ -17,12 +17,16 @@ from typing import Final, Literal
 __all__ = [
     "AUDIO_ONLY",
     "LAYER_NAMES",
+    "LOW_TEMPORAL_STEPS",
     "QUALITIES",
+    "TID_ALL",
     "LayerName",
     "Quality",
     "QualityReason",
     "layer_names",
+    "layer_of_step",
     "quality_cap",
+    "step_of",
 ]
 
 #: The layer index meaning "no video": the viewer gets audio only.
@@ -54,3 +58,28 @@ def quality_cap(quality: Quality, count: int) -> int | None:
     names = layer_names(count)
     fitting = [i for i, name in enumerate(names) if _RANK[name] <= rank]
     return fitting[-1] if fitting else 0
+
+
+#: "Every temporal layer" as a cap on the TID forwarded.
+TID_ALL: Final = 3
+#: A simulcast viewer's choices are *steps*, lowest first: the lowest layer at its base
+#: temporal layer (TID 0: a quarter of the frame rate in the usual L1T3), then at TIDs 0-1
+#: (half), then whole; then each higher layer whole. The temporal steps are the finer step
+#: under the lowest layer, before audio only (and relief while a spatial step down waits for
+#: its keyframe); a higher layer is never sent at a lower frame rate (a smaller picture at the
+#: full rate is what viewers prefer).
+LOW_TEMPORAL_STEPS: Final = 2
+
+
+def step_of(layer: int, tid: int = TID_ALL) -> int:
+    """The step of ``layer`` (an index, lowest first) capped at ``tid``."""
+    if layer == 0 and tid < LOW_TEMPORAL_STEPS:
+        return tid
+    return layer + LOW_TEMPORAL_STEPS
+
+
+def layer_of_step(step: int) -> tuple[int, int]:
+    """(layer index, TID cap) of a step."""
+    if step < LOW_TEMPORAL_STEPS:
+        return 0, step
+    return step - LOW_TEMPORAL_STEPS, TID_ALL

@@ -49,9 +49,19 @@ from collections.abc import Callable
 
 import msgspec
 
-from media.bwe import LayerPolicy, ViewerBandwidth
+from media.bwe import ALLOCATION_STEP, LayerPolicy, ViewerBandwidth
 from media.errors import MalformedPacket
-from media.layers import AUDIO_ONLY, LayerName, Quality, QualityReason, layer_names, quality_cap
+from media.layers import (
+    AUDIO_ONLY,
+    TID_ALL,
+    LayerName,
+    Quality,
+    QualityReason,
+    layer_names,
+    layer_of_step,
+    quality_cap,
+    step_of,
+)
 from media.packet_cache import PacketCache
 from media.receive_stats import NackTracker, ReceiveStats
 from media.rtcp import (
@@ -75,7 +85,9 @@ from media.rtp import (
     RID_URI,
     ExtensionPlan,
     RtpHeader,
+    abs_send_time,
     build_body,
+    encode_extensions,
     make_extension_plan,
     parse_extensions_untrusted,
     parse_rtp_untrusted,
@@ -90,6 +102,7 @@ from media.vp8 import (
     read_picture_id,
     rewrite_picture_id,
     rewrite_tl0_pic_idx,
+    temporal_of,
     tl0_pic_idx_location,
 )
 
@@ -109,13 +122,16 @@ RETRANSMIT_RATE_SHARE = 1.0
 RETRANSMIT_BURST_SECONDS = 1.0
 #: ... and at least this budget a second (a stream that only starts, or audio).
 RETRANSMIT_MIN_BYTES_PER_SECOND = 64_000
+#: ... and, for a viewer of a simulcast room, at most this share of its link's estimate.
+RETRANSMIT_LINK_SHARE = 0.25
 #: One packet is resent to one viewer at most once in this many seconds (the viewer asks
 #: again only after a round trip).
 RESEND_GUARD = 0.1
+SR_TIMES_KEPT = 8  # sender reports remembered per viewer track, to time the round trip
 #: RTCP datagrams read from one viewer a second (a burst of twice as many); browsers send a
 #: few (RR, REMB, a NACK per loss).
 VIEWER_RTCP_PER_SECOND = 100
-ALLOCATE_INTERVAL = 0.5  # how often each viewer's layer is chosen again (in tick)
+ALLOCATE_INTERVAL = ALLOCATION_STEP  # how often each viewer's layer is chosen again (in tick)
 FLOWING_SECONDS = 2.0  # a layer with no packet for this long is not flowing (paused, or gone)
 PAUSE_AFTER = 10.0  # a layer nobody needed for this long may be paused at the host (dynacast)
 #: A viewer's estimate before its link said anything: a new viewer of a simulcast room starts
@@ -125,8 +141,8 @@ INITIAL_VIEWER_BPS = 700_000
 #: room for the lower layers too (a third and an eighth of it, at the usual ratios).
 SIMULCAST_REMB_FACTOR = 1.5
 MAX_PADDING = 255  # bytes of padding one RTP packet may carry (its length is one byte)
-#: Padding packets one viewer gets in one tick at most: 4 Mbit/s at ten ticks a second.
-MAX_PADDING_PACKETS_PER_TICK = 190
+#: Padding packets one viewer gets after one frame at most: 4 Mbit/s at 30 frames a second.
+MAX_PADDING_PACKETS_AT_ONCE = 64
 
 DROP_REASONS = (
     "malformed",  # host RTP that does not parse
@@ -142,6 +158,7 @@ DROP_REASONS = (
     "unknown_viewer",  # RTCP for a viewer id that is not added
     "rtcp_rate_limited",  # per viewer: RTCP datagrams beyond VIEWER_RTCP_PER_SECOND (not parsed)
     "nack_repeat",  # per viewer: NACKed packet already resent to it within RESEND_GUARD
+    "temporal_layer",  # per viewer: video of a temporal layer above the one it gets (VP8 TID)
     "retransmit_limited",  # per viewer: NACKed packet beyond its retransmission byte budget
 )
 KEYFRAME_CAUSES = ("join", "switch", "viewer", "loss", "publisher", "recording")
@@ -161,6 +178,7 @@ class LayerInfo(msgspec.Struct, frozen=True):
     flowing: bool  # a packet in the last FLOWING_SECONDS
     viewers: int  # viewers it is sent to now
     packets_in: int
+    temporal_layers: int = 1  # VP8 temporal layers (TIDs) seen in it lately
 
 
 class QualityChange(msgspec.Struct, frozen=True):
@@ -194,6 +212,11 @@ class RouterStatistics(msgspec.Struct, frozen=True):
     audio_only_viewers: int = 0  # viewers getting no video now (asked, or their link carries none)
 
 
+def _smoothed(average: float, sample: float) -> float:
+    """A rate's running average (RATE_SMOOTHING of each new window; the first one as is)."""
+    return sample if not average else average + RATE_SMOOTHING * (sample - average)
+
+
 class _Variant:
     """An interned (extension plan, picture id delta, TL0PICIDX delta): viewers sharing one
     share the body built for each packet (compared by identity)."""
@@ -225,8 +248,12 @@ class _Track(SeqMap):
         "send_rtp",
         "sink",
         "source",
+        "srs_sent",
         "ssrc",
         "target",
+        "target_tid",
+        "tid_cap",
+        "tid_want",
         "tl0_offset",
         "variant",
         "viewer",
@@ -247,9 +274,15 @@ class _Track(SeqMap):
         self.tl0_offset = 0
         self.last_out_tl0: int | None = None
         self.bridge_ts: int | None = None  # the output timestamp of its first packet on a new layer
+        #: temporal layers (VP8 TID): the highest sent now, the one wanted (down at the next
+        #: frame, up at the next layer-sync frame), and the one wanted on ``target``
+        self.tid_cap = TID_ALL
+        self.tid_want = TID_ALL
+        self.target_tid = TID_ALL
         self.packets = 0
         self.octets = 0
         self.resent: dict[int, float] = {}  # host seq -> when it was last resent to this viewer
+        self.srs_sent: dict[int, float] = {}  # compact NTP time of a sender report -> when sent
         self.retransmit_budget = -1.0  # bytes; negative: full, set at the first NACK
         self.retransmit_at = 0.0
 
@@ -335,6 +368,9 @@ class _Source:
         "ssrc",
         "stats",
         "stream",
+        "tid_bps",
+        "tid_bytes",
+        "tid_rate_bytes",
         "tracks",
     )
 
@@ -361,6 +397,9 @@ class _Source:
         #: bits a second, smoothed over a few windows: what a viewer of this layer receives on
         #: average (a keyframe's burst is not its rate; the layer policy compares this)
         self.smooth_bps = 0.0
+        self.tid_bytes = [0, 0, 0, 0]  # RTP bytes received per VP8 temporal layer (TID)
+        self.tid_rate_bytes = [0, 0, 0, 0]  # tid_bytes at rate_since
+        self.tid_bps = [0.0, 0.0, 0.0, 0.0]  # smoothed like smooth_bps, per TID
         self.rate_bytes = 0  # bytes_in at rate_since
         self.rate_since: float | None = None
         self.size: tuple[int, int] | None = None  # of its last keyframe (video)
@@ -374,11 +413,16 @@ class _Source:
         """Update byte_rate once a RATE_WINDOW has passed since the last measure."""
         if self.rate_since is None:
             self.rate_since, self.rate_bytes = now, self.bytes_in
+            self.tid_rate_bytes = list(self.tid_bytes)
         elif now - self.rate_since >= RATE_WINDOW:
-            self.byte_rate = (self.bytes_in - self.rate_bytes) / (now - self.rate_since)
+            elapsed = now - self.rate_since
+            self.byte_rate = (self.bytes_in - self.rate_bytes) / elapsed
             self.rate_since, self.rate_bytes = now, self.bytes_in
-            bps = self.byte_rate * 8
-            self.smooth_bps = bps if not self.smooth_bps else self.smooth_bps + RATE_SMOOTHING * (bps - self.smooth_bps)
+            self.smooth_bps = _smoothed(self.smooth_bps, self.byte_rate * 8)
+            for tid in range(4):
+                window = (self.tid_bytes[tid] - self.tid_rate_bytes[tid]) / elapsed * 8
+                self.tid_bps[tid] = _smoothed(self.tid_bps[tid], window)
+            self.tid_rate_bytes = list(self.tid_bytes)
 
     def flowing(self, now: float) -> bool:
         return now - self.highest_time < FLOWING_SECONDS
@@ -553,6 +597,7 @@ class Router:
                 flowing=src.flowing(now),
                 viewers=len(src.tracks),
                 packets_in=src.packets,
+                temporal_layers=1 + max((tid for tid in range(4) if src.tid_bps[tid] > 0), default=0),
             )
             for name, src in zip(names, self._layers, strict=False)
         ]
@@ -638,7 +683,8 @@ class Router:
         assert stats is not None
         prev_max = stats.cycles + stats.max_seq if stats.received else -1
         ext = stats.update(seq, hdr.timestamp, now)
-        if ext > prev_max:
+        in_order = ext > prev_max
+        if in_order:
             src.highest_seq = seq
             src.highest_ts = hdr.timestamp
             src.highest_time = now
@@ -647,7 +693,10 @@ class Router:
             self._drops["duplicate"] += 1
             return
         src.cache.store(seq, (hdr, data))
+        temporal = 0
         if src.is_video:
+            temporal = temporal_of(data, hdr.payload_offset)
+            src.tid_bytes[temporal & 3] += len(data)
             nack = src.nack
             nack.on_packet(ext, now)
             if now >= nack.next_due:
@@ -656,7 +705,11 @@ class Router:
                 src.kf_pending = src.kf_urgent = False
                 self._on_keyframe(src, hdr, data)
         if src.tracks:
-            self._fan_out(src, hdr, data, now)
+            self._fan_out(src, hdr, data, now, temporal, in_order)
+            if hdr.marker and in_order and src.is_video:  # a frame ended: the probes' padding follows
+                for track in src.tracks:
+                    if track.viewer.padding_bps:
+                        self._pad(track.viewer, now)
 
     def _learn_ssrc(self, hdr: RtpHeader, data: bytes, now: float) -> _Source | None:
         """The source of a packet from an SSRC not seen yet: by payload type, or for a simulcast
@@ -694,7 +747,7 @@ class Router:
                 if src is not None and src.stats is not None:
                     src.stats.on_sender_report(p.ntp, now)
                     src.sr = (p.ntp, p.rtp_ts)
-                    self._translate_sr(src, p)
+                    self._translate_sr(src, p, now)
             # RR/BYE/feedback from the host are of no use to the forwarder
 
     # ------------------------------------------------------------ viewer side
@@ -764,11 +817,24 @@ class Router:
             elif isinstance(p, (ReceiverReport, SenderReport)):
                 for block in p.reports:
                     viewer.receiver_reports[block.ssrc] = block
+                    self._round_trip(viewer, block, now)
                     if video is not None and block.ssrc == video.ssrc:
                         viewer.bandwidth.on_loss(block.fraction_lost, now)
             elif isinstance(p, Remb):
                 viewer.remb_bps = p.bitrate_bps
                 viewer.bandwidth.on_remb(p.bitrate_bps, now)
+        if viewer.padding_bps and viewer.bandwidth.last_sign_at == now:  # a probe meets congestion: stop now
+            viewer.padding_bps = 0
+
+    def _round_trip(self, viewer: _Viewer, block: ReportBlock, now: float) -> None:
+        """A report block naming a sender report we sent: the round trip to the viewer (RFC
+        3550 6.4.1), whose growth is the queue on its link (media/bwe.py)."""
+        for track in viewer.tracks.values():
+            if track.ssrc == block.ssrc:
+                sent = track.srs_sent.get(block.lsr) if block.lsr else None
+                if sent is not None:
+                    viewer.bandwidth.on_round_trip(now - sent - block.dlsr / 65536, now)
+                return
 
     # ------------------------------------------------------------ timers and events
 
@@ -795,10 +861,11 @@ class Router:
             for viewer in self._viewers.values():
                 self._allocate(viewer, now)
         for viewer in self._viewers.values():
-            if viewer.padding_bps:
-                self._pad(viewer, now)
-            else:
+            video = viewer.tracks.get("video")
+            if not viewer.padding_bps:
                 viewer.padded_at = now
+            elif video is not None and video.source is None:  # audio only: no frames to pad after
+                self._pad(viewer, now)
             self._note_quality(viewer, now)
 
     def take_quality_changes(self) -> list[QualityChange]:
@@ -843,11 +910,32 @@ class Router:
 
     # ------------------------------------------------------------ layers of a viewer
 
-    def _layer_rates(self, now: float) -> list[int]:
-        """What a viewer receives on each layer, bits a second (its audio included: a viewer's
-        estimate covers all it receives); 0 for a layer that does not flow."""
+    def _step_rates(self, now: float) -> list[int]:
+        """What a viewer receives on each step (media.layers: the lowest layer at TID 0, at
+        TIDs 0-1, whole, then each higher layer), bits a second, its audio included (a viewer's
+        estimate covers all it receives); 0 for a step that is not there: a layer that does not
+        flow, or a temporal step that saves less than a tenth of the step above it (a host
+        without temporal layers)."""
         audio = int(self._audio.smooth_bps) if self._audio is not None and self._audio.flowing(now) else 0
-        return [int(src.smooth_bps) + audio if src.flowing(now) and src.smooth_bps else 0 for src in self._layers]
+        rates = [int(src.smooth_bps) + audio if src.flowing(now) and src.smooth_bps else 0 for src in self._layers]
+        lowest = self._layers[0]
+        t0 = int(lowest.tid_bps[0]) + audio
+        t1 = t0 + int(lowest.tid_bps[1])
+        temporal = [t0 if t0 < 0.9 * t1 else 0, t1 if t1 < 0.9 * rates[0] else 0]
+        return [rate if rates[0] else 0 for rate in temporal] + rates
+
+    def _choose(self, viewer: _Viewer, now: float) -> tuple[int, int, int, QualityReason | None]:
+        """The viewer's layer index (or AUDIO_ONLY), TID cap, padding and the reason it changed
+        (None: it did not)."""
+        cap = quality_cap(viewer.quality, len(self._layers))
+        if len(self._layers) == 1:  # one layer: video unless the viewer asked for none
+            return (AUDIO_ONLY if cap == AUDIO_ONLY else 0), TID_ALL, 0, None
+        step_cap = cap if cap is None or cap == AUDIO_ONLY else step_of(cap)
+        decision = viewer.policy.choose(now, viewer.bandwidth, self._step_rates(now), step_cap)
+        if decision.layer == AUDIO_ONLY:
+            return AUDIO_ONLY, TID_ALL, decision.padding_bps, decision.reason
+        layer, tid = layer_of_step(decision.layer)
+        return layer, tid, decision.padding_bps, decision.reason
 
     def _bind_viewer(self, viewer: _Viewer, now: float) -> None:
         """Bind a viewer's tracks to the publisher's sources: audio to audio, video to the layer
@@ -858,35 +946,31 @@ class Router:
                 if self._audio is not None:
                     self._bind(self._audio, track)
             elif self._layers:
-                cap = quality_cap(viewer.quality, len(self._layers))
-                if len(self._layers) > 1:  # the layer its policy starts it on (the cap, before rates are known)
-                    index = viewer.policy.choose(now, viewer.bandwidth, self._layer_rates(now), cap).layer
-                else:
-                    index = AUDIO_ONLY if cap == AUDIO_ONLY else 0
-                if index != AUDIO_ONLY:
-                    self._bind(self._layers[index], track)
+                layer, tid, _padding, _reason = self._choose(viewer, now)
+                if layer != AUDIO_ONLY:
+                    track.tid_want = track.tid_cap = tid
+                    self._bind(self._layers[layer], track)
 
     def _allocate(self, viewer: _Viewer, now: float) -> None:
-        """Choose the viewer's layer again, and start the switch if it changed."""
+        """Choose the viewer's step again; start the switch if its layer changed, move its
+        temporal cap if that changed."""
         track = viewer.tracks.get("video")
         if track is None or not self._layers:
             return
-        cap = quality_cap(viewer.quality, len(self._layers))
-        if len(self._layers) == 1:  # one layer: video unless the viewer asked for none
-            decision_layer = AUDIO_ONLY if cap == AUDIO_ONLY else 0
-            viewer.padding_bps = 0
-            reason: QualityReason = "requested"
-        else:
-            decision = viewer.policy.choose(now, viewer.bandwidth, self._layer_rates(now), cap)
-            decision_layer = decision.layer
-            viewer.padding_bps = decision.padding_bps
-            reason = decision.reason or viewer.reason
-        target = None if decision_layer == AUDIO_ONLY else self._layers[decision_layer]
+        layer, tid, viewer.padding_bps, reason = self._choose(viewer, now)
+        if reason is not None:
+            viewer.reason = reason
+        target = None if layer == AUDIO_ONLY else self._layers[layer]
         wanted = track.target or track.source
         if target is wanted:
+            if target is not None and (track.target_tid if track.target else track.tid_want) != tid:
+                self._count_switch(viewer)
+                if track.target is not None:
+                    track.target_tid = tid
+                else:
+                    track.tid_want = tid
             return
-        viewer.reason = reason
-        self._switches[reason] = self._switches.get(reason, 0) + 1
+        self._count_switch(viewer)
         if target is None:  # audio only: no more video
             self._unbind(track)
             return
@@ -896,14 +980,22 @@ class Router:
         if track.source is None or track.epoch != track.source.epoch:
             # not started anywhere yet: simply bind it there (it starts at that layer's keyframe)
             self._unbind(track)
+            track.tid_want = track.tid_cap = tid
             self._bind(target, track)
             self._request_keyframe(target, now, urgent=True, cause="switch")
             return
-        if target is track.source:
+        if target is track.source:  # back to the layer it is on: the switch is off
+            track.tid_want = tid
             return
+        if self._layers.index(target) < self._layers.index(track.source):
+            track.tid_want = 0  # going down: only the base temporal layer until the keyframe comes
         track.target = target
+        track.target_tid = tid
         target.pending.append(track)
         self._request_keyframe(target, now, urgent=True, cause="switch")
+
+    def _count_switch(self, viewer: _Viewer) -> None:
+        self._switches[viewer.reason] = self._switches.get(viewer.reason, 0) + 1
 
     def _on_keyframe(self, src: _Source, hdr: RtpHeader, data: bytes) -> None:
         """A keyframe of ``src`` starts: note its size, and switch the tracks waiting for it."""
@@ -915,6 +1007,7 @@ class Router:
         for track in pending:
             old = track.source
             track.target = None
+            track.tid_want = track.target_tid
             if old is not None:
                 self._end_track(old, track)
                 old.tracks.remove(track)
@@ -934,9 +1027,10 @@ class Router:
         if before == self._layers:
             return
         for viewer in self._viewers.values():
-            layer = viewer.policy.layer
-            if layer is not None and layer != AUDIO_ONLY:
-                viewer.policy.layer = self._layers.index(before[layer])
+            step = viewer.policy.layer
+            if step is not None and step != AUDIO_ONLY:
+                layer, tid = layer_of_step(step)
+                viewer.policy.layer = step_of(self._layers.index(before[layer]), tid)
 
     def _bridge_ts(self, old: _Source | None, new: _Source, track: _Track, new_ts: int) -> int | None:
         """The output timestamp the packet ``new_ts`` of layer ``new`` gets, bridged from the old
@@ -979,34 +1073,46 @@ class Router:
             self._quality_changes.append(change)
 
     def _pad(self, viewer: _Viewer, now: float) -> None:
-        """Padding for this tick: RTP packets of padding only, on the viewer's video SSRC,
-        between frames (the track's map skips their sequence numbers); also while it gets audio
-        only (after its last video packet), so that its estimate can grow back to a layer."""
+        """The padding owed since the last: RTP packets of padding only, on the viewer's video
+        SSRC, right after a frame of its layer (the track's map skips their sequence numbers):
+        spread over the frames, as a pacer would, not in bursts a receiver would read as a
+        queue growing; while it gets audio only, every tick after its last video packet, so
+        that its estimate can grow back to a layer."""
         track = viewer.tracks.get("video")
         if track is None:
             return
         src = track.source
         if src is not None and (track.epoch != src.epoch or not src.highest_marker):
-            return  # not started, or in the middle of a frame: next tick
+            return  # not started, or in the middle of a frame: after the next one
         if src is None and not track.has_history:
             return  # never sent video: nothing to continue
         elapsed = min(0.5, now - viewer.padded_at)
         viewer.padded_at = now
         credit = viewer.padding_credit + viewer.padding_bps / 8 * elapsed
-        count = min(int(credit // (MAX_PADDING + 12)), MAX_PADDING_PACKETS_PER_TICK)
+        count = min(int(credit // (MAX_PADDING + 12)), MAX_PADDING_PACKETS_AT_ONCE)
         viewer.padding_credit = min(credit - count * (MAX_PADDING + 12), 8 * (MAX_PADDING + 12))
         if count <= 0:
             return
+        # the timestamp of the last frame sent, moved on by the time since (libwebrtc's padding):
+        # a receiver estimating its link from RTP timestamps (REMB without abs-send-time) sees
+        # the padding as sent when it was, not as a frame arriving ever later (which it would
+        # take for a growing queue, and cut its estimate)
         if src is not None:
-            ts = (src.highest_ts + track.ts_offset) & 0xFFFFFFFF
+            ticks = round((now - src.highest_time) * track.clock_rate)
+            ts = (src.highest_ts + track.ts_offset + ticks) & 0xFFFFFFFF
             seqs = track.pad(src.highest_seq, count)
         else:  # audio only: continue after the last video packet sent
-            ts = track.last_out_ts
+            ticks = round((now - track.last_out_time) * track.clock_rate)
+            ts = (track.last_out_ts + ticks) & 0xFFFFFFFF
             seqs = [(track.last_out_seq + 1 + k) & 0xFFFF for k in range(count)]
             track.last_out_seq = seqs[-1]
         body = bytes(MAX_PADDING - 1) + bytes((MAX_PADDING,))
+        first = 0xA0
+        plan = track.plan
+        if plan is not None and plan.send_time_id is not None:  # stamped like the media
+            first, body = 0xB0, encode_extensions([(plan.send_time_id, abs_send_time(now))]) + body
         for seq in seqs:
-            packet = _PADDING_HEADER.pack(0xA0, track.pt, seq, ts, track.ssrc) + body
+            packet = _PADDING_HEADER.pack(first, track.pt, seq, ts, track.ssrc) + body
             self._padding_bytes += len(packet)
             track.send_rtp(packet)
 
@@ -1105,12 +1211,16 @@ class Router:
             tl0_at = tl0_pic_idx_location(data, hdr.payload_offset)
         t.start(src.epoch, hdr.sequence_number, hdr.timestamp, now, pid, t.bridge_ts)
         t.bridge_ts = None
+        t.tid_cap = t.tid_want  # a keyframe: every temporal layer wanted may follow
         if tl0_at >= 0 and t.last_out_tl0 is not None:
             t.tl0_offset = (t.last_out_tl0 + 1 - data[tl0_at]) & 0xFF
         t.variant = self._variant(t.plan, t.pid_offset if src.is_video else 0, t.tl0_offset)
 
-    def _fan_out(self, src: _Source, hdr: RtpHeader, data: bytes, now: float) -> None:
+    def _fan_out(self, src: _Source, hdr: RtpHeader, data: bytes, now: float, temporal: int, in_order: bool) -> None:
+        """Send one host packet to every track on its source. ``temporal``: its VP8 temporal
+        layer (media.vp8.temporal_of; 0 for audio); ``in_order``: it is the highest seq yet."""
         epoch = src.epoch
+        tid = temporal & 3
         seq = hdr.sequence_number
         ts = hdr.timestamp
         mark = 0x80 if hdr.marker else 0
@@ -1120,11 +1230,13 @@ class Router:
         bodies: dict[_Variant, tuple[int, bytes]] = {}
         b0 = 0
         body = b""
+        send_time = b""  # abs-send-time, computed for the first body built
         keyframe = -1  # not computed yet
         sent = 0
         sent_bytes = 0
         waiting = 0
         too_old = 0
+        skipped = 0
         for t in src.tracks:
             if t.epoch != epoch:
                 if src.is_video:
@@ -1140,12 +1252,19 @@ class Router:
             elif (seq - t.first_in_seq) & 0xFFFF >= 0x8000:
                 too_old += 1
                 continue
+            if (tid > t.tid_cap or t.tid_want != t.tid_cap or (t.segments and not in_order)) and self._holds_back(
+                t, temporal, hdr, data, in_order
+            ):
+                skipped += 1
+                continue
             variant = t.variant
             if variant is not last_variant:
                 assert variant is not None
                 pair = bodies.get(variant)
                 if pair is None:
-                    pair = bodies[variant] = _build_body(variant, hdr, data)
+                    if not send_time:
+                        send_time = abs_send_time(now)
+                    pair = bodies[variant] = _build_body(variant, hdr, data, send_time)
                 b0, body = pair
                 last_variant = variant
             out = (
@@ -1169,6 +1288,40 @@ class Router:
             self._drops["waiting_keyframe"] += waiting
         if too_old:
             self._drops["too_old"] += too_old
+        if skipped:
+            self._drops["temporal_layer"] += skipped
+
+    def _holds_back(self, t: _Track, temporal: int, hdr: RtpHeader, data: bytes, in_order: bool) -> bool:
+        """Whether the packet is not for this track (the slow path of ``_fan_out``, taken when
+        the track drops a temporal layer, changes the one it drops, or has moved its numbering):
+        at a frame's start the TID cap moves toward the one wanted (down at once; up to the TID
+        of a frame with the layer-sync bit, mediasoup's rule); a packet above the cap is
+        skipped, its seq (and for a frame start its picture id) given to the next; a late
+        packet from before the numbering moved is left to the viewer's NACK, which maps it
+        right."""
+        if not in_order:
+            if t.segments:
+                first_out, offset, _ = t.segments[-1]
+                if ((hdr.sequence_number - (first_out - offset)) & 0xFFFF) >= 0x8000:
+                    return True  # before the last move of the numbering
+            return (temporal & 3) > t.tid_cap
+        tid = temporal & 3
+        if temporal & 8:  # a frame starts: the cap may move here
+            if t.tid_want < t.tid_cap:
+                t.tid_cap = t.tid_want
+            elif temporal & 4 and t.tid_cap < tid <= t.tid_want:  # a sync frame of a layer wanted
+                t.tid_cap = tid
+        if tid <= t.tid_cap:
+            return False
+        frame_start = bool(temporal & 8)
+        mask = 0x7FFF
+        if frame_start:
+            _pid, bits = read_picture_id(data, hdr.payload_offset)
+            mask = 0x7FFF if bits != 7 else 0x7F
+        t.skip(hdr.sequence_number, frame_start, mask)
+        if frame_start:
+            t.variant = self._variant(t.plan, t.pid_offset, t.tl0_offset)
+        return True
 
     def _serve_nack(self, viewer: _Viewer, nack: Nack, now: float) -> None:
         track: _Track | None = None
@@ -1182,7 +1335,8 @@ class Router:
         if src is None:
             self._drops["cache_miss"] += len(nack.lost)
             return
-        budget = _refill_retransmit_budget(track, src, now)
+        link = viewer.bandwidth.bps if len(self._layers) > 1 else None
+        budget = _refill_retransmit_budget(track, src, now, link)
         resent = track.resent
         misses = repeats = limited = 0
         for out_seq in nack.lost:
@@ -1201,7 +1355,7 @@ class Router:
                 continue
             budget -= len(data)
             resent[in_seq] = now
-            b0, body = _build_body(variant, hdr, data)
+            b0, body = _build_body(variant, hdr, data, abs_send_time(now))
             out = (
                 _pack_fixed(
                     b0,
@@ -1233,9 +1387,13 @@ class Router:
     ) -> tuple[_Source, int | None, int, _Variant | None]:
         """Where the packet the viewer knows as ``out_seq`` came from, and how it was rewritten:
         the layer it is on, or the one it switched from (the packets sent just before)."""
-        in_seq = track.input_seq(out_seq, src.epoch, src.highest_seq)
-        if in_seq is not None:
-            return src, in_seq, track.ts_offset, track.variant
+        mapped = track.input(out_seq, src.epoch, src.highest_seq)
+        if mapped is not None:
+            in_seq, pid_offset = mapped
+            variant = track.variant
+            if src.is_video and pid_offset != track.pid_offset:  # sent before a temporal skip
+                variant = self._variant(track.plan, pid_offset, track.tl0_offset)
+            return src, in_seq, track.ts_offset, variant
         previous = track.previous_input_seq(out_seq)
         if previous is not None:
             epoch, in_seq, ts_offset = previous
@@ -1244,8 +1402,12 @@ class Router:
                     return layer, in_seq, ts_offset, track.previous_variant
         return src, None, 0, None
 
-    def _translate_sr(self, src: _Source, sr: SenderReport) -> None:
+    def _translate_sr(self, src: _Source, sr: SenderReport, now: float) -> None:
+        """The host's sender report, on each viewer track's own SSRC and timestamps; when it
+        was sent is kept (by its compact NTP time) to measure the round trip when the viewer's
+        report block names it."""
         epoch = src.epoch
+        compact = (sr.ntp >> 16) & 0xFFFFFFFF
         for t in src.tracks:
             if t.epoch != epoch:
                 continue
@@ -1257,6 +1419,9 @@ class Router:
                 t.octets,
             )
             self._srs_sent += 1
+            t.srs_sent[compact] = now
+            if len(t.srs_sent) > SR_TIMES_KEPT:
+                del t.srs_sent[next(iter(t.srs_sent))]
             t.viewer.send_rtcp(packet)
 
     def _request_keyframe(self, src: _Source, now: float, *, urgent: bool, cause: str | None) -> None:
@@ -1316,11 +1481,15 @@ class Router:
         return True
 
 
-def _refill_retransmit_budget(track: _Track, src: _Source, now: float) -> float:
+def _refill_retransmit_budget(track: _Track, src: _Source, now: float, link_bps: int | None) -> float:
     """The track's retransmission byte budget now: refilled at the source's byte rate times
     RETRANSMIT_RATE_SHARE (at least RETRANSMIT_MIN_BYTES_PER_SECOND), capped at
-    RETRANSMIT_BURST_SECONDS of it; full at the first NACK."""
+    RETRANSMIT_BURST_SECONDS of it; full at the first NACK. ``link_bps``: the viewer's
+    estimate (simulcast), whose RETRANSMIT_LINK_SHARE bounds it too: resending on a link that
+    is already full only delays what comes next (a layer switch's keyframe above all)."""
     rate = max(src.byte_rate * RETRANSMIT_RATE_SHARE, RETRANSMIT_MIN_BYTES_PER_SECOND)
+    if link_bps is not None:
+        rate = min(rate, link_bps / 8 * RETRANSMIT_LINK_SHARE)
     burst = rate * RETRANSMIT_BURST_SECONDS
     budget = track.retransmit_budget
     budget = burst if budget < 0 else min(burst, budget + (now - track.retransmit_at) * rate)
@@ -1328,8 +1497,8 @@ def _refill_retransmit_budget(track: _Track, src: _Source, now: float) -> float:
     return budget
 
 
-def _build_body(variant: _Variant, hdr: RtpHeader, data: bytes) -> tuple[int, bytes]:
-    b0, body = build_body(hdr, data, variant.plan)
+def _build_body(variant: _Variant, hdr: RtpHeader, data: bytes, send_time: bytes) -> tuple[int, bytes]:
+    b0, body = build_body(hdr, data, variant.plan, send_time)
     if variant.pid_delta or variant.tl0_delta:
         buf = bytearray(body)
         start = len(body) - (len(data) - hdr.payload_offset)

@@ -17,6 +17,7 @@ import msgspec
 from media.errors import MalformedPacket
 
 __all__ = [
+    "ABS_SEND_TIME_URI",
     "ALLOWED_EXTENSION_URIS",
     "FIXED_HEADER",
     "MID_URI",
@@ -24,6 +25,7 @@ __all__ = [
     "RID_URI",
     "ExtensionPlan",
     "RtpHeader",
+    "abs_send_time",
     "build_body",
     "encode_extensions",
     "make_extension_plan",
@@ -34,6 +36,7 @@ __all__ = [
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 RID_URI = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"  # RFC 8852: a simulcast layer's name
 REPAIRED_RID_URI = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
+ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 VIDEO_ORIENTATION_URI = "urn:3gpp:video-orientation"
 
@@ -188,22 +191,28 @@ class ExtensionPlan:
 
     ``mapping`` is ``((host_id, viewer_id), ...)`` for allow-listed URIs both
     sides negotiated; ``mid`` is ``(viewer_id, value)`` when the viewer
-    negotiated the MID extension and has a MID. Plans are value objects; the
-    router interns equal plans so that viewers can be grouped by identity.
+    negotiated the MID extension and has a MID; ``send_time_id`` is the viewer's
+    id for abs-send-time, which the server stamps with its own send time. Plans
+    are value objects; the router interns equal plans so that viewers can be
+    grouped by identity.
     """
 
-    __slots__ = ("key", "mapping", "mid", "static_block")
+    __slots__ = ("key", "mapping", "mid", "send_time_id", "static_block")
 
-    def __init__(self, mapping: tuple[tuple[int, int], ...], mid: tuple[int, bytes] | None) -> None:
+    def __init__(
+        self, mapping: tuple[tuple[int, int], ...], mid: tuple[int, bytes] | None, send_time_id: int | None = None
+    ) -> None:
         self.mapping = mapping
         self.mid = mid
-        self.key = (mapping, mid)
-        # the block when no mapped extension is in the packet (just the MID, or nothing)
-        self.static_block = encode_extensions([mid]) if mid is not None else b""
+        self.send_time_id = send_time_id
+        self.key = (mapping, mid, send_time_id)
+        # the block when no mapped extension is in the packet and no send time is stamped
+        # (just the MID, or nothing)
+        self.static_block = encode_extensions([mid]) if mid is not None and send_time_id is None else b""
 
     @property
     def is_empty(self) -> bool:
-        return not self.mapping and self.mid is None
+        return not self.mapping and self.mid is None and self.send_time_id is None
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ExtensionPlan) and other.key == self.key
@@ -212,7 +221,7 @@ class ExtensionPlan:
         return hash(self.key)
 
     def __repr__(self) -> str:
-        return f"ExtensionPlan(mapping={self.mapping!r}, mid={self.mid!r})"
+        return f"ExtensionPlan(mapping={self.mapping!r}, mid={self.mid!r}, send_time_id={self.send_time_id!r})"
 
 
 def make_extension_plan(
@@ -234,7 +243,13 @@ def make_extension_plan(
         value = viewer_mid.encode()
         if 1 <= len(value) <= 255:
             mid = (mid_id, value)
-    return ExtensionPlan(mapping, mid)
+    return ExtensionPlan(mapping, mid, viewer_extensions.get(ABS_SEND_TIME_URI))
+
+
+def abs_send_time(now: float) -> bytes:
+    """The abs-send-time extension's value for ``now`` (seconds, any epoch: receivers use
+    differences): 6.18 fixed point seconds, 24 bits, wrapping every 64 s."""
+    return (int(now * 262144) & 0xFFFFFF).to_bytes(3, "big")
 
 
 def encode_extensions(elements: list[tuple[int, bytes]]) -> bytes:
@@ -262,7 +277,7 @@ def encode_extensions(elements: list[tuple[int, bytes]]) -> bytes:
     return struct.pack("!HH", profile, len(block) // 4) + block
 
 
-def build_body(hdr: RtpHeader, data: bytes, plan: ExtensionPlan | None) -> tuple[int, bytes]:
+def build_body(hdr: RtpHeader, data: bytes, plan: ExtensionPlan | None, send_time: bytes = b"") -> tuple[int, bytes]:
     """What follows the fixed header in the packet sent to a viewer with ``plan``.
 
     Returns ``(first_byte, body)``: the V/P/X/CC byte (CC is always 0: CSRCs
@@ -270,11 +285,14 @@ def build_body(hdr: RtpHeader, data: bytes, plan: ExtensionPlan | None) -> tuple
     including any padding. Call once per packet per distinct plan. Parses the
     packet's extensions (once, kept in ``hdr.extensions``) only if the plan
     maps some; malformed extensions are then dropped, never raised.
+    ``send_time``: the abs-send-time value to stamp (:func:`abs_send_time`), if
+    the plan has an id for it.
     """
     payload = data[hdr.payload_offset :]
     b0 = 0xA0 if hdr.padding else 0x80
     if plan is None:
         return b0, payload
+    elements: list[tuple[int, bytes]] = []
     if plan.mapping and hdr.ext_end > hdr.ext_start:
         exts = hdr.extensions
         if not exts:
@@ -282,15 +300,16 @@ def build_body(hdr: RtpHeader, data: bytes, plan: ExtensionPlan | None) -> tuple
                 exts = hdr.extensions = parse_extensions_untrusted(data, hdr)
             except MalformedPacket:
                 exts = {}
-        elements: list[tuple[int, bytes]] = []
         for host_id, out_id in plan.mapping:
             value = exts.get(host_id)
             if value is not None:
                 elements.append((out_id, value))
-        if elements:
-            if plan.mid is not None:
-                elements.append(plan.mid)
-            return b0 | 0x10, encode_extensions(elements) + payload
+    if plan.send_time_id is not None and send_time:
+        elements.append((plan.send_time_id, send_time))
+    if elements:
+        if plan.mid is not None:
+            elements.append(plan.mid)
+        return b0 | 0x10, encode_extensions(elements) + payload
     if plan.static_block:
         return b0 | 0x10, plan.static_block + payload
     return b0, payload

@@ -49,9 +49,11 @@ What the answer says, and why:
   ``maxaveragebitrate`` (bps) and ``useinbandfec=1`` where the offer asks.
 - ``a=extmap``: only the header extensions the forwarder uses are kept, with
   the offer's ids: sdes:mid, ssrc-audio-level and urn:3gpp:video-orientation
-  (:data:`KEPT_EXTENSION_URIS`), and a simulcast host's sdes:rtp-stream-id. abs-send-time, transport-cc, toffset,
-  playout-delay... are dropped. Ids 1-14 are kept; 15-255 only where the offer
-  has ``a=extmap-allow-mixed`` (two-byte headers). A direction on the offer's
+  (:data:`KEPT_EXTENSION_URIS`), a simulcast host's sdes:rtp-stream-id, and a
+  viewer's abs-send-time (stamped by the server as it sends: the viewer's REMB
+  then measures the server->viewer hop, padding included). transport-cc,
+  toffset, playout-delay... are dropped. Ids 1-14 are kept; 15-255 only where
+  the offer has ``a=extmap-allow-mixed`` (two-byte headers). A direction on the offer's
   extmap (``a=extmap:2/recvonly``) is not repeated in the answer.
 - Direction: host sections the client sends on (``sendonly``/``sendrecv``) are
   answered ``recvonly``, the others ``inactive``. For a viewer, the first
@@ -127,7 +129,7 @@ from typing import Literal
 
 import msgspec
 
-from media.rtp import ALLOWED_EXTENSION_URIS, MID_URI, RID_URI
+from media.rtp import ABS_SEND_TIME_URI, ALLOWED_EXTENSION_URIS, MID_URI, RID_URI
 from media.sdp import (
     FINGERPRINT,
     FINGERPRINT_ALGORITHMS,
@@ -370,7 +372,7 @@ def _answered_section(
     offered_feedback = offered.rtcp_feedback(codec.payload_type) if kind == "video" else []
     host = params.role == "host"
     mixed = session_mixed or media_mixed
-    extensions = _kept_extensions(offered, mixed)
+    extensions = _kept_extensions(offered, mixed, viewer=not host)
     rids = _simulcast_rids(offered) if host and kind == "video" and direction == "recvonly" else ()
     rid_ext = next((i for i, uri in offered.extmaps().items() if uri == RID_URI and (i <= 14 or mixed)), None)
     if rids and rid_ext is not None:
@@ -426,13 +428,15 @@ def _codec(section: MediaSection) -> RtpMap:
     return codecs[0]
 
 
-def _kept_extensions(section: MediaSection, allow_mixed: bool) -> dict[int, str]:
+def _kept_extensions(section: MediaSection, allow_mixed: bool, *, viewer: bool) -> dict[int, str]:
     """The offer's header extensions the forwarder uses, each URI once: ids 1-14, and up
-    to 255 (two-byte headers) with ``a=extmap-allow-mixed``."""
+    to 255 (two-byte headers) with ``a=extmap-allow-mixed``; for a viewer also abs-send-time
+    (the server stamps its own send time: the viewer's REMB estimates the server->viewer hop)."""
+    wanted = KEPT_EXTENSION_URIS | {ABS_SEND_TIME_URI} if viewer else KEPT_EXTENSION_URIS
     kept: dict[int, str] = {}
     for ext_id, uri in section.extmaps().items():
         usable = 1 <= ext_id <= 14 or (allow_mixed and ext_id <= 255)
-        if uri in KEPT_EXTENSION_URIS and uri not in kept.values() and usable:
+        if uri in wanted and uri not in kept.values() and usable:
             kept[ext_id] = uri
     return kept
 

@@ -13,11 +13,15 @@ keyframe for video), so that:
 - VP8 picture ids continue at ``last_out_pid + 1``.
 
 A new viewer starts with zero offsets (it sees the host's numbers).
-Because there are no drops inside an epoch, a NACKed output seq maps back
-to the host seq with the same offset (:meth:`SeqMap.input_seq`), except across
-padding the router inserts to probe a viewer's link (:meth:`SeqMap.pad`): each
-insertion starts a new segment with a larger offset, and an output seq is mapped
-with the offset of its segment (padding seqs map to nothing). A simulcast layer
+Without drops inside an epoch, a NACKed output seq maps back to the host seq
+with the same offset (:meth:`SeqMap.input`). Two things change the offset
+within an epoch, each starting a new *segment* (its first output seq, its seq
+and picture id offsets), and an output seq is mapped with the offsets of its
+segment: padding the router inserts to probe a viewer's link
+(:meth:`SeqMap.pad`: a larger seq offset; padding seqs map to nothing), and
+packets of a temporal layer above the viewer's that it does not send
+(:meth:`SeqMap.skip`: a smaller seq offset, and for a skipped frame a smaller
+picture id offset, so that both go on without a gap). A simulcast layer
 switch is a new epoch on another source; the epoch before it is remembered
 (:attr:`SeqMap.previous`) so that NACKs for its last packets are still served.
 
@@ -38,8 +42,9 @@ from __future__ import annotations
 
 __all__ = ["SeqMap"]
 
-#: Padding segments remembered per epoch (NACKs for packets before them go unanswered).
-MAX_SEGMENTS = 16
+#: Segments remembered per epoch (NACKs for packets before them go unanswered): dropping a
+#: temporal layer starts one for every frame dropped, 64 are two seconds of that at 30 fps.
+MAX_SEGMENTS = 64
 
 
 class SeqMap:
@@ -71,8 +76,9 @@ class SeqMap:
         self.last_out_ts = 0
         self.last_out_time = 0.0
         self.last_out_pid: int | None = None
-        #: after padding: (first output seq, offset) of each segment of this epoch, oldest first
-        self.segments: list[tuple[int, int]] = []
+        #: after padding or a skip: (first output seq, seq offset, picture id offset) of each
+        #: segment of this epoch, oldest first
+        self.segments: list[tuple[int, int, int]] = []
         #: the epoch before this one, for NACKs: (epoch, seq offset, ts offset, first and last
         #: input seq)
         self.previous: tuple[int, int, int, int, int] | None = None
@@ -122,23 +128,24 @@ class SeqMap:
         self.has_history = True
         self.epoch = -1
 
-    def input_seq(self, out_seq: int, epoch: int, highest_in_seq: int) -> int | None:
-        """The host seq that was sent as ``out_seq`` in the current ``epoch``, if any."""
+    def input(self, out_seq: int, epoch: int, highest_in_seq: int) -> tuple[int, int] | None:
+        """The host seq that was sent as ``out_seq`` in the current ``epoch``, and the picture id
+        offset it was sent with, if any."""
         if self.epoch != epoch or epoch < 0:
             return None
-        offset = self.seq_offset
+        offset, pid_offset = self.seq_offset, self.pid_offset
         segments = self.segments
-        if segments:  # padding was inserted: the offset of the segment ``out_seq`` is in
+        if segments:  # the offsets changed: those of the segment ``out_seq`` is in
             first_out = segments[0][0]
             age = (out_seq - first_out) & 0xFFFF
             if age >= 0x8000:  # before the oldest segment remembered
                 return None
             for index in range(len(segments) - 1, -1, -1):
-                start_out, offset = segments[index]
+                start_out, offset, pid_offset = segments[index]
                 if age >= (start_out - first_out) & 0xFFFF:
                     break
-            if index + 1 < len(segments):  # the padding between this segment and the next is no packet
-                next_start, next_offset = segments[index + 1]
+            if index + 1 < len(segments):  # padding between this segment and the next is no packet
+                next_start, next_offset, _ = segments[index + 1]
                 if not 0 < (next_start - next_offset - (out_seq - offset)) & 0xFFFF < 0x8000:
                     return None
         in_seq = (out_seq - offset) & 0xFFFF
@@ -146,7 +153,7 @@ class SeqMap:
             return None
         if ((highest_in_seq - in_seq) & 0xFFFF) >= 0x8000:
             return None
-        return in_seq
+        return in_seq, pid_offset
 
     def previous_input_seq(self, out_seq: int) -> tuple[int, int, int] | None:
         """``(epoch, host seq, ts offset)`` of the packet sent as ``out_seq`` in the epoch before
@@ -163,10 +170,33 @@ class SeqMap:
         """Insert ``count`` padding packets after the packet ``last_in_seq`` (the last sent):
         their output seqs; the packets after them are shifted by ``count``."""
         first = (last_in_seq + self.seq_offset + 1) & 0xFFFF
-        if not self.segments:
-            self.segments.append(((self.first_in_seq + self.seq_offset) & 0xFFFF, self.seq_offset))
+        self._open_segments()
         self.seq_offset = (self.seq_offset + count) & 0xFFFF
-        self.segments.append(((first + count) & 0xFFFF, self.seq_offset))
-        if len(self.segments) > MAX_SEGMENTS:  # packets older than these are out of the cache anyway
-            del self.segments[0]
+        self._new_segment((first + count) & 0xFFFF)
         return [(first + k) & 0xFFFF for k in range(count)]
+
+    def skip(self, in_seq: int, frame_start: bool, pid_mask: int) -> None:
+        """The packet ``in_seq`` is not sent (its temporal layer is above the viewer's): the
+        packets after it take its output seq, and when it starts a frame, the frames after it
+        take that frame's picture id (``pid_mask``: 0x7FFF or 0x7F, the ids' width)."""
+        self._open_segments()
+        self.seq_offset = (self.seq_offset - 1) & 0xFFFF
+        if frame_start:
+            self.pid_offset = (self.pid_offset - 1) & pid_mask
+        self._new_segment((in_seq + 1 + self.seq_offset) & 0xFFFF)
+
+    def _open_segments(self) -> None:
+        """Before the first change of offsets in an epoch: its start is the first segment."""
+        if not self.segments:
+            self.segments.append(((self.first_in_seq + self.seq_offset) & 0xFFFF, self.seq_offset, self.pid_offset))
+
+    def _new_segment(self, first_out_seq: int) -> None:
+        """The offsets changed: they apply from the output seq ``first_out_seq`` on."""
+        segments = self.segments
+        entry = (first_out_seq, self.seq_offset, self.pid_offset)
+        if segments[-1][0] == first_out_seq:  # nothing sent since the last change: one segment
+            segments[-1] = entry
+        else:
+            segments.append(entry)
+        if len(segments) > MAX_SEGMENTS:  # packets older than these are out of the cache anyway
+            del segments[0]

@@ -238,3 +238,32 @@ def rewrite_tl0_pic_idx(buf: bytearray, delta: int, start: int = 0) -> None:
     at = tl0_pic_idx_location(buf, start)
     if at >= 0:
         buf[at] = (buf[at] + delta) & 0xFF
+
+
+def temporal_of(buf: bytes | bytearray, start: int = 0) -> int:
+    """The temporal layer of the descriptor at ``buf[start:]`` as one small int: its TID (0-3,
+    0 without one) in bits 0-1, the layer-sync bit Y in bit 2 (RFC 7741: the frame depends only
+    on the base layer, so a viewer may move up to its layer here), and in bit 3 whether the
+    packet starts a frame (S=1, partition 0). A packet without a T field is layer 0 and a sync
+    point; a truncated descriptor is layer 0, not a frame start."""
+    n = len(buf)
+    if n <= start:
+        return 0
+    b0 = buf[start]
+    starts = 8 if (b0 & 0x1F) == 0x10 else 0
+    if not b0 & 0x80 or n < start + 2:  # no extension byte: no temporal layers
+        return starts | 4
+    x = buf[start + 1]
+    if not x & 0x20:  # no T bit
+        return starts | 4
+    at = start + 2
+    if x & 0x80:  # picture id
+        if at >= n:
+            return 0
+        at += 2 if buf[at] & 0x80 else 1
+    if x & 0x40:  # TL0PICIDX
+        at += 1
+    if at >= n:
+        return 0
+    tk = buf[at]
+    return starts | (4 if tk & 0x20 else 0) | (tk >> 6)

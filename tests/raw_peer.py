@@ -7,18 +7,25 @@ server is the DTLS client, as it is for any ``actpass`` offer), and a hand-writt
 offer (Opus + VP8, one BUNDLE group). It answers the server's own STUN requests (the proof
 of its address and consent) unless told not to.
 
+A host may also offer what a browser's simulcast offer has (``simulcast_rids``: ``a=rid:<rid>
+send`` lines, ``a=simulcast:send``, the RID header extension), either role the MID header
+extension (``mid_extension``), and a peer may hand the RTP and RTCP it receives, unprotected,
+to ``on_rtp`` and ``on_rtcp``: enough for ``bench/simulcast.py``'s hosts (which packetize their
+layers themselves) and its lean viewers.
+
 Forged sources: :class:`Forger` writes an IPv4 + UDP header itself on a raw socket
 (IP_HDRINCL), which the suite's private network namespace allows (we are root in it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Literal
@@ -28,12 +35,14 @@ import trio
 from aioice import stun
 
 from media.ice_lite import IceCredentials
-from media.rtp import parse_rtp_untrusted
+from media.rtp import MID_URI, RID_URI, parse_rtp_untrusted
 from media_server_client.messages import Answer, Offer
 from media_server_client.signaling import SessionClosed, SignalingSession, connect_signaling
 from transport.dtls import DtlsCertificate, DtlsSession
 
 Address = tuple[str, int]
+MID_EXTENSION_ID = 1  # a=extmap ids of the offer's header extensions (Chromium's are other numbers)
+RID_EXTENSION_ID = 10
 
 
 class Forger:
@@ -89,8 +98,20 @@ class RawPeer:
     """A recvonly viewer (or a sendonly host) on `sock`; `answers_requests=False` makes it
     ignore the server's STUN requests (then its address never proves itself)."""
 
-    def __init__(self, *, role: Literal["viewer", "host"] = "viewer", answers_requests: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        role: Literal["viewer", "host"] = "viewer",
+        answers_requests: bool = True,
+        simulcast_rids: Sequence[str] = (),
+        mid_extension: bool = False,
+    ) -> None:
         self.role = role
+        self.simulcast_rids = tuple(simulcast_rids)  # a host's layers, as its offer names them
+        self.mid_extension = mid_extension or bool(simulcast_rids)  # simulcast needs the MID too
+        self.on_rtcp: Callable[[bytes], None] | None = None  # every RTCP datagram, unprotected
+        #: every RTP packet, unprotected, instead of its record in `received.rtp` (a long run)
+        self.on_rtp: Callable[[bytes], None] | None = None
         self.sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.credentials = IceCredentials.generate()
         self.certificate = DtlsCertificate.generate()
@@ -98,6 +119,7 @@ class RawPeer:
         self.received = Received()
         self.server: Address = ("127.0.0.1", 0)
         self.server_ufrag = self.server_pwd = ""
+        self.answer = ""  # the server's SDP
         self.dtls: DtlsSession | None = None
         self.tx: pylibsrtp.Session | None = None
         self.rx: pylibsrtp.Session | None = None
@@ -140,17 +162,36 @@ class RawPeer:
             "m=audio 9 UDP/TLS/RTP/SAVPF 111",
             "a=mid:0",
             *common,
+            *self._extmaps(simulcast=False),
             "a=rtpmap:111 opus/48000/2",
             "m=video 9 UDP/TLS/RTP/SAVPF 96",
             "a=mid:1",
             *common,
+            *self._extmaps(simulcast=bool(self.simulcast_rids)),
             "a=rtpmap:96 VP8/90000",
             "a=rtcp-fb:96 nack",
             "a=rtcp-fb:96 nack pli",
+            *self._simulcast_lines(),
         ]
         return "\r\n".join(lines) + "\r\n"
 
+    def _extmaps(self, *, simulcast: bool) -> list[str]:
+        """A section's header extensions: the MID (if asked for), and the RID on a simulcast one."""
+        lines = [f"a=extmap:{MID_EXTENSION_ID} {MID_URI}"] if self.mid_extension else []
+        if simulcast:
+            lines.append(f"a=extmap:{RID_EXTENSION_ID} {RID_URI}")
+        return lines
+
+    def _simulcast_lines(self) -> list[str]:
+        """RFC 8853's lines of a host sending the layers ``simulcast_rids`` (none without them)."""
+        if not self.simulcast_rids:
+            return []
+        return [f"a=rid:{rid} send" for rid in self.simulcast_rids] + [
+            "a=simulcast:send " + ";".join(self.simulcast_rids)
+        ]
+
     def apply_answer(self, sdp: str) -> None:
+        self.answer = sdp
         self.server_ufrag = _sdp_value(sdp, "ice-ufrag")
         self.server_pwd = _sdp_value(sdp, "ice-pwd")
         algorithm, fingerprint = _sdp_value(sdp, "fingerprint").split()
@@ -181,6 +222,14 @@ class RawPeer:
         data = self.check(nominate=nominate)
         await self.sock.sendto(data, self.server)
         return data
+
+    async def connect(self, within: float = 10) -> None:
+        """Nominate this peer's address until DTLS is done (``run`` must be running)."""
+        with trio.fail_after(within):
+            while not self.connected.is_set():
+                await self.send_check(nominate=True)
+                with trio.move_on_after(0.2):
+                    await self.connected.wait()
 
     async def send_rtp(self, packet: bytes) -> None:
         assert self.tx is not None, "not connected"
@@ -229,6 +278,12 @@ class RawPeer:
                 return
             if 191 < data[1] < 224:
                 self.received.rtcp += 1
+                if self.on_rtcp is not None:
+                    self._hand_rtcp(self.on_rtcp, data)
+                return
+            if self.on_rtp is not None:
+                with contextlib.suppress(pylibsrtp.Error):
+                    self.on_rtp(self.rx.unprotect(data))
                 return
             try:
                 size = len(self.rx.unprotect(data))
@@ -238,6 +293,14 @@ class RawPeer:
             self.received.rtp.append((time.monotonic(), header.ssrc, header.sequence_number, size))
             self._changed.set()
             self._changed = trio.Event()
+
+    def _hand_rtcp(self, on_rtcp: Callable[[bytes], None], data: bytes) -> None:
+        assert self.rx is not None
+        try:
+            clear = self.rx.unprotect_rtcp(data)
+        except pylibsrtp.Error:
+            return
+        on_rtcp(clear)
 
     async def _send_all(self, datagrams: list[bytes]) -> None:
         for datagram in datagrams:
@@ -259,10 +322,15 @@ async def raw_peer(
     user_id: str | None = None,
     answers_requests: bool = True,
     connect: bool = True,
+    simulcast_rids: Sequence[str] = (),
+    mid_extension: bool = False,
 ) -> AsyncIterator[tuple[RawPeer, SignalingSession]]:
     """A raw peer joined to `room_id`, its answer applied; with `connect` it has nominated its
-    own address and finished DTLS. Its signaling session stays open (a peer of the room)."""
-    peer = RawPeer(role=role, answers_requests=answers_requests)
+    own address and finished DTLS. Its signaling session stays open (a peer of the room).
+    `simulcast_rids`, `mid_extension`: what its offer has (see :class:`RawPeer`)."""
+    peer = RawPeer(
+        role=role, answers_requests=answers_requests, simulcast_rids=simulcast_rids, mid_extension=mid_extension
+    )
     await peer.sock.bind(("127.0.0.1", 0))
     with peer.sock:
         async with connect_signaling(ws_url) as session, trio.open_nursery() as nursery:
@@ -272,11 +340,7 @@ async def raw_peer(
             await nursery.start(peer.run)
             nursery.start_soon(_keep_reading, session, peer)
             if connect:
-                with trio.fail_after(10):
-                    while not peer.connected.is_set():
-                        await peer.send_check(nominate=True)
-                        with trio.move_on_after(0.2):
-                            await peer.connected.wait()
+                await peer.connect()
             yield peer, session
             nursery.cancel_scope.cancel()
 

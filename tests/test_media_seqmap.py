@@ -20,6 +20,12 @@ from media.streams import MediaKind, SinkStream, SourceStream
 from media.vp8 import read_picture_id
 from tests.rtp_packets import build_rtp_packet, vp8_packet
 
+
+def _in(mapped: tuple[int, int] | None) -> int | None:
+    """The host seq of SeqMap.input's answer."""
+    return None if mapped is None else mapped[0]
+
+
 VP8, OPUS = 96, 111
 CLOCK = {"video": 90000, "audio": 48000}
 
@@ -99,11 +105,11 @@ def test_reverse_mapping() -> None:
     m.start(1, 100, 0, now=0.0)
     m.end(150, 0, 1.0)  # the viewer was last sent seq 150
     m.start(2, 65500, 0, now=1.1)  # so host seq 65500 is sent as 151, 65535 as 186, 3 as 190
-    assert m.input_seq(186, 2, highest_in_seq=3) == 65535
-    assert m.input_seq(190, 2, highest_in_seq=3) == 3
-    assert m.input_seq(191, 2, highest_in_seq=3) is None  # not received yet
-    assert m.input_seq(150, 2, highest_in_seq=3) is None  # before start
-    assert m.input_seq(186, 1, highest_in_seq=3) is None  # another epoch
+    assert _in(m.input(186, 2, highest_in_seq=3)) == 65535
+    assert _in(m.input(190, 2, highest_in_seq=3)) == 3
+    assert _in(m.input(191, 2, highest_in_seq=3)) is None  # not received yet
+    assert _in(m.input(150, 2, highest_in_seq=3)) is None  # before start
+    assert _in(m.input(186, 1, highest_in_seq=3)) is None  # another epoch
 
 
 @given(
@@ -130,3 +136,19 @@ def test_output_seq_is_continuous_across_switches(epochs: list[tuple[int, int, i
     for (before, _), (after, _) in pairwise(viewer.packets):
         assert after.sequence_number == (before.sequence_number + 1) & 0xFFFF
         assert 0 < (after.timestamp - before.timestamp) & 0xFFFFFFFF < 0x80000000
+
+
+def test_skipped_packets_take_no_output_seq_and_nacks_map_back_with_their_picture_id_offset() -> None:
+    m = SeqMap(90000)
+    m.start(epoch=1, in_seq=1000, in_ts=0, now=0.0)
+    out = {}
+    for in_seq in range(1000, 1020):
+        if in_seq in (1004, 1005, 1010):  # a frame of two packets, then one more frame, not sent
+            m.skip(in_seq, frame_start=in_seq != 1005, pid_mask=0x7FFF)
+            continue
+        out[in_seq] = ((in_seq + m.seq_offset) & 0xFFFF, m.pid_offset)
+    out_seqs = [seq for seq, _ in out.values()]
+    assert out_seqs == list(range(out_seqs[0], out_seqs[0] + 17))  # no gap where packets were skipped
+    for in_seq, (out_seq, pid_offset) in out.items():
+        assert m.input(out_seq, 1, highest_in_seq=1019) == (in_seq, pid_offset)
+    assert {pid for _, pid in out.values()} == {0, 0x7FFF, 0x7FFE}  # one less per skipped frame

@@ -12,6 +12,7 @@ from media.bwe import (
     HOLD_AFTER_DOWN,
     MIN_LAYER_SECONDS,
     PROBE_INTERVAL,
+    PROBE_RAMP_SECONDS,
     REMB_GRACE,
     LayerPolicy,
     ViewerBandwidth,
@@ -34,10 +35,13 @@ NTP_EPOCH = 3_900_000_000 << 32  # an NTP time (seconds << 32)
 class Layer:
     """One simulcast layer of a browser host: its own SSRC, seq, RTP clock, picture ids."""
 
-    def __init__(self, rid: str, ts_base: int, seq: int, pid: int, tl0: int) -> None:
+    def __init__(self, rid: str, ts_base: int, seq: int, pid: int, tl0: int, *, temporal: bool = False) -> None:
         self.rid, self.ssrc, self.size = rid, SSRCS[rid], SIZES[rid]
         self.seq, self.ts_base, self.pid, self.tl0 = seq, ts_base, pid, tl0
         self.frames = 0
+        self.temporal = temporal  # L1T3 as libwebrtc: TIDs 0, 2, 1, 2 from each keyframe on
+        self.in_pattern = 0
+        self.body_size = {"q": 40, "h": 160, "f": 640}[rid]  # layers' rates differ
 
     def ts(self, at: float) -> int:
         return (self.ts_base + round(at * 90000)) & 0xFFFFFFFF
@@ -45,16 +49,25 @@ class Layer:
     def frame(self, at: float, *, key: bool = False, packets: int = 2, with_rid: bool = True) -> list[bytes]:
         """One frame taken at `at` (seconds since the host started), in `packets` packets."""
         out = []
+        if key:
+            self.in_pattern = 0
+        tid, sync = 0, True
+        if self.temporal:  # the first TID 2 and TID 1 frames after a TID 0 one are layer-sync frames
+            tid, sync = TL_PATTERN[self.in_pattern % 4], self.in_pattern % 4 in (1, 2)
+            self.in_pattern += 1
+        if self.frames and tid == 0:
+            self.tl0 = (self.tl0 + 1) & 0xFF
         for k in range(packets):
             first = k == 0
-            descriptor = bytes([0x90 if first else 0x80, 0xE0, 0x80 | (self.pid >> 8), self.pid & 0xFF, self.tl0, 0x20])
+            tk = (tid << 6) | (0x20 if sync else 0)
+            descriptor = bytes([0x90 if first else 0x80, 0xE0, 0x80 | (self.pid >> 8), self.pid & 0xFF, self.tl0, tk])
             body = b""
             if first and key:
                 w, h = self.size
                 body = b"\x10\x02\x00\x9d\x01\x2a" + w.to_bytes(2, "little") + h.to_bytes(2, "little")
             elif first:
                 body = b"\x11\x02\x00"
-            body += bytes([self.frames & 0xFF]) * {"q": 40, "h": 160, "f": 640}[self.rid]  # layers' rates differ
+            body += bytes([self.frames & 0xFF]) * self.body_size
             extensions = [(MID_ID, b"1")] + ([(RID_ID, self.rid.encode())] if with_rid else [])
             out.append(
                 build_rtp_packet(
@@ -69,7 +82,6 @@ class Layer:
             )
             self.seq = (self.seq + 1) & 0xFFFF
         self.pid = (self.pid + 1) & 0x7FFF
-        self.tl0 = (self.tl0 + 1) & 0xFF
         self.frames += 1
         return out
 
@@ -77,13 +89,16 @@ class Layer:
         return build_sr(self.ssrc, NTP_EPOCH + round(at * 2**32), self.ts(at), 0, 0)
 
 
+TL_PATTERN = (0, 2, 1, 2)
+
+
 class Host:
-    def __init__(self) -> None:
+    def __init__(self, *, temporal: bool = False) -> None:
         # every layer on its own random-looking RTP clock, seq and picture ids (as Chromium)
         self.layers = {
-            "q": Layer("q", 1_000_000, 100, 5, 10),
-            "h": Layer("h", 77_000_000, 30_000, 900, 200),
-            "f": Layer("f", 3_000_000_000, 60_000, 20_000, 250),
+            "q": Layer("q", 1_000_000, 100, 5, 10, temporal=temporal),
+            "h": Layer("h", 77_000_000, 30_000, 900, 200, temporal=temporal),
+            "f": Layer("f", 3_000_000_000, 60_000, 20_000, 250, temporal=temporal),
         }
 
 
@@ -319,8 +334,10 @@ def test_policy_alone() -> None:
     bw.on_remb(100_000, REMB_GRACE)  # clearly under, for long, but no loss: low stays (a REMB lags)
     assert policy.choose(REMB_GRACE + 11, bw, rates, None).layer == 0
     assert policy.choose(REMB_GRACE + 16, bw, rates, None).layer == 0
-    bw.on_loss(80, REMB_GRACE + 16)  # and losing a third of its packets: audio only, after a while
-    assert policy.choose(REMB_GRACE + 17, bw, rates, None).layer == 0
+    for second in range(16, 23):  # and losing a third of its packets, report after report: audio only, after a while
+        bw.on_loss(80, REMB_GRACE + second)
+        if second == 17:
+            assert policy.choose(REMB_GRACE + 17, bw, rates, None).layer == 0
     assert policy.choose(REMB_GRACE + 22, bw, rates, None).layer == AUDIO_ONLY
 
 
@@ -342,15 +359,17 @@ def test_a_step_up_that_fits_probes_the_next_one_at_once() -> None:
     assert policy.choose(at, bw, rates, None).layer == 0
     at += PROBE_INTERVAL
     probe = policy.choose(at, bw, rates, None)
-    assert probe.layer == 0 and probe.padding_bps >= rates[1] - rates[0]  # probing toward medium
-    bw.on_remb(700_000, at + 1)  # the link carries it (and its receiver reports say no loss)
+    assert probe.layer == 0 and 0 < probe.padding_bps < rates[1] - rates[0]  # probing toward medium, slowly at first
+    probe = policy.choose(at + PROBE_RAMP_SECONDS, bw, rates, None)
+    assert probe.layer == 0 and probe.padding_bps >= rates[1] - rates[0]  # ... then all of it
+    bw.on_remb(800_000, at + 1)  # the link carries it (and its receiver reports say no loss)
     for report in range(6):
         bw.on_loss(0, at + report / 3)
     at += MIN_LAYER_SECONDS
     up = policy.choose(at, bw, rates, None)
     assert (up.layer, up.reason) == (1, "bandwidth")
     nxt = policy.choose(at + ALLOCATE_INTERVAL, bw, rates, None)
-    assert nxt.layer == 1 and nxt.padding_bps >= rates[2] - rates[1]  # and on toward high, no wait
+    assert nxt.layer == 1 and nxt.padding_bps > 0  # and on toward high, no wait
 
 
 def test_a_probe_stops_at_the_first_loss_and_the_next_waits_longer() -> None:
@@ -378,3 +397,75 @@ def test_after_a_lossy_spell_the_estimate_returns_to_the_remb_within_seconds() -
     for second in range(10):  # the link is clear again: back to the REMB in well under 10 reports
         bw.on_loss(0, REMB_GRACE + 5 + second)
     assert bw.bps == 1_500_000
+
+
+def descriptors(viewer: Viewer) -> list[tuple[int, int, int, int]]:
+    """(seq, picture id, TL0PICIDX, TID) of the viewer's media packets that start a frame."""
+    out = []
+    for hdr, data in viewer.media():
+        d = parse_vp8_descriptor_untrusted(data[hdr.payload_offset : hdr.payload_end])
+        if d.start_of_partition and d.partition_id == 0:
+            assert d.picture_id is not None and d.tl0_pic_idx is not None and d.tid is not None
+            out.append((hdr.sequence_number, d.picture_id, d.tl0_pic_idx, d.tid))
+    return out
+
+
+def test_a_link_that_carries_less_than_the_lowest_layer_gets_its_base_temporal_layer_without_gaps() -> None:
+    router = Router(rtcp_ssrc=7, target_bitrate_bps=1_500_000)
+    host, viewer = Host(temporal=True), Viewer()
+    for rid, size in (("q", 300), ("h", 800), ("f", 1150)):  # ~160, 400 and 570 kbit/s
+        host.layers[rid].body_size = size
+    router.attach_publisher([stream()], [].append, 0.0)
+    router.add_viewer("v", sink(), viewer.rtp.append, viewer.rtcp.append, 0.0)
+    at = run(router, host, 0.0, REMB_GRACE + 1)
+    low = router.layers(at)[0].bitrate_bps
+    router.on_viewer_rtcp("v", build_remb(1, low // 3, [0x5000]), at)  # a third of the lowest layer
+    at = run(router, host, at, 3.0)
+    mark = len(viewer.rtp)
+    at = run(router, host, at, 2.0)
+    after = Viewer()
+    after.rtp = viewer.rtp[mark:]
+    frames = descriptors(after)
+    assert {tid for *_, tid in frames} == {0}, "only the base temporal layer"
+    assert len(frames) >= 13  # ~15 a second of 60: a quarter
+    assert router.statistics().drops["temporal_layer"] > 0
+    assert router.take_quality_changes()[-1].layer == "low"  # still video: not audio only
+
+    # the link clears: back up through the temporal layers (at their sync frames) and beyond
+    changes: list[QualityChange] = []
+    while at < 60 and not (changes and changes[-1].layer == "high"):
+        router.on_viewer_rtcp(
+            "v", build_rr(1, [ReportBlock(0x5000, 0, 0, 0, 0, 0, 0)]) + build_remb(1, 5_000_000, [0x5000]), at
+        )
+        at = run(router, host, at, 0.5)
+        changes = router.take_quality_changes() or changes
+    assert changes[-1].layer == "high"
+    # one stream all along: seqs without a gap, a picture id per frame, TL0PICIDX never jumping
+    seqs = [h.sequence_number for h in viewer.headers()]
+    assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))
+    frames = descriptors(viewer)
+    assert all((b[1] - a[1]) & 0x7FFF == 1 for a, b in itertools.pairwise(frames))
+    assert all((b[2] - a[2]) & 0xFF in (0, 1) for a, b in itertools.pairwise(frames))
+    tids_seen = [tid for *_, tid in frames]
+    assert 1 in tids_seen and 2 in tids_seen  # the upper temporal layers came back
+
+
+def test_a_nack_after_skipped_frames_gets_the_packet_as_it_was_sent() -> None:
+    router = Router(rtcp_ssrc=7, target_bitrate_bps=1_500_000)
+    host, viewer = Host(temporal=True), Viewer()
+    for rid, size in (("q", 300), ("h", 800), ("f", 1150)):
+        host.layers[rid].body_size = size
+    router.attach_publisher([stream()], [].append, 0.0)
+    router.add_viewer("v", sink(), viewer.rtp.append, viewer.rtcp.append, 0.0)
+    at = run(router, host, 0.0, REMB_GRACE + 1)
+    low = router.layers(at)[0].bitrate_bps
+    router.on_viewer_rtcp("v", build_remb(1, low // 3, [0x5000]), at)
+    at = run(router, host, at, 3.0)
+    media = [d for d in viewer.rtp if not parse_rtp_untrusted(d).padding]
+    sent = {parse_rtp_untrusted(d).sequence_number: d for d in media}
+    wanted = [parse_rtp_untrusted(d).sequence_number for d in media[-13:-10]]  # after several skipped frames
+    count = len(viewer.rtp)
+    router.on_viewer_rtcp("v", build_nack(1, 0x5000, wanted), at + 0.01)
+    resent = viewer.rtp[count:]
+    assert [parse_rtp_untrusted(d).sequence_number for d in resent] == wanted
+    assert all(d == sent[parse_rtp_untrusted(d).sequence_number] for d in resent)  # byte for byte

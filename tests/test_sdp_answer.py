@@ -22,7 +22,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from media.rtp import RID_URI
+from media.rtp import ABS_SEND_TIME_URI, RID_URI
 from media.sdp import MAX_SDP_LENGTH, VIDEO_FEEDBACK, MediaSection, parse_sdp_untrusted
 from media.sdp_answer import (
     KEPT_EXTENSION_URIS,
@@ -43,6 +43,7 @@ SSRCS = {"video": 0x11111111, "audio": 0x22222222}
 MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
 AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 ORIENTATION = "urn:3gpp:video-orientation"
+SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 
 
 def params(role: str = "viewer", **changes: object) -> AnswerParams:
@@ -336,7 +337,8 @@ def check_answer(offer_text: str, answer: Answer, p: AnswerParams) -> None:
         offered_ids = offered.extmaps()
         simulcast = bool(section.attributes("simulcast"))
         for ext_id, uri in section.extmaps().items():
-            kept = uri in KEPT_EXTENSION_URIS or (simulcast and uri == RID_URI)
+            viewer_send_time = p.role == "viewer" and uri == ABS_SEND_TIME_URI  # stamped by the server
+            kept = uri in KEPT_EXTENSION_URIS or (simulcast and uri == RID_URI) or viewer_send_time
             assert kept and offered_ids[ext_id] == uri
         # direction
         if p.role == "host":
@@ -499,6 +501,7 @@ def test_section_lines_are_in_rfc_8866_order() -> None:
         "a=mid:1",
         "a=sendonly",
         *transport,
+        f"a=extmap:2 {SEND_TIME}",  # a viewer's: the server stamps it
         *extmaps,
         "a=rtpmap:96 VP8/90000",
         *feedback,
@@ -529,8 +532,8 @@ def test_chrome_viewer_offer_rejects_the_data_channel() -> None:
     assert video.attributes("msid") == ["room room-video"]
     assert "a=msid-semantic:WMS *" in result.sdp
     assert [(s.kind, s.ssrc, s.payload_type, s.mid, s.extensions) for s in result.sinks] == [
-        ("audio", SSRCS["audio"], 111, "0", {AUDIO_LEVEL: 1, MID: 4}),
-        ("video", SSRCS["video"], 96, "1", {ORIENTATION: 13, MID: 4}),
+        ("audio", SSRCS["audio"], 111, "0", {AUDIO_LEVEL: 1, SEND_TIME: 2, MID: 4}),
+        ("video", SSRCS["video"], 96, "1", {SEND_TIME: 2, ORIENTATION: 13, MID: 4}),
     ]
     assert video.rtcp_feedback(96) == ["nack", "nack pli", "ccm fir", "goog-remb"]
     assert "b=AS" not in result.sdp and "a=fmtp" not in result.sdp  # nothing asked of a viewer
@@ -625,7 +628,7 @@ def test_firefox_max_bundle_viewer() -> None:
     assert audio.port == PORT and audio.direction == "sendonly" and not audio.attributes("bundle-only")
     assert data.port == 0 and data.mid == "2" and result.rejected == [(2, "not audio or video")]
     assert (video.formats, audio.formats) == (["120"], ["109"])
-    assert video.extmaps() == {3: MID}
+    assert video.extmaps() == {3: MID, 4: SEND_TIME}
     assert audio.extmaps() == {1: AUDIO_LEVEL, 3: MID}  # csrc-audio-level dropped
     assert video.rtcp_feedback(120) == ["nack", "nack pli", "ccm fir", "goog-remb"]
     for gone in ("rtx", "red/", "ulpfec", "H264", "VP9", "telephone-event", "G722", "apt="):
