@@ -40,6 +40,7 @@ from tests.peer_process import PeerProcess, start_peer
 pytestmark = pytest.mark.browser
 
 STACKS = ["chromium", "firefox", "gstreamer", "aiortc"]
+SIMULCAST_HOSTS = ("chromium", "firefox")  # the browsers publish simulcast from the golive page
 WAIT_S = 40.0
 VIDEO_FRAMES = 10
 AUDIO_SAMPLES = 24_000  # browsers: half a second at 48 kHz
@@ -52,6 +53,17 @@ if (firefox_missing := unavailable_reason()) is not None:
 if not (gst := availability())[0]:
     pytest.skip(gst[1], allow_module_level=True)
 
+
+# whether the viewer's last decoded frame is `width` wide
+JS_VIDEO_WIDTH_IS = """async (width) => {
+  const s = window.bitbasel && window.bitbasel.session;
+  if (!s || !s.peerConnection) return false;
+  let found = false;
+  (await s.peerConnection.getStats()).forEach((r) => {
+    if (r.type === 'inbound-rtp' && r.kind === 'video' && r.frameWidth === width) found = true;
+  });
+  return found;
+}"""
 
 # ms from the page's watch() call to its first frame (the JS client's timings), or null
 JS_FIRST_FRAME_MS = """() => { const b = window.bitbasel, t = b && b.session && b.session.timings;
@@ -67,6 +79,7 @@ class Stacks:
         self.chromium = chromium
         self.ff = ff
         self.cleanup = cleanup
+        self.chromium_viewer: Any = None  # the Chromium viewer's page, once started
 
     # ---- hosts
 
@@ -104,6 +117,7 @@ class Stacks:
             self.cleanup.callback(context.close)
             page = context.new_page()
             page.goto(url)
+            self.chromium_viewer = page
 
             def chromium_media() -> int:
                 poll_page(page, JS_FRAMES_DECODED_OVER, VIDEO_FRAMES, timeout=WAIT_S, what="Chromium: video")
@@ -144,6 +158,25 @@ class Stacks:
         return aiortc_media
 
 
+def lowest_layer_reaches_chromium(server: ServerProcess, room_id: str, page: Any) -> list[int]:
+    """A browser host publishes simulcast from its fake camera (two or three layers by its
+    height: the JS client's rule), and a Chromium viewer that asks for `low` decodes the
+    lowest one: the host's layers reach a viewer of either browser. The layers' widths,
+    lowest first."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        layers = server.room_stats(room_id)["forwarding"]["layers"]
+        widths = sorted(layer["width"] for layer in layers if layer["flowing"] and layer["width"])
+        if len(widths) >= 2:
+            break
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"the host's simulcast layers never flowed: {layers}")
+        time.sleep(0.2)
+    page.evaluate("() => window.bitbasel.session.setQuality('low')")
+    poll_page(page, JS_VIDEO_WIDTH_IS, widths[0], timeout=WAIT_S, what=f"Chromium: the {widths[0]}-wide layer")
+    return widths
+
+
 def wait_ff(page: FirefoxPage, js: str, arg: Any, what: str) -> Any:
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
@@ -164,6 +197,7 @@ def stacks_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
 def test_every_host_stack_to_every_viewer_stack(stacks_server: ServerProcess, tmp_path_factory: Any) -> None:
     server = stacks_server
     first_frame_ms: dict[str, dict[str, int]] = {}
+    layer_widths: dict[str, list[int]] = {}
     failures: list[str] = []
     log = tmp_path_factory.mktemp("matrix-firefox") / "firefox_driver.log"
     with chromium_browser() as chromium, firefox(log) as ff:
@@ -181,6 +215,11 @@ def test_every_host_stack_to_every_viewer_stack(stacks_server: ServerProcess, tm
                     except AssertionError as exc:
                         failures.append(f"{host_stack} -> {viewer_stack}: {str(exc)[:600]}")
                 server.wait_room(room_id, viewer_count=len(STACKS), has_host=True, timeout=WAIT_S)
+                if host_stack in SIMULCAST_HOSTS:
+                    try:
+                        layer_widths[host_stack] = lowest_layer_reaches_chromium(server, room_id, stacks.chromium_viewer)
+                    except AssertionError as exc:
+                        failures.append(f"{host_stack} simulcast -> chromium: {str(exc)[:600]}")
             server.rest("POST", f"/room/{room_id}/stop")
     width = max(len(s) for s in STACKS) + 2
     corner = "host / viewer"
@@ -189,10 +228,12 @@ def test_every_host_stack_to_every_viewer_stack(stacks_server: ServerProcess, tm
         cells = [first_frame_ms[host_stack].get(v) for v in STACKS]
         lines.append(f"{host_stack:<16}" + "".join(f"{'FAIL' if c is None else c:>{width}}" for c in cells))
     print("\nfirst frame (ms), host stack x viewer stack:\n" + "\n".join(lines))
+    print(f"simulcast layers (frame widths) of the browser hosts: {layer_widths}")
     write_metrics(
         "interop_matrix.json",
         {
             "first_frame_ms": first_frame_ms,
+            "simulcast_layer_widths": layer_widths,
             "from": "browsers: the page's watch() call; GStreamer and aiortc: the viewer process's start",
             "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         },
