@@ -40,16 +40,23 @@ LAYER_NAMES: Final[tuple[LayerName, ...]] = ("low", "medium", "high")
 _RANK: Final = {"low": 0, "medium": 1, "high": 2}
 
 
+_NAMES: Final[dict[int, tuple[LayerName, ...]]] = {1: ("high",), 2: ("low", "high"), 3: LAYER_NAMES}
+
+
 def layer_names(count: int) -> tuple[LayerName, ...]:
     """The names of ``count`` layers, lowest first."""
-    names: dict[int, tuple[LayerName, ...]] = {1: ("high",), 2: ("low", "high"), 3: LAYER_NAMES}
-    return names.get(count, ())
+    return _NAMES.get(count, ())
 
 
 def quality_cap(quality: Quality, count: int) -> int | None:
     """The highest layer index (of ``count``, lowest first) a viewer asking for ``quality`` may
     get: None for ``auto`` (any), AUDIO_ONLY for ``audio_only``; a name the room does not have
     means the best layer not above it (``medium`` in a room of ``low`` and ``high``: ``low``)."""
+    key = (quality, count)
+    return _CAPS[key] if key in _CAPS else _quality_cap(quality, count)
+
+
+def _quality_cap(quality: Quality, count: int) -> int | None:
     if quality == "auto":
         return None
     if quality == "audio_only":
@@ -58,6 +65,12 @@ def quality_cap(quality: Quality, count: int) -> int | None:
     names = layer_names(count)
     fitting = [i for i, name in enumerate(names) if _RANK[name] <= rank]
     return fitting[-1] if fitting else 0
+
+
+#: quality_cap's answers for the rooms there are (asked every tick for every viewer)
+_CAPS: Final[dict[tuple[Quality, int], int | None]] = {
+    (quality, count): _quality_cap(quality, count) for quality in QUALITIES for count in _NAMES
+}
 
 
 #: "Every temporal layer" as a cap on the TID forwarded.

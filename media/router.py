@@ -349,6 +349,7 @@ class _Source:
         "highest_seq",
         "highest_time",
         "highest_ts",
+        "index",
         "is_video",
         "kf_pending",
         "kf_urgent",
@@ -379,6 +380,7 @@ class _Source:
         self.kind: MediaKind = stream.kind
         self.is_video = stream.kind == "video"
         self.rid = rid
+        self.index = 0  # its place among the video layers, lowest first (Router._number_layers)
         self.ssrc: int | None = None
         self.old_ssrcs: set[int] = set()
         self.epoch = epoch
@@ -645,6 +647,11 @@ class Router:
             src = _Source(stream, self._new_epoch(), now)
             self._layers.append(src)
             self._by_pt[stream.payload_type & 0x7F] = src
+        self._number_layers()
+
+    def _number_layers(self) -> None:
+        for index, src in enumerate(self._layers):
+            src.index = index
 
     def detach_publisher(self, now: float) -> None:
         if self._publisher:
@@ -895,7 +902,7 @@ class Router:
                 self._layers[min(cap, len(self._layers) - 1)].needed_at = now
             current = track.target or track.source
             if current is not None:  # and the layers it may step to: one below, one above
-                index = self._layers.index(current)
+                index = current.index
                 if index > 0:
                     self._layers[index - 1].needed_at = now
                 if index + 1 < len(self._layers) and (cap is None or index + 1 <= cap):
@@ -987,7 +994,7 @@ class Router:
         if target is track.source:  # back to the layer it is on: the switch is off
             track.tid_want = tid
             return
-        if self._layers.index(target) < self._layers.index(track.source):
+        if target.index < track.source.index:
             track.tid_want = 0  # going down: only the base temporal layer until the keyframe comes
         track.target = target
         track.target_tid = tid
@@ -1024,13 +1031,14 @@ class Router:
         self._ordered = True
         before = list(self._layers)
         self._layers.sort(key=lambda src: src.size[0] * src.size[1] if src.size else 0)
+        self._number_layers()
         if before == self._layers:
             return
         for viewer in self._viewers.values():
             step = viewer.policy.layer
             if step is not None and step != AUDIO_ONLY:
                 layer, tid = layer_of_step(step)
-                viewer.policy.layer = step_of(self._layers.index(before[layer]), tid)
+                viewer.policy.layer = step_of(before[layer].index, tid)
 
     def _bridge_ts(self, old: _Source | None, new: _Source, track: _Track, new_ts: int) -> int | None:
         """The output timestamp the packet ``new_ts`` of layer ``new`` gets, bridged from the old
@@ -1050,7 +1058,6 @@ class Router:
         track = viewer.tracks.get("video")
         if track is None or not self._layers:
             return
-        names = layer_names(len(self._layers))
         src = track.source
         if src is None:
             audio_only = viewer.announced is not None or viewer.quality == "audio_only"
@@ -1059,17 +1066,13 @@ class Router:
         elif track.epoch != src.epoch:
             return  # waiting for its first keyframe there: nothing shown yet
         else:
-            layer, size = names[self._layers.index(src)], src.size
+            layer, size = layer_names(len(self._layers))[src.index], src.size
         if layer is None:
             return
-        change = QualityChange(viewer.id, layer, size[0] if size else None, size[1] if size else None, viewer.reason)
+        width, height = size if size else (None, None)
         announced = viewer.announced
-        if announced is None or (announced.layer, announced.width, announced.height) != (
-            change.layer,
-            change.width,
-            change.height,
-        ):
-            viewer.announced = change
+        if announced is None or (announced.layer, announced.width, announced.height) != (layer, width, height):
+            viewer.announced = change = QualityChange(viewer.id, layer, width, height, viewer.reason)
             self._quality_changes.append(change)
 
     def _pad(self, viewer: _Viewer, now: float) -> None:
