@@ -217,7 +217,8 @@ def test_every_host_stack_to_every_viewer_stack(stacks_server: ServerProcess, tm
                 server.wait_room(room_id, viewer_count=len(STACKS), has_host=True, timeout=WAIT_S)
                 if host_stack in SIMULCAST_HOSTS:
                     try:
-                        layer_widths[host_stack] = lowest_layer_reaches_chromium(server, room_id, stacks.chromium_viewer)
+                        viewer_page = stacks.chromium_viewer
+                        layer_widths[host_stack] = lowest_layer_reaches_chromium(server, room_id, viewer_page)
                     except AssertionError as exc:
                         failures.append(f"{host_stack} simulcast -> chromium: {str(exc)[:600]}")
             server.rest("POST", f"/room/{room_id}/stop")
