@@ -13,13 +13,14 @@ from media.bwe import (
     MIN_LAYER_SECONDS,
     PROBE_INTERVAL,
     PROBE_RAMP_SECONDS,
+    QUEUE_HEAVY_SECONDS,
     REMB_GRACE,
     LayerPolicy,
     ViewerBandwidth,
 )
 from media.layers import layer_names, quality_cap
-from media.router import ALLOCATE_INTERVAL, PAUSE_AFTER, QualityChange, Router
-from media.rtcp import Pli, ReportBlock, build_nack, build_remb, build_rr, build_sr, parse_rtcp_untrusted
+from media.router import ALLOCATE_INTERVAL, FLOWING_SECONDS, PAUSE_AFTER, QualityChange, Router
+from media.rtcp import Pli, ReportBlock, SenderReport, build_nack, build_remb, build_rr, build_sr, parse_rtcp_untrusted
 from media.rtp import MID_URI, RID_URI, RtpHeader, parse_rtp_untrusted
 from media.streams import SinkStream, SourceStream
 from media.vp8 import parse_vp8_descriptor_untrusted
@@ -469,3 +470,61 @@ def test_a_nack_after_skipped_frames_gets_the_packet_as_it_was_sent() -> None:
     resent = viewer.rtp[count:]
     assert [parse_rtp_untrusted(d).sequence_number for d in resent] == wanted
     assert all(d == sent[parse_rtp_untrusted(d).sequence_number] for d in resent)  # byte for byte
+
+
+def sender_reports(viewer: Viewer) -> list[SenderReport]:
+    return [p for d in viewer.rtcp for p in parse_rtcp_untrusted(d) if isinstance(p, SenderReport) and p.ssrc == 0x5000]
+
+
+def test_a_probe_stops_when_the_round_trip_of_the_viewers_reports_grows() -> None:
+    """The round trip from a report block that names one of our sender reports (its LSR, less
+    its DLSR) is the viewer's queue once its least is known: a probe's padding stops when it
+    grows by more than QUEUE_HEAVY_SECONDS, with no loss and a REMB that still says yes."""
+    router, host, _to_host, viewer = start()
+    at = run(router, host, 0.0, REMB_GRACE + 1)
+    rates = [layer.bitrate_bps for layer in router.layers(at)]
+    router.on_viewer_rtcp("v", build_remb(1, rates[0] + 1000, [0x5000]), at)
+    at = run(router, host, at, 2.0)
+    assert router.take_quality_changes()[-1].layer == "low"
+    sent_at: dict[int, float] = {}  # LSR -> when the viewer got that SR
+
+    def report(queue: float) -> bytes:
+        """An RR naming the newest SR, as if it had waited `queue` s on the way there and back."""
+        sr = sender_reports(viewer)[-1]
+        lsr = (sr.ntp >> 16) & 0xFFFFFFFF
+        dlsr = round((at - sent_at[lsr] - queue) * 65536)
+        block = ReportBlock(0x5000, 0, 0, 0, 0, lsr, dlsr)
+        return build_rr(1, [block]) + build_remb(1, 3 * rates[0], [0x5000])
+
+    padding_seen = False
+    while at < 40 and not padding_seen:
+        at = run(router, host, at, 0.1)
+        for sr in sender_reports(viewer):
+            sent_at.setdefault((sr.ntp >> 16) & 0xFFFFFFFF, at)
+        if sent_at:
+            router.on_viewer_rtcp("v", report(0.0), at)
+        padding_seen = any(h.padding for h in viewer.headers())
+    assert padding_seen, "the viewer never probed"
+    viewer.rtp.clear()
+    router.on_viewer_rtcp("v", report(QUEUE_HEAVY_SECONDS + 0.1), at)
+    at = run(router, host, at, 0.5)
+    assert not any(h.padding for h in viewer.headers()), "the probe went on into a growing queue"
+
+
+def test_recordings_and_thumbnails_take_the_highest_layer_that_flows() -> None:
+    router, host, _to_host, _viewer = start()
+    at = run(router, host, 0.0, 2.0)
+    first = router.recorded_epoch
+    top = host.layers["f"].frame(at)
+    assert router.recordable(top[0]) and not router.recordable(host.layers["h"].frame(at)[0])
+    keyframe = router.latest_keyframe(at)
+    assert keyframe is not None and keyframe[6:10] == b"\x00\x05\xd0\x02"  # 1280x720: the top layer's
+    # the host pauses its top layer (dynacast, or its encoder): the recording moves to the next
+    while at < 2.0 + FLOWING_SECONDS + 1:
+        send(router, host, at, keys=("q", "h"), rids=("q", "h"))
+        router.tick(at)
+        at = round(at + 1 / 30, 6)
+    assert router.recorded_epoch != first
+    assert router.recordable(host.layers["h"].frame(at)[0]) and not router.recordable(host.layers["f"].frame(at)[0])
+    keyframe = router.latest_keyframe(at)
+    assert keyframe is not None and keyframe[6:10] == b"\x80\x02\x68\x01"  # 640x360

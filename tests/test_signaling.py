@@ -102,6 +102,29 @@ async def test_bad_messages_after_join_get_an_error_and_the_session_goes_on(serv
             assert isinstance(await session.receive(), Pong)
 
 
+async def test_set_quality_is_checked_and_the_session_goes_on(server: RunningServer) -> None:
+    """A viewer's `set_quality` with a name PROTOCOL.md does not list, or without one, is
+    `bad_message`; so is `set_quality` from a host; a good one before the offer is taken
+    silently (it applies from the first frame); each session goes on."""
+    with trio.fail_after(10):
+        room_id = await new_room(server, host="alice")
+        async with connect_signaling(server.ws_url) as viewer, connect_signaling(server.ws_url) as host:
+            await viewer.join(room_id, "viewer")
+            await host.join(room_id, "host", user_id="alice")
+            for frame in ['{"type": "set_quality", "quality": "ultra"}', '{"type": "set_quality"}']:
+                await viewer.send_raw(frame)
+                error = await viewer.receive()
+                assert isinstance(error, Error) and error.code == "bad_message", frame
+            await viewer.send_raw('{"type": "set_quality", "quality": "low"}')
+            await viewer.send(Ping())
+            assert isinstance(await viewer.receive(), Pong)  # no answer to a good one
+            await host.send_raw('{"type": "set_quality", "quality": "low"}')
+            error = await host.receive()
+            assert isinstance(error, Error) and error.code == "bad_message" and "viewer" in error.message
+            await host.send(Ping())
+            assert isinstance(await host.receive(), Pong)
+
+
 async def test_second_join_ends_the_session(server: RunningServer) -> None:
     with trio.fail_after(10):
         room_id = await new_room(server)
