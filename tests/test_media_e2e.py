@@ -16,7 +16,7 @@ import trio
 import trio_asyncio
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from media_server_client.aiortc_hooks import observe_rtp_received, restrict_host_addresses
+from media_server_client.aiortc_hooks import lose_rtp_received, observe_rtp_received, restrict_host_addresses
 from media_server_client.messages import Answer, Candidate, Error, Offer, Ping, Pong
 from media_server_client.signaling import SessionClosed, connect_signaling
 from media_server_client.sources import TestPatternTrack, ToneTrack, file_tracks
@@ -123,26 +123,26 @@ async def test_a_nack_is_served_from_the_cache() -> None:
     received_again: set[int] = set()
 
     def lose_some(vp8_pt: int):  # type: ignore[no-untyped-def]
-        def keep(data: bytes) -> bool:
-            if data[1] & 0x7F != vp8_pt:
-                return True
-            seq = int.from_bytes(data[2:4], "big")
+        def lose(header: bytes) -> bool:
+            if header[1] & 0x7F != vp8_pt:
+                return False
+            seq = int.from_bytes(header[2:4], "big")
             if seq in dropped:
                 received_again.add(seq)
-                return True
+                return False
             if seq % 25 == 0 and len(dropped) < 10:
                 dropped.add(seq)
-                return False  # lost on its first way
-            return True
+                return True  # lost on its first way
+            return False
 
-        return keep
+        return lose
 
     with trio.fail_after(60):
         async with media_server() as server:
             room_id = await create_room(server)
             async with host(server, room_id, tracks=small_tracks()), viewer(server, room_id, kinds=("video",)) as v:
                 vp8_pt = payload_type_of(v.pc.localDescription.sdp, "VP8")
-                observe_rtp_received(v.pc, lose_some(vp8_pt))
+                lose_rtp_received(v.pc, lose_some(vp8_pt))
                 await v.wait_for(lambda s: len(received_again) >= 3)
                 stats = await room_stats(server, room_id)
     assert stats["forwarding"]["retransmissions"] >= 3

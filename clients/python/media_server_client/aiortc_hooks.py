@@ -21,7 +21,8 @@ count without decoding (benchmark viewers)
 see what a client sends and receives (bots, tests)
     :func:`observe_rtp_received` wraps ``_rx_srtp`` and :func:`observe_rtp_sent`
     wraps ``_send_rtp`` of a client pc's DTLS transports, to see (or drop)
-    clear RTP; aiortc still handles every packet not dropped.
+    clear RTP; aiortc still handles every packet not dropped; :func:`lose_rtp_received`
+    wraps ``_rx_srtp`` too, to lose packets before SRTP sees them.
 pace what a bench host sends
     :func:`pace_rtp_sent` wraps ``_send_rtp`` too, spreading a frame's packets out as
     libwebrtc's pacer does.
@@ -117,8 +118,8 @@ HOOKS: tuple[Hook, ...] = (
         "aiortc.rtcdtlstransport.RTCDtlsTransport",
         "_rx_srtp",
         "instance attribute",
-        "observe_rtp_received",
-        "wrapped (clients: clear RTP seen/dropped); set before 'connected'",
+        "observe_rtp_received, lose_rtp_received",
+        "wrapped (clients: RTP lost before unprotect, clear RTP seen/dropped); set before 'connected'",
         caller="aiortc.rtcdtlstransport.RTCDtlsTransport.start",
         caller_contains=("self._setup_srtp()", "self._set_state(State.CONNECTED)"),
     ),
@@ -257,27 +258,53 @@ def observe_rtp_received(pc: RTCPeerConnection, callback: Callable[[bytes], bool
     HOOK RTCDtlsTransport._rx_srtp.
     """
     for dtls in dtls_transports(pc):
-        _ObservedRx.install(dtls, callback)
+        _ObservedRx.install(dtls, callback, None)
+
+
+def lose_rtp_received(pc: RTCPeerConnection, lose: Callable[[bytes], bool]) -> None:
+    """For aiortc *clients* (tests): lose RTP packets as the network would.
+
+    ``lose(header)`` gets each received RTP packet's fixed header (its first 12 bytes, which
+    SRTP leaves in clear: payload type, sequence number, timestamp, SSRC) *before* SRTP
+    unprotect; returning True drops the packet unseen, so SRTP's replay window never records
+    it and a retransmission of it is accepted whatever its bytes (a server may rewrite header
+    extensions such as abs-send-time on a resend). Call any time after negotiation.
+    HOOK RTCDtlsTransport._rx_srtp.
+    """
+    for dtls in dtls_transports(pc):
+        _ObservedRx.install(dtls, None, lose)
 
 
 class _ObservedRx:
-    """An rx SRTP session wrapper that shows clear RTP to a callback, which may drop it."""
+    """An rx SRTP session wrapper that may lose RTP before unprotect (``lose``) and shows clear
+    RTP to a callback, which may drop it too (``callback``)."""
 
-    __slots__ = ("_callback", "_dropped", "_session")
+    __slots__ = ("_callback", "_dropped", "_lose", "_session")
     MAX_REMEMBERED = 512
 
-    def __init__(self, session: pylibsrtp.Session, callback: Callable[[bytes], bool | None]) -> None:
+    def __init__(
+        self,
+        session: pylibsrtp.Session,
+        callback: Callable[[bytes], bool | None] | None,
+        lose: Callable[[bytes], bool] | None,
+    ) -> None:
         self._session = session
         self._callback = callback
+        self._lose = lose
         self._dropped: dict[bytes, bytes] = {}  # SRTP datagram -> its clear packet
 
     @classmethod
-    def install(cls, dtls: RTCDtlsTransport, callback: Callable[[bytes], bool | None]) -> None:
+    def install(
+        cls,
+        dtls: RTCDtlsTransport,
+        callback: Callable[[bytes], bool | None] | None,
+        lose: Callable[[bytes], bool] | None,
+    ) -> None:
         def wrap() -> bool:
             session = dtls._rx_srtp
             if session is None:
                 return False
-            setattr(dtls, "_rx_srtp", cls(session, callback))  # noqa: B010
+            setattr(dtls, "_rx_srtp", cls(session, callback, lose))  # noqa: B010
             return True
 
         if not wrap():
@@ -290,6 +317,8 @@ class _ObservedRx:
             dtls.on("statechange", on_statechange)
 
     def unprotect(self, packet: bytes) -> bytes:
+        if self._lose is not None and self._lose(packet[:12]):
+            raise pylibsrtp.Error("lost by lose_rtp_received")
         try:
             clear = self._session.unprotect(packet)
         except pylibsrtp.Error:
@@ -297,7 +326,7 @@ class _ObservedRx:
             if remembered is None:
                 raise
             clear = remembered  # the retransmission of a packet we dropped
-        if self._callback(clear) is False:
+        if self._callback is not None and self._callback(clear) is False:
             if len(self._dropped) >= self.MAX_REMEMBERED:
                 del self._dropped[next(iter(self._dropped))]
             self._dropped[packet] = clear
