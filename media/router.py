@@ -161,7 +161,7 @@ DROP_REASONS = (
     "temporal_layer",  # per viewer: video of a temporal layer above the one it gets (VP8 TID)
     "retransmit_limited",  # per viewer: NACKed packet beyond its retransmission byte budget
 )
-KEYFRAME_CAUSES = ("join", "switch", "viewer", "loss", "publisher", "recording")
+KEYFRAME_CAUSES = ("join", "switch", "viewer", "loss", "publisher", "recording", "relay")
 
 _pack_fixed = FIXED_HEADER.pack
 _PADDING_HEADER = struct.Struct("!BBHII")
@@ -430,11 +430,25 @@ class _Source:
         return now - self.highest_time < FLOWING_SECONDS
 
 
+class _Relay:
+    """Another worker's (or node's) edge of this room: it gets the host's RTP and RTCP as they
+    arrive (decrypted, unchanged) and feeds its own router with them, as if the host were
+    there; its keyframe requests and NACKs come back through ``on_relay_rtcp``."""
+
+    __slots__ = ("resent", "send_rtcp", "send_rtp")
+
+    def __init__(self, send_rtp: SendFn, send_rtcp: SendFn) -> None:
+        self.send_rtp = send_rtp
+        self.send_rtcp = send_rtcp
+        self.resent: dict[tuple[int, int], float] = {}  # (ssrc, seq) -> when it was last resent
+
+
 class Router:
     def __init__(self, *, rtcp_ssrc: int, target_bitrate_bps: int) -> None:
         self.rtcp_ssrc = rtcp_ssrc
         self.target_bitrate_bps = target_bitrate_bps
         self._viewers: dict[str, _Viewer] = {}
+        self._relays: dict[str, _Relay] = {}
         self._publisher = False
         self._send_rtcp_to_host: SendFn | None = None
         self._audio: _Source | None = None
@@ -700,6 +714,8 @@ class Router:
             self._drops["duplicate"] += 1
             return
         src.cache.store(seq, (hdr, data))
+        for relay in self._relays.values():
+            relay.send_rtp(data)
         temporal = 0
         if src.is_video:
             temporal = temporal_of(data, hdr.payload_offset)
@@ -748,6 +764,8 @@ class Router:
     def on_publisher_rtcp(self, data: bytes, now: float) -> None:
         """Decrypted RTCP from the host: SRs are kept (LSR, the layer's clock) and translated
         to the viewers of that source."""
+        for relay in self._relays.values():
+            relay.send_rtcp(data)
         for p in self._parse_rtcp(data):
             if isinstance(p, SenderReport):
                 src = self._by_ssrc.get(p.ssrc)
@@ -756,6 +774,61 @@ class Router:
                     src.sr = (p.ntp, p.rtp_ts)
                     self._translate_sr(src, p, now)
             # RR/BYE/feedback from the host are of no use to the forwarder
+
+    # ------------------------------------------------------------ relays (rooms across workers)
+
+    def add_relay(self, relay_id: str, send_rtp: SendFn, send_rtcp: SendFn) -> None:
+        """Send the host's RTP and RTCP to an edge from now on (replaces one of that id)."""
+        self._relays[relay_id] = _Relay(send_rtp, send_rtcp)
+
+    def remove_relay(self, relay_id: str) -> None:
+        self._relays.pop(relay_id, None)
+
+    @property
+    def relay_count(self) -> int:
+        return len(self._relays)
+
+    def on_relay_rtcp(self, relay_id: str, data: bytes, now: float) -> None:
+        """RTCP from an edge's router, which takes us for the host: its keyframe requests join
+        this room's (throttled per layer: however many edges ask, the host sees at most one
+        urgent request per URGENT_PLI_INTERVAL), its NACKs are served from the cache here (the
+        packet as the host sent it, at most once per RESEND_GUARD), its reports and REMB are
+        the edge's business."""
+        relay = self._relays.get(relay_id)
+        if relay is None:
+            return
+        for p in self._parse_rtcp(data):
+            if isinstance(p, Pli):
+                src = self._by_ssrc.get(p.media_ssrc)
+                if src is not None:
+                    self._request_keyframe(src, now, urgent=True, cause="relay")
+            elif isinstance(p, Fir):
+                for entry in p.entries:
+                    if (src := self._by_ssrc.get(entry.ssrc)) is not None:
+                        self._request_keyframe(src, now, urgent=True, cause="relay")
+            elif isinstance(p, Nack):
+                self._serve_relay_nack(relay, p, now)
+
+    def _serve_relay_nack(self, relay: _Relay, nack: Nack, now: float) -> None:
+        src = self._by_ssrc.get(nack.media_ssrc)
+        if src is None:
+            return
+        resent = relay.resent
+        for seq in nack.lost:
+            entry = src.cache.get(seq)
+            if entry is None:
+                self._drops["cache_miss"] += 1
+                continue
+            key = (nack.media_ssrc, seq)
+            last = resent.get(key)
+            if last is not None and now - last < RESEND_GUARD:
+                self._drops["nack_repeat"] += 1
+                continue
+            resent[key] = now
+            self._retransmissions += 1
+            relay.send_rtp(entry[1])
+        if len(resent) > CACHE_SIZE:
+            relay.resent = {key: at for key, at in resent.items() if now - at < RESEND_GUARD}
 
     # ------------------------------------------------------------ viewer side
 
