@@ -47,7 +47,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -73,6 +73,9 @@ _TIMESPEC = struct.Struct("@qq")
 _ANCILLARY_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
 
 Address = tuple[str, int]
+#: Handles one datagram under the media lock: (the socket, the datagram, its source) -> whether
+#: it was an RTP packet forwarded (its forwarding delay is then recorded).
+DatagramHandler = Callable[[socket.socket, bytes, Any], bool]
 
 
 class PortStatistics:
@@ -108,7 +111,7 @@ class MediaPort:
         self._sockets: list[socket.socket] = []
         try:
             for address in addresses:
-                self._sockets.append(_bind(address, port))
+                self._sockets.append(bind_udp(address, port))
                 port = port or self._sockets[0].getsockname()[1]  # 0: the first socket's free port for all
         except OSError:
             self.close()
@@ -125,6 +128,9 @@ class MediaPort:
         self._trio_token: trio.lowlevel.TrioToken | None = None
         self._trio_thread = 0
         self._stopping = threading.Event()
+        #: Sockets of other kinds read the same way (their own media thread, the same lock):
+        #: transport/relay_port.py's. Added before ``serve``.
+        self._extra_sockets: list[tuple[socket.socket, DatagramHandler]] = []
         #: Guards the directory, the connections and the routers (see the module's docstring).
         self.lock = threading.RLock()
 
@@ -174,6 +180,12 @@ class MediaPort:
         with contextlib.suppress(trio.RunFinishedError):  # the server has stopped: nobody to tell
             token.run_sync_soon(function, *args)
 
+    def add_socket(self, sock: socket.socket, handle: DatagramHandler) -> None:
+        """Read ``sock`` too, in a media thread of its own, ``handle(sock, data, address)``
+        called under the lock for each datagram (True: an RTP packet, its delay counted), until
+        the port stops; the port closes it. Before ``serve``."""
+        self._extra_sockets.append((sock, handle))
+
     def sendto(self, sock: socket.socket, data: bytes, address: Address) -> bool:
         """Send without ever blocking (from either thread); a full buffer drops (counted)."""
         try:
@@ -195,25 +207,28 @@ class MediaPort:
         self._trio_thread = threading.get_ident()
         try:
             async with trio.open_nursery() as nursery:
-                for sock in self._sockets:
-                    nursery.start_soon(self._run_media_thread, sock, name=f"media thread {sock.getsockname()}")
+                for sock, handle in [(sock, self._handle) for sock in self._sockets] + self._extra_sockets:
+                    name = f"media thread {sock.getsockname()}"
+                    nursery.start_soon(self._run_media_thread, sock, handle, name=name)
                 nursery.start_soon(self._run_timers)
                 task_status.started()
         finally:
             self.close()
 
     def close(self) -> None:
-        for sock in self._sockets:
+        for sock in self._sockets + [sock for sock, _ in self._extra_sockets]:
             sock.close()
 
-    async def _run_media_thread(self, sock: socket.socket) -> None:
+    async def _run_media_thread(self, sock: socket.socket, handle: DatagramHandler) -> None:
         """The thread, awaited until it returns. On cancellation the thread is told to stop
         and woken from its recvmsg (an empty datagram to its own socket), then awaited, at
         most THREAD_STOP_SECONDS (it only has one datagram's handling to finish)."""
         done = threading.Event()
         limiter = trio.CapacityLimiter(1)  # its own: never waits for (or holds) Trio's default thread tokens
         try:
-            await trio.to_thread.run_sync(self._read_until_stopped, sock, done, abandon_on_cancel=True, limiter=limiter)
+            await trio.to_thread.run_sync(
+                self._read_until_stopped, sock, handle, done, abandon_on_cancel=True, limiter=limiter
+            )
         finally:
             self._stopping.set()
             with contextlib.suppress(OSError):  # wake it: a socket closed under a blocked recvmsg stays blocked
@@ -221,19 +236,18 @@ class MediaPort:
             with trio.CancelScope(shield=True):  # waited for in a worker thread, never on Trio's
                 await trio.to_thread.run_sync(done.wait, THREAD_STOP_SECONDS, limiter=trio.CapacityLimiter(1))
 
-    def _read_until_stopped(self, sock: socket.socket, done: threading.Event) -> None:
+    def _read_until_stopped(self, sock: socket.socket, handle: DatagramHandler, done: threading.Event) -> None:
         """The media thread: block for a datagram, handle it under the lock, again.
 
         Each RTP packet's forwarding delay is measured from the kernel's receive timestamp
         to the end of its handling, so time spent waiting for the lock or the GIL counts."""
         try:
-            self._read(sock)
+            self._read(sock, handle)
         finally:
             done.set()
 
-    def _read(self, sock: socket.socket) -> None:
+    def _read(self, sock: socket.socket, handle: DatagramHandler) -> None:
         receive = sock.recvmsg
-        handle = self._handle
         statistics = self.statistics
         record_delay = statistics.forwarding_delay.record
         unpack_timespec = _TIMESPEC.unpack_from
@@ -345,7 +359,7 @@ class MediaPort:
                 await self._timers_changed.park()
 
 
-def _bind(address: str, port: int) -> socket.socket:
+def bind_udp(address: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:

@@ -1,0 +1,90 @@
+"""transport/relay_port.py over real loopback sockets: two workers' relay ports (each on a
+media port of its own, served by Trio), a link between them, media both ways, and what is
+refused: an unknown link, a stranger's address, a closed link."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Callable
+
+import trio
+
+from transport.media_port import MediaPort
+from transport.relay_port import KIND_RTP, MAGIC, RelayPort
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.rtp: list[bytes] = []
+        self.rtcp: list[bytes] = []
+        self.control: list[bytes] = []
+        self.arrived = trio.Event()
+
+    def receivers(self, token: trio.lowlevel.TrioToken) -> tuple:  # type: ignore[type-arg]
+        def keep(into: list[bytes]):  # type: ignore[no-untyped-def]
+            def receive(data: bytes) -> None:  # the media thread, under the lock
+                into.append(data)
+                token.run_sync_soon(self.arrived.set)
+
+            return receive
+
+        return keep(self.rtp), keep(self.rtcp), keep(self.control)
+
+    async def wait(self, condition) -> None:  # type: ignore[no-untyped-def]
+        with trio.fail_after(5):
+            while not condition():
+                self.arrived = trio.Event()
+                if condition():
+                    return
+                await self.arrived.wait()
+
+
+async def until(condition: Callable[[], object]) -> None:
+    """Wait for what the media thread counts (no Trio event to wait on), at most 5 s."""
+    with trio.fail_after(5):
+        while not condition():  # noqa: ASYNC110 (counted in the media thread)
+            await trio.sleep(0.01)
+
+
+async def test_a_link_carries_rtp_rtcp_and_control_both_ways_and_refuses_strangers() -> None:
+    token = trio.lowlevel.current_trio_token()
+    origin_port, edge_port = MediaPort(["127.0.0.1"], 0), MediaPort(["127.0.0.1"], 0)
+    origin, edge = RelayPort(origin_port), RelayPort(edge_port)
+    at_origin, at_edge = Inbox(), Inbox()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(origin_port.serve)
+        await nursery.start(edge_port.serve)
+        edge_link = edge.open(*at_edge.receivers(token))
+        origin_link = origin.open(*at_origin.receivers(token))
+        origin.connect(origin_link, edge.address, edge_link.number)
+        origin_link.send_rtp(b"\x80\x60rtp-before")  # the edge does not know its peer yet: refused
+        await until(lambda: edge.statistics.wrong_peer >= 1)
+        edge.connect(edge_link, origin.address, origin_link.number)
+        origin_link.send_rtp(b"\x80\x60rtp")
+        origin_link.send_rtcp(b"\x80\xc8sr")
+        origin_link.send_control(b'{"streams": []}')
+        edge_link.send_rtcp(b"\x81\xcepli")
+        await at_edge.wait(lambda: at_edge.rtp and at_edge.rtcp and at_edge.control)
+        await at_origin.wait(lambda: at_origin.rtcp)
+        assert at_edge.rtp == [b"\x80\x60rtp"] and at_edge.rtcp == [b"\x80\xc8sr"]
+        assert at_edge.control == [b'{"streams": []}'] and at_origin.rtcp == [b"\x81\xcepli"]
+        assert edge.statistics.wrong_peer == 1 and edge_link.last_heard > 0
+
+        # a stranger on loopback naming the edge's link, then a link number nobody has, then junk
+        stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with stranger:
+            stranger.sendto(struct.pack("!BBHI", MAGIC, KIND_RTP, 0, edge_link.number) + b"x", edge.address)
+            stranger.sendto(struct.pack("!BBHI", MAGIC, KIND_RTP, 0, edge_link.number ^ 1) + b"x", edge.address)
+            stranger.sendto(b"\x00" * 20, edge.address)
+            await until(lambda: edge.statistics.datagrams_received >= 6)
+        assert (edge.statistics.wrong_peer, edge.statistics.unknown_link, edge.statistics.malformed) == (2, 1, 1)
+        assert at_edge.rtp == [b"\x80\x60rtp"]
+
+        # a closed link hears nothing more, and sends nothing
+        edge.close(edge_link)
+        origin_link.send_rtp(b"\x80\x60late")
+        edge_link.send_rtcp(b"\x81\xcelate")
+        await until(lambda: edge.statistics.unknown_link >= 2)
+        assert at_edge.rtp == [b"\x80\x60rtp"] and at_origin.rtcp == [b"\x81\xcepli"]
+        nursery.cancel_scope.cancel()

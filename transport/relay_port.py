@@ -1,0 +1,159 @@
+"""Media between the workers of one node: a room's relay links (issue 21).
+
+A room whose viewers sit on several workers of a node has its host on one (the *origin*); each
+other worker that has viewers of it (an *edge*) gets the host's RTP and RTCP from the origin,
+unchanged and once, and sends back its keyframe requests and NACKs (media/router.py's relays).
+Between processes of one machine that goes over loopback UDP in the clear, as mediasoup's pipe
+transports do; between machines it must not (SRTP: not this module's job yet).
+
+One socket per worker, on loopback, read by a media thread of the worker's media port (its
+lock held while a datagram is handled, as for every datagram of the port). Each relay is a
+*link* at both ends, each end with a number of its own; every datagram starts with an 8-byte
+header naming the receiver's link and what follows::
+
+    0xB5 | kind (0 RTP, 1 RTCP, 2 control) | 0x0000 | the receiving link's number (32 bits)
+
+A datagram for a link this port does not have, or from another address than the link's peer,
+is dropped and counted: a link hears only the one address it was connected to.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import struct
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from transport.media_port import Address, MediaPort, bind_udp
+
+MAGIC: Final = 0xB5
+KIND_RTP, KIND_RTCP, KIND_CONTROL = 0, 1, 2
+_HEADER: Final = struct.Struct("!BBHI")
+HEADER_SIZE: Final = _HEADER.size
+
+Receiver = Callable[[bytes], None]
+
+
+class RelayStatistics:
+    """Counts of the relay port (``GET /debug/runtime``)."""
+
+    __slots__ = ("datagrams_received", "datagrams_sent", "malformed", "send_errors", "unknown_link", "wrong_peer")
+
+    def __init__(self) -> None:
+        self.datagrams_received = 0
+        self.datagrams_sent = 0
+        self.malformed = 0  # too short, or not our header
+        self.unknown_link = 0  # a link closed (or never opened) here
+        self.wrong_peer = 0  # from another address than the link's peer, or before it was connected
+        self.send_errors = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class RelayLink:
+    """One end of a relay: what arrives goes to ``on_rtp`` / ``on_rtcp`` / ``on_control``
+    (called under the media lock, in a media thread); ``send_*`` reach the other end once
+    :meth:`RelayPort.connect` has named it (before, they send nothing)."""
+
+    __slots__ = ("_port", "last_heard", "number", "on_control", "on_rtcp", "on_rtp", "peer", "peer_number")
+
+    def __init__(self, port: RelayPort, number: int, on_rtp: Receiver, on_rtcp: Receiver, on_control: Receiver) -> None:
+        self._port = port
+        self.number = number
+        self.on_rtp = on_rtp
+        self.on_rtcp = on_rtcp
+        self.on_control = on_control
+        self.peer: Address | None = None
+        self.peer_number = 0
+        self.last_heard = float("-inf")  # time.monotonic() of the last datagram from the peer
+
+    def send_rtp(self, data: bytes) -> None:
+        self._port.send(self, KIND_RTP, data)
+
+    def send_rtcp(self, data: bytes) -> None:
+        self._port.send(self, KIND_RTCP, data)
+
+    def send_control(self, data: bytes) -> None:
+        self._port.send(self, KIND_CONTROL, data)
+
+
+class RelayPort:
+    """The worker's relay socket and its links."""
+
+    def __init__(self, media_port: MediaPort, host: str = "127.0.0.1") -> None:
+        self._media_port = media_port
+        self._sock = bind_udp(host, 0)
+        media_port.add_socket(self._sock, self._handle)
+        self.address: Address = self._sock.getsockname()[:2]
+        self.statistics = RelayStatistics()
+        self._links: dict[int, RelayLink] = {}
+
+    @property
+    def lock(self) -> Any:
+        return self._media_port.lock
+
+    def open(self, on_rtp: Receiver, on_rtcp: Receiver, on_control: Receiver) -> RelayLink:
+        """A new link (a number never used here: random, so a stale peer cannot hit a new
+        link); it hears nothing until connected."""
+        with self.lock:
+            number = secrets.randbits(32) or 1
+            while number in self._links:
+                number = secrets.randbits(32) or 1
+            link = RelayLink(self, number, on_rtp, on_rtcp, on_control)
+            self._links[number] = link
+            return link
+
+    def connect(self, link: RelayLink, peer: Address, peer_number: int) -> None:
+        """Name the link's other end: its address and its number there."""
+        with self.lock:
+            link.peer = (peer[0], int(peer[1]))
+            link.peer_number = peer_number
+
+    def close(self, link: RelayLink) -> None:
+        with self.lock:
+            if self._links.get(link.number) is link:
+                del self._links[link.number]
+            link.peer = None
+
+    def send(self, link: RelayLink, kind: int, data: bytes) -> None:
+        """Never blocks (a full buffer drops, counted): from the media thread or Trio's."""
+        peer = link.peer
+        if peer is None:
+            return
+        try:
+            self._sock.sendto(_HEADER.pack(MAGIC, kind, 0, link.peer_number) + data, socket.MSG_DONTWAIT, peer)
+        except OSError:
+            self.statistics.send_errors += 1
+            return
+        self.statistics.datagrams_sent += 1
+
+    def _handle(self, sock: socket.socket, data: bytes, address: Any) -> bool:
+        """One datagram, under the media lock. True for RTP (its forwarding delay counted)."""
+        statistics = self.statistics
+        statistics.datagrams_received += 1
+        if len(data) <= HEADER_SIZE or data[0] != MAGIC:
+            statistics.malformed += 1
+            return False
+        _magic, kind, _reserved, number = _HEADER.unpack_from(data)
+        link = self._links.get(number)
+        if link is None:
+            statistics.unknown_link += 1
+            return False
+        if link.peer != address[:2]:
+            statistics.wrong_peer += 1
+            return False
+        link.last_heard = time.monotonic()
+        payload = data[HEADER_SIZE:]
+        if kind == KIND_RTP:
+            link.on_rtp(payload)
+            return True
+        if kind == KIND_RTCP:
+            link.on_rtcp(payload)
+        elif kind == KIND_CONTROL:
+            link.on_control(payload)
+        else:
+            statistics.malformed += 1
+        return False
