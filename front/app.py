@@ -3,8 +3,9 @@
 
 - **Workers** (front/worker_pool.py): whole servers on loopback, supervised and restarted.
 - **Relaying**: REST for a room goes to its worker, `GET /stats` sums the workers (with a
-  per-worker breakdown), anything else goes to the first ready worker, and each WebSocket to
-  the worker of the room its `join` names (frames piped both ways, the close code passed on).
+  per-worker breakdown), `GET /metrics` sums their expositions (front/metrics.py), anything
+  else goes to the first ready worker, and each WebSocket to the worker of the room its `join`
+  names (frames piped both ways, the close code passed on).
   Media never crosses the front: a worker's answer carries that worker's candidates.
 - **Cluster** (front/cluster_node.py): a new room goes to the least-loaded node; a request or
   WebSocket for a room on another node is relayed to that node's front; a room whose node died
@@ -28,6 +29,7 @@ from quart import Response, request, websocket
 from quart_trio import QuartTrio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
+from api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from api.rest import ROOM_ID
 from api.server import hypercorn_config
 from cluster.redis_client import RedisClient, RedisUnavailable
@@ -47,6 +49,8 @@ from front.cluster_node import (
     node_id_of,
     node_url,
 )
+from front.metrics import render as node_metrics
+from front.metrics import scrape_workers
 from front.worker_pool import Worker, WorkerPool, add_numbers
 
 log = logging.getLogger("bitbasel.front")
@@ -259,6 +263,17 @@ def create_front_app(front: Front) -> QuartTrio:
                 return Response(json.dumps({"room_id": room_id, "recordings": []}), content_type="application/json")
             return _error(404 if route.code == "room_not_found" else 503, route.code, route.message)
         return await front.relay_to(route, f"/room/{room_id}/{rest}")
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """Every worker's /metrics summed (front/metrics.py); access as the workers' own."""
+        access = front.config.metrics.access
+        if access == "off":
+            return _error(404, "not_found", "GET /metrics is off ([metrics] access)")
+        if access == "api_key" and not front.authorized(request.headers):
+            return _error(401, "unauthorized", "missing or wrong API key (Authorization: Bearer <key>)")
+        body = node_metrics(await scrape_workers(front.pool))
+        return Response(body, status=200, content_type=METRICS_CONTENT_TYPE)
 
     @app.get("/stats")
     async def stats() -> Response:

@@ -17,6 +17,17 @@ from tests.peer_process import PeerProcess, start_peer
 from tests.serving import server_process
 
 
+def node_metrics(url: str) -> dict[str, float]:
+    """The front's /metrics: 'name{labels}' -> value."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return {
+        name: float(value)
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+        for name, _, value in [line.rpartition(" ")]
+    }
+
+
 def test_two_workers_share_the_rooms_and_a_killed_worker_comes_back_with_its_room(tmp_path: Path) -> None:
     cluster = {"workers": 2, "state_path": str(tmp_path / "state" / "rooms.sqlite3")}
     peers: list[PeerProcess] = []
@@ -44,6 +55,10 @@ def test_two_workers_share_the_rooms_and_a_killed_worker_comes_back_with_its_roo
             assert during["total_hosts"] == 1 and during["total_viewers"] == 1
             [owner] = [w for w in during["workers"] if room_id in w["rooms"]]
             assert owner["stats"]["total_viewers"] == 1  # the session is on the room's worker
+            metrics = node_metrics(front.url)  # every worker's, summed by the front
+            assert metrics["bitbasel_workers"] == metrics["bitbasel_workers_scraped"] == 2
+            assert metrics["bitbasel_rooms"] == 2 and metrics['bitbasel_sessions{role="viewer"}'] == 1
+            assert metrics["bitbasel_rtp_received_packets_total"] > 0
 
             os.kill(owner["pid"], signal.SIGKILL)
             started = time.monotonic()
