@@ -82,6 +82,39 @@ class AdoptRoom(msgspec.Struct, frozen=True):
     reply: Reply
 
 
+class OpenEdge(msgspec.Struct, frozen=True):
+    """This worker is to hold viewers of a room whose host is on another worker of the node (an
+    edge of it, actors/relays.py). Answer: EdgeOpened (the one there is, or a new one)."""
+
+    room_id: str
+    post_id: str
+    host_user_id: str
+    reply: Reply
+
+
+class EdgeOpened(msgspec.Struct, frozen=True):
+    address: tuple[str, int]  # the edge's relay port
+    link: int  # its link's number there: the origin sends to it
+    existing: bool  # the edge was there already (its relay with it)
+
+
+class OpenRelay(msgspec.Struct, frozen=True):
+    """The room (its origin) sends its host's media to an edge from now on. Answer: None."""
+
+    room_id: str
+    address: tuple[str, int]  # the edge's relay port
+    link: int  # the edge's link number
+    reply: Reply
+
+
+class RelayControl(msgspec.Struct, frozen=True):
+    """A relay's control message arrived (actors/relays.py), for the room's actor."""
+
+    relay_id: str
+    message: Any  # actors.relays.RelayMessage
+    reply: Reply
+
+
 class StartRecording(msgspec.Struct, frozen=True):
     """Answer: the room's services.recordings.Recording (a new one, or the one in progress).
     The supervisor forwards it to the room's actor, which owns the room's recording."""

@@ -49,7 +49,7 @@ import trio
 
 from actors.errors import ActorGone, HostTaken, KickedOut, PeerNotFound, RecordingNotFound, RoomFull
 from actors.events import NO_EVENTS, EventSink
-from actors.mailbox import answer, open_mailbox
+from actors.mailbox import answer, open_mailbox, tell
 from actors.messages import (
     AttachMedia,
     ChooseQuality,
@@ -63,10 +63,12 @@ from actors.messages import (
     LayersNeeded,
     Leave,
     MediaRoute,
+    OpenRelay,
     PeerConnectionState,
     PeerInfo,
     QualityChanged,
     RecordingEnded,
+    RelayControl,
     Restarting,
     RoomChanged,
     RoomStats,
@@ -74,10 +76,21 @@ from actors.messages import (
     StartRecording,
     StopRecording,
 )
+from actors.relays import (
+    STATE_EVERY_SECONDS,
+    EdgeFeed,
+    EdgeOfOrigin,
+    EdgeState,
+    OriginRelays,
+    OriginState,
+    decode,
+    encode,
+)
 from core.signaling import Role, StopReason
 from media.layers import Quality
 from media.router import QualityChange, Router
 from services.recordings import Recording
+from transport.relay_port import RelayLink, RelayPort
 from transport.settings import TransportCounters
 
 log = logging.getLogger("bitbasel.room")
@@ -86,6 +99,10 @@ log = logging.getLogger("bitbasel.room")
 TICK_SECONDS = 0.1
 #: Every this many ticks (a second), members whose session ended without a Leave are removed.
 PURGE_EVERY_TICKS = 10
+#: Every this many ticks each end of a relay sends its state (actors/relays.py).
+RELAY_STATE_EVERY_TICKS = round(STATE_EVERY_SECONDS / TICK_SECONDS)
+#: An edge's publisher in its router: the relay from the origin.
+RELAY_PUBLISHER = "relay"
 
 
 @dataclass(slots=True)
@@ -129,6 +146,8 @@ class RoomState:
     layers_told: list[str] | None = None  # the rids last named to the host (dynacast)
     recorded_epoch: int | None = None  # the video layer the recording took (router.recorded_epoch)
     announced: RoomChanged = field(default_factory=lambda: RoomChanged(viewer_count=0, has_host=False))
+    relays: OriginRelays = field(default_factory=OriginRelays)  # as an origin: its edges
+    edge: EdgeFeed | None = None  # as an edge: its link to the origin (set when the edge is made)
 
     @property
     def host(self) -> Member | None:
@@ -139,7 +158,18 @@ class RoomState:
         return sum(1 for m in self.members.values() if m.role == "viewer" and not m.gone)
 
     @property
+    def room_viewer_count(self) -> int:
+        """Every viewer of the room, wherever it sits: an origin's own and its edges'; an edge
+        says what its origin last said (its own viewers included, half a second late at most)."""
+        if self.edge is not None:
+            origin = self.edge.origin
+            return max(origin.viewer_count, self.viewer_count) if origin is not None else self.viewer_count
+        return self.viewer_count + self.relays.viewer_count
+
+    @property
     def has_host(self) -> bool:
+        if self.edge is not None:
+            return self.edge.origin is not None and self.edge.origin.has_host
         host = self.host
         return host is not None and host.connected
 
@@ -200,7 +230,7 @@ class RoomRecord:
             room_id=self.room_id,
             post_id=self.post_id,
             is_active=active,
-            viewer_count=state.viewer_count if active else 0,
+            viewer_count=state.room_viewer_count if active else 0,
             has_host=state.has_host if active else False,
             stop_reason=self.stopped.reason if self.stopped else None,
             host_joined=active and state.host is not None,
@@ -240,6 +270,10 @@ class RoomServices(Protocol):
 
     def start_recording(self, record: RoomRecord) -> Recording: ...
     def save_row(self, record: RoomRecord, *, recording: bool) -> None: ...
+    def stop_edge(self, record: RoomRecord, reason: StopReason | None) -> None: ...
+
+    @property
+    def relay_port(self) -> RelayPort | None: ...
 
 
 def no_fault(where: str) -> None:
@@ -277,6 +311,8 @@ class RoomActor:
             RecordingEnded: self._on_recording_ended,
             GetKeyframe: self._on_keyframe,
             InjectCrash: self._on_inject_crash,
+            OpenRelay: self._on_open_relay,
+            RelayControl: self._on_relay_control,
         }
 
     async def run(self) -> None:
@@ -304,9 +340,12 @@ class RoomActor:
             answer(message.reply, KickedOut("a moderator removed this user from the room"))
             return
         if message.role == "viewer":
-            if state.viewer_count >= self._max_viewers:
+            if state.room_viewer_count >= self._max_viewers:
                 answer(message.reply, RoomFull(f"room is full ({self._max_viewers} viewers)"))
                 return
+        elif state.edge is not None:
+            answer(message.reply, HostTaken("the host publishes on the room's origin, not on this worker"))
+            return
         else:
             host = state.host
             if host is not None and host.user_id != message.user_id:
@@ -325,10 +364,10 @@ class RoomActor:
         log.info(
             "room %s: %s %s joined (user %s)", self._record.room_id, message.role, message.peer_id, message.user_id
         )
-        answer(message.reply, JoinAccepted(viewer_count=state.viewer_count, has_host=state.has_host))
+        answer(message.reply, JoinAccepted(viewer_count=state.room_viewer_count, has_host=state.has_host))
         if message.role == "viewer":
             self._record.emit(
-                "viewer_joined", peer_id=message.peer_id, user_id=message.user_id, viewer_count=state.viewer_count
+                "viewer_joined", peer_id=message.peer_id, user_id=message.user_id, viewer_count=state.room_viewer_count
             )
         self._broadcast_if_changed(skip=message.peer_id)
 
@@ -345,7 +384,7 @@ class RoomActor:
             log.info("room %s: %s %s left", record.room_id, member.role, member.peer_id)
         self._detach_media(peer_id)
         if member is not None and member.role == "viewer":
-            record.emit("viewer_left", peer_id=peer_id, user_id=member.user_id, viewer_count=state.viewer_count)
+            record.emit("viewer_left", peer_id=peer_id, user_id=member.user_id, viewer_count=state.room_viewer_count)
         elif member is not None:
             record.emit("host_left", peer_id=peer_id, user_id=member.user_id, was_live=state.live)
             state.live = False
@@ -395,6 +434,7 @@ class RoomActor:
                     state.recording.use_host(router.publisher_streams())
             self._fault("attach_media")
             log.info("room %s: publisher %s attached (%s)", record.room_id, peer_id, _streams(endpoint.sources))
+            self._tell_edges()
             answer(
                 message.reply, MediaRoute(on_rtp=self._publisher_rtp(peer_id), on_rtcp=self._publisher_rtcp(peer_id))
             )
@@ -441,6 +481,7 @@ class RoomActor:
             with self._record.media_lock:
                 state.router.detach_publisher(time.monotonic())
                 state.publisher_peer_id = None
+            self._tell_edges()
         elif state.router.has_viewer(peer_id):
             with self._record.media_lock:
                 state.router.remove_viewer(peer_id)
@@ -513,6 +554,96 @@ class RoomActor:
     def _on_inject_crash(self, message: InjectCrash) -> None:
         raise RuntimeError(f"fault injected into room {self._record.room_id}")
 
+    # ---- relays: this room across workers (actors/relays.py) ------------------------------
+
+    def _on_open_relay(self, message: OpenRelay) -> None:
+        """As the origin: send the host's media to an edge from now on."""
+        state, record = self._state, self._record
+        port = self._services.relay_port
+        if port is None or state.edge is not None:
+            answer(message.reply, ActorGone(f"room {record.room_id} cannot relay from this worker"))
+            return
+        router = state.router
+        relay_id = ""
+
+        def on_rtcp(data: bytes) -> None:  # the media thread, under the lock
+            router.on_relay_rtcp(relay_id, data, time.monotonic())
+
+        link = port.open(_ignore, on_rtcp, relay_control_receiver(port, record.mailbox[0], lambda: relay_id))
+        relay_id = str(link.number)
+        port.connect(link, message.address, message.link)
+        with record.media_lock:
+            router.add_relay(relay_id, link.send_rtp, link.send_rtcp)
+        state.relays.edges[relay_id] = EdgeOfOrigin(link)
+        log.info("room %s: relaying to an edge at %s (relay %s)", record.room_id, message.address, relay_id)
+        self._tell_edge(link)
+        answer(message.reply, None)
+
+    def _on_relay_control(self, message: RelayControl) -> None:
+        state = self._state
+        control = message.message
+        if isinstance(control, EdgeState):
+            edge = state.relays.edges.get(message.relay_id)
+            if edge is not None:
+                edge.viewer_count = control.viewer_count
+        elif isinstance(control, OriginState) and state.edge is not None:
+            self._follow_origin(state.edge, control)
+        answer(message.reply, None)
+        self._broadcast_if_changed()
+
+    def _follow_origin(self, feed: EdgeFeed, origin: OriginState) -> None:
+        """As an edge: the router's publisher follows the origin's host; a stopped origin stops
+        this edge (its viewers are told the room stopped)."""
+        state, record = self._state, self._record
+        feed.origin = origin
+        if origin.stopped is not None:
+            self._services.stop_edge(record, origin.stopped)  # type: ignore[arg-type]
+            return
+        if origin.streams == feed.attached:
+            return
+        with record.media_lock:
+            if origin.streams is None:
+                state.router.detach_publisher(time.monotonic())
+            else:
+                state.router.attach_publisher(origin.streams, feed.link.send_rtcp, time.monotonic())
+        feed.attached = origin.streams
+        state.publisher_peer_id = RELAY_PUBLISHER if origin.streams is not None else None
+        log.info("room %s (edge): the origin's host %s", record.room_id, "attached" if origin.streams else "detached")
+
+    def _origin_state(self, stopped: StopReason | None = None) -> OriginState:
+        state = self._state
+        streams = state.router.publisher_streams() if state.publisher_peer_id is not None else None
+        return OriginState(streams, state.has_host, state.room_viewer_count, stopped)
+
+    def _tell_edge(self, link: RelayLink) -> None:
+        link.send_control(encode(self._origin_state()))
+
+    def _tell_edges(self) -> None:
+        if self._state.relays.edges:
+            payload = encode(self._origin_state())
+            for edge in self._state.relays.edges.values():
+                edge.link.send_control(payload)
+
+    def _relay_tick(self, now: float) -> None:
+        """Twice a second: each end of a relay says its state; a silent end is let go."""
+        state, record = self._state, self._record
+        feed = state.edge
+        if feed is not None:
+            if feed.silent(now):
+                log.warning("room %s (edge): the origin went silent; its viewers reconnect", record.room_id)
+                self._services.stop_edge(record, None)
+                return
+            feed.link.send_control(encode(EdgeState(state.viewer_count)))
+            return
+        for relay_id in state.relays.gone(now):
+            log.warning("room %s: the edge of relay %s went silent; relay dropped", record.room_id, relay_id)
+            edge = state.relays.edges.pop(relay_id)
+            with record.media_lock:
+                state.router.remove_relay(relay_id)
+            edge.link.close()
+            self._broadcast_if_changed()
+        self._tell_edges()
+
     # ---- the ticker -----------------------------------------------------------------------
 
     async def _tick(self) -> None:
@@ -543,6 +674,8 @@ class RoomActor:
                 self._fault("live")
                 state.live = True
             ticks += 1
+            if ticks % RELAY_STATE_EVERY_TICKS == 0 and (state.edge is not None or state.relays.edges):
+                self._relay_tick(now)
             if ticks % PURGE_EVERY_TICKS == 0 and any(m.gone for m in state.members.values()):
                 self._purge_gone()
                 self._broadcast_if_changed()
@@ -574,7 +707,12 @@ class RoomActor:
                 with self._record.media_lock:
                     state.router.remove_viewer(peer_id)
         host = state.host
-        if state.publisher_peer_id is not None and (host is None or host.peer_id != state.publisher_peer_id):
+        relayed = state.edge is not None and state.publisher_peer_id == RELAY_PUBLISHER
+        if (
+            state.publisher_peer_id is not None
+            and not relayed
+            and (host is None or host.peer_id != state.publisher_peer_id)
+        ):
             self._detach_media(state.publisher_peer_id)
         if state.publisher_peer_id is None:
             state.live = False
@@ -598,11 +736,20 @@ class RoomActor:
         )
         for member in state.members.values():
             member.notify(event)
+        stopped_state = encode(OriginState(None, False, 0, stopped.reason)) if not stopped.resumes else None
         with record.media_lock:
             for peer_id in state.router.viewer_ids():
                 state.router.remove_viewer(peer_id)
             state.router.detach_publisher(time.monotonic())
             recording, state.recording = state.recording, None
+            for relay_id, edge in state.relays.edges.items():
+                if stopped_state is not None:  # its edges stop too (after a restart they would reattach)
+                    edge.link.send_control(stopped_state)
+                state.router.remove_relay(relay_id)
+                edge.link.close()
+            state.relays.edges.clear()
+            if state.edge is not None:
+                state.edge.link.close()
         state.members.clear()
         state.publisher_peer_id = None
         state.live = False
@@ -615,13 +762,32 @@ class RoomActor:
         """Tell every member the room's state if it differs from what was last told
         (a member may have gone between two messages, see `Member.gone`)."""
         state = self._state
-        now = RoomChanged(viewer_count=state.viewer_count, has_host=state.has_host)
+        now = RoomChanged(viewer_count=state.room_viewer_count, has_host=state.has_host)
         if now == state.announced:
             return
         state.announced = now
+        self._tell_edges()
         for member in state.members.values():
             if member.peer_id != skip:
                 member.notify(now)
+
+
+def relay_control_receiver(
+    port: RelayPort, mailbox: trio.MemorySendChannel[Any], relay_id: Callable[[], str]
+) -> Callable[[bytes], None]:
+    """A relay link's control messages (actors/relays.py), decoded on the media thread and
+    handed to the room's actor; what does not decode is dropped."""
+
+    def on_control(payload: bytes) -> None:
+        message = decode(payload)
+        if message is not None:
+            port.call_in_trio(tell, mailbox, lambda reply: RelayControl(relay_id(), message, reply))
+
+    return on_control
+
+
+def _ignore(data: bytes) -> None:
+    """What an origin's link does with RTP from its edge: there is none."""
 
 
 def _streams(streams: list[Any]) -> str:

@@ -44,6 +44,7 @@ from actors.mailbox import answer, call, close_mailbox, forward, open_mailbox, t
 from actors.messages import (
     AdoptRoom,
     CreateRoom,
+    EdgeOpened,
     FindRoom,
     GetKeyframe,
     GetMetrics,
@@ -52,6 +53,8 @@ from actors.messages import (
     GetTotals,
     InjectCrash,
     KickPeer,
+    OpenEdge,
+    OpenRelay,
     PeerInfo,
     RecordingEnded,
     RoomCreated,
@@ -61,7 +64,8 @@ from actors.messages import (
     StopRecording,
     StopRoom,
 )
-from actors.room import RoomActor, RoomRecord, StopInfo, new_record, no_fault
+from actors.relays import EdgeFeed
+from actors.room import RoomActor, RoomRecord, StopInfo, new_record, no_fault, relay_control_receiver
 from core.config import RecordingsConfig
 from core.ids import RoomIdAllocator
 from core.room_directory import RoomRow
@@ -69,6 +73,7 @@ from core.signaling import StopReason
 from media.router import Router, RouterStatistics
 from services.recordings import Recording, RecordingInfo
 from services.room_store import RoomStore
+from transport.relay_port import RelayPort
 
 log = logging.getLogger("bitbasel.supervisor")
 
@@ -78,6 +83,8 @@ RESTART_WINDOW_SECONDS = 10.0
 #: (0.05, 0.1, 0.2 s): a bug that crashes at once does not spin; requests wait in the mailbox.
 RESTART_BACKOFF_SECONDS = 0.05
 SWEEP_INTERVAL_SECONDS = 30.0
+#: An edge (actors/relays.py) with no viewer for this long stops (its origin drops the relay).
+EDGE_IDLE_SECONDS = 10.0
 
 
 class _Sweep(msgspec.Struct, frozen=True):
@@ -103,7 +110,9 @@ class Supervisor:
         store: RoomStore | None = None,
         restored: list[RoomRow] | None = None,
         fault: Callable[[str], None] = no_fault,
+        relay_port: RelayPort | None = None,
     ) -> None:
+        self._relay_port = relay_port  # rooms across workers (actors/relays.py); None: not here
         self._recordings = recordings or RecordingsConfig()
         # the room directory (a restart loses no room), and the rooms it had when we started
         self._store = store
@@ -143,6 +152,8 @@ class Supervisor:
             StartRecording: self._forward_to_room,
             StopRecording: self._forward_to_room,
             KickPeer: self._forward_to_room,
+            OpenRelay: self._forward_to_room,
+            OpenEdge: self._on_open_edge,
             _Sweep: self._on_sweep,
             _StopAll: self._on_stop_all,
         }
@@ -212,6 +223,46 @@ class Supervisor:
         log.info("room %s taken over for post %s (host user %s)", row.room_id, row.post_id, row.host_user_id)
         answer(message.reply, RoomCreated(record.room_id, record.post_id, record.host_user_id, existing=False))
 
+    def _on_open_edge(self, message: OpenEdge) -> None:
+        """This worker holds viewers of a room whose host is on another worker: the room is
+        made here as an edge, fed by a relay link the origin sends to (actors/relays.py). Not
+        in the room directory, no webhooks (its origin has them), not counted as a room."""
+        port = self._relay_port
+        held = self._rooms.get(message.room_id)
+        if port is None:
+            answer(message.reply, Capacity("this server has no relay port (one worker)"))
+            return
+        if held is not None and held.stopped is None:
+            edge = held.state.edge
+            if edge is None:
+                answer(message.reply, Capacity(f"room {message.room_id} has its host here: not an edge"))
+            else:
+                answer(message.reply, EdgeOpened(port.address, edge.link.number, existing=True))
+            return
+        if held is not None:  # an edge (or the room) that stopped here before
+            del self._rooms[message.room_id]
+        record = self._new_record(message.room_id, message.post_id, message.host_user_id)
+        record.events = NO_EVENTS
+        router = record.state.router
+        relay_id = ""
+
+        def on_rtp(data: bytes) -> None:  # the media thread, under the lock
+            router.on_publisher_rtp(data, time.monotonic())
+
+        def on_rtcp(data: bytes) -> None:
+            router.on_publisher_rtcp(data, time.monotonic())
+
+        link = port.open(
+            on_rtp, on_rtcp, relay_control_receiver(port, record.mailbox[0], lambda: relay_id), learn_peer=True
+        )
+        relay_id = str(link.number)
+        record.state.edge = EdgeFeed(link)
+        self._rooms[record.room_id] = record
+        assert self._nursery is not None
+        self._nursery.start_soon(self._supervise, record, name=f"room {record.room_id} (edge)")
+        log.info("room %s: an edge here, fed by relay %s", record.room_id, relay_id)
+        answer(message.reply, EdgeOpened(port.address, link.number, existing=False))
+
     def _add_room(self, record: RoomRecord, *, record_now: bool) -> None:
         self._rooms[record.room_id] = record
         self._active_by_post[record.post_id] = record.room_id
@@ -256,7 +307,7 @@ class Supervisor:
 
     def _on_room_stats(self, message: GetRoomStats) -> None:
         record = self._rooms.get(message.room_id)
-        if record is None:
+        if record is None or record.state.edge is not None:  # an edge's stats are its origin's
             answer(message.reply, RoomNotFound(f"no room {message.room_id}"))
             return
         answer(message.reply, record.stats())
@@ -304,8 +355,9 @@ class Supervisor:
         )
 
     def _active_room(self, room_id: str) -> RoomRecord | RoomNotFound:
+        """A room whose origin is here (REST never addresses an edge: its origin answers)."""
         record = self._rooms.get(room_id)
-        if record is None or record.stopped is not None:
+        if record is None or record.stopped is not None or record.state.edge is not None:
             return RoomNotFound(f"no active room {room_id}")
         return record
 
@@ -412,7 +464,8 @@ class Supervisor:
         for record in list(self._rooms.values()):
             if record.stopped is None:
                 idle_since = record.state.idle_since  # the room's actor keeps it (and purges ended sessions)
-                if idle_since is not None and now - idle_since >= self._idle_timeout:
+                timeout = EDGE_IDLE_SECONDS if record.state.edge is not None else self._idle_timeout
+                if idle_since is not None and now - idle_since >= timeout:
                     self._stop(record, "idle")
             elif now - record.stopped.at >= self._idle_timeout:
                 self._forget(record)
@@ -470,10 +523,28 @@ class Supervisor:
             record.crash_times.popleft()
         return len(record.crash_times) > MAX_RESTARTS
 
-    def _stop(self, record: RoomRecord, reason: StopReason) -> None:
+    def stop_edge(self, record: RoomRecord, reason: StopReason | None) -> None:
+        """An edge room's actor: its origin stopped the room (``reason``), or went silent
+        (None: its viewers are told to reconnect, and the front places them again)."""
+        self._stop(record, reason or "shutdown", resumes_elsewhere=reason is None)
+
+    def _stop_edge(self, record: RoomRecord, reason: StopReason, *, resumes: bool) -> None:
+        record.stopped = StopInfo(reason=reason, at=trio.current_time(), resumes=resumes or reason == "shutdown")
+        record.cancel_scope.cancel()
+        close_mailbox(record.mailbox, lambda _: ActorGone(f"room {record.room_id} stopped"))
+        log.info("room %s (edge) stopped (%s)", record.room_id, reason if not resumes else "its origin went silent")
+
+    @property
+    def relay_port(self) -> RelayPort | None:
+        return self._relay_port
+
+    def _stop(self, record: RoomRecord, reason: StopReason, *, resumes_elsewhere: bool = False) -> None:
         """Mark the stop, answer what is queued for the room, and cancel its task: its teardown
         tells its members (`stopped`, or `restarting` when the room resumes after a restart)."""
         if record.stopped is not None:
+            return
+        if record.state.edge is not None:
+            self._stop_edge(record, reason, resumes=resumes_elsewhere)
             return
         resumes = reason == "shutdown" and self._store is not None  # the restarted server has the room
         record.stopped = StopInfo(reason=reason, at=trio.current_time(), resumes=resumes)
@@ -495,7 +566,7 @@ class Supervisor:
         self._forgotten_bytes_received += state.counters.bytes_received
         self._forgotten_problems = _summed(self._forgotten_problems, state.counters.problems())
         del self._rooms[record.room_id]
-        if self._store is not None:
+        if self._store is not None and record.state.edge is None:
             self._store.forgotten(record.room_id)
         log.info("room %s forgotten", record.room_id)
 
@@ -601,6 +672,13 @@ class SupervisorClient:
     async def adopt_room(self, row: RoomRow) -> RoomCreated:
         result: RoomCreated = await call(self._mailbox, lambda r: AdoptRoom(row, r))
         return result
+
+    async def open_edge(self, room_id: str, post_id: str, host_user_id: str) -> EdgeOpened:
+        result: EdgeOpened = await call(self._mailbox, lambda r: OpenEdge(room_id, post_id, host_user_id, r))
+        return result
+
+    async def open_relay(self, room_id: str, address: tuple[str, int], link: int) -> None:
+        await call(self._mailbox, lambda r: OpenRelay(room_id, address, link, r))
 
     async def stop_room(self, room_id: str, reason: StopReason = "api") -> RoomStats:
         result: RoomStats = await call(self._mailbox, lambda r: StopRoom(room_id, reason, r))

@@ -28,6 +28,7 @@ from core.room_directory import RoomDirectory, RoomDirectoryError, RoomRow, Sqli
 from core.tokens import TokenIssuer
 from services.room_store import RoomStore
 from services.webhooks import Webhooks
+from transport.relay_port import RelayPort
 
 log = logging.getLogger("bitbasel.server")
 
@@ -133,6 +134,8 @@ async def run_server(
     if not config.auth.api_key:
         log.warning("[auth] api_key is empty: the REST API is open to anyone who can reach it")
     media_port = open_media_port(config)  # binds now: a port in use stops the start (ConfigError)
+    # a worker of a node's front relays rooms to the other workers (actors/relays.py)
+    relay_port = RelayPort(media_port) if worker_index is not None else None
     webhooks = Webhooks(config.webhooks)
     store, restored = await open_room_store(config, worker_index)
     async with trio.open_nursery() as nursery:
@@ -150,6 +153,7 @@ async def run_server(
             recordings=config.recordings,
             store=store,
             restored=restored,
+            relay_port=relay_port,
         )
         client = await nursery.start(supervisor.run)
         ctx = ServerContext(

@@ -5,10 +5,17 @@ dead or drained node for this worker (cluster/registry.py); the room lives here 
 with its id, post and host user, and its clients resume in it when they reconnect.
 `POST /internal/rooms/release`: the front lost the cluster; every room here stops as for a
 restart, so none runs beside the copy another node takes over.
+
+A room across workers (actors/relays.py), set up by the front in two calls:
+`POST /internal/rooms/{id}/edge` on the worker that is to hold some of its viewers (an edge;
+body: the room's post and host user) answers the edge's relay address and link number (and
+whether it was there already); `POST /internal/rooms/{id}/relay` on the room's worker (its
+origin; body: that address and link) starts sending the host's media there.
 """
 
 from __future__ import annotations
 
+import msgspec
 from quart import Blueprint, Response
 
 from api.context import ServerContext
@@ -16,6 +23,16 @@ from api.responses import decode_body, json_response
 from api.rest import check_api_key, written_down
 from api.schemas import CreateRoomResponse
 from core.room_directory import RoomRow
+
+
+class EdgeRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    post_id: str
+    host_user_id: str
+
+
+class RelayRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    address: tuple[str, int]  # the edge's relay port
+    link: int  # its link's number
 
 
 def create_worker_blueprint(ctx: ServerContext) -> Blueprint:
@@ -35,6 +52,17 @@ def create_worker_blueprint(ctx: ServerContext) -> Blueprint:
                 room_id=adopted.room_id, post_id=adopted.post_id, host_token=None, host_user_id=adopted.host_user_id
             )
         )
+
+    @internal.post("/internal/rooms/<room_id>/edge")
+    async def open_edge(room_id: str) -> Response:
+        body = await decode_body(EdgeRequest)
+        return json_response(await ctx.supervisor.open_edge(room_id, body.post_id, body.host_user_id))
+
+    @internal.post("/internal/rooms/<room_id>/relay")
+    async def open_relay(room_id: str) -> Response:
+        body = await decode_body(RelayRequest)
+        await ctx.supervisor.open_relay(room_id, body.address, body.link)
+        return json_response({"status": "relaying"})
 
     @internal.post("/internal/rooms/release")
     async def release_rooms() -> Response:

@@ -146,6 +146,9 @@ class ClusterConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=T
     node_url: str = ""
     # a node whose heartbeat is older than this is dead: its rooms move to the next node a client reaches
     node_ttl_seconds: Annotated[float, msgspec.Meta(ge=1, le=60)] = 3.0
+    # a room's viewers per media worker: past it, its next viewers go to another worker of the
+    # node, fed by a relay of the room's media (actors/relays.py); 0 = all on the room's worker
+    room_viewers_per_worker: Annotated[int, msgspec.Meta(ge=0)] = 200
 
     def __post_init__(self) -> None:
         if self.redis_url and not self.redis_url.startswith("redis://"):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,7 @@ from front.cluster_node import (
 )
 from front.metrics import render as node_metrics
 from front.metrics import scrape_workers
+from front.viewer_placement import ViewerPlacement
 from front.worker_pool import Worker, WorkerPool, add_numbers
 
 log = logging.getLogger("bitbasel.front")
@@ -78,6 +80,7 @@ class Front:
     config: Config
     pool: WorkerPool
     cluster: ClusterNode | None = None
+    placement: ViewerPlacement | None = None  # a room's viewers over the workers ([cluster] room_viewers_per_worker)
     drained: trio.Event = field(default_factory=trio.Event)  # set when a cluster node starts draining
 
     def relayed(self, headers: Any) -> bool:
@@ -291,8 +294,9 @@ def create_front_app(front: Front) -> QuartTrio:
         try:
             join = json.loads(first)
             room_id = join.get("room_id") if isinstance(join, dict) else None
+            role = join.get("role") if isinstance(join, dict) else None
         except (TypeError, ValueError):
-            room_id = None
+            room_id = role = None
         relayed = front.relayed(websocket.headers)
         route: Route = Nowhere("room_not_found", "")
         if isinstance(room_id, str):
@@ -303,19 +307,24 @@ def create_front_app(front: Front) -> QuartTrio:
                 await websocket.close(CLOSE_TRY_AGAIN, "try again")
                 return
             route = OnWorker(0)  # a worker answers the join as the protocol says (room_not_found, bad_message)
+        counted: AbstractContextManager[None] = nullcontext()
+        if isinstance(route, OnWorker) and role == "viewer" and isinstance(room_id, str) and front.placement:
+            route = OnWorker(await front.placement.place(room_id, route.index))
+            counted = front.placement.counted(room_id, route.index)
         try:
             base, headers = await front.base_url(route)
         except trio.TooSlowError:
             await websocket.close(CLOSE_TRY_AGAIN, "the room's worker is starting: try again")
             return
-        await _pipe(
-            front,
-            base.replace("http", "ws", 1) + "/ws",
-            headers,
-            first,
-            direct=not relayed,
-            remote=isinstance(route, OnNode),
-        )
+        with counted:
+            await _pipe(
+                front,
+                base.replace("http", "ws", 1) + "/ws",
+                headers,
+                first,
+                direct=not relayed,
+                remote=isinstance(route, OnNode),
+            )
 
     @app.route("/", defaults={"path": ""}, methods=["GET", "POST"])
     @app.route("/<path:path>", methods=["GET", "POST"])
@@ -392,7 +401,7 @@ async def run_front(
     hc = hypercorn_config(config)  # the server's: TLS when configured, the same limits
     async with httpx.AsyncClient(timeout=PROXY_TIMEOUT) as http, trio.open_nursery() as nursery:
         pool = WorkerPool(list(worker_argv), http, config.auth.api_key, [Worker(i) for i in range(count)])
-        front = Front(config, pool)
+        front = Front(config, pool, placement=ViewerPlacement(pool, config.cluster.room_viewers_per_worker))
         stop_accepting = trio.Event()
         app = create_front_app(front)
         binds: list[str] = await nursery.start(

@@ -4,8 +4,9 @@ for the interop tests, whose browsers are driven synchronously).
     python -m tests.peer_process WS_URL ROOM_ID host|viewer [--decode] [--user USER]
 
 Prints `connected` once its peer connection is up, then runs until killed. With `--decode` a
-viewer decodes what it gets and prints `frames VIDEO AUDIO FIRST_FRAME_MS` every 0.25 s
-(FIRST_FRAME_MS: from the start of the process to the first video frame, -1 before it).
+viewer decodes what it gets and prints `frames VIDEO AUDIO FIRST_FRAME_MS GAP_MS` every 0.25 s
+(FIRST_FRAME_MS: from the start of the process to the first video frame, -1 before it;
+GAP_MS: the longest time between two decoded video frames since the last report).
 
 A viewer with `--qualities low,high,... --dump FILE` asks for each quality in turn (the next
 one `--every` seconds after the server's `quality` message answered the last), prints
@@ -52,6 +53,7 @@ class PeerProcess:
         self.lines: list[str] = []  # every line read so far
         self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.frames = (0, 0, -1)
+        self.gaps_ms: list[int] = []  # per `frames` line once decoding: the longest gap between frames in it
         self.redirected_to: str | None = None  # a `reconnect` message's URL, once seen
         self._lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._pump, name="peer-process-stdout", daemon=True).start()
@@ -69,8 +71,10 @@ class PeerProcess:
         """What a line of the bot says: its frame counts, or the URL a `reconnect` named."""
         self.lines.append(line)
         if line.startswith("frames "):
-            v, a, first = (int(x) for x in line.split()[1:4])
+            v, a, first, gap = (int(x) for x in line.split()[1:5])
             self.frames = (v, a, first)
+            if first >= 0:
+                self.gaps_ms.append(gap)
         elif line.startswith("redirected "):
             self.redirected_to = line.split()[1]
 
@@ -187,7 +191,9 @@ async def main(
                 state = peer.state
                 first = state.first_video_frame_at
                 first_ms = -1 if first is None else round(1000 * (first - started))
-                print(f"frames {state.video_frames} {state.audio_frames} {first_ms}", flush=True)
+                gap_ms = round(1000 * state.longest_video_gap)
+                state.longest_video_gap = 0.0  # the next report's gap starts here
+                print(f"frames {state.video_frames} {state.audio_frames} {first_ms} {gap_ms}", flush=True)
                 await trio.sleep(0.25)
             await trio.sleep_forever()
 

@@ -74,8 +74,12 @@ async def test_a_link_carries_rtp_rtcp_and_control_both_ways_and_refuses_strange
         # a stranger on loopback naming the edge's link, then a link number nobody has, then junk
         stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         with stranger:
-            stranger.sendto(struct.pack("!BBHI", MAGIC, KIND_RTP, 0, edge_link.number) + b"x", edge.address)
-            stranger.sendto(struct.pack("!BBHI", MAGIC, KIND_RTP, 0, edge_link.number ^ 1) + b"x", edge.address)
+            stranger.sendto(
+                struct.pack("!BBHII", MAGIC, KIND_RTP, 0, edge_link.number, origin_link.number) + b"x", edge.address
+            )
+            stranger.sendto(
+                struct.pack("!BBHII", MAGIC, KIND_RTP, 0, edge_link.number ^ 1, origin_link.number) + b"x", edge.address
+            )
             stranger.sendto(b"\x00" * 20, edge.address)
             await until(lambda: edge.statistics.datagrams_received >= 6)
         assert (edge.statistics.wrong_peer, edge.statistics.unknown_link, edge.statistics.malformed) == (2, 1, 1)
@@ -87,4 +91,14 @@ async def test_a_link_carries_rtp_rtcp_and_control_both_ways_and_refuses_strange
         edge_link.send_rtcp(b"\x81\xcelate")
         await until(lambda: edge.statistics.unknown_link >= 2)
         assert at_edge.rtp == [b"\x80\x60rtp"] and at_origin.rtcp == [b"\x81\xcepli"]
+
+        # an edge's link learns its origin from the first datagram naming it, then hears no other
+        learner = edge.open(*Inbox().receivers(token), learn_peer=True)
+        second = origin.open(*at_origin.receivers(token))
+        origin.connect(second, edge.address, learner.number)
+        second.send_control(b"hello")
+        await until(lambda: learner.peer is not None)
+        assert learner.peer == origin.address and learner.peer_number == second.number
+        learner.send_rtcp(b"\x81\xceback")
+        await at_origin.wait(lambda: b"\x81\xceback" in at_origin.rtcp)
         nursery.cancel_scope.cancel()

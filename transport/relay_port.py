@@ -8,13 +8,15 @@ transports do; between machines it must not (SRTP: not this module's job yet).
 
 One socket per worker, on loopback, read by a media thread of the worker's media port (its
 lock held while a datagram is handled, as for every datagram of the port). Each relay is a
-*link* at both ends, each end with a number of its own; every datagram starts with an 8-byte
-header naming the receiver's link and what follows::
+*link* at both ends, each end with a number of its own; every datagram starts with a 12-byte
+header naming both links and what follows::
 
-    0xB5 | kind (0 RTP, 1 RTCP, 2 control) | 0x0000 | the receiving link's number (32 bits)
+    0xB5 | kind (0 RTP, 1 RTCP, 2 control) | 0x0000 | receiving link (32 bits) | sending link (32 bits)
 
-A datagram for a link this port does not have, or from another address than the link's peer,
-is dropped and counted: a link hears only the one address it was connected to.
+A datagram for a link this port does not have, or from another address or link than the
+link's peer, is dropped and counted: a link hears only the peer it was connected to. An edge's
+link learns its peer from the first datagram naming it (``learn_peer``: the origin's, which
+the front set up knowing the edge's number, a random 32-bit one), as mediasoup's comedia.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from transport.media_port import Address, MediaPort, bind_udp
 
 MAGIC: Final = 0xB5
 KIND_RTP, KIND_RTCP, KIND_CONTROL = 0, 1, 2
-_HEADER: Final = struct.Struct("!BBHI")
+_HEADER: Final = struct.Struct("!BBHII")
 HEADER_SIZE: Final = _HEADER.size
 
 Receiver = Callable[[bytes], None]
@@ -58,11 +60,24 @@ class RelayLink:
     (called under the media lock, in a media thread); ``send_*`` reach the other end once
     :meth:`RelayPort.connect` has named it (before, they send nothing)."""
 
-    __slots__ = ("_port", "last_heard", "number", "on_control", "on_rtcp", "on_rtp", "peer", "peer_number")
+    __slots__ = (
+        "_port",
+        "last_heard",
+        "learn_peer",
+        "number",
+        "on_control",
+        "on_rtcp",
+        "on_rtp",
+        "peer",
+        "peer_number",
+    )
 
-    def __init__(self, port: RelayPort, number: int, on_rtp: Receiver, on_rtcp: Receiver, on_control: Receiver) -> None:
+    def __init__(
+        self, port: RelayPort, number: int, on_rtp: Receiver, on_rtcp: Receiver, on_control: Receiver, learn_peer: bool
+    ) -> None:
         self._port = port
         self.number = number
+        self.learn_peer = learn_peer
         self.on_rtp = on_rtp
         self.on_rtcp = on_rtcp
         self.on_control = on_control
@@ -78,6 +93,9 @@ class RelayLink:
 
     def send_control(self, data: bytes) -> None:
         self._port.send(self, KIND_CONTROL, data)
+
+    def close(self) -> None:
+        self._port.close(self)
 
 
 class RelayPort:
@@ -95,14 +113,19 @@ class RelayPort:
     def lock(self) -> Any:
         return self._media_port.lock
 
-    def open(self, on_rtp: Receiver, on_rtcp: Receiver, on_control: Receiver) -> RelayLink:
+    def call_in_trio(self, function: Any, *args: Any) -> None:
+        """Run ``function(*args)`` on Trio's thread (from a link's callback: soon)."""
+        self._media_port.call_in_trio(function, *args)
+
+    def open(self, on_rtp: Receiver, on_rtcp: Receiver, on_control: Receiver, *, learn_peer: bool = False) -> RelayLink:
         """A new link (a number never used here: random, so a stale peer cannot hit a new
-        link); it hears nothing until connected."""
+        link); it hears nothing until connected, or with ``learn_peer`` until a first datagram
+        names it (that datagram's source is its peer from then on)."""
         with self.lock:
             number = secrets.randbits(32) or 1
             while number in self._links:
                 number = secrets.randbits(32) or 1
-            link = RelayLink(self, number, on_rtp, on_rtcp, on_control)
+            link = RelayLink(self, number, on_rtp, on_rtcp, on_control, learn_peer)
             self._links[number] = link
             return link
 
@@ -124,7 +147,8 @@ class RelayPort:
         if peer is None:
             return
         try:
-            self._sock.sendto(_HEADER.pack(MAGIC, kind, 0, link.peer_number) + data, socket.MSG_DONTWAIT, peer)
+            header = _HEADER.pack(MAGIC, kind, 0, link.peer_number, link.number)
+            self._sock.sendto(header + data, socket.MSG_DONTWAIT, peer)
         except OSError:
             self.statistics.send_errors += 1
             return
@@ -137,12 +161,14 @@ class RelayPort:
         if len(data) <= HEADER_SIZE or data[0] != MAGIC:
             statistics.malformed += 1
             return False
-        _magic, kind, _reserved, number = _HEADER.unpack_from(data)
+        _magic, kind, _reserved, number, sender = _HEADER.unpack_from(data)
         link = self._links.get(number)
         if link is None:
             statistics.unknown_link += 1
             return False
-        if link.peer != address[:2]:
+        if link.peer is None and link.learn_peer:
+            link.peer, link.peer_number, link.learn_peer = address[:2], sender, False
+        elif link.peer != address[:2] or link.peer_number != sender:
             statistics.wrong_peer += 1
             return False
         link.last_heard = time.monotonic()

@@ -131,6 +131,8 @@ class BotState:
     video_frames: int = 0  # counted across reconnections
     audio_frames: int = 0
     first_video_frame_at: float | None = None  # trio clock
+    last_video_frame_at: float | None = None  # trio clock
+    longest_video_gap: float = 0.0  # s between two decoded video frames, the longest so far
     video_size: tuple[int, int] | None = None
     rtp: list[RtpRecord] = field(default_factory=list)
     reconnects: int = 0  # sessions joined and negotiated again after an abnormal close
@@ -495,8 +497,12 @@ async def _count_frames(bot: Bot, track: MediaStreamTrack) -> None:
             return
         state = bot.state
         if track.kind == "video":
+            now = trio.current_time()
             if state.first_video_frame_at is None:
-                state.first_video_frame_at = trio.current_time()
+                state.first_video_frame_at = now
+            if state.last_video_frame_at is not None:
+                state.longest_video_gap = max(state.longest_video_gap, now - state.last_video_frame_at)
+            state.last_video_frame_at = now
             state.video_frames += 1
             state.video_size = (frame.width, frame.height)
         else:

@@ -1,0 +1,122 @@
+"""Where a viewer's WebSocket goes when its room has more viewers than one worker should carry
+(``[cluster] room_viewers_per_worker``, issue 21).
+
+The front counts the viewer sessions it pipes to each worker, per room. A viewer joins the
+room's own worker (its *origin*: where the host publishes) while that has fewer than the limit
+of the room's viewers; past it, a worker that already holds some of the room's viewers (an
+*edge*) and has room under the limit, else the worker with the fewest of the room's viewers
+then the fewest sessions; when every worker is at the limit, the one with the fewest of the
+room's viewers. Before a viewer goes to an edge, the edge is made sure of (api/worker_routes.py:
+``/internal/rooms/{id}/edge`` on the edge, then ``/relay`` on the origin when the edge is new),
+once at a time per room. If that fails the viewer joins the origin: placement never refuses.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import httpx
+import trio
+
+from front.worker_pool import WorkerPool
+
+log = logging.getLogger("bitbasel.front")
+
+EDGE_SETUP_SECONDS = 5.0
+
+
+@dataclass
+class ViewerPlacement:
+    pool: WorkerPool
+    limit: int  # viewers of a room per worker; 0: all on the origin
+    viewers: Counter[tuple[str, int]] = field(default_factory=Counter)  # (room, worker) -> piped viewer sessions
+    _room_info: dict[str, tuple[str, str]] = field(default_factory=dict)  # room -> (post, host user)
+    _locks: dict[str, trio.Lock] = field(default_factory=dict)
+
+    @contextmanager
+    def counted(self, room_id: str, index: int) -> Iterator[None]:
+        """A viewer session piped to worker ``index``, counted while it lasts."""
+        key = (room_id, index)
+        self.viewers[key] += 1
+        try:
+            yield
+        finally:
+            self.viewers[key] -= 1
+            if self.viewers[key] <= 0:
+                del self.viewers[key]
+
+    async def place(self, room_id: str, origin: int) -> int:
+        """The worker a new viewer of the room joins (see the module's docstring)."""
+        workers = len(self.pool.workers)
+        if self.limit == 0 or workers < 2 or self.viewers[(room_id, origin)] < self.limit:
+            return origin
+        lock = self._locks.setdefault(room_id, trio.Lock())
+        async with lock:
+            index = self._choose(room_id, origin)
+            if index == origin:
+                return origin
+            try:
+                with trio.fail_after(EDGE_SETUP_SECONDS):
+                    await self._ensure_edge(room_id, origin, index)
+            except (httpx.HTTPError, trio.TooSlowError, EdgeRefused) as exc:
+                log.warning("room %s: no edge on worker %d (%s); the viewer joins the origin", room_id, index, exc)
+                return origin
+            return index
+
+    def _choose(self, room_id: str, origin: int) -> int:
+        counts = {w.index: self.viewers[(room_id, w.index)] for w in self.pool.workers if w.ready.is_set()}
+        others = {i: n for i, n in counts.items() if i != origin}
+        if not others:
+            return origin
+        filling = [i for i, n in others.items() if 0 < n < self.limit]
+        if filling:
+            return min(filling, key=lambda i: (-others[i], i))  # fill the fullest edge first
+        sessions = Counter[int]()
+        for (_room, index), n in self.viewers.items():
+            sessions[index] += n
+        return min(others, key=lambda i: (others[i], sessions[i], i))
+
+    async def _ensure_edge(self, room_id: str, origin: int, index: int) -> None:
+        pool = self.pool
+        post_id, host_user_id = await self._info(room_id, origin)
+        edge_worker = await pool.ready_worker(index)
+        response = await pool.http.post(
+            f"{edge_worker.url}/internal/rooms/{room_id}/edge",
+            json={"post_id": post_id, "host_user_id": host_user_id},
+            headers=pool.auth,
+        )
+        if response.status_code != 200:
+            raise EdgeRefused(f"worker {index}: {response.status_code} {response.text[:200]}")
+        edge = response.json()
+        if edge["existing"]:
+            return
+        origin_worker = await pool.ready_worker(origin)
+        response = await pool.http.post(
+            f"{origin_worker.url}/internal/rooms/{room_id}/relay",
+            json={"address": edge["address"], "link": edge["link"]},
+            headers=pool.auth,
+        )
+        if response.status_code != 200:
+            raise EdgeRefused(f"worker {origin} (origin): {response.status_code} {response.text[:200]}")
+        log.info(
+            "room %s: viewers beyond %d go to worker %d, relayed from worker %d", room_id, self.limit, index, origin
+        )
+
+    async def _info(self, room_id: str, origin: int) -> tuple[str, str]:
+        info = self._room_info.get(room_id)
+        if info is None:
+            worker = await self.pool.ready_worker(origin)
+            response = await self.pool.http.get(f"{worker.url}/room/{room_id}/stats", headers=self.pool.auth)
+            if response.status_code != 200:
+                raise EdgeRefused(f"the room's stats: {response.status_code}")
+            stats = response.json()
+            info = self._room_info[room_id] = (stats["post_id"], stats["host_user_id"])
+        return info
+
+
+class EdgeRefused(Exception):
+    """A worker did not set up its part of an edge."""

@@ -1,0 +1,83 @@
+"""A room across the workers of a node (issue 21): `[cluster] workers = 2` and
+`room_viewers_per_worker = 2`. The host's worker (the origin) takes the room's first two
+viewers; the next two go to the other worker (an edge), fed by a relay of the host's media
+(actors/relays.py, transport/relay_port.py); every viewer decodes, the room counts all four,
+and the host publishes once. aiortc bots in their own processes, the server as a process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.peer_process import PeerProcess, start_peer
+from tests.serving import server_process
+
+
+def test_viewers_past_a_workers_share_go_to_an_edge_fed_by_a_relay(tmp_path: Path) -> None:
+    cluster = {"workers": 2, "room_viewers_per_worker": 2}
+    peers: list[PeerProcess] = []
+    try:
+        with server_process(tmp_path, cluster=cluster) as front:
+
+            def stats() -> dict[str, Any]:
+                return dict(httpx.get(f"{front.url}/stats", timeout=10).json())
+
+            def room() -> dict[str, Any]:
+                return dict(httpx.get(f"{front.url}/room/{room_id}/stats", timeout=10).json())
+
+            room_id = httpx.post(f"{front.url}/room/create", json={"post_id": "p", "host_user_id": "alice"}).json()[
+                "room_id"
+            ]
+            peers.append(start_peer(front, room_id, "host", user="alice"))
+            viewers = []
+            for _ in range(4):  # one after the other: the first two are placed before the next come
+                viewer = PeerProcess(front, room_id, "viewer")
+                peers.append(viewer)
+                viewers.append(viewer)
+                viewer.wait_frames(video=5, audio=5)
+            for viewer in viewers:
+                viewer.wait_frames(video=30, audio=30)
+
+            placed = stats()
+            per_worker = sorted(w["stats"]["total_viewers"] for w in placed["workers"])
+            assert per_worker == [2, 2], placed["workers"]
+            [origin] = [w for w in placed["workers"] if room_id in w["rooms"]]
+            [edge] = [w for w in placed["workers"] if w is not origin]
+            assert origin["stats"]["total_hosts"] == 1 and edge["stats"]["total_hosts"] == 0
+            assert edge["stats"]["active_rooms"] == 0  # an edge is not a room of its own
+            # the host's media reaches the node once: the edge receives nothing from a client
+            assert edge["stats"]["total_bytes_received"] == 0 < origin["stats"]["total_bytes_received"]
+            deadline = time.monotonic() + 5
+            while room()["viewer_count"] != 4 and time.monotonic() < deadline:  # edges report twice a second
+                time.sleep(0.1)
+            stats_now = room()
+            assert stats_now["viewer_count"] == 4 and stats_now["has_host"] is True, stats_now
+            # the edge's keyframe requests (its viewers joining) reached the host through the origin
+            assert stats_now["forwarding"]["keyframe_requests"]["relay"] >= 1, stats_now["forwarding"]
+
+            # the edge worker dies: its viewers reconnect (to a live worker) and decode again within
+            # 5 s; the origin's never notice
+            on_origin, on_edge = viewers[:2], viewers[2:]
+            for viewer in viewers:
+                viewer.latest_frames()
+            marks = [len(viewer.gaps_ms) for viewer in on_origin]
+            counts = [viewer.frames[0] for viewer in on_edge]
+            os.kill(edge["pid"], signal.SIGKILL)
+            killed_at = time.monotonic()
+            for viewer, count in zip(on_edge, counts, strict=True):
+                viewer.wait_frames(video=count + 10, audio=0, timeout=10)
+            back_in = time.monotonic() - killed_at
+            for viewer in on_origin:
+                viewer.wait_frames(video=viewer.frames[0] + 15, audio=0)
+            gaps = [max(viewer.gaps_ms[mark:]) for viewer, mark in zip(on_origin, marks, strict=True)]
+            print(f"\nedge worker killed: its viewers decoding again after {back_in:.1f} s; origin gaps {gaps} ms")
+            assert back_in < 5.0
+            assert max(gaps) <= 200, gaps
+    finally:
+        for peer in peers:
+            peer.stop()
