@@ -44,6 +44,9 @@ class OriginState(msgspec.Struct, frozen=True, tag="origin"):
     has_host: bool
     viewer_count: int  # every viewer of the room, wherever it is
     stopped: str | None = None  # the room stopped (its reason)
+    # the simulcast layers' SSRCs: a host stops sending the rid once its layers are reported on
+    layer_ssrcs: dict[int, str] = msgspec.field(default_factory=dict)
+    banned_users: list[str] = msgspec.field(default_factory=list)  # kicked: refused on the edges too
 
 
 class EdgeState(msgspec.Struct, frozen=True, tag="edge"):
@@ -74,6 +77,10 @@ class EdgeOfOrigin:
 
     link: RelayLink
     viewer_count: int = 0
+    opened_at: float = field(default_factory=time.monotonic)
+
+    def silent(self, now: float) -> bool:
+        return now - max(self.link.last_heard, self.opened_at) > RELAY_TIMEOUT_SECONDS
 
 
 @dataclass(slots=True)
@@ -88,7 +95,7 @@ class OriginRelays:
 
     def gone(self, now: float) -> list[str]:
         """The edges not heard for RELAY_TIMEOUT_SECONDS (a new one: from its opening)."""
-        return [relay_id for relay_id, edge in self.edges.items() if now - edge.link.last_heard > RELAY_TIMEOUT_SECONDS]
+        return [relay_id for relay_id, edge in self.edges.items() if edge.silent(now)]
 
 
 @dataclass(slots=True)

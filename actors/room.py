@@ -592,28 +592,35 @@ class RoomActor:
         self._broadcast_if_changed()
 
     def _follow_origin(self, feed: EdgeFeed, origin: OriginState) -> None:
-        """As an edge: the router's publisher follows the origin's host; a stopped origin stops
-        this edge (its viewers are told the room stopped)."""
+        """As an edge: the router's publisher follows the origin's host (and its layers'
+        SSRCs, bans); a stopped origin stops this edge (its viewers are told the room stopped)."""
         state, record = self._state, self._record
         feed.origin = origin
         if origin.stopped is not None:
             self._services.stop_edge(record, origin.stopped)  # type: ignore[arg-type]
             return
-        if origin.streams == feed.attached:
-            return
+        state.banned_users.update(origin.banned_users)
         with record.media_lock:
-            if origin.streams is None:
-                state.router.detach_publisher(time.monotonic())
-            else:
-                state.router.attach_publisher(origin.streams, feed.link.send_rtcp, time.monotonic())
+            if origin.streams != feed.attached:
+                if origin.streams is None:
+                    state.router.detach_publisher(time.monotonic())
+                else:
+                    state.router.attach_publisher(origin.streams, feed.link.send_rtcp, time.monotonic())
+                log.info("room %s (edge): the origin's host %s", record.room_id, "on" if origin.streams else "off")
+            state.router.learn_layer_ssrcs(origin.layer_ssrcs)
         feed.attached = origin.streams
         state.publisher_peer_id = RELAY_PUBLISHER if origin.streams is not None else None
-        log.info("room %s (edge): the origin's host %s", record.room_id, "attached" if origin.streams else "detached")
 
-    def _origin_state(self, stopped: StopReason | None = None) -> OriginState:
+    def _origin_state(self) -> OriginState:
         state = self._state
         streams = state.router.publisher_streams() if state.publisher_peer_id is not None else None
-        return OriginState(streams, state.has_host, state.room_viewer_count, stopped)
+        return OriginState(
+            streams,
+            state.has_host,
+            state.room_viewer_count,
+            layer_ssrcs=state.router.layer_ssrcs(),
+            banned_users=sorted(state.banned_users),
+        )
 
     def _tell_edge(self, link: RelayLink) -> None:
         link.send_control(encode(self._origin_state()))
@@ -635,6 +642,10 @@ class RoomActor:
                 return
             feed.link.send_control(encode(EdgeState(state.viewer_count)))
             return
+        if state.relays.viewer_count:  # the room's viewers on other workers keep it from being idle
+            state.idle_since = None
+        elif not state.members and state.idle_since is None:
+            state.idle_since = trio.current_time()
         for relay_id in state.relays.gone(now):
             log.warning("room %s: the edge of relay %s went silent; relay dropped", record.room_id, relay_id)
             edge = state.relays.edges.pop(relay_id)

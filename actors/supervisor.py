@@ -237,10 +237,11 @@ class Supervisor:
             if edge is None:
                 answer(message.reply, Capacity(f"room {message.room_id} has its host here: not an edge"))
             else:
-                answer(message.reply, EdgeOpened(port.address, edge.link.number, existing=True))
+                heard = edge.link.peer is not None  # its origin sends to it: relayed
+                answer(message.reply, EdgeOpened(port.address, edge.link.number, existing=True, relayed=heard))
             return
-        if held is not None:  # an edge (or the room) that stopped here before
-            del self._rooms[message.room_id]
+        if held is not None:  # an edge (or the room) that stopped here before: its counts kept
+            self._forget(held)
         record = self._new_record(message.room_id, message.post_id, message.host_user_id)
         record.events = NO_EVENTS
         router = record.state.router
@@ -261,7 +262,7 @@ class Supervisor:
         assert self._nursery is not None
         self._nursery.start_soon(self._supervise, record, name=f"room {record.room_id} (edge)")
         log.info("room %s: an edge here, fed by relay %s", record.room_id, relay_id)
-        answer(message.reply, EdgeOpened(port.address, link.number, existing=False))
+        answer(message.reply, EdgeOpened(port.address, link.number, existing=False, relayed=False))
 
     def _add_room(self, record: RoomRecord, *, record_now: bool) -> None:
         self._rooms[record.room_id] = record
@@ -526,10 +527,12 @@ class Supervisor:
     def stop_edge(self, record: RoomRecord, reason: StopReason | None) -> None:
         """An edge room's actor: its origin stopped the room (``reason``), or went silent
         (None: its viewers are told to reconnect, and the front places them again)."""
-        self._stop(record, reason or "shutdown", resumes_elsewhere=reason is None)
+        self._stop(record, reason or "shutdown", resumes_elsewhere=reason is None, stopped_by_origin=reason is not None)
 
     def _stop_edge(self, record: RoomRecord, reason: StopReason, *, resumes: bool) -> None:
-        record.stopped = StopInfo(reason=reason, at=trio.current_time(), resumes=resumes or reason == "shutdown")
+        """Its viewers are told to reconnect (``resumes``: the room goes on, they are placed
+        again) or that the room stopped."""
+        record.stopped = StopInfo(reason=reason, at=trio.current_time(), resumes=resumes)
         record.cancel_scope.cancel()
         close_mailbox(record.mailbox, lambda _: ActorGone(f"room {record.room_id} stopped"))
         log.info("room %s (edge) stopped (%s)", record.room_id, reason if not resumes else "its origin went silent")
@@ -538,13 +541,21 @@ class Supervisor:
     def relay_port(self) -> RelayPort | None:
         return self._relay_port
 
-    def _stop(self, record: RoomRecord, reason: StopReason, *, resumes_elsewhere: bool = False) -> None:
+    def _stop(
+        self,
+        record: RoomRecord,
+        reason: StopReason,
+        *,
+        resumes_elsewhere: bool = False,
+        stopped_by_origin: bool = False,
+    ) -> None:
         """Mark the stop, answer what is queued for the room, and cancel its task: its teardown
         tells its members (`stopped`, or `restarting` when the room resumes after a restart)."""
         if record.stopped is not None:
             return
-        if record.state.edge is not None:
-            self._stop_edge(record, reason, resumes=resumes_elsewhere)
+        if record.state.edge is not None:  # stopped here (idle, this worker stopping, crashing) or by its origin
+            resumes = resumes_elsewhere or (not stopped_by_origin and reason in ("shutdown", "crashed"))
+            self._stop_edge(record, reason, resumes=resumes)
             return
         resumes = reason == "shutdown" and self._store is not None  # the restarted server has the room
         record.stopped = StopInfo(reason=reason, at=trio.current_time(), resumes=resumes)

@@ -15,11 +15,14 @@ origin; body: that address and link) starts sending the host's media there.
 
 from __future__ import annotations
 
+import ipaddress
+from typing import Annotated
+
 import msgspec
 from quart import Blueprint, Response
 
 from api.context import ServerContext
-from api.responses import decode_body, json_response
+from api.responses import ApiError, decode_body, json_response
 from api.rest import check_api_key, written_down
 from api.schemas import CreateRoomResponse
 from core.room_directory import RoomRow
@@ -31,8 +34,8 @@ class EdgeRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class RelayRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    address: tuple[str, int]  # the edge's relay port
-    link: int  # its link's number
+    address: tuple[str, Annotated[int, msgspec.Meta(gt=0, lt=65536)]]  # the edge's relay port (loopback)
+    link: Annotated[int, msgspec.Meta(gt=0, lt=2**32)]  # its link's number
 
 
 def create_worker_blueprint(ctx: ServerContext) -> Blueprint:
@@ -61,6 +64,12 @@ def create_worker_blueprint(ctx: ServerContext) -> Blueprint:
     @internal.post("/internal/rooms/<room_id>/relay")
     async def open_relay(room_id: str) -> Response:
         body = await decode_body(RelayRequest)
+        try:
+            loopback = ipaddress.ip_address(body.address[0]).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:  # the workers of a node relay over loopback only, to an address, never a name
+            raise ApiError("bad_request", f"a relay goes to a loopback address, not {body.address[0]!r}")
         await ctx.supervisor.open_relay(room_id, body.address, body.link)
         return json_response({"status": "relaying"})
 

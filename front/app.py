@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -307,16 +306,18 @@ def create_front_app(front: Front) -> QuartTrio:
                 await websocket.close(CLOSE_TRY_AGAIN, "try again")
                 return
             route = OnWorker(0)  # a worker answers the join as the protocol says (room_not_found, bad_message)
-        counted: AbstractContextManager[None] = nullcontext()
-        if isinstance(route, OnWorker) and role == "viewer" and isinstance(room_id, str) and front.placement:
-            route = OnWorker(await front.placement.place(room_id, route.index))
-            counted = front.placement.counted(room_id, route.index)
+            role = None  # and no placement for a room that is not there
+        placement = front.placement
+        placed: tuple[str, int] | None = None
+        if isinstance(route, OnWorker) and role == "viewer" and isinstance(room_id, str) and placement is not None:
+            route = OnWorker(await placement.place(room_id, route.index))  # counted there from now on
+            placed = (room_id, route.index)
         try:
-            base, headers = await front.base_url(route)
-        except trio.TooSlowError:
-            await websocket.close(CLOSE_TRY_AGAIN, "the room's worker is starting: try again")
-            return
-        with counted:
+            try:
+                base, headers = await front.base_url(route)
+            except trio.TooSlowError:
+                await websocket.close(CLOSE_TRY_AGAIN, "the room's worker is starting: try again")
+                return
             await _pipe(
                 front,
                 base.replace("http", "ws", 1) + "/ws",
@@ -325,6 +326,9 @@ def create_front_app(front: Front) -> QuartTrio:
                 direct=not relayed,
                 remote=isinstance(route, OnNode),
             )
+        finally:
+            if placement is not None and placed is not None:
+                placement.left(*placed)
 
     @app.route("/", defaults={"path": ""}, methods=["GET", "POST"])
     @app.route("/<path:path>", methods=["GET", "POST"])

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import httpx
@@ -37,35 +35,36 @@ class ViewerPlacement:
     _room_info: dict[str, tuple[str, str]] = field(default_factory=dict)  # room -> (post, host user)
     _locks: dict[str, trio.Lock] = field(default_factory=dict)
 
-    @contextmanager
-    def counted(self, room_id: str, index: int) -> Iterator[None]:
-        """A viewer session piped to worker ``index``, counted while it lasts."""
-        key = (room_id, index)
-        self.viewers[key] += 1
-        try:
-            yield
-        finally:
-            self.viewers[key] -= 1
-            if self.viewers[key] <= 0:
-                del self.viewers[key]
-
     async def place(self, room_id: str, origin: int) -> int:
-        """The worker a new viewer of the room joins (see the module's docstring)."""
-        workers = len(self.pool.workers)
-        if self.limit == 0 or workers < 2 or self.viewers[(room_id, origin)] < self.limit:
+        """The worker a new viewer of the room joins (see the module's docstring), counted
+        there from now on: call :meth:`left` when its session ends."""
+        if self.limit == 0 or len(self.pool.workers) < 2 or self.viewers[(room_id, origin)] < self.limit:
+            self.viewers[(room_id, origin)] += 1  # no await since the check: no other viewer in between
             return origin
         lock = self._locks.setdefault(room_id, trio.Lock())
-        async with lock:
+        async with lock:  # one placement past the limit at a time: an edge is made once
             index = self._choose(room_id, origin)
-            if index == origin:
-                return origin
-            try:
-                with trio.fail_after(EDGE_SETUP_SECONDS):
-                    await self._ensure_edge(room_id, origin, index)
-            except (httpx.HTTPError, trio.TooSlowError, EdgeRefused) as exc:
-                log.warning("room %s: no edge on worker %d (%s); the viewer joins the origin", room_id, index, exc)
-                return origin
+            if index != origin:
+                try:
+                    with trio.fail_after(EDGE_SETUP_SECONDS):
+                        await self._ensure_edge(room_id, origin, index)
+                except (httpx.HTTPError, trio.TooSlowError, EdgeRefused) as exc:
+                    log.warning("room %s: no edge on worker %d (%s); the viewer joins the origin", room_id, index, exc)
+                    index = origin
+            self.viewers[(room_id, index)] += 1
             return index
+
+    def left(self, room_id: str, index: int) -> None:
+        """A viewer placed by :meth:`place` ended its session."""
+        key = (room_id, index)
+        self.viewers[key] -= 1
+        if self.viewers[key] <= 0:
+            del self.viewers[key]
+            if not any(room == room_id for room, _ in self.viewers):  # the room has no viewer left here
+                self._room_info.pop(room_id, None)
+                lock = self._locks.get(room_id)
+                if lock is not None and not lock.locked() and not lock.statistics().tasks_waiting:
+                    del self._locks[room_id]
 
     def _choose(self, room_id: str, origin: int) -> int:
         counts = {w.index: self.viewers[(room_id, w.index)] for w in self.pool.workers if w.ready.is_set()}
@@ -92,7 +91,7 @@ class ViewerPlacement:
         if response.status_code != 200:
             raise EdgeRefused(f"worker {index}: {response.status_code} {response.text[:200]}")
         edge = response.json()
-        if edge["existing"]:
+        if edge["existing"] and edge["relayed"]:
             return
         origin_worker = await pool.ready_worker(origin)
         response = await pool.http.post(

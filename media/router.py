@@ -449,6 +449,7 @@ class Router:
         self.target_bitrate_bps = target_bitrate_bps
         self._viewers: dict[str, _Viewer] = {}
         self._relays: dict[str, _Relay] = {}
+        self._rid_by_ssrc: dict[int, str] = {}  # an edge's: the origin's layers (learn_layer_ssrcs)
         self._publisher = False
         self._send_rtcp_to_host: SendFn | None = None
         self._audio: _Source | None = None
@@ -631,6 +632,7 @@ class Router:
         self._by_pt = {}
         self._by_ssrc = {}
         self._by_rid = {}
+        self._rid_by_ssrc = {}
         self._simulcast_pt = None
         self._rid_ext_id = None
         self._ordered = False
@@ -677,6 +679,7 @@ class Router:
         self._by_pt = {}
         self._by_ssrc = {}
         self._by_rid = {}
+        self._rid_by_ssrc = {}
         self._simulcast_pt = None
         self._next_report = float("inf")
 
@@ -740,7 +743,8 @@ class Router:
         src = self._by_pt.get(hdr.payload_type)
         if src is None and hdr.payload_type == self._simulcast_pt:
             rid = parse_extensions_untrusted(data, hdr).get(self._rid_ext_id or 0)
-            src = self._by_rid.get(rid.decode("ascii", "replace")) if rid else None
+            name = rid.decode("ascii", "replace") if rid else self._rid_by_ssrc.get(hdr.ssrc)
+            src = self._by_rid.get(name) if name else None
             if src is None:
                 self._drops["unknown_rid"] += 1
                 return None
@@ -787,6 +791,15 @@ class Router:
     @property
     def relay_count(self) -> int:
         return len(self._relays)
+
+    def layer_ssrcs(self) -> dict[int, str]:
+        """The simulcast layers' SSRCs learned so far, with their rids (for an edge's router)."""
+        return {src.ssrc: src.rid for src in self._layers if src.ssrc is not None and src.rid is not None}
+
+    def learn_layer_ssrcs(self, layers: dict[int, str]) -> None:
+        """An edge: the origin's layer SSRCs, for packets that no longer carry their rid (a host
+        stops sending it once it has a report on that SSRC)."""
+        self._rid_by_ssrc = dict(layers)
 
     def on_relay_rtcp(self, relay_id: str, data: bytes, now: float) -> None:
         """RTCP from an edge's router, which takes us for the host: its keyframe requests join
@@ -961,6 +974,9 @@ class Router:
         more), and what it asked for by name."""
         if self._simulcast_pt is None:
             return []
+        if self._relays:  # the edges' viewers may need any (the edges do not say which yet)
+            for layer in self._layers:
+                layer.needed_at = now
         for viewer in self._viewers.values():
             track = viewer.tracks.get("video")
             if track is None:

@@ -119,3 +119,35 @@ def test_a_removed_relay_gets_nothing_more() -> None:
     pair.origin.remove_relay("edge-1")
     play(pair, host, 0.5)
     assert pair.relayed == count and pair.origin.relay_count == 0
+
+
+def test_an_edge_opened_after_the_host_dropped_the_rid_learns_the_layers_from_the_origin() -> None:
+    """A browser host stops sending the rid extension once its layers are reported on: a late
+    edge knows the layers by the SSRCs its origin learned (OriginState.layer_ssrcs)."""
+    pair, host, viewer = Pair(), Host(), Viewer()
+    play(pair, host, 1.0)  # the origin learns the layers by their rid
+    assert set(pair.origin.layer_ssrcs().values()) == {"q", "h", "f"}
+    pair.attach_edge()
+    pair.edge.learn_layer_ssrcs(pair.origin.layer_ssrcs())
+    pair.edge.add_viewer("v", sink(), viewer.rtp.append, viewer.rtcp.append, pair.now)
+    end = pair.now + 2.0
+    while pair.now < end:  # no rid on any packet any more
+        at = pair.now
+        for rid in ("q", "h", "f"):
+            for packet in host.layers[rid].frame(at, key=round(at * 30) % 30 == 0, with_rid=False):
+                pair.origin.on_publisher_rtp(packet, at)
+        if round(at * 30) % 3 == 0:
+            pair.origin.tick(at)
+            pair.edge.tick(at)
+        pair.now = round(at + 1 / 30, 6)
+    assert pair.edge.statistics().drops["unknown_rid"] == 0
+    assert len(viewer.media()) > 30
+
+
+def test_without_the_origins_layer_ssrcs_a_late_edge_cannot_tell_the_layers() -> None:
+    pair, host = Pair(), Host()
+    play(pair, host, 1.0)
+    pair.attach_edge()
+    for packet in host.layers["f"].frame(pair.now, key=True, with_rid=False):
+        pair.origin.on_publisher_rtp(packet, pair.now)
+    assert pair.edge.statistics().drops["unknown_rid"] > 0
