@@ -10,7 +10,8 @@ alive:
 
 - the origin: the host's streams (None: no publisher), whether the room has a host, every
   viewer of the room (its own and each edge's), whether the room stopped;
-- an edge: how many viewers it has.
+- an edge: how many viewers it has, and the host's layers they need (the origin keeps those
+  flowing: dynacast over the relay).
 
 An edge not heard for ``RELAY_TIMEOUT_SECONDS`` is dropped by its origin; an origin not heard
 for that long stops its edge as for a restart (its viewers are told to reconnect, and the front
@@ -51,6 +52,7 @@ class OriginState(msgspec.Struct, frozen=True, tag="origin"):
 
 class EdgeState(msgspec.Struct, frozen=True, tag="edge"):
     viewer_count: int
+    needed_rids: list[str] | None = None  # the host's rids its viewers need (dynacast); None: any
 
 
 RelayMessage = OriginState | EdgeState

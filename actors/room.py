@@ -586,6 +586,9 @@ class RoomActor:
             edge = state.relays.edges.get(message.relay_id)
             if edge is not None:
                 edge.viewer_count = control.viewer_count
+                if control.needed_rids is not None:
+                    with self._record.media_lock:
+                        state.router.set_relay_needs(message.relay_id, control.needed_rids)
         elif isinstance(control, OriginState) and state.edge is not None:
             self._follow_origin(state.edge, control)
         answer(message.reply, None)
@@ -640,7 +643,9 @@ class RoomActor:
                 log.warning("room %s (edge): the origin went silent; its viewers reconnect", record.room_id)
                 self._services.stop_edge(record, None)
                 return
-            feed.link.send_control(encode(EdgeState(state.viewer_count)))
+            with record.media_lock:
+                needed = state.router.needed_rids(now)
+            feed.link.send_control(encode(EdgeState(state.viewer_count, needed)))
             return
         if state.relays.viewer_count:  # the room's viewers on other workers keep it from being idle
             state.idle_since = None

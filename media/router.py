@@ -435,12 +435,13 @@ class _Relay:
     arrive (decrypted, unchanged) and feeds its own router with them, as if the host were
     there; its keyframe requests and NACKs come back through ``on_relay_rtcp``."""
 
-    __slots__ = ("resent", "send_rtcp", "send_rtp")
+    __slots__ = ("needed", "resent", "send_rtcp", "send_rtp")
 
     def __init__(self, send_rtp: SendFn, send_rtcp: SendFn) -> None:
         self.send_rtp = send_rtp
         self.send_rtcp = send_rtcp
         self.resent: dict[tuple[int, int], float] = {}  # (ssrc, seq) -> when it was last resent
+        self.needed: list[str] | None = None  # the rids the edge's viewers need; None: not said yet (all)
 
 
 class Router:
@@ -788,6 +789,12 @@ class Router:
     def remove_relay(self, relay_id: str) -> None:
         self._relays.pop(relay_id, None)
 
+    def set_relay_needs(self, relay_id: str, rids: list[str]) -> None:
+        """The rids an edge's viewers need now (its own ``needed_rids``): dynacast counts them."""
+        relay = self._relays.get(relay_id)
+        if relay is not None:
+            relay.needed = list(rids)
+
     @property
     def relay_count(self) -> int:
         return len(self._relays)
@@ -974,9 +981,10 @@ class Router:
         more), and what it asked for by name."""
         if self._simulcast_pt is None:
             return []
-        if self._relays:  # the edges' viewers may need any (the edges do not say which yet)
+        for relay in self._relays.values():  # what the edges' viewers need (all, until an edge says)
             for layer in self._layers:
-                layer.needed_at = now
+                if relay.needed is None or layer.rid in relay.needed:
+                    layer.needed_at = now
         for viewer in self._viewers.values():
             track = viewer.tracks.get("video")
             if track is None:

@@ -151,3 +151,15 @@ def test_without_the_origins_layer_ssrcs_a_late_edge_cannot_tell_the_layers() ->
     for packet in host.layers["f"].frame(pair.now, key=True, with_rid=False):
         pair.origin.on_publisher_rtp(packet, pair.now)
     assert pair.edge.statistics().drops["unknown_rid"] > 0
+
+
+def test_dynacast_keeps_the_layers_an_edges_viewers_need_and_lets_the_others_pause() -> None:
+    pair, host = Pair(), Host()
+    pair.attach_edge()
+    play(pair, host, 1.0)
+    assert pair.origin.needed_rids(pair.now) == ["q", "h", "f"]  # an edge that said nothing: every layer
+    pair.origin.set_relay_needs("edge-1", ["q"])  # its viewers are all on the low layer
+    later = pair.now + 11.0  # past PAUSE_AFTER
+    assert pair.origin.needed_rids(later) == ["q"]
+    pair.origin.set_relay_needs("edge-1", ["q", "h", "f"])  # one asks for more: back at once
+    assert pair.origin.needed_rids(later) == ["q", "h", "f"]
