@@ -163,6 +163,7 @@ class GetPeers(msgspec.Struct, frozen=True):
 
     room_id: str
     reply: Reply
+    edge: bool = False  # the room's edge on this worker (its origin is elsewhere), not the room
 
 
 class KickPeer(msgspec.Struct, frozen=True):
@@ -172,6 +173,7 @@ class KickPeer(msgspec.Struct, frozen=True):
     room_id: str
     peer_id: str
     reply: Reply
+    edge: bool = False  # the room's edge on this worker, not the room
 
 
 class PeerInfo(msgspec.Struct, frozen=True):

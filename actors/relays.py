@@ -53,6 +53,7 @@ class OriginState(msgspec.Struct, frozen=True, tag="origin"):
 class EdgeState(msgspec.Struct, frozen=True, tag="edge"):
     viewer_count: int
     needed_rids: list[str] | None = None  # the host's rids its viewers need (dynacast); None: any
+    banned_users: list[str] = msgspec.field(default_factory=list)  # kicked there: refused everywhere
 
 
 RelayMessage = OriginState | EdgeState

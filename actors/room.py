@@ -586,6 +586,7 @@ class RoomActor:
             edge = state.relays.edges.get(message.relay_id)
             if edge is not None:
                 edge.viewer_count = control.viewer_count
+                state.banned_users.update(control.banned_users)
                 if control.needed_rids is not None:
                     with self._record.media_lock:
                         state.router.set_relay_needs(message.relay_id, control.needed_rids)
@@ -645,7 +646,7 @@ class RoomActor:
                 return
             with record.media_lock:
                 needed = state.router.needed_rids(now)
-            feed.link.send_control(encode(EdgeState(state.viewer_count, needed)))
+            feed.link.send_control(encode(EdgeState(state.viewer_count, needed, sorted(state.banned_users))))
             return
         if state.relays.viewer_count:  # the room's viewers on other workers keep it from being idle
             state.idle_since = None

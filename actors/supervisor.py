@@ -355,15 +355,16 @@ class Supervisor:
             ),
         )
 
-    def _active_room(self, room_id: str) -> RoomRecord | RoomNotFound:
-        """A room whose origin is here (REST never addresses an edge: its origin answers)."""
+    def _active_room(self, room_id: str, *, edge: bool = False) -> RoomRecord | RoomNotFound:
+        """A room whose origin is here (the public REST never addresses an edge: its origin
+        answers), or with ``edge`` the room's edge here (the front's moderation calls)."""
         record = self._rooms.get(room_id)
-        if record is None or record.stopped is not None or record.state.edge is not None:
-            return RoomNotFound(f"no active room {room_id}")
+        if record is None or record.stopped is not None or (record.state.edge is not None) != edge:
+            return RoomNotFound(f"no active {'edge of room' if edge else 'room'} {room_id}")
         return record
 
     def _on_peers(self, message: GetPeers) -> None:
-        record = self._active_room(message.room_id)
+        record = self._active_room(message.room_id, edge=message.edge)
         if isinstance(record, RoomNotFound):
             answer(message.reply, record)
             return
@@ -371,7 +372,7 @@ class Supervisor:
 
     def _forward_to_room(self, message: StartRecording | StopRecording | KickPeer | GetKeyframe) -> None:
         """A request about a room's state: its actor answers the caller."""
-        record = self._active_room(message.room_id)
+        record = self._active_room(message.room_id, edge=isinstance(message, KickPeer) and message.edge)
         if isinstance(record, RoomNotFound):
             stopped = isinstance(message, StopRecording) and message.room_id in self._rooms
             # a stopped room's recording ended with it
@@ -724,8 +725,8 @@ class SupervisorClient:
         result: ServerTotals = await call(self._mailbox, GetTotals)
         return result
 
-    async def peers(self, room_id: str) -> list[PeerInfo]:
-        result: list[PeerInfo] = await call(self._mailbox, lambda r: GetPeers(room_id, r))
+    async def peers(self, room_id: str, *, edge: bool = False) -> list[PeerInfo]:
+        result: list[PeerInfo] = await call(self._mailbox, lambda r: GetPeers(room_id, r, edge))
         return result
 
     async def start_recording(self, room_id: str) -> Recording:
@@ -740,8 +741,8 @@ class SupervisorClient:
         result: bytes | None = await call(self._mailbox, lambda r: GetKeyframe(room_id, r))
         return result
 
-    async def kick(self, room_id: str, peer_id: str) -> None:
-        await call(self._mailbox, lambda r: KickPeer(room_id, peer_id, r))
+    async def kick(self, room_id: str, peer_id: str, *, edge: bool = False) -> None:
+        await call(self._mailbox, lambda r: KickPeer(room_id, peer_id, r, edge))
 
     async def metrics(self) -> ServerMetrics:
         result: ServerMetrics = await call(self._mailbox, GetMetrics)

@@ -10,7 +10,9 @@ A room across workers (actors/relays.py), set up by the front in two calls:
 `POST /internal/rooms/{id}/edge` on the worker that is to hold some of its viewers (an edge;
 body: the room's post and host user) answers the edge's relay address and link number (and
 whether it was there already); `POST /internal/rooms/{id}/relay` on the room's worker (its
-origin; body: that address and link) starts sending the host's media there.
+origin; body: that address and link) starts sending the host's media there. The room's
+moderation reaches its edges' viewers through `GET /internal/rooms/{id}/edge/peers` and
+`POST /internal/rooms/{id}/edge/peers/{peer_id}/kick` (the front merges and tries them).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from quart import Blueprint, Response
 from api.context import ServerContext
 from api.responses import ApiError, decode_body, json_response
 from api.rest import check_api_key, written_down
-from api.schemas import CreateRoomResponse
+from api.schemas import CreateRoomResponse, KickResponse, PeersResponse
 from core.room_directory import RoomRow
 
 
@@ -72,6 +74,16 @@ def create_worker_blueprint(ctx: ServerContext) -> Blueprint:
             raise ApiError("bad_request", f"a relay goes to a loopback address, not {body.address[0]!r}")
         await ctx.supervisor.open_relay(room_id, body.address, body.link)
         return json_response({"status": "relaying"})
+
+    @internal.get("/internal/rooms/<room_id>/edge/peers")
+    async def edge_peers(room_id: str) -> Response:
+        """The sessions of the room's edge here (the front adds them to the origin's list)."""
+        return json_response(PeersResponse(room_id=room_id, peers=await ctx.supervisor.peers(room_id, edge=True)))
+
+    @internal.post("/internal/rooms/<room_id>/edge/peers/<peer_id>/kick")
+    async def edge_kick(room_id: str, peer_id: str) -> Response:
+        await ctx.supervisor.kick(room_id, peer_id, edge=True)
+        return json_response(KickResponse(status="kicked", room_id=room_id, peer_id=peer_id))
 
     @internal.post("/internal/rooms/release")
     async def release_rooms() -> Response:

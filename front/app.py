@@ -16,9 +16,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +65,7 @@ NODE_STATS_SECONDS = 3.0
 UNSENDABLE_CLOSE_CODES = frozenset({1005, 1006, 1015})
 CLOSE_SERVICE_RESTART = 1012  # retryable: the JS client and the bots reconnect
 CLOSE_TRY_AGAIN = 1013
+KICK_PATH = re.compile(r"peers/([A-Za-z0-9_-]{1,64})/kick")
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "upgrade", "host", "content-length"}
 
 
@@ -132,6 +135,41 @@ class Front:
             return await self.relay(base, path, headers)
         except (RelayFailed, trio.TooSlowError) as exc:
             return _error(503, "unavailable", f"{exc or 'a worker is starting'}; try again")
+
+    async def peers_with_edges(self, room_id: str, origin: int, edges: list[int]) -> Response:
+        """`GET /room/{id}/peers` of a room across workers: the origin's sessions and its edges'."""
+        http, auth = self.pool.http, self.pool.auth
+        worker = await self.pool.ready_worker(origin)
+        answer = await http.get(f"{worker.url}/room/{room_id}/peers", headers=auth)
+        if answer.status_code != 200:
+            return Response(answer.content, status=answer.status_code, content_type="application/json")
+        listing = answer.json()
+        for index in edges:
+            edge = self.pool.workers[index]
+            if not edge.ready.is_set():
+                continue
+            with contextlib.suppress(httpx.HTTPError):
+                more = await http.get(f"{edge.url}/internal/rooms/{room_id}/edge/peers", headers=auth)
+                if more.status_code == 200:
+                    listing["peers"] += more.json()["peers"]
+        return Response(json.dumps(listing), content_type="application/json")
+
+    async def kick_with_edges(self, room_id: str, peer_id: str, origin: int, edges: list[int]) -> Response:
+        """`POST /room/{id}/peers/{peer}/kick` of a room across workers: the session is on the
+        origin or on one of its edges."""
+        http, auth = self.pool.http, self.pool.auth
+        worker = await self.pool.ready_worker(origin)
+        answer = await http.post(f"{worker.url}/room/{room_id}/peers/{peer_id}/kick", headers=auth)
+        for index in edges if answer.status_code == 404 else []:
+            edge = self.pool.workers[index]
+            if not edge.ready.is_set():
+                continue
+            with contextlib.suppress(httpx.HTTPError):
+                tried = await http.post(f"{edge.url}/internal/rooms/{room_id}/edge/peers/{peer_id}/kick", headers=auth)
+                if tried.status_code == 200:
+                    answer = tried
+                    break
+        return Response(answer.content, status=answer.status_code, content_type="application/json")
 
     async def stats(self, *, relayed: bool) -> dict[str, Any]:
         local = await self.pool.node_stats()
@@ -264,6 +302,14 @@ def create_front_app(front: Front) -> QuartTrio:
             if rest == "recordings" and route.code == "room_not_found":  # a listing is empty, never 404
                 return Response(json.dumps({"room_id": room_id, "recordings": []}), content_type="application/json")
             return _error(404 if route.code == "room_not_found" else 503, route.code, route.message)
+        edges = (
+            front.placement.edges_of(room_id, route.index) if front.placement and isinstance(route, OnWorker) else []
+        )
+        if edges and isinstance(route, OnWorker) and front.authorized(request.headers):
+            if request.method == "GET" and rest == "peers":
+                return await front.peers_with_edges(room_id, route.index, edges)
+            if request.method == "POST" and (kick := KICK_PATH.fullmatch(rest)):
+                return await front.kick_with_edges(room_id, kick.group(1), route.index, edges)
         return await front.relay_to(route, f"/room/{room_id}/{rest}")
 
     @app.get("/metrics")

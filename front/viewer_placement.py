@@ -66,6 +66,10 @@ class ViewerPlacement:
                 if lock is not None and not lock.locked() and not lock.statistics().tasks_waiting:
                     del self._locks[room_id]
 
+    def edges_of(self, room_id: str, origin: int) -> list[int]:
+        """The workers other than the origin that hold viewers of the room now."""
+        return sorted(index for room, index in self.viewers if room == room_id and index != origin)
+
     def _choose(self, room_id: str, origin: int) -> int:
         counts = {w.index: self.viewers[(room_id, w.index)] for w in self.pool.workers if w.ready.is_set()}
         others = {i: n for i, n in counts.items() if i != origin}

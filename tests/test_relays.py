@@ -35,8 +35,8 @@ def test_viewers_past_a_workers_share_go_to_an_edge_fed_by_a_relay(tmp_path: Pat
             ]
             peers.append(start_peer(front, room_id, "host", user="alice"))
             viewers = []
-            for _ in range(4):  # one after the other: the first two are placed before the next come
-                viewer = PeerProcess(front, room_id, "viewer")
+            for i in range(4):  # one after the other: the first two are placed before the next come
+                viewer = PeerProcess(front, room_id, "viewer", user=f"viewer{i}")
                 peers.append(viewer)
                 viewers.append(viewer)
                 viewer.wait_frames(video=5, audio=5)
@@ -60,10 +60,30 @@ def test_viewers_past_a_workers_share_go_to_an_edge_fed_by_a_relay(tmp_path: Pat
             # the edge's keyframe requests (its viewers joining) reached the host through the origin
             assert stats_now["forwarding"]["keyframe_requests"]["relay"] >= 1, stats_now["forwarding"]
 
+            # moderation reaches the edge: the front lists the sessions of both workers (the
+            # origin's first) and kicks one on the edge
+            def listed() -> list[dict[str, Any]]:
+                return list(httpx.get(f"{front.url}/room/{room_id}/peers", timeout=10).json()["peers"])
+
+            sessions = listed()
+            assert [p["role"] for p in sessions].count("viewer") == 4 and len(sessions) == 5, sessions
+            kicked = sessions[-1]["peer_id"]  # an edge's session
+            response = httpx.post(f"{front.url}/room/{room_id}/peers/{kicked}/kick", timeout=10)
+            assert response.status_code == 200, response.text
+            deadline = time.monotonic() + 5
+            while any(p["peer_id"] == kicked for p in listed()):
+                assert time.monotonic() < deadline, "the kicked session is still listed"
+                time.sleep(0.1)
+            before = [viewer.latest_frames()[0] for viewer in viewers[2:]]
+            time.sleep(2)
+            after = [viewer.latest_frames()[0] for viewer in viewers[2:]]
+            gone = [viewer for viewer, b, a in zip(viewers[2:], before, after, strict=True) if a - b < 5]
+            assert len(gone) == 1, (before, after)  # the kicked bot gets nothing more
+
             # the edge worker dies: its viewers reconnect (to a live worker) and decode again within
             # 5 s; the origin's never notice
-            on_origin, on_edge = viewers[:2], viewers[2:]
-            for viewer in viewers:
+            on_origin, on_edge = viewers[:2], [viewer for viewer in viewers[2:] if viewer not in gone]
+            for viewer in on_origin + on_edge:
                 viewer.latest_frames()
             marks = [len(viewer.gaps_ms) for viewer in on_origin]
             counts = [viewer.frames[0] for viewer in on_edge]
@@ -78,6 +98,7 @@ def test_viewers_past_a_workers_share_go_to_an_edge_fed_by_a_relay(tmp_path: Pat
             print(f"\nedge worker killed: its viewers decoding again after {back_in:.1f} s; origin gaps {gaps} ms")
             assert back_in < 5.0
             assert max(gaps) <= 200, gaps
+
     finally:
         for peer in peers:
             peer.stop()
