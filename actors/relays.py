@@ -13,11 +13,15 @@ alive:
 - an edge: how many viewers it has, and the host's layers they need (the origin keeps those
   flowing: dynacast over the relay).
 
-An edge not heard for ``RELAY_TIMEOUT_SECONDS`` is dropped by its origin; an origin not heard
-for that long stops its edge as for a restart (its viewers are told to reconnect, and the front
-places them again). The room actor owns both objects below (actors/room.py); their methods run
-on the Trio thread, the link's callbacks on the media thread (under the media lock), which
-hand control messages to the room's mailbox.
+An edge not heard for ``RELAY_TIMEOUT_SECONDS`` is dropped by its origin. An origin not heard
+for that long is lost: the edge's viewers are told the room has no host, and its link will take
+the next origin that names it (the origin's worker restarted with the room, and the front
+relayed to the edge again: the viewers only saw a gap); after ``ORIGIN_RETURN_SECONDS`` the
+edge stops as for a restart (its viewers reconnect, and the front places them again).
+
+The room actor owns both objects below (actors/room.py); their methods run on the Trio thread,
+the link's callbacks on the media thread (under the media lock), which hand control messages to
+the room's mailbox.
 """
 
 from __future__ import annotations
@@ -36,8 +40,11 @@ log = logging.getLogger("bitbasel.relay")
 
 #: How often each end of a relay sends its state (and proves it is alive).
 STATE_EVERY_SECONDS: Final = 0.5
-#: A relay end not heard for this long is gone.
+#: A relay end not heard for this long is gone (an edge: its origin is lost for now).
 RELAY_TIMEOUT_SECONDS: Final = 3.0
+#: An edge whose origin is lost waits this long for it to come back (its worker restarted: the
+#: front relays to the edge again), its viewers kept; then it stops and they reconnect.
+ORIGIN_RETURN_SECONDS: Final = 10.0
 
 
 class OriginState(msgspec.Struct, frozen=True, tag="origin"):
@@ -110,6 +117,6 @@ class EdgeFeed:
     origin: OriginState | None = None  # None until the origin's first state
     attached: list[SourceStream] | None = None  # the streams the router was given
 
-    def silent(self, now: float) -> bool:
+    def silent(self, now: float, timeout: float = RELAY_TIMEOUT_SECONDS) -> bool:
         heard = max(self.link.last_heard, self.opened_at)
-        return now - heard > RELAY_TIMEOUT_SECONDS
+        return now - heard > timeout

@@ -77,6 +77,7 @@ from actors.messages import (
     StopRecording,
 )
 from actors.relays import (
+    ORIGIN_RETURN_SECONDS,
     STATE_EVERY_SECONDS,
     EdgeFeed,
     EdgeOfOrigin,
@@ -640,10 +641,16 @@ class RoomActor:
         state, record = self._state, self._record
         feed = state.edge
         if feed is not None:
-            if feed.silent(now):
-                log.warning("room %s (edge): the origin went silent; its viewers reconnect", record.room_id)
+            if feed.silent(now, ORIGIN_RETURN_SECONDS):
+                log.warning("room %s (edge): its origin did not come back; its viewers reconnect", record.room_id)
                 self._services.stop_edge(record, None)
                 return
+            if feed.silent(now) and feed.origin is not None:
+                log.warning("room %s (edge): its origin went silent; waiting for it", record.room_id)
+                feed.origin = None  # no host for now (room_update), and the next origin is taken
+                with record.media_lock:
+                    feed.link.learn_peer = True
+                self._broadcast_if_changed()
             with record.media_lock:
                 needed = state.router.needed_rids(now)
             feed.link.send_control(encode(EdgeState(state.viewer_count, needed, sorted(state.banned_users))))

@@ -451,7 +451,9 @@ async def run_front(
     hc = hypercorn_config(config)  # the server's: TLS when configured, the same limits
     async with httpx.AsyncClient(timeout=PROXY_TIMEOUT) as http, trio.open_nursery() as nursery:
         pool = WorkerPool(list(worker_argv), http, config.auth.api_key, [Worker(i) for i in range(count)])
-        front = Front(config, pool, placement=ViewerPlacement(pool, config.cluster.room_viewers_per_worker))
+        placement = ViewerPlacement(pool, config.cluster.room_viewers_per_worker)
+        pool.after_restart = placement.origin_restarted
+        front = Front(config, pool, placement=placement)
         stop_accepting = trio.Event()
         app = create_front_app(front)
         binds: list[str] = await nursery.start(

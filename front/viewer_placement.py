@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import trio
@@ -33,6 +34,9 @@ class ViewerPlacement:
     limit: int  # viewers of a room per worker; 0: all on the origin
     viewers: Counter[tuple[str, int]] = field(default_factory=Counter)  # (room, worker) -> piped viewer sessions
     _room_info: dict[str, tuple[str, str]] = field(default_factory=dict)  # room -> (post, host user)
+    # room -> (its origin, {edge worker: the edge's relay address and link}): relayed again after
+    # the origin's worker restarts (``origin_restarted``)
+    _edges: dict[str, tuple[int, dict[int, tuple[list[Any], int]]]] = field(default_factory=dict)
     _locks: dict[str, trio.Lock] = field(default_factory=dict)
 
     async def place(self, room_id: str, origin: int) -> int:
@@ -62,9 +66,32 @@ class ViewerPlacement:
             del self.viewers[key]
             if not any(room == room_id for room, _ in self.viewers):  # the room has no viewer left here
                 self._room_info.pop(room_id, None)
+                self._edges.pop(room_id, None)
                 lock = self._locks.get(room_id)
                 if lock is not None and not lock.locked() and not lock.statistics().tasks_waiting:
                     del self._locks[room_id]
+
+    async def origin_restarted(self, index: int) -> None:
+        """Worker ``index`` started again: each room it is the origin of (back from its room
+        directory) relays again to the edges that kept that room's viewers."""
+        pool = self.pool
+        for room_id, (origin, edges) in list(self._edges.items()):
+            if origin != index:
+                continue
+            for edge_index, (address, link) in edges.items():
+                try:
+                    with trio.fail_after(EDGE_SETUP_SECONDS):
+                        worker = await pool.ready_worker(origin)
+                        response = await pool.http.post(
+                            f"{worker.url}/internal/rooms/{room_id}/relay",
+                            json={"address": address, "link": link},
+                            headers=pool.auth,
+                        )
+                except (httpx.HTTPError, trio.TooSlowError) as exc:
+                    log.warning("room %s: no relay again to worker %d (%s)", room_id, edge_index, exc)
+                    continue
+                if response.status_code == 200:
+                    log.info("room %s: worker %d relays to worker %d again", room_id, origin, edge_index)
 
     def edges_of(self, room_id: str, origin: int) -> list[int]:
         """The workers other than the origin that hold viewers of the room now."""
@@ -95,6 +122,7 @@ class ViewerPlacement:
         if response.status_code != 200:
             raise EdgeRefused(f"worker {index}: {response.status_code} {response.text[:200]}")
         edge = response.json()
+        self._edges.setdefault(room_id, (origin, {}))[1][index] = (edge["address"], edge["link"])
         if edge["existing"] and edge["relayed"]:
             return
         origin_worker = await pool.ready_worker(origin)

@@ -13,6 +13,7 @@ import logging
 import signal
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,8 @@ class WorkerPool:
     room_worker: dict[str, int] = field(default_factory=dict)  # rooms placed by this front
     post_worker: dict[str, int] = field(default_factory=dict)  # a post's next room where its last went
     stopping: bool = False
+    # called (awaited) each time a worker is serving again after a restart, with its index
+    after_restart: Callable[[int], Awaitable[None]] | None = None
 
     @property
     def auth(self) -> dict[str, str]:
@@ -88,6 +91,11 @@ class WorkerPool:
                     if not started:
                         started = True
                         task_status.started()
+                    elif self.after_restart is not None:
+                        try:
+                            await self.after_restart(worker.index)
+                        except Exception:  # a bug there must not stop the worker's supervision
+                            log.exception("after worker %d restarted", worker.index)
                     code = await process.wait()
             finally:
                 with trio.CancelScope(shield=True):

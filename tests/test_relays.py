@@ -102,3 +102,45 @@ def test_viewers_past_a_workers_share_go_to_an_edge_fed_by_a_relay(tmp_path: Pat
     finally:
         for peer in peers:
             peer.stop()
+
+
+def test_an_edge_keeps_its_viewers_while_the_origins_worker_restarts(tmp_path: Path) -> None:
+    """The origin's worker dies: the room comes back on it (its room directory), the host
+    reconnects there, the front relays to the edge again, and the edge's viewer decodes again in
+    the same session (only a gap: no reconnection of its own)."""
+    cluster = {"workers": 2, "room_viewers_per_worker": 1, "state_path": str(tmp_path / "state" / "rooms.sqlite3")}
+    peers: list[PeerProcess] = []
+    try:
+        with server_process(tmp_path, cluster=cluster) as front:
+
+            def listed() -> list[dict[str, Any]]:
+                return list(httpx.get(f"{front.url}/room/{room_id}/peers", timeout=10).json()["peers"])
+
+            room_id = httpx.post(f"{front.url}/room/create", json={"post_id": "p", "host_user_id": "alice"}).json()[
+                "room_id"
+            ]
+            peers.append(start_peer(front, room_id, "host", user="alice"))
+            on_origin = PeerProcess(front, room_id, "viewer")
+            peers.append(on_origin)
+            on_origin.wait_frames(video=5, audio=5)
+            on_edge = PeerProcess(front, room_id, "viewer")
+            peers.append(on_edge)
+            on_edge.wait_frames(video=30, audio=30)
+            workers = httpx.get(f"{front.url}/stats", timeout=10).json()["workers"]
+            [origin] = [w for w in workers if room_id in w["rooms"]]
+            [edge] = [w for w in workers if w is not origin]
+            assert edge["stats"]["total_viewers"] == 1
+            edge_session = listed()[-1]["peer_id"]  # the origin's sessions come first
+
+            os.kill(origin["pid"], signal.SIGKILL)
+            killed_at = time.monotonic()
+            count = on_edge.latest_frames()[0]
+            on_edge.wait_frames(video=count + 15, audio=0, timeout=30)
+            back_in = time.monotonic() - killed_at
+            print(f"\norigin worker killed: the edge's viewer decoding again after {back_in:.1f} s")
+            assert edge_session in {p["peer_id"] for p in listed()}  # the same session: no reconnection
+            after = httpx.get(f"{front.url}/stats", timeout=10).json()["workers"]
+            assert [w["pid"] for w in after if w["index"] == edge["index"]] == [edge["pid"]]
+    finally:
+        for peer in peers:
+            peer.stop()

@@ -16,7 +16,8 @@ header naming both links and what follows::
 A datagram for a link this port does not have, or from another address or link than the
 link's peer, is dropped and counted: a link hears only the peer it was connected to. An edge's
 link learns its peer from the first datagram naming it (``learn_peer``: the origin's, which
-the front set up knowing the edge's number, a random 32-bit one), as mediasoup's comedia.
+the front set up knowing the edge's number, a random 32-bit one), as mediasoup's comedia, and
+again when told to (an origin that went silent may come back from another port).
 """
 
 from __future__ import annotations
@@ -166,7 +167,7 @@ class RelayPort:
         if link is None:
             statistics.unknown_link += 1
             return False
-        if link.peer is None and link.learn_peer:
+        if link.learn_peer:  # the first datagram naming it (again, once its peer went silent)
             link.peer, link.peer_number, link.learn_peer = address[:2], sender, False
         elif link.peer != address[:2] or link.peer_number != sender:
             statistics.wrong_peer += 1
