@@ -35,7 +35,10 @@ workers the front's sum of both, and each worker's own (read from the worker's `
 An edge's clock starts at its relay socket's kernel receive: the edge's viewers' full path is
 at most the origin's delay plus the edge's (printed as ``origin + edge``, bucket bounds added:
 an over-estimate). The two-worker ladder also runs the one-worker ladder's first rung and its
-capacity, so that the delays compare at the same viewer count where both are whole.
+capacity, so that the delays compare at the same viewer count where both are whole; then one
+worker and two, not capped, at ``--uncapped-at`` viewers: the relay's delay without the cap's
+CFS throttling (which dominates a capped p99) in it. The defaults are the run of bench/README.md
+(Q = 0.15: one worker saturates near 45 viewers, two near 105, under 0.9 of a core of clients).
 
     unshare -n sh -c 'ip link set lo up && .venv/bin/python bench/room_capacity.py'
 
@@ -410,11 +413,13 @@ def print_delays(rows: list[tuple[str, ...]], how: str) -> None:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--core-share", type=float, default=0.1, help="each media process's share of a core")
+    parser.add_argument("--core-share", type=float, default=0.15, help="each media process's share of a core")
     parser.add_argument("--seconds", type=float, default=15.0, help="measured window per rung")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds between capping and the window")
-    parser.add_argument("--one", default="16,20,24,28,32,36,40,44", help="viewer counts for one worker")
-    parser.add_argument("--two", default="40,48,52,56,60,64,68,72,76,80,88", help="viewer counts for two workers")
+    parser.add_argument("--one", default="30,36,40,44,48,52,56,60,64,68", help="viewer counts for one worker")
+    parser.add_argument(
+        "--two", default="72,80,88,96,100,104,108,112,116,120,128", help="viewer counts for two workers"
+    )
     parser.add_argument(
         "--compare",
         action=argparse.BooleanOptionalAction,
