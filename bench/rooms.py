@@ -46,10 +46,10 @@ The machinery (processes, server, hosts, viewers, windows, tables) is ``harness.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -148,10 +148,22 @@ def throttled_seconds(groups: list[Path]) -> float:
     return total / 1e9
 
 
-def remove_cgroups(groups: list[Path]) -> None:
+def remove_cgroups(groups: list[Path], within: float = 10.0) -> None:
+    """Each group removed once its processes have exited (a front's workers may outlive it by a
+    moment: waited for, at most ``within`` s, so that no later run reuses a group with a dying
+    worker in it)."""
+    deadline = time.monotonic() + within
     for group in groups:
-        with contextlib.suppress(OSError):
-            group.rmdir()  # empty once its processes have exited
+        while True:
+            try:
+                group.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError:  # busy: a process still in it
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
 
 
 async def bench() -> dict[str, Any]:
