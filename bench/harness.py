@@ -372,9 +372,12 @@ def server_toml(
     max_messages_per_second: int | None = None,
     fault_injection: bool = False,
     workers: int | None = None,
+    room_viewers_per_worker: int | None = None,
     api_key: str = "",
 ) -> str:
-    """A config for a bench server: loopback only, any free ports, no STUN."""
+    """A config for a bench server: loopback only, any free ports, no STUN. ``workers``,
+    ``room_viewers_per_worker``: its ``[cluster]`` (a room's viewers past the latter on one
+    worker go to another, fed by a relay)."""
     text = f"""
 [server]
 host = "127.0.0.1"
@@ -397,8 +400,12 @@ stun_servers = []
         text += f'\n[auth]\napi_key = "{api_key}"\n'
     if fault_injection:
         text += "\n[debug]\nfault_injection = true  # GET /debug/runtime\n"
-    if workers is not None:
-        text += f"\n[cluster]\nworkers = {workers}\n"
+    if workers is not None or room_viewers_per_worker is not None:
+        text += "\n[cluster]\n"
+        if workers is not None:
+            text += f"workers = {workers}\n"
+        if room_viewers_per_worker is not None:
+            text += f"room_viewers_per_worker = {room_viewers_per_worker}\n"
     return text
 
 

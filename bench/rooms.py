@@ -46,10 +46,10 @@ The machinery (processes, server, hosts, viewers, windows, tables) is ``harness.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -119,10 +119,12 @@ CGROUP_CPU = Path("/sys/fs/cgroup/cpu")
 CGROUP_PERIOD_US = 10_000  # short periods: a throttled process waits at most ~10 ms
 
 
-async def cap_media_processes(server: Server, http: httpx.AsyncClient) -> list[Path]:
-    """`--core-share Q`: each media process gets its own cgroup (v1 `cpu`) capped at Q of a core,
-    as if each had a core of its own on a machine Q times as fast; with workers the front shares
-    worker 0's. So one worker and N workers are compared at N times the CPU, as N cores would give."""
+async def cap_media_processes(server: Server, http: httpx.AsyncClient, share: float | None = None) -> list[Path]:
+    """`--core-share Q` (or ``share``): each media process gets its own cgroup (v1 `cpu`) capped
+    at Q of a core, as if each had a core of its own on a machine Q times as fast; with workers
+    the front shares worker 0's. So one worker and N workers are compared at N times the CPU, as
+    N cores would give."""
+    share = ARGS.core_share if share is None else share
     pids = await server.pids(http)
     groups = [pids] if len(pids) == 1 else [pids[:2], *[[pid] for pid in pids[2:]]]
     made = []
@@ -130,7 +132,7 @@ async def cap_media_processes(server: Server, http: httpx.AsyncClient) -> list[P
         group = CGROUP_CPU / f"bitbasel-bench-{index}"
         group.mkdir(exist_ok=True)
         (group / "cpu.cfs_period_us").write_text(str(CGROUP_PERIOD_US))
-        (group / "cpu.cfs_quota_us").write_text(str(int(ARGS.core_share * CGROUP_PERIOD_US)))
+        (group / "cpu.cfs_quota_us").write_text(str(int(share * CGROUP_PERIOD_US)))
         for pid in members:
             (group / "cgroup.procs").write_text(str(pid))
         made.append(group)
@@ -146,10 +148,22 @@ def throttled_seconds(groups: list[Path]) -> float:
     return total / 1e9
 
 
-def remove_cgroups(groups: list[Path]) -> None:
+def remove_cgroups(groups: list[Path], within: float = 10.0) -> None:
+    """Each group removed once its processes have exited (a front's workers may outlive it by a
+    moment: waited for, at most ``within`` s, so that no later run reuses a group with a dying
+    worker in it)."""
+    deadline = time.monotonic() + within
     for group in groups:
-        with contextlib.suppress(OSError):
-            group.rmdir()  # empty once its processes have exited
+        while True:
+            try:
+                group.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError:  # busy: a process still in it
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
 
 
 async def bench() -> dict[str, Any]:
