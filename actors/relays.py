@@ -14,10 +14,11 @@ alive:
   flowing: dynacast over the relay).
 
 An edge not heard for ``RELAY_TIMEOUT_SECONDS`` is dropped by its origin. An origin not heard
-for that long is lost: the edge's viewers are told the room has no host, and its link will take
-the next origin that names it (the origin's worker restarted with the room, and the front
-relayed to the edge again: the viewers only saw a gap); after ``ORIGIN_RETURN_SECONDS`` the
-edge stops as for a restart (its viewers reconnect, and the front places them again).
+for that long is lost: the edge's viewers are told the room has no host. The edge's link takes
+the next origin that names it once the last has been silent a second (the origin's worker
+restarted with the room, and the front relayed to the edge again: the viewers only saw a gap);
+after ``ORIGIN_RETURN_SECONDS`` the edge stops as for a restart (its viewers reconnect, and the
+front places them again).
 
 The room actor owns both objects below (actors/room.py); their methods run on the Trio thread,
 the link's callbacks on the media thread (under the media lock), which hand control messages to

@@ -647,9 +647,7 @@ class RoomActor:
                 return
             if feed.silent(now) and feed.origin is not None:
                 log.warning("room %s (edge): its origin went silent; waiting for it", record.room_id)
-                feed.origin = None  # no host for now (room_update), and the next origin is taken
-                with record.media_lock:
-                    feed.link.learn_peer = True
+                feed.origin = None  # no host for now (room_update); the link takes the next origin
                 self._broadcast_if_changed()
             with record.media_lock:
                 needed = state.router.needed_rids(now)

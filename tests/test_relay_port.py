@@ -11,7 +11,7 @@ from collections.abc import Callable
 import trio
 
 from transport.media_port import MediaPort
-from transport.relay_port import KIND_RTP, MAGIC, RelayPort
+from transport.relay_port import KIND_RTP, MAGIC, RELEARN_AFTER_SECONDS, RelayPort
 
 
 class Inbox:
@@ -101,4 +101,14 @@ async def test_a_link_carries_rtp_rtcp_and_control_both_ways_and_refuses_strange
         assert learner.peer == origin.address and learner.peer_number == second.number
         learner.send_rtcp(b"\x81\xceback")
         await at_origin.wait(lambda: b"\x81\xceback" in at_origin.rtcp)
+        # another end naming it is refused while its peer speaks, taken once the peer is silent
+        third = origin.open(*Inbox().receivers(token))
+        origin.connect(third, edge.address, learner.number)
+        refused = edge.statistics.wrong_peer
+        third.send_control(b"me too")
+        await until(lambda: edge.statistics.wrong_peer > refused)
+        assert learner.peer_number == second.number
+        learner.last_heard -= RELEARN_AFTER_SECONDS  # as if its peer had been silent that long
+        third.send_control(b"me now")
+        await until(lambda: learner.peer_number == third.number)
         nursery.cancel_scope.cancel()

@@ -17,7 +17,8 @@ A datagram for a link this port does not have, or from another address or link t
 link's peer, is dropped and counted: a link hears only the peer it was connected to. An edge's
 link learns its peer from the first datagram naming it (``learn_peer``: the origin's, which
 the front set up knowing the edge's number, a random 32-bit one), as mediasoup's comedia, and
-again when told to (an origin that went silent may come back from another port).
+takes a new one once the last has been silent RELEARN_AFTER_SECONDS (an origin whose worker
+restarted comes back from another port).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ _HEADER: Final = struct.Struct("!BBHII")
 HEADER_SIZE: Final = _HEADER.size
 
 Receiver = Callable[[bytes], None]
+#: A learning link takes a new peer once its peer has been silent this long.
+RELEARN_AFTER_SECONDS: Final = 1.0
 
 
 class RelayStatistics:
@@ -78,7 +81,7 @@ class RelayLink:
     ) -> None:
         self._port = port
         self.number = number
-        self.learn_peer = learn_peer
+        self.learn_peer = learn_peer  # takes its peer from the datagrams naming it (an edge's)
         self.on_rtp = on_rtp
         self.on_rtcp = on_rtcp
         self.on_control = on_control
@@ -167,12 +170,14 @@ class RelayPort:
         if link is None:
             statistics.unknown_link += 1
             return False
-        if link.learn_peer:  # the first datagram naming it (again, once its peer went silent)
-            link.peer, link.peer_number, link.learn_peer = address[:2], sender, False
-        elif link.peer != address[:2] or link.peer_number != sender:
-            statistics.wrong_peer += 1
-            return False
-        link.last_heard = time.monotonic()
+        now = time.monotonic()
+        if link.peer != address[:2] or link.peer_number != sender:
+            # a learning link's first peer, or a new one once the last went silent
+            if not link.learn_peer or (link.peer is not None and now - link.last_heard < RELEARN_AFTER_SECONDS):
+                statistics.wrong_peer += 1
+                return False
+            link.peer, link.peer_number = address[:2], sender
+        link.last_heard = now
         payload = data[HEADER_SIZE:]
         if kind == KIND_RTP:
             link.on_rtp(payload)
