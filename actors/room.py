@@ -636,8 +636,9 @@ class RoomActor:
             for edge in self._state.relays.edges.values():
                 edge.link.send_control(payload)
 
-    def _relay_tick(self, now: float) -> None:
-        """Twice a second: each end of a relay says its state; a silent end is let go."""
+    def _relay_tick(self, now: float, needed: list[str]) -> None:
+        """Twice a second: each end of a relay says its state (an edge: with ``needed``, the
+        rids its viewers need, from this tick); a silent end is let go."""
         state, record = self._state, self._record
         feed = state.edge
         if feed is not None:
@@ -649,8 +650,6 @@ class RoomActor:
                 log.warning("room %s (edge): its origin went silent; waiting for it", record.room_id)
                 feed.origin = None  # no host for now (room_update); the link takes the next origin
                 self._broadcast_if_changed()
-            with record.media_lock:
-                needed = state.router.needed_rids(now)
             feed.link.send_control(encode(EdgeState(state.viewer_count, needed, sorted(state.banned_users))))
             return
         if state.relays.viewer_count:  # the room's viewers on other workers keep it from being idle
@@ -697,7 +696,7 @@ class RoomActor:
                 state.live = True
             ticks += 1
             if ticks % RELAY_STATE_EVERY_TICKS == 0 and (state.edge is not None or state.relays.edges):
-                self._relay_tick(now)
+                self._relay_tick(now, needed)
             if ticks % PURGE_EVERY_TICKS == 0 and any(m.gone for m in state.members.values()):
                 self._purge_gone()
                 self._broadcast_if_changed()

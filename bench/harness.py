@@ -509,9 +509,10 @@ async def create_rooms(http: httpx.AsyncClient, count: int, prefix: str = "p") -
 # ---------------------------------------------------------------------------
 
 
-async def read_metrics(http: httpx.AsyncClient) -> dict[str, float]:
-    """The server's ``GET /metrics`` (Prometheus text): ``{'name{labels}': value}``."""
-    response = await http.get("/metrics")
+async def read_metrics(http: httpx.AsyncClient, url: str = "/metrics") -> dict[str, float]:
+    """The server's ``GET /metrics`` (Prometheus text; ``url``: another process's, such as one
+    worker's): ``{'name{labels}': value}``."""
+    response = await http.get(url)
     response.raise_for_status()
     values: dict[str, float] = {}
     for line in response.text.splitlines():

@@ -115,14 +115,7 @@ async def worker_metrics_url(http: httpx.AsyncClient, pid: int) -> str | None:
 
 
 async def delay_at(http: httpx.AsyncClient, url: str) -> Histogram:
-    response = await http.get(url)
-    response.raise_for_status()
-    values: dict[str, float] = {}
-    for line in response.text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            values[key] = float(value)
-    return Histogram.from_metrics(values, DELAY_METRIC)
+    return Histogram.from_metrics(await read_metrics(http, url), DELAY_METRIC)
 
 
 def ms(seconds: float) -> float:

@@ -136,6 +136,10 @@ class Front:
         except (RelayFailed, trio.TooSlowError) as exc:
             return _error(503, "unavailable", f"{exc or 'a worker is starting'}; try again")
 
+    def _ready_urls(self, indexes: list[int]) -> list[str]:
+        """The URLs of those workers that are serving (one starting again is left out)."""
+        return [self.pool.workers[i].url for i in indexes if self.pool.workers[i].ready.is_set()]
+
     async def peers_with_edges(self, room_id: str, origin: int, edges: list[int]) -> Response:
         """`GET /room/{id}/peers` of a room across workers: the origin's sessions and its edges'."""
         http, auth = self.pool.http, self.pool.auth
@@ -144,12 +148,9 @@ class Front:
         if answer.status_code != 200:
             return Response(answer.content, status=answer.status_code, content_type="application/json")
         listing = answer.json()
-        for index in edges:
-            edge = self.pool.workers[index]
-            if not edge.ready.is_set():
-                continue
+        for edge_url in self._ready_urls(edges):
             with contextlib.suppress(httpx.HTTPError):
-                more = await http.get(f"{edge.url}/internal/rooms/{room_id}/edge/peers", headers=auth)
+                more = await http.get(f"{edge_url}/internal/rooms/{room_id}/edge/peers", headers=auth)
                 if more.status_code == 200:
                     listing["peers"] += more.json()["peers"]
         return Response(json.dumps(listing), content_type="application/json")
@@ -160,12 +161,9 @@ class Front:
         http, auth = self.pool.http, self.pool.auth
         worker = await self.pool.ready_worker(origin)
         answer = await http.post(f"{worker.url}/room/{room_id}/peers/{peer_id}/kick", headers=auth)
-        for index in edges if answer.status_code == 404 else []:
-            edge = self.pool.workers[index]
-            if not edge.ready.is_set():
-                continue
+        for edge_url in self._ready_urls(edges) if answer.status_code == 404 else []:
             with contextlib.suppress(httpx.HTTPError):
-                tried = await http.post(f"{edge.url}/internal/rooms/{room_id}/edge/peers/{peer_id}/kick", headers=auth)
+                tried = await http.post(f"{edge_url}/internal/rooms/{room_id}/edge/peers/{peer_id}/kick", headers=auth)
                 if tried.status_code == 200:
                     answer = tried
                     break

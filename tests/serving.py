@@ -157,6 +157,16 @@ async def create_room(client: httpx.AsyncClient, post: str) -> str:
     return room_id
 
 
+def prometheus_values(text: str) -> dict[str, float]:
+    """A Prometheus text exposition as ``{'name{labels}': value}`` (labels as written)."""
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
 async def poll_until(fetch: Callable[[], Awaitable[T]], holds: Callable[[T], bool], *, interval: float = 0.1) -> T:
     """Fetch a remote process's state until `holds(state)` (another process: no event to wait on).
     Bound it with `trio.fail_after`."""

@@ -36,6 +36,7 @@ from playwright.sync_api import Browser, BrowserContext  # noqa: E402
 from media.vp8 import parse_vp8_descriptor_untrusted  # noqa: E402
 from tests.browser_pages import Tab, new_room, open_host, open_viewer, require_client_served, start_live  # noqa: E402
 from tests.peer_process import start_peer  # noqa: E402
+from tests.serving import prometheus_values  # noqa: E402
 
 CAP = "300kbit"
 CAP_BUFFER_BYTES = 300_000 // 8  # one second at CAP
@@ -188,16 +189,6 @@ def watch_for(watchers: list[Watcher], seconds: float) -> None:
         page.wait_for_timeout(SAMPLE_MS)
 
 
-def metric_values(text: str) -> dict[str, float]:
-    """Prometheus text: 'name{labels}' -> value."""
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    return values
-
-
 def layers_of(server: ServerProcess, room_id: str) -> list[dict[str, Any]]:
     layers: list[dict[str, Any]] = server.room_stats(room_id)["forwarding"]["layers"]
     return layers
@@ -276,7 +267,7 @@ def test_each_viewer_gets_what_its_link_carries(context: BrowserContext, media_s
         tab.assert_no_errors()
 
     # what an operator sees: packets per layer, viewers per layer, switches and keyframe causes
-    metrics = metric_values(media_server.rest("GET", "/metrics").text)
+    metrics = prometheus_values(media_server.rest("GET", "/metrics").text)
     for layer in ("low", "medium", "high"):
         assert metrics[f'bitbasel_layer_received_packets_total{{layer="{layer}"}}'] > 0
     assert metrics['bitbasel_layer_viewers{layer="audio_only"}'] >= 1

@@ -14,18 +14,12 @@ from typing import Any
 import httpx
 
 from tests.peer_process import PeerProcess, start_peer
-from tests.serving import server_process
+from tests.serving import prometheus_values, server_process
 
 
 def node_metrics(url: str) -> dict[str, float]:
     """The front's /metrics: 'name{labels}' -> value."""
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    return {
-        name: float(value)
-        for line in text.splitlines()
-        if line and not line.startswith("#")
-        for name, _, value in [line.rpartition(" ")]
-    }
+    return prometheus_values(httpx.get(f"{url}/metrics", timeout=10).text)
 
 
 def test_two_workers_share_the_rooms_and_a_killed_worker_comes_back_with_its_room(tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ RELEARN_AFTER_SECONDS: Final = 1.0
 
 
 class RelayStatistics:
-    """Counts of the relay port (``GET /debug/runtime``)."""
+    """Counts of the relay port (read by tests; not in /metrics or /debug/runtime yet)."""
 
     __slots__ = ("datagrams_received", "datagrams_sent", "malformed", "send_errors", "unknown_link", "wrong_peer")
 
@@ -54,9 +54,6 @@ class RelayStatistics:
         self.unknown_link = 0  # a link closed (or never opened) here
         self.wrong_peer = 0  # from another address than the link's peer, or before it was connected
         self.send_errors = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
 
 
 class RelayLink:
