@@ -83,17 +83,19 @@ class AdoptRoom(msgspec.Struct, frozen=True):
 
 
 class OpenEdge(msgspec.Struct, frozen=True):
-    """This worker is to hold viewers of a room whose host is on another worker of the node (an
-    edge of it, actors/relays.py). Answer: EdgeOpened (the one there is, or a new one)."""
+    """This worker is to hold viewers of a room whose host is on another worker of the node, or
+    (``key``: the relay's SRTP key) on another node (an edge of it, actors/relays.py). Answer:
+    EdgeOpened (the one there is, or a new one)."""
 
     room_id: str
     post_id: str
     host_user_id: str
     reply: Reply
+    key: bytes | None = None
 
 
 class EdgeOpened(msgspec.Struct, frozen=True):
-    address: tuple[str, int]  # the edge's relay port
+    address: tuple[str, int]  # the edge's relay port (loopback; or the node's announced address when keyed)
     link: int  # its link's number there: the origin sends to it
     existing: bool  # the edge was there already
     relayed: bool  # its origin has been heard (else the origin is asked to relay to it again)
@@ -106,6 +108,7 @@ class OpenRelay(msgspec.Struct, frozen=True):
     address: tuple[str, int]  # the edge's relay port
     link: int  # the edge's link number
     reply: Reply
+    key: bytes | None = None  # an edge on another node: the relay's SRTP key (transport/relay_crypto.py)
 
 
 class RelayControl(msgspec.Struct, frozen=True):

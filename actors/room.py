@@ -570,13 +570,16 @@ class RoomActor:
         def on_rtcp(data: bytes) -> None:  # the media thread, under the lock
             router.on_relay_rtcp(relay_id, data, time.monotonic())
 
-        link = port.open(_ignore, on_rtcp, relay_control_receiver(port, record.mailbox[0], lambda: relay_id))
+        link = port.open(
+            _ignore, on_rtcp, relay_control_receiver(port, record.mailbox[0], lambda: relay_id), key=message.key
+        )
         relay_id = str(link.number)
         port.connect(link, message.address, message.link)
         with record.media_lock:
             router.add_relay(relay_id, link.send_rtp, link.send_rtcp)
         state.relays.edges[relay_id] = EdgeOfOrigin(link)
-        log.info("room %s: relaying to an edge at %s (relay %s)", record.room_id, message.address, relay_id)
+        where = "another node's" if message.key is not None else "an"
+        log.info("room %s: relaying to %s edge at %s (relay %s)", record.room_id, where, message.address, relay_id)
         self._tell_edge(link)
         answer(message.reply, None)
 

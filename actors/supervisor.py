@@ -238,7 +238,11 @@ class Supervisor:
                 answer(message.reply, Capacity(f"room {message.room_id} has its host here: not an edge"))
             else:
                 heard = edge.link.peer is not None  # its origin sends to it: relayed
-                answer(message.reply, EdgeOpened(port.address, edge.link.number, existing=True, relayed=heard))
+                if edge.link.key != message.key:
+                    answer(message.reply, Capacity(f"room {message.room_id}'s edge here has another relay"))
+                    return
+                address = port.public_address if edge.link.key is not None else port.address
+                answer(message.reply, EdgeOpened(address, edge.link.number, existing=True, relayed=heard))
             return
         if held is not None:  # an edge (or the room) that stopped here before: its counts kept
             self._forget(held)
@@ -254,15 +258,20 @@ class Supervisor:
             router.on_publisher_rtcp(data, time.monotonic())
 
         link = port.open(
-            on_rtp, on_rtcp, relay_control_receiver(port, record.mailbox[0], lambda: relay_id), learn_peer=True
+            on_rtp,
+            on_rtcp,
+            relay_control_receiver(port, record.mailbox[0], lambda: relay_id),
+            learn_peer=True,
+            key=message.key,
         )
         relay_id = str(link.number)
         record.state.edge = EdgeFeed(link)
         self._rooms[record.room_id] = record
         assert self._nursery is not None
         self._nursery.start_soon(self._supervise, record, name=f"room {record.room_id} (edge)")
-        log.info("room %s: an edge here, fed by relay %s", record.room_id, relay_id)
-        answer(message.reply, EdgeOpened(port.address, link.number, existing=False, relayed=False))
+        remote = message.key is not None
+        log.info("room %s: an edge here, fed by relay %s%s", record.room_id, relay_id, " (another node)" * remote)
+        answer(message.reply, EdgeOpened(port.public_address if remote else port.address, link.number, False, False))
 
     def _add_room(self, record: RoomRecord, *, record_now: bool) -> None:
         self._rooms[record.room_id] = record
@@ -685,12 +694,12 @@ class SupervisorClient:
         result: RoomCreated = await call(self._mailbox, lambda r: AdoptRoom(row, r))
         return result
 
-    async def open_edge(self, room_id: str, post_id: str, host_user_id: str) -> EdgeOpened:
-        result: EdgeOpened = await call(self._mailbox, lambda r: OpenEdge(room_id, post_id, host_user_id, r))
+    async def open_edge(self, room_id: str, post_id: str, host_user_id: str, key: bytes | None = None) -> EdgeOpened:
+        result: EdgeOpened = await call(self._mailbox, lambda r: OpenEdge(room_id, post_id, host_user_id, r, key))
         return result
 
-    async def open_relay(self, room_id: str, address: tuple[str, int], link: int) -> None:
-        await call(self._mailbox, lambda r: OpenRelay(room_id, address, link, r))
+    async def open_relay(self, room_id: str, address: tuple[str, int], link: int, key: bytes | None = None) -> None:
+        await call(self._mailbox, lambda r: OpenRelay(room_id, address, link, r, key))
 
     async def stop_room(self, room_id: str, reason: StopReason = "api") -> RoomStats:
         result: RoomStats = await call(self._mailbox, lambda r: StopRoom(room_id, reason, r))

@@ -134,8 +134,13 @@ async def run_server(
     if not config.auth.api_key:
         log.warning("[auth] api_key is empty: the REST API is open to anyone who can reach it")
     media_port = open_media_port(config)  # binds now: a port in use stops the start (ConfigError)
-    # a worker of a node's front relays rooms to the other workers (actors/relays.py)
-    relay_port = RelayPort(media_port) if worker_index is not None else None
+    # a worker of a node's front relays rooms to the other workers (actors/relays.py), and in a
+    # cluster to other nodes' workers (SRTP), which reach it at its first media address
+    relay_port = None
+    if worker_index is not None and config.cluster.redis_url:
+        relay_port = RelayPort(media_port, "0.0.0.0", announced_host=media_port.candidates[0][0])
+    elif worker_index is not None:
+        relay_port = RelayPort(media_port)
     webhooks = Webhooks(config.webhooks)
     store, restored = await open_room_store(config, worker_index)
     async with trio.open_nursery() as nursery:

@@ -10,7 +10,9 @@ A room across workers (actors/relays.py), set up by the front in two calls:
 `POST /internal/rooms/{id}/edge` on the worker that is to hold some of its viewers (an edge;
 body: the room's post and host user) answers the edge's relay address and link number (and
 whether it was there already); `POST /internal/rooms/{id}/relay` on the room's worker (its
-origin; body: that address and link) starts sending the host's media there. The room's
+origin; body: that address and link) starts sending the host's media there. For an edge on
+another node both calls carry the relay's key (hex; the fronts derive it, transport/relay_crypto.py):
+the edge answers its node's announced address, and the relay is SRTP. The room's
 moderation reaches its edges' viewers through `GET /internal/rooms/{id}/edge/peers` and
 `POST /internal/rooms/{id}/edge/peers/{peer_id}/kick` (the front merges and tries them).
 """
@@ -28,16 +30,21 @@ from api.responses import ApiError, decode_body, json_response
 from api.rest import check_api_key, written_down
 from api.schemas import CreateRoomResponse, KickResponse, PeersResponse
 from core.room_directory import RoomRow
+from transport.relay_crypto import KEY_BYTES
+
+RelayKey = Annotated[str, msgspec.Meta(pattern=f"^([0-9a-f]{{{2 * KEY_BYTES}}})?$")]
 
 
 class EdgeRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     post_id: str
     host_user_id: str
+    key: RelayKey = ""  # hex: an edge of a room on another node, its relay SRTP-keyed with this
 
 
 class RelayRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    address: tuple[str, Annotated[int, msgspec.Meta(gt=0, lt=65536)]]  # the edge's relay port (loopback)
+    address: tuple[str, Annotated[int, msgspec.Meta(gt=0, lt=65536)]]  # the edge's relay port
     link: Annotated[int, msgspec.Meta(gt=0, lt=2**32)]  # its link's number
+    key: RelayKey = ""  # hex: the edge is on another node (any address), the relay SRTP-keyed with this
 
 
 def create_worker_blueprint(ctx: ServerContext) -> Blueprint:
@@ -61,18 +68,20 @@ def create_worker_blueprint(ctx: ServerContext) -> Blueprint:
     @internal.post("/internal/rooms/<room_id>/edge")
     async def open_edge(room_id: str) -> Response:
         body = await decode_body(EdgeRequest)
-        return json_response(await ctx.supervisor.open_edge(room_id, body.post_id, body.host_user_id))
+        key = bytes.fromhex(body.key) if body.key else None
+        return json_response(await ctx.supervisor.open_edge(room_id, body.post_id, body.host_user_id, key))
 
     @internal.post("/internal/rooms/<room_id>/relay")
     async def open_relay(room_id: str) -> Response:
         body = await decode_body(RelayRequest)
-        try:
+        try:  # an address, never a name (no name lookups on the media thread)
             loopback = ipaddress.ip_address(body.address[0]).is_loopback
         except ValueError:
-            loopback = False
-        if not loopback:  # the workers of a node relay over loopback only, to an address, never a name
-            raise ApiError("bad_request", f"a relay goes to a loopback address, not {body.address[0]!r}")
-        await ctx.supervisor.open_relay(room_id, body.address, body.link)
+            raise ApiError("bad_request", f"a relay goes to an IP address, not {body.address[0]!r}") from None
+        if not loopback and not body.key:  # the workers of a node relay over loopback only, in the clear
+            raise ApiError("bad_request", f"a relay without a key goes to a loopback address, not {body.address[0]!r}")
+        key = bytes.fromhex(body.key) if body.key else None
+        await ctx.supervisor.open_relay(room_id, body.address, body.link, key)
         return json_response({"status": "relaying"})
 
     @internal.get("/internal/rooms/<room_id>/edge/peers")

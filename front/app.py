@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import msgspec
 import trio
 from hypercorn.trio import serve
 from quart import Response, request, websocket
@@ -53,7 +54,8 @@ from front.cluster_node import (
 )
 from front.metrics import render as node_metrics
 from front.metrics import scrape_workers
-from front.viewer_placement import ViewerPlacement
+from front.remote_edges import RemoteEdgeRefused, RemoteEdgeRequest, RemoteEdges
+from front.viewer_placement import EDGE_SETUP_SECONDS, Place, ViewerPlacement, place_key
 from front.worker_pool import Worker, WorkerPool, add_numbers
 
 log = logging.getLogger("bitbasel.front")
@@ -83,6 +85,7 @@ class Front:
     pool: WorkerPool
     cluster: ClusterNode | None = None
     placement: ViewerPlacement | None = None  # a room's viewers over the workers ([cluster] room_viewers_per_worker)
+    remote_edges: RemoteEdges | None = None  # in a cluster: rooms of other nodes with viewers here
     drained: trio.Event = field(default_factory=trio.Event)  # set when a cluster node starts draining
 
     def relayed(self, headers: Any) -> bool:
@@ -136,11 +139,24 @@ class Front:
         except (RelayFailed, trio.TooSlowError) as exc:
             return _error(503, "unavailable", f"{exc or 'a worker is starting'}; try again")
 
-    def _ready_urls(self, indexes: list[int]) -> list[str]:
-        """The URLs of those workers that are serving (one starting again is left out)."""
-        return [self.pool.workers[i].url for i in indexes if self.pool.workers[i].ready.is_set()]
+    def edge_urls(self, room_id: str, edges: list[int]) -> list[tuple[str, dict[str, str]]]:
+        """Where the room's edges answer for their sessions (``<url>/peers``,
+        ``<url>/peers/{id}/kick``), with the headers to send: this node's serving workers (one
+        starting again is left out), then the other nodes that hold some of its viewers."""
+        workers = self.pool.workers
+        urls = [
+            (f"{workers[i].url}/internal/rooms/{room_id}/edge", self.pool.auth)
+            for i in edges
+            if workers[i].ready.is_set()
+        ]
+        if self.placement is not None and self.cluster is not None:
+            header = {RELAYED_BY: self.cluster.relay_header()}
+            urls += [
+                (f"{node.url}/cluster/rooms/{room_id}/edge", header) for node in self.placement.remote_edges_of(room_id)
+            ]
+        return urls
 
-    async def peers_with_edges(self, room_id: str, origin: int, edges: list[int]) -> Response:
+    async def peers_with_edges(self, room_id: str, origin: int, edges: list[tuple[str, dict[str, str]]]) -> Response:
         """`GET /room/{id}/peers` of a room across workers: the origin's sessions and its edges'."""
         http, auth = self.pool.http, self.pool.auth
         worker = await self.pool.ready_worker(origin)
@@ -148,22 +164,24 @@ class Front:
         if answer.status_code != 200:
             return Response(answer.content, status=answer.status_code, content_type="application/json")
         listing = answer.json()
-        for edge_url in self._ready_urls(edges):
-            with contextlib.suppress(httpx.HTTPError):
-                more = await http.get(f"{edge_url}/internal/rooms/{room_id}/edge/peers", headers=auth)
+        for edge_url, headers in edges:
+            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+                more = await http.get(f"{edge_url}/peers", headers=headers)
                 if more.status_code == 200:
                     listing["peers"] += more.json()["peers"]
         return Response(json.dumps(listing), content_type="application/json")
 
-    async def kick_with_edges(self, room_id: str, peer_id: str, origin: int, edges: list[int]) -> Response:
+    async def kick_with_edges(
+        self, room_id: str, peer_id: str, origin: int, edges: list[tuple[str, dict[str, str]]]
+    ) -> Response:
         """`POST /room/{id}/peers/{peer}/kick` of a room across workers: the session is on the
         origin or on one of its edges."""
         http, auth = self.pool.http, self.pool.auth
         worker = await self.pool.ready_worker(origin)
         answer = await http.post(f"{worker.url}/room/{room_id}/peers/{peer_id}/kick", headers=auth)
-        for edge_url in self._ready_urls(edges) if answer.status_code == 404 else []:
+        for edge_url, headers in edges if answer.status_code == 404 else []:
             with contextlib.suppress(httpx.HTTPError):
-                tried = await http.post(f"{edge_url}/internal/rooms/{room_id}/edge/peers/{peer_id}/kick", headers=auth)
+                tried = await http.post(f"{edge_url}/peers/{peer_id}/kick", headers=headers)
                 if tried.status_code == 200:
                     answer = tried
                     break
@@ -301,7 +319,9 @@ def create_front_app(front: Front) -> QuartTrio:
                 return Response(json.dumps({"room_id": room_id, "recordings": []}), content_type="application/json")
             return _error(404 if route.code == "room_not_found" else 503, route.code, route.message)
         edges = (
-            front.placement.edges_of(room_id, route.index) if front.placement and isinstance(route, OnWorker) else []
+            front.edge_urls(room_id, front.placement.edges_of(room_id, route.index))
+            if front.placement and isinstance(route, OnWorker)
+            else []
         )
         if edges and isinstance(route, OnWorker) and front.authorized(request.headers):
             if request.method == "GET" and rest == "peers":
@@ -309,6 +329,45 @@ def create_front_app(front: Front) -> QuartTrio:
             if request.method == "POST" and (kick := KICK_PATH.fullmatch(rest)):
                 return await front.kick_with_edges(room_id, kick.group(1), route.index, edges)
         return await front.relay_to(route, f"/room/{room_id}/{rest}")
+
+    @app.post("/cluster/rooms/<room_id>/edge")
+    async def cluster_edge(room_id: str) -> Response:
+        """Another node (the room's origin) puts some of the room's viewers here (front/remote_edges.py)."""
+        edges = front.remote_edges
+        if edges is None or not front.relayed(request.headers) or not ROOM_ID.fullmatch(room_id):
+            return _error(404, "not_found", f"no route /cluster/rooms/{room_id}/edge")
+        try:
+            body = msgspec.json.decode(await request.get_data(), type=RemoteEdgeRequest)
+        except msgspec.DecodeError as exc:
+            return _error(400, "bad_request", f"an edge request: {exc}")
+        if front.cluster is not None and front.cluster.draining:
+            return _error(503, "unavailable", "this node is stopping")
+        try:
+            with trio.fail_after(EDGE_SETUP_SECONDS):
+                answer = await edges.open(room_id, body.post_id, body.host_user_id)
+        except (httpx.HTTPError, trio.TooSlowError, ValueError) as exc:
+            return _error(503, "unavailable", f"no edge here: {exc or 'a worker is starting'}")
+        except RemoteEdgeRefused as exc:
+            return _error(503, "unavailable", f"no edge here: {exc}")
+        return Response(json.dumps(answer), content_type="application/json")
+
+    @app.route("/cluster/rooms/<room_id>/edge/<path:rest>", methods=["GET", "POST"])
+    async def cluster_edge_sessions(room_id: str, rest: str) -> Response:
+        """The origin node's moderation of the room's viewers here: `peers`, `peers/{id}/kick`."""
+        edges = front.remote_edges
+        known = (rest == "peers" and request.method == "GET") or (
+            KICK_PATH.fullmatch(rest) and request.method == "POST"
+        )
+        if edges is None or not front.relayed(request.headers) or not known or not ROOM_ID.fullmatch(room_id):
+            return _error(404, "not_found", f"no route /cluster/rooms/{room_id}/edge/{rest}")
+        try:
+            with trio.fail_after(EDGE_SETUP_SECONDS):
+                answer = await edges.forward(request.method, room_id, rest)
+        except (httpx.HTTPError, trio.TooSlowError) as exc:
+            return _error(503, "unavailable", f"the edge did not answer: {exc or 'a worker is starting'}")
+        if answer is None:
+            return _error(404, "room_not_found", f"no edge of room {room_id} here")
+        return Response(answer.content, status=answer.status_code, content_type="application/json")
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -342,7 +401,11 @@ def create_front_app(front: Front) -> QuartTrio:
             room_id = role = None
         relayed = front.relayed(websocket.headers)
         route: Route = Nowhere("room_not_found", "")
-        if isinstance(room_id, str):
+        remote_edges = front.remote_edges if relayed and role == "viewer" and isinstance(room_id, str) else None
+        edge_index = remote_edges.worker_of(room_id) if remote_edges is not None and isinstance(room_id, str) else None
+        if edge_index is not None:  # a viewer the room's origin node placed on this node's edge of it
+            route = OnWorker(edge_index)
+        elif isinstance(room_id, str):
             route = await front.route(room_id, relayed=relayed)
         if isinstance(route, Nowhere):
             if route.code != "room_not_found":
@@ -351,11 +414,14 @@ def create_front_app(front: Front) -> QuartTrio:
                 return
             route = OnWorker(0)  # a worker answers the join as the protocol says (room_not_found, bad_message)
             role = None  # and no placement for a room that is not there
-        placement = front.placement
-        placed: tuple[str, int] | None = None
+        placement = front.placement if edge_index is None else None
+        placed: tuple[str, Place] | None = None
+        if remote_edges is not None and edge_index is not None and isinstance(room_id, str):
+            remote_edges.joined(room_id)
         if isinstance(route, OnWorker) and role == "viewer" and isinstance(room_id, str) and placement is not None:
-            route = OnWorker(await placement.place(room_id, route.index))  # counted there from now on
-            placed = (room_id, route.index)
+            choice = await placement.place(room_id, route.index)  # counted there from now on
+            route = choice if isinstance(choice, OnNode) else OnWorker(choice)
+            placed = (room_id, place_key(choice))
         try:
             try:
                 base, headers = await front.base_url(route)
@@ -373,6 +439,8 @@ def create_front_app(front: Front) -> QuartTrio:
         finally:
             if placement is not None and placed is not None:
                 placement.left(*placed)
+            if remote_edges is not None and edge_index is not None and isinstance(room_id, str):
+                remote_edges.left(room_id)
 
     @app.route("/", defaults={"path": ""}, methods=["GET", "POST"])
     @app.route("/<path:path>", methods=["GET", "POST"])
@@ -469,6 +537,8 @@ async def run_front(
                 where = redact_url(config.cluster.redis_url)
                 raise ConfigError(f"cluster.redis_url: cannot use {where}: {exc}") from exc
             front.cluster = ClusterNode(registry, url, pool, config.cluster.node_ttl_seconds, secret=secret)
+            placement.cluster = front.cluster
+            front.remote_edges = RemoteEdges(pool, node_id, secret)
             pool.argv += ["--node-id", node_id]
         async with trio.open_nursery() as starting:
             for worker in pool.workers:

@@ -9,6 +9,13 @@ then the fewest sessions; when every worker is at the limit, the one with the fe
 room's viewers. Before a viewer goes to an edge, the edge is made sure of (api/worker_routes.py:
 ``/internal/rooms/{id}/edge`` on the edge, then ``/relay`` on the origin when the edge is new),
 once at a time per room. If that fails the viewer joins the origin: placement never refuses.
+
+In a cluster, once every worker of the node has the limit, the next viewers go to another live
+node (one edge worker there, up to the limit; then the next node): its front makes the edge
+(``POST /cluster/rooms/{id}/edge``, front/remote_edges.py), the origin relays to it over SRTP
+with the key both fronts derive (transport/relay_crypto.py), and the viewer's WebSocket is
+relayed to that node's front, which pipes it to its edge. A node that does not answer is passed
+over: its viewers, reconnecting, join here.
 """
 
 from __future__ import annotations
@@ -21,46 +28,61 @@ from typing import Any
 import httpx
 import trio
 
+from front.cluster_node import RELAYED_BY, ClusterNode, OnNode
 from front.worker_pool import WorkerPool
+from transport.relay_crypto import relay_key
 
 log = logging.getLogger("bitbasel.front")
 
 EDGE_SETUP_SECONDS = 5.0
+
+#: Where a viewer goes: a worker of this node (its index), or another node (its id) as counted.
+Place = int | str
+
+
+def remote_relay_key(secret: bytes, room_id: str, edge_node_id: str) -> bytes:
+    """The SRTP key of the relay from a room's origin to its edge on node ``edge_node_id``: both
+    fronts derive it from the cluster's secret; nothing of it crosses between nodes."""
+    return relay_key(secret, f"{room_id}>{edge_node_id}")
 
 
 @dataclass
 class ViewerPlacement:
     pool: WorkerPool
     limit: int  # viewers of a room per worker; 0: all on the origin
-    viewers: Counter[tuple[str, int]] = field(default_factory=Counter)  # (room, worker) -> piped viewer sessions
+    cluster: ClusterNode | None = None  # set when the node is in a cluster: other nodes take edges
+    viewers: Counter[tuple[str, Place]] = field(default_factory=Counter)  # (room, place) -> piped viewer sessions
     _room_info: dict[str, tuple[str, str]] = field(default_factory=dict)  # room -> (post, host user)
-    # room -> (its origin, {edge worker: the edge's relay address and link}): relayed again after
-    # the origin's worker restarts (``origin_restarted``)
-    _edges: dict[str, tuple[int, dict[int, tuple[list[Any], int]]]] = field(default_factory=dict)
+    # room -> (its origin, {edge place: the edge's relay address, link and key (hex, "" on this
+    # node)}): relayed again after the origin's worker restarts (``origin_restarted``)
+    _edges: dict[str, tuple[int, dict[Place, tuple[list[Any], int, str]]]] = field(default_factory=dict)
     _locks: dict[str, trio.Lock] = field(default_factory=dict)
 
-    async def place(self, room_id: str, origin: int) -> int:
-        """The worker a new viewer of the room joins (see the module's docstring), counted
-        there from now on: call :meth:`left` when its session ends."""
-        if self.limit == 0 or len(self.pool.workers) < 2 or self.viewers[(room_id, origin)] < self.limit:
+    async def place(self, room_id: str, origin: int) -> int | OnNode:
+        """The worker (or other node) a new viewer of the room joins (see the module's
+        docstring), counted there from now on: call :meth:`left` with :func:`place_key` of it
+        when its session ends."""
+        alone = len(self.pool.workers) < 2 and self.cluster is None
+        if self.limit == 0 or alone or self.viewers[(room_id, origin)] < self.limit:
             self.viewers[(room_id, origin)] += 1  # no await since the check: no other viewer in between
             return origin
         lock = self._locks.setdefault(room_id, trio.Lock())
         async with lock:  # one placement past the limit at a time: an edge is made once
-            index = self._choose(room_id, origin)
-            if index != origin:
+            choice = self._choose(room_id, origin)
+            if choice != origin:
                 try:
                     with trio.fail_after(EDGE_SETUP_SECONDS):
-                        await self._ensure_edge(room_id, origin, index)
-                except (httpx.HTTPError, trio.TooSlowError, EdgeRefused) as exc:
-                    log.warning("room %s: no edge on worker %d (%s); the viewer joins the origin", room_id, index, exc)
-                    index = origin
-            self.viewers[(room_id, index)] += 1
-            return index
+                        await self._ensure_edge(room_id, origin, choice)
+                except (httpx.HTTPError, trio.TooSlowError, ValueError, KeyError, EdgeRefused) as exc:
+                    where = f"node {choice.node_id}" if isinstance(choice, OnNode) else f"worker {choice}"
+                    log.warning("room %s: no edge on %s (%s); the viewer joins the origin", room_id, where, exc)
+                    choice = origin
+            self.viewers[(room_id, place_key(choice))] += 1
+            return choice
 
-    def left(self, room_id: str, index: int) -> None:
+    def left(self, room_id: str, place: Place) -> None:
         """A viewer placed by :meth:`place` ended its session."""
-        key = (room_id, index)
+        key = (room_id, place)
         self.viewers[key] -= 1
         if self.viewers[key] <= 0:
             del self.viewers[key]
@@ -74,68 +96,105 @@ class ViewerPlacement:
     async def origin_restarted(self, index: int) -> None:
         """Worker ``index`` started again: each room it is the origin of (back from its room
         directory) relays again to the edges that kept that room's viewers."""
-        pool = self.pool
         for room_id, (origin, edges) in list(self._edges.items()):
             if origin != index:
                 continue
-            for edge_index, (address, link) in edges.items():
+            for place, (address, link, key) in edges.items():
                 try:
                     with trio.fail_after(EDGE_SETUP_SECONDS):
-                        worker = await pool.ready_worker(origin)
-                        response = await pool.http.post(
-                            f"{worker.url}/internal/rooms/{room_id}/relay",
-                            json={"address": address, "link": link},
-                            headers=pool.auth,
-                        )
-                except (httpx.HTTPError, trio.TooSlowError) as exc:
-                    log.warning("room %s: no relay again to worker %d (%s)", room_id, edge_index, exc)
+                        await self._relay(room_id, origin, address, link, key)
+                except (httpx.HTTPError, trio.TooSlowError, EdgeRefused) as exc:
+                    log.warning("room %s: no relay again to %s (%s)", room_id, _named(place), exc)
                     continue
-                if response.status_code == 200:
-                    log.info("room %s: worker %d relays to worker %d again", room_id, origin, edge_index)
+                log.info("room %s: worker %d relays to %s again", room_id, origin, _named(place))
 
     def edges_of(self, room_id: str, origin: int) -> list[int]:
         """The workers other than the origin that hold viewers of the room now."""
-        return sorted(index for room, index in self.viewers if room == room_id and index != origin)
+        return sorted(p for room, p in self.viewers if room == room_id and isinstance(p, int) and p != origin)
 
-    def _choose(self, room_id: str, origin: int) -> int:
+    def remote_edges_of(self, room_id: str) -> list[OnNode]:
+        """The other live nodes that hold viewers of the room now."""
+        live = self.cluster.live if self.cluster is not None else {}
+        places = sorted(p for room, p in self.viewers if room == room_id and isinstance(p, str))
+        return [OnNode(node, live[node].url) for node in places if node in live]
+
+    def _choose(self, room_id: str, origin: int) -> int | OnNode:
         counts = {w.index: self.viewers[(room_id, w.index)] for w in self.pool.workers if w.ready.is_set()}
+        counts.setdefault(origin, self.viewers[(room_id, origin)])
         others = {i: n for i, n in counts.items() if i != origin}
-        if not others:
-            return origin
         filling = [i for i, n in others.items() if 0 < n < self.limit]
         if filling:
             return min(filling, key=lambda i: (-others[i], i))  # fill the fullest edge first
-        sessions = Counter[int]()
-        for (_room, index), n in self.viewers.items():
-            sessions[index] += n
-        return min(others, key=lambda i: (others[i], sessions[i], i))
+        sessions = Counter[Place]()
+        for (_room, place), n in self.viewers.items():
+            sessions[place] += n
+        local = min(others, key=lambda i: (others[i], sessions[i], i)) if others else origin
+        if counts[local] < self.limit:
+            return local
+        return self._other_node(room_id) or local  # every worker here has its share
 
-    async def _ensure_edge(self, room_id: str, origin: int, index: int) -> None:
+    def _other_node(self, room_id: str) -> OnNode | None:
+        """Another live node for the room's next viewer: the fullest of those under the limit
+        that hold some, else the least-loaded one that holds none; None when all are full."""
+        cluster = self.cluster
+        if cluster is None:
+            return None
+        nodes = [n for n in cluster.live.values() if n.node_id != cluster.node_id and not n.draining]
+        held = {n.node_id: self.viewers[(room_id, n.node_id)] for n in nodes}
+        filling = [n for n in nodes if 0 < held[n.node_id] < self.limit]
+        if filling:
+            best = min(filling, key=lambda n: (-held[n.node_id], n.node_id))
+            return OnNode(best.node_id, best.url)
+        fresh = [n for n in nodes if held[n.node_id] == 0]
+        if not fresh:
+            return None
+        best = min(fresh, key=lambda n: (n.load, n.node_id))
+        return OnNode(best.node_id, best.url)
+
+    async def _ensure_edge(self, room_id: str, origin: int, choice: int | OnNode) -> None:
         pool = self.pool
         post_id, host_user_id = await self._info(room_id, origin)
-        edge_worker = await pool.ready_worker(index)
-        response = await pool.http.post(
-            f"{edge_worker.url}/internal/rooms/{room_id}/edge",
-            json={"post_id": post_id, "host_user_id": host_user_id},
-            headers=pool.auth,
-        )
+        body = {"post_id": post_id, "host_user_id": host_user_id}
+        if isinstance(choice, OnNode):
+            assert self.cluster is not None
+            response = await pool.http.post(
+                f"{choice.url}/cluster/rooms/{room_id}/edge",
+                json=body,
+                headers={RELAYED_BY: self.cluster.relay_header()},
+            )
+            key = remote_relay_key(self.cluster.secret, room_id, choice.node_id).hex()
+        else:
+            edge_worker = await pool.ready_worker(choice)
+            response = await pool.http.post(
+                f"{edge_worker.url}/internal/rooms/{room_id}/edge", json=body, headers=pool.auth
+            )
+            key = ""
         if response.status_code != 200:
-            raise EdgeRefused(f"worker {index}: {response.status_code} {response.text[:200]}")
+            raise EdgeRefused(f"{_named(place_key(choice))}: {response.status_code} {response.text[:200]}")
         edge = response.json()
-        self._edges.setdefault(room_id, (origin, {}))[1][index] = (edge["address"], edge["link"])
+        self._edges.setdefault(room_id, (origin, {}))[1][place_key(choice)] = (edge["address"], edge["link"], key)
         if edge["existing"] and edge["relayed"]:
             return
+        await self._relay(room_id, origin, edge["address"], edge["link"], key)
+        log.info(
+            "room %s: viewers beyond %d go to %s, relayed from worker %d",
+            room_id,
+            self.limit,
+            _named(place_key(choice)),
+            origin,
+        )
+
+    async def _relay(self, room_id: str, origin: int, address: list[Any], link: int, key: str) -> None:
+        """The origin's worker relays the room to an edge (SRTP-keyed with ``key`` on another node)."""
+        pool = self.pool
         origin_worker = await pool.ready_worker(origin)
         response = await pool.http.post(
             f"{origin_worker.url}/internal/rooms/{room_id}/relay",
-            json={"address": edge["address"], "link": edge["link"]},
+            json={"address": address, "link": link, "key": key},
             headers=pool.auth,
         )
         if response.status_code != 200:
             raise EdgeRefused(f"worker {origin} (origin): {response.status_code} {response.text[:200]}")
-        log.info(
-            "room %s: viewers beyond %d go to worker %d, relayed from worker %d", room_id, self.limit, index, origin
-        )
 
     async def _info(self, room_id: str, origin: int) -> tuple[str, str]:
         info = self._room_info.get(room_id)
@@ -149,5 +208,14 @@ class ViewerPlacement:
         return info
 
 
+def place_key(choice: int | OnNode) -> Place:
+    """How :meth:`ViewerPlacement.place`'s answer is counted (and given back to ``left``)."""
+    return choice.node_id if isinstance(choice, OnNode) else choice
+
+
+def _named(place: Place) -> str:
+    return f"node {place}" if isinstance(place, str) else f"worker {place}"
+
+
 class EdgeRefused(Exception):
-    """A worker did not set up its part of an edge."""
+    """A worker (or another node) did not set up its part of an edge."""

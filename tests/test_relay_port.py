@@ -11,6 +11,7 @@ from collections.abc import Callable
 import trio
 
 from transport.media_port import MediaPort
+from transport.relay_crypto import relay_key, session_key
 from transport.relay_port import KIND_RTP, MAGIC, RELEARN_AFTER_SECONDS, RelayPort
 
 
@@ -112,3 +113,77 @@ async def test_a_link_carries_rtp_rtcp_and_control_both_ways_and_refuses_strange
         third.send_control(b"me now")
         await until(lambda: learner.peer_number == third.number)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_keyed_link_between_nodes_is_srtp_and_refuses_forgeries_replays_and_other_keys() -> None:
+    """A relay between nodes: the datagrams on the wire (read by a tap between the two ports)
+    carry the relay header in the clear and the rest as SRTP/SRTCP; the edge learns its origin
+    only from a datagram that opens with the key, and drops a changed byte, a replay, a link of
+    another key, and a keyless datagram from a non-loopback-looking peer alike."""
+    token = trio.lowlevel.current_trio_token()
+    origin_port, edge_port = MediaPort(["127.0.0.1"], 0), MediaPort(["127.0.0.1"], 0)
+    origin, edge = RelayPort(origin_port), RelayPort(edge_port)
+    key = bytes(range(32))
+    at_origin, at_edge = Inbox(), Inbox()
+    payload = b"the host's vp8 frame, never in the clear between nodes " * 4
+    rtp = b"\x80\x60\x00\x07" + (9000).to_bytes(4, "big") + (0x1234).to_bytes(4, "big") + payload
+    pli = b"\x81\xce\x00\x02" + (1).to_bytes(4, "big") + (0x1234).to_bytes(4, "big")
+    tap = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tap.bind(("127.0.0.1", 0))
+    tap.settimeout(5)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(origin_port.serve)
+        await nursery.start(edge_port.serve)
+        edge_link = edge.open(*at_edge.receivers(token), learn_peer=True, key=key)
+        origin_link = origin.open(*at_origin.receivers(token), key=key)
+        origin.connect(origin_link, tap.getsockname(), edge_link.number)
+
+        origin_link.send_rtp(rtp)
+        wire = await trio.to_thread.run_sync(tap.recv, 2048)
+        assert wire[:2] == bytes([MAGIC, KIND_RTP]) and wire[4:8] == edge_link.number.to_bytes(4, "big")
+        assert payload[:16] not in wire and len(wire) == 12 + len(rtp) + 10  # the header, SRTP, its tag
+        forged = bytearray(wire)
+        forged[-20] ^= 1
+        tap.sendto(bytes(forged), edge.address)  # a changed byte: not learned from
+        await until(lambda: edge.statistics.unauthentic >= 1)
+        assert edge_link.peer is None
+        tap.sendto(wire, edge.address)  # the real one: learned, opened
+        await at_edge.wait(lambda: at_edge.rtp)
+        assert at_edge.rtp == [rtp] and edge_link.peer == tap.getsockname()
+        tap.sendto(wire, edge.address)  # the same again: a replay
+        await until(lambda: edge.statistics.unauthentic >= 2)
+        assert at_edge.rtp == [rtp]
+
+        origin_link.send_control(b'{"streams": []}')
+        control = await trio.to_thread.run_sync(tap.recv, 2048)
+        assert b"streams" not in control
+        tap.sendto(control, edge.address)
+        await at_edge.wait(lambda: at_edge.control)
+        assert at_edge.control == [b'{"streams": []}']
+
+        edge_link.send_rtcp(pli)  # back through the tap (the edge's learned peer) to the origin
+        back = await trio.to_thread.run_sync(tap.recv, 2048)
+        assert len(back) == 12 + len(pli) + 4 + 10  # SRTCP: the E flag and index, and the tag
+        tap.sendto(back, origin.address)  # from the address the origin sends to: its peer
+        await at_origin.wait(lambda: at_origin.rtcp)
+        assert at_origin.rtcp == [pli]
+
+        # another relay's key naming the edge's link, once its peer has gone quiet: refused
+        stranger_port = MediaPort(["127.0.0.1"], 0)
+        stranger = RelayPort(stranger_port)
+        await nursery.start(stranger_port.serve)
+        impostor = stranger.open(*Inbox().receivers(token), key=bytes(32))
+        stranger.connect(impostor, edge.address, edge_link.number)
+        edge_link.last_heard -= RELEARN_AFTER_SECONDS
+        refused = edge.statistics.unauthentic
+        impostor.send_rtp(rtp)
+        await until(lambda: edge.statistics.unauthentic > refused)
+        assert edge_link.peer == tap.getsockname() and at_edge.rtp == [rtp]
+        nursery.cancel_scope.cancel()
+    tap.close()
+
+
+def test_relay_keys_differ_per_relay_and_per_direction() -> None:
+    first, second = relay_key(b"cluster secret", "relay-a"), relay_key(b"cluster secret", "relay-b")
+    assert len(first) == 32 and first != second != relay_key(b"another secret", "relay-a")
+    assert session_key(first, 1, 2) != session_key(first, 2, 1) != session_key(first, 1, 3)

@@ -13,7 +13,7 @@ def link() -> RelayLink:
     def nothing(data: bytes) -> None:
         pass
 
-    return RelayLink(cast(Any, None), 7, nothing, nothing, nothing, False)
+    return RelayLink(cast(Any, None), 7, nothing, nothing, nothing, False, None)
 
 
 def test_control_messages_round_trip_and_junk_is_none() -> None:

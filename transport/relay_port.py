@@ -4,10 +4,12 @@ A room whose viewers sit on several workers of a node has its host on one (the *
 other worker that has viewers of it (an *edge*) gets the host's RTP and RTCP from the origin,
 unchanged and once, and sends back its keyframe requests and NACKs (media/router.py's relays).
 Between processes of one machine that goes over loopback UDP in the clear, as mediasoup's pipe
-transports do; between machines it must not (SRTP: not this module's job yet).
+transports do; between machines (a link opened with a relay key) every payload is SRTP/SRTCP
+(transport/relay_crypto.py), and a link without a key hears loopback addresses only.
 
-One socket per worker, on loopback, read by a media thread of the worker's media port (its
-lock held while a datagram is handled, as for every datagram of the port). Each relay is a
+One socket per worker (on loopback, or on every address for a node of a cluster), read by a
+media thread of the worker's media port (its lock held while a datagram is handled, as for
+every datagram of the port). Each relay is a
 *link* at both ends, each end with a number of its own; every datagram starts with a 12-byte
 header naming both links and what follows::
 
@@ -18,7 +20,8 @@ link's peer, is dropped and counted: a link hears only the peer it was connected
 link learns its peer from the first datagram naming it (``learn_peer``: the origin's, which
 the front set up knowing the edge's number, a random 32-bit one), as mediasoup's comedia, and
 takes a new one once the last has been silent RELEARN_AFTER_SECONDS (an origin whose worker
-restarted comes back from another port).
+restarted comes back from another port). A keyed link learns only from a datagram that opens
+with the keys of the new pair of links.
 """
 
 from __future__ import annotations
@@ -31,9 +34,11 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from transport.media_port import Address, MediaPort, bind_udp
+from transport.relay_crypto import KIND_CONTROL, KIND_RTCP, KIND_RTP, LinkCipher, Unauthentic
+
+__all__ = ["HEADER_SIZE", "KIND_CONTROL", "KIND_RTCP", "KIND_RTP", "MAGIC", "RelayLink", "RelayPort", "RelayStatistics"]
 
 MAGIC: Final = 0xB5
-KIND_RTP, KIND_RTCP, KIND_CONTROL = 0, 1, 2
 _HEADER: Final = struct.Struct("!BBHII")
 HEADER_SIZE: Final = _HEADER.size
 
@@ -43,9 +48,17 @@ RELEARN_AFTER_SECONDS: Final = 1.0
 
 
 class RelayStatistics:
-    """Counts of the relay port (read by tests; not in /metrics or /debug/runtime yet)."""
+    """Counts of the relay port (``bitbasel_relay_datagrams`` in /metrics)."""
 
-    __slots__ = ("datagrams_received", "datagrams_sent", "malformed", "send_errors", "unknown_link", "wrong_peer")
+    __slots__ = (
+        "datagrams_received",
+        "datagrams_sent",
+        "malformed",
+        "send_errors",
+        "unauthentic",
+        "unknown_link",
+        "wrong_peer",
+    )
 
     def __init__(self) -> None:
         self.datagrams_received = 0
@@ -53,6 +66,7 @@ class RelayStatistics:
         self.malformed = 0  # too short, or not our header
         self.unknown_link = 0  # a link closed (or never opened) here
         self.wrong_peer = 0  # from another address than the link's peer, or before it was connected
+        self.unauthentic = 0  # a keyed link's datagram that did not open with its key
         self.send_errors = 0
 
 
@@ -63,6 +77,8 @@ class RelayLink:
 
     __slots__ = (
         "_port",
+        "cipher",
+        "key",
         "last_heard",
         "learn_peer",
         "number",
@@ -74,10 +90,19 @@ class RelayLink:
     )
 
     def __init__(
-        self, port: RelayPort, number: int, on_rtp: Receiver, on_rtcp: Receiver, on_control: Receiver, learn_peer: bool
+        self,
+        port: RelayPort,
+        number: int,
+        on_rtp: Receiver,
+        on_rtcp: Receiver,
+        on_control: Receiver,
+        learn_peer: bool,
+        key: bytes | None,
     ) -> None:
         self._port = port
         self.number = number
+        self.key = key  # a relay between nodes: SRTP with keys of this one (relay_crypto)
+        self.cipher: LinkCipher | None = None  # a keyed link's, once its peer's number is known
         self.learn_peer = learn_peer  # takes its peer from the datagrams naming it (an edge's)
         self.on_rtp = on_rtp
         self.on_rtcp = on_rtcp
@@ -102,11 +127,14 @@ class RelayLink:
 class RelayPort:
     """The worker's relay socket and its links."""
 
-    def __init__(self, media_port: MediaPort, host: str = "127.0.0.1") -> None:
+    def __init__(self, media_port: MediaPort, host: str = "127.0.0.1", announced_host: str = "") -> None:
         self._media_port = media_port
         self._sock = bind_udp(host, 0)
         media_port.add_socket(self._sock, self._handle)
-        self.address: Address = self._sock.getsockname()[:2]
+        port = self._sock.getsockname()[1]
+        #: where the workers of this node send (loopback), and the other nodes (``announced_host``)
+        self.address: Address = ("127.0.0.1", port)
+        self.public_address: Address = (announced_host or "127.0.0.1", port)
         self.statistics = RelayStatistics()
         self._links: dict[int, RelayLink] = {}
 
@@ -118,15 +146,24 @@ class RelayPort:
         """Run ``function(*args)`` on Trio's thread (from a link's callback: soon)."""
         self._media_port.call_in_trio(function, *args)
 
-    def open(self, on_rtp: Receiver, on_rtcp: Receiver, on_control: Receiver, *, learn_peer: bool = False) -> RelayLink:
+    def open(
+        self,
+        on_rtp: Receiver,
+        on_rtcp: Receiver,
+        on_control: Receiver,
+        *,
+        learn_peer: bool = False,
+        key: bytes | None = None,
+    ) -> RelayLink:
         """A new link (a number never used here: random, so a stale peer cannot hit a new
         link); it hears nothing until connected, or with ``learn_peer`` until a first datagram
-        names it (that datagram's source is its peer from then on)."""
+        names it (that datagram's source is its peer from then on). With ``key`` (a relay
+        between nodes) its datagrams are SRTP; without, it hears loopback addresses only."""
         with self.lock:
             number = secrets.randbits(32) or 1
             while number in self._links:
                 number = secrets.randbits(32) or 1
-            link = RelayLink(self, number, on_rtp, on_rtcp, on_control, learn_peer)
+            link = RelayLink(self, number, on_rtp, on_rtcp, on_control, learn_peer, key)
             self._links[number] = link
             return link
 
@@ -135,6 +172,7 @@ class RelayPort:
         with self.lock:
             link.peer = (peer[0], int(peer[1]))
             link.peer_number = peer_number
+            link.cipher = LinkCipher(link.key, link.number, peer_number) if link.key is not None else None
 
     def close(self, link: RelayLink) -> None:
         with self.lock:
@@ -147,6 +185,12 @@ class RelayPort:
         peer = link.peer
         if peer is None:
             return
+        if link.key is not None:
+            with self.lock:  # libsrtp's sessions are not thread-safe (re-entered from the media thread)
+                cipher = link.cipher
+                if cipher is None:
+                    return
+                data = cipher.seal(kind, data)
         try:
             header = _HEADER.pack(MAGIC, kind, 0, link.peer_number, link.number)
             self._sock.sendto(header + data, socket.MSG_DONTWAIT, peer)
@@ -168,14 +212,30 @@ class RelayPort:
             statistics.unknown_link += 1
             return False
         now = time.monotonic()
+        payload = data[HEADER_SIZE:]
+        cipher = link.cipher
         if link.peer != address[:2] or link.peer_number != sender:
             # a learning link's first peer, or a new one once the last went silent
             if not link.learn_peer or (link.peer is not None and now - link.last_heard < RELEARN_AFTER_SECONDS):
                 statistics.wrong_peer += 1
                 return False
-            link.peer, link.peer_number = address[:2], sender
+            if link.key is None and not _is_loopback(address[0]):
+                statistics.wrong_peer += 1
+                return False
+            cipher = LinkCipher(link.key, number, sender) if link.key is not None else None
+            try:
+                payload = cipher.open(kind, payload) if cipher is not None else payload
+            except Unauthentic:
+                statistics.unauthentic += 1
+                return False
+            link.peer, link.peer_number, link.cipher = address[:2], sender, cipher
+        elif cipher is not None:
+            try:
+                payload = cipher.open(kind, payload)
+            except Unauthentic:
+                statistics.unauthentic += 1
+                return False
         link.last_heard = now
-        payload = data[HEADER_SIZE:]
         if kind == KIND_RTP:
             link.on_rtp(payload)
             return True
@@ -186,3 +246,7 @@ class RelayPort:
         else:
             statistics.malformed += 1
         return False
+
+
+def _is_loopback(host: str) -> bool:
+    return host.startswith("127.") or host == "::1"
