@@ -15,6 +15,7 @@ from core.config import Config
 from core.tokens import TokenIssuer
 from services.room_store import RoomStore
 from services.webhooks import Webhooks
+from transport.relay_port import RelayPort
 
 
 @dataclass
@@ -54,6 +55,7 @@ class ServerContext:
     webhooks: Webhooks
     store: RoomStore | None = None  # the room directory's writer (`[cluster] state_path` or redis_url)
     worker_index: int | None = None  # a media worker of a front (front/app.py): its internal routes
+    relay_port: RelayPort | None = None  # a media worker's: rooms across workers and nodes (its counts)
     sessions: ConnectionGate = field(init=False)
     loop_lag: LoopLag = field(default_factory=LoopLag)
     thumbnails: Thumbnails = field(init=False)

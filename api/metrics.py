@@ -26,6 +26,7 @@ from actors.supervisor import ServerMetrics
 from media.delay_histogram import DelayHistogram, DelaySnapshot
 from media.router import DROP_REASONS, KEYFRAME_CAUSES
 from transport.media_port import MediaPort
+from transport.relay_port import RelayStatistics
 from transport.settings import TRANSPORT_PROBLEMS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -75,6 +76,7 @@ def render(
     open_sessions: int,
     close_codes: Counter[int],
     webhooks: dict[str, int] | None = None,
+    relay: RelayStatistics | None = None,
 ) -> bytes:
     """The text exposition of one scrape."""
     # read without the media lock: each counter is read whole, the histogram copied in one step
@@ -112,7 +114,11 @@ def render(
     families.append(sessions)
     gauge("bitbasel_websocket_sessions", "WebSocket signaling sessions open", open_sessions)
     gauge("bitbasel_media_sessions", "Peer connections registered on the media port", port_sessions)
-    counter("bitbasel_rtp_received_packets", "Host RTP packets received by the routers", forwarding.packets_in)
+    counter(
+        "bitbasel_rtp_received_packets",
+        "Host RTP packets received by the routers (an edge's through its relay too)",
+        forwarding.packets_in,
+    )
     counter("bitbasel_rtp_forwarded_packets", "RTP packets sent to viewers, resent ones too", forwarding.packets_out)
     counter("bitbasel_rtp_received_bytes", "Host RTP bytes received by the routers (before SRTP)", forwarding.bytes_in)
     counter("bitbasel_rtp_forwarded_bytes", "RTP bytes forwarded to viewers (before SRTP)", forwarding.bytes_out)
@@ -182,6 +188,13 @@ def render(
     )
     counter("bitbasel_room_restarts", "Room actor restarts after a crash", server.room_restarts)
     counter("bitbasel_rooms_crashed", "Rooms stopped after crashing too often", server.rooms_crashed)
+    if relay is not None:
+        relay_family = CounterMetricFamily(
+            "bitbasel_relay_datagrams", "Datagrams of the relay port (rooms across workers and nodes)", labels=["kind"]
+        )
+        for kind in RelayStatistics.__slots__:
+            relay_family.add_metric([kind], getattr(relay, kind))
+        families.append(relay_family)
     if webhooks is not None:
         deliveries = CounterMetricFamily("bitbasel_webhook_deliveries", "Webhook POSTs", labels=["result"])
         for result, value in sorted(webhooks.items()):

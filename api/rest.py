@@ -73,6 +73,7 @@ def create_rest_blueprint(ctx: ServerContext) -> Blueprint:
             open_sessions=ctx.sessions.open,
             close_codes=ctx.sessions.close_codes,
             webhooks=ctx.webhooks.statistics.as_dict() if ctx.webhooks.enabled else None,
+            relay=ctx.relay_port.statistics if ctx.relay_port is not None else None,
         )
         return Response(body, status=200, content_type=CONTENT_TYPE)
 

@@ -169,6 +169,7 @@ async def run_server(
             webhooks=webhooks,
             store=store,
             worker_index=worker_index,
+            relay_port=relay_port,
         )
         nursery.start_soon(ctx.loop_lag.run)
         app = create_app(ctx)

@@ -23,7 +23,7 @@ import pytest
 
 from tests.peer_process import PeerProcess, start_peer
 from tests.redis_support import redis_server
-from tests.serving import ServerProcess, server_process
+from tests.serving import ServerProcess, prometheus_values, server_process
 
 RELAY_RTP = b"\xb5\x00"  # transport/relay_port.py: magic, kind RTP
 ETH_P_ALL = 0x0003
@@ -141,6 +141,10 @@ def test_viewers_past_a_nodes_share_go_to_another_node_over_srtp_and_back_when_i
             # moderation reaches node b's edge: listed through node a
             listed = httpx.get(f"{a.url}/room/{room_id}/peers", timeout=10).json()["peers"]
             assert [p["role"] for p in listed].count("viewer") == 4, listed
+            # node b's relay port took the relay, every datagram authentic
+            relay = prometheus_values(httpx.get(f"{b.url}/metrics", timeout=10).text)
+            assert relay['bitbasel_relay_datagrams_total{kind="datagrams_received"}'] > 100
+            assert relay['bitbasel_relay_datagrams_total{kind="unauthentic"}'] == 0
 
         firsts = first_payload_bytes(capture.relay_rtp)
         distinct = len(set(firsts))
