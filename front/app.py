@@ -362,12 +362,16 @@ def create_front_app(front: Front) -> QuartTrio:
             return _error(404, "not_found", f"no route /cluster/rooms/{room_id}/edge/{rest}")
         try:
             with trio.fail_after(EDGE_SETUP_SECONDS):
-                answer = await edges.forward(request.method, room_id, rest)
+                answers = await edges.forward(request.method, room_id, rest)
         except (httpx.HTTPError, trio.TooSlowError) as exc:
-            return _error(503, "unavailable", f"the edge did not answer: {exc or 'a worker is starting'}")
-        if answer is None:
-            return _error(404, "room_not_found", f"no edge of room {room_id} here")
-        return Response(answer.content, status=answer.status_code, content_type="application/json")
+            return _error(503, "unavailable", f"the edges did not answer: {exc or 'a worker is starting'}")
+        if rest == "peers":  # every edge's sessions here
+            peers = [p for answer in answers if answer.status_code == 200 for p in answer.json()["peers"]]
+            return Response(json.dumps({"room_id": room_id, "peers": peers}), content_type="application/json")
+        kicked = [answer for answer in answers if answer.status_code == 200]
+        if not kicked:
+            return _error(404, "not_found", f"no session {rest.split('/')[1]} on the edges of room {room_id} here")
+        return Response(kicked[0].content, status=200, content_type="application/json")
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -402,7 +406,7 @@ def create_front_app(front: Front) -> QuartTrio:
         relayed = front.relayed(websocket.headers)
         route: Route = Nowhere("room_not_found", "")
         remote_edges = front.remote_edges if relayed and role == "viewer" and isinstance(room_id, str) else None
-        edge_index = remote_edges.worker_of(room_id) if remote_edges is not None and isinstance(room_id, str) else None
+        edge_index = remote_edges.place(room_id) if remote_edges is not None and isinstance(room_id, str) else None
         if edge_index is not None:  # a viewer the room's origin node placed on this node's edge of it
             route = OnWorker(edge_index)
         elif isinstance(room_id, str):
@@ -416,8 +420,6 @@ def create_front_app(front: Front) -> QuartTrio:
             role = None  # and no placement for a room that is not there
         placement = front.placement if edge_index is None else None
         placed: tuple[str, Place] | None = None
-        if remote_edges is not None and edge_index is not None and isinstance(room_id, str):
-            remote_edges.joined(room_id)
         if isinstance(route, OnWorker) and role == "viewer" and isinstance(room_id, str) and placement is not None:
             choice = await placement.place(room_id, route.index)  # counted there from now on
             route = choice if isinstance(choice, OnNode) else OnWorker(choice)
@@ -440,7 +442,7 @@ def create_front_app(front: Front) -> QuartTrio:
             if placement is not None and placed is not None:
                 placement.left(*placed)
             if remote_edges is not None and edge_index is not None and isinstance(room_id, str):
-                remote_edges.left(room_id)
+                remote_edges.left(room_id, edge_index)
 
     @app.route("/", defaults={"path": ""}, methods=["GET", "POST"])
     @app.route("/<path:path>", methods=["GET", "POST"])
@@ -538,7 +540,7 @@ async def run_front(
                 raise ConfigError(f"cluster.redis_url: cannot use {where}: {exc}") from exc
             front.cluster = ClusterNode(registry, url, pool, config.cluster.node_ttl_seconds, secret=secret)
             placement.cluster = front.cluster
-            front.remote_edges = RemoteEdges(pool, node_id, secret)
+            front.remote_edges = RemoteEdges(pool, node_id, secret, config.cluster.room_viewers_per_worker)
             pool.argv += ["--node-id", node_id]
         async with trio.open_nursery() as starting:
             for worker in pool.workers:

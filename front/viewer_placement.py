@@ -11,11 +11,11 @@ room's viewers. Before a viewer goes to an edge, the edge is made sure of (api/w
 once at a time per room. If that fails the viewer joins the origin: placement never refuses.
 
 In a cluster, once every worker of the node has the limit, the next viewers go to another live
-node (one edge worker there, up to the limit; then the next node): its front makes the edge
-(``POST /cluster/rooms/{id}/edge``, front/remote_edges.py), the origin relays to it over SRTP
-with the key both fronts derive (transport/relay_crypto.py), and the viewer's WebSocket is
-relayed to that node's front, which pipes it to its edge. A node that does not answer is passed
-over: its viewers, reconnecting, join here.
+node (up to the limit times its workers; then the next node): its front makes sure of the edge
+the viewer joins there (``POST /cluster/rooms/{id}/edge``, front/remote_edges.py), the origin
+relays to each such edge over SRTP with the key both fronts derive (transport/relay_crypto.py),
+and the viewer's WebSocket is relayed to that node's front, which pipes it to that edge. A node
+that does not answer is passed over: its viewers, reconnecting, join here.
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ class ViewerPlacement:
     cluster: ClusterNode | None = None  # set when the node is in a cluster: other nodes take edges
     viewers: Counter[tuple[str, Place]] = field(default_factory=Counter)  # (room, place) -> piped viewer sessions
     _room_info: dict[str, tuple[str, str]] = field(default_factory=dict)  # room -> (post, host user)
-    # room -> (its origin, {edge place: the edge's relay address, link and key (hex, "" on this
-    # node)}): relayed again after the origin's worker restarts (``origin_restarted``)
-    _edges: dict[str, tuple[int, dict[Place, tuple[list[Any], int, str]]]] = field(default_factory=dict)
+    # room -> (its origin, {edge's relay address: its link and key (hex, "" on this node)}): relayed
+    # again after the origin's worker restarts (``origin_restarted``)
+    _edges: dict[str, tuple[int, dict[tuple[str, int], tuple[int, str]]]] = field(default_factory=dict)
     _locks: dict[str, trio.Lock] = field(default_factory=dict)
 
     async def place(self, room_id: str, origin: int) -> int | OnNode:
@@ -99,14 +99,14 @@ class ViewerPlacement:
         for room_id, (origin, edges) in list(self._edges.items()):
             if origin != index:
                 continue
-            for place, (address, link, key) in edges.items():
+            for address, (link, key) in edges.items():
                 try:
                     with trio.fail_after(EDGE_SETUP_SECONDS):
-                        await self._relay(room_id, origin, address, link, key)
+                        await self._relay(room_id, origin, list(address), link, key)
                 except (httpx.HTTPError, trio.TooSlowError, EdgeRefused) as exc:
-                    log.warning("room %s: no relay again to %s (%s)", room_id, _named(place), exc)
+                    log.warning("room %s: no relay again to %s:%d (%s)", room_id, *address, exc)
                     continue
-                log.info("room %s: worker %d relays to %s again", room_id, origin, _named(place))
+                log.info("room %s: worker %d relays to %s:%d again", room_id, origin, *address)
 
     def edges_of(self, room_id: str, origin: int) -> list[int]:
         """The workers other than the origin that hold viewers of the room now."""
@@ -134,14 +134,15 @@ class ViewerPlacement:
         return self._other_node(room_id) or local  # every worker here has its share
 
     def _other_node(self, room_id: str) -> OnNode | None:
-        """Another live node for the room's next viewer: the fullest of those under the limit
-        that hold some, else the least-loaded one that holds none; None when all are full."""
+        """Another live node for the room's next viewer: the fullest of those under their share
+        (the limit times their workers) that hold some, else the least-loaded one that holds
+        none; None when all are full."""
         cluster = self.cluster
         if cluster is None:
             return None
         nodes = [n for n in cluster.live.values() if n.node_id != cluster.node_id and not n.draining]
         held = {n.node_id: self.viewers[(room_id, n.node_id)] for n in nodes}
-        filling = [n for n in nodes if 0 < held[n.node_id] < self.limit]
+        filling = [n for n in nodes if 0 < held[n.node_id] < self.limit * max(len(n.workers), 1)]
         if filling:
             best = min(filling, key=lambda n: (-held[n.node_id], n.node_id))
             return OnNode(best.node_id, best.url)
@@ -172,7 +173,8 @@ class ViewerPlacement:
         if response.status_code != 200:
             raise EdgeRefused(f"{_named(place_key(choice))}: {response.status_code} {response.text[:200]}")
         edge = response.json()
-        self._edges.setdefault(room_id, (origin, {}))[1][place_key(choice)] = (edge["address"], edge["link"], key)
+        address = (str(edge["address"][0]), int(edge["address"][1]))
+        self._edges.setdefault(room_id, (origin, {}))[1][address] = (int(edge["link"]), key)
         if edge["existing"] and edge["relayed"]:
             return
         await self._relay(room_id, origin, edge["address"], edge["link"], key)

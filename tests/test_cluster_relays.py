@@ -1,9 +1,10 @@
-"""A room across nodes (issue 21): two nodes of one media worker each, one real redis-server on
-loopback, `room_viewers_per_worker = 2`. The host publishes on node a; its first two viewers
-join a's worker and the next two go to node b's worker (an edge there), fed by a relay from a
-over UDP whose datagrams are SRTP: a capture of loopback (an AF_PACKET socket in the test's
-network namespace) sees the relay header in the clear and no VP8 payload. Node b killed, its
-viewers reconnect through a and decode again there."""
+"""A room across nodes (issue 21): node a of one media worker, node b of two, one real
+redis-server on loopback, `room_viewers_per_worker = 1`. The host publishes on node a; its first
+viewer joins a's worker, the next two go to node b (its share: one per worker, an edge on each,
+each fed by a relay from a over UDP whose datagrams are SRTP: a capture of loopback, an
+AF_PACKET socket in the test's network namespace, sees the relay header in the clear and no
+plain payload), and the fourth, every worker full, joins the origin. Node b killed, its viewers
+reconnect through a and decode again there."""
 
 from __future__ import annotations
 
@@ -102,9 +103,14 @@ def first_payload_bytes(datagrams: list[bytes]) -> list[int]:
 @pytest.fixture
 def nodes(tmp_path: Path) -> Iterator[list[ServerProcess]]:
     with redis_server() as redis_url, ExitStack() as stack:
-        cluster = {"workers": 1, "redis_url": redis_url, "node_ttl_seconds": 2.0, "room_viewers_per_worker": 2}
         started = []
-        for name in "ab":
+        for name, workers in (("a", 1), ("b", 2)):
+            cluster = {
+                "workers": workers,
+                "redis_url": redis_url,
+                "node_ttl_seconds": 2.0,
+                "room_viewers_per_worker": 1,
+            }
             (tmp_path / name).mkdir()
             started.append(stack.enter_context(server_process(tmp_path / name, cluster=cluster)))
         wait_for(lambda: all(len(stats(n)["nodes"]) == 2 for n in started), "both nodes see each other")
@@ -131,8 +137,9 @@ def test_viewers_past_a_nodes_share_go_to_another_node_over_srtp_and_back_when_i
             for viewer in viewers:
                 viewer.wait_frames(video=30, audio=30)
             assert (viewers_on(a), viewers_on(b)) == (2, 2)
-            [b_worker] = stats(b)["workers"]
-            assert b_worker["stats"]["total_hosts"] == 0 and b_worker["stats"]["active_rooms"] == 0
+            b_workers = [w["stats"] for w in stats(b)["workers"]]
+            assert [w["total_viewers"] for w in b_workers] == [1, 1]  # node b's share: one per worker
+            assert all(w["total_hosts"] == 0 and w["active_rooms"] == 0 for w in b_workers)
             room = wait_for(
                 lambda: (r := httpx.get(f"{a.url}/room/{room_id}/stats", timeout=10).json())["viewer_count"] == 4 and r,
                 "the room counting its viewers on both nodes",
@@ -141,6 +148,15 @@ def test_viewers_past_a_nodes_share_go_to_another_node_over_srtp_and_back_when_i
             # moderation reaches node b's edge: listed through node a
             listed = httpx.get(f"{a.url}/room/{room_id}/peers", timeout=10).json()["peers"]
             assert [p["role"] for p in listed].count("viewer") == 4, listed
+            # and kicks there: the last listed is one of node b's (the origin's sessions come first)
+            response = httpx.post(f"{a.url}/room/{room_id}/peers/{listed[-1]['peer_id']}/kick", timeout=10)
+            assert response.status_code == 200, response.text
+            wait_for(lambda: viewers_on(b) == 1, "the kicked session gone from node b")
+            before = [viewer.latest_frames()[0] for viewer in viewers[1:3]]
+            time.sleep(2)
+            after = [viewer.latest_frames()[0] for viewer in viewers[1:3]]
+            on_b = [viewer for viewer, b4, now in zip(viewers[1:3], before, after, strict=True) if now - b4 >= 5]
+            assert len(on_b) == 1, (before, after)  # the kicked bot gets nothing more
             # node b's relay port took the relay, every datagram authentic
             relay = prometheus_values(httpx.get(f"{b.url}/metrics", timeout=10).text)
             assert relay['bitbasel_relay_datagrams_total{kind="datagrams_received"}'] > 100
@@ -153,7 +169,6 @@ def test_viewers_past_a_nodes_share_go_to_another_node_over_srtp_and_back_when_i
         assert distinct >= 48  # in the clear: under ten (Opus's TOC, VP8's descriptor); SRTP: ~150 of 200
 
         # node b dies: its viewers, relayed through a, reconnect there and decode on a
-        on_b = viewers[2:]
         counts = [viewer.latest_frames()[0] for viewer in on_b]
         os.kill(b.process.pid, signal.SIGKILL)
         killed_at = time.monotonic()
@@ -162,7 +177,7 @@ def test_viewers_past_a_nodes_share_go_to_another_node_over_srtp_and_back_when_i
         back_in = time.monotonic() - killed_at
         print(f"node b killed: its viewers decoding again on node a after {back_in:.1f} s")
         assert back_in < 10.0
-        assert wait_for(lambda: viewers_on(a) == 4, "all four viewers on node a")
+        assert wait_for(lambda: viewers_on(a) == 3, "the three viewers left all on node a")
     finally:
         for peer in peers:
             peer.stop()
