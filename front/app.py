@@ -55,7 +55,7 @@ from front.cluster_node import (
 from front.metrics import render as node_metrics
 from front.metrics import scrape_workers
 from front.remote_edges import RemoteEdgeRefused, RemoteEdgeRequest, RemoteEdges
-from front.viewer_placement import EDGE_SETUP_SECONDS, Place, ViewerPlacement, place_key
+from front.viewer_placement import EDGE_SETUP_SECONDS, Place, RoomFull, ViewerPlacement, place_key
 from front.worker_pool import Worker, WorkerPool, add_numbers
 
 log = logging.getLogger("bitbasel.front")
@@ -67,6 +67,7 @@ NODE_STATS_SECONDS = 3.0
 UNSENDABLE_CLOSE_CODES = frozenset({1005, 1006, 1015})
 CLOSE_SERVICE_RESTART = 1012  # retryable: the JS client and the bots reconnect
 CLOSE_TRY_AGAIN = 1013
+CLOSE_ROOM_FULL = 4429  # as a worker closes for `room_full` (actors/peer.py)
 KICK_PATH = re.compile(r"peers/([A-Za-z0-9_-]{1,64})/kick")
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "upgrade", "host", "content-length"}
 
@@ -421,7 +422,12 @@ def create_front_app(front: Front) -> QuartTrio:
         placement = front.placement if edge_index is None else None
         placed: tuple[str, Place] | None = None
         if isinstance(route, OnWorker) and role == "viewer" and isinstance(room_id, str) and placement is not None:
-            choice = await placement.place(room_id, route.index)  # counted there from now on
+            try:
+                choice = await placement.place(room_id, route.index)  # counted there from now on
+            except RoomFull as full:
+                await websocket.send(encode(Error(code="room_full", message=str(full))))
+                await websocket.close(CLOSE_ROOM_FULL, "room full")
+                return
             route = choice if isinstance(choice, OnNode) else OnWorker(choice)
             placed = (room_id, place_key(choice))
         try:
@@ -519,7 +525,7 @@ async def run_front(
     hc = hypercorn_config(config)  # the server's: TLS when configured, the same limits
     async with httpx.AsyncClient(timeout=PROXY_TIMEOUT) as http, trio.open_nursery() as nursery:
         pool = WorkerPool(list(worker_argv), http, config.auth.api_key, [Worker(i) for i in range(count)])
-        placement = ViewerPlacement(pool, config.cluster.room_viewers_per_worker)
+        placement = ViewerPlacement(pool, config.cluster.room_viewers_per_worker, config.rooms.max_viewers_per_room)
         pool.after_restart = placement.origin_restarted
         front = Front(config, pool, placement=placement)
         stop_accepting = trio.Event()

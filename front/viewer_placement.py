@@ -8,7 +8,10 @@ of the room's viewers; past it, a worker that already holds some of the room's v
 then the fewest sessions; when every worker is at the limit, the one with the fewest of the
 room's viewers. Before a viewer goes to an edge, the edge is made sure of (api/worker_routes.py:
 ``/internal/rooms/{id}/edge`` on the edge, then ``/relay`` on the origin when the edge is new),
-once at a time per room. If that fails the viewer joins the origin: placement never refuses.
+once at a time per room. If that fails the viewer joins the origin: placement never refuses,
+but for ``[rooms] max_viewers_per_room``: every viewer of a room comes through its origin
+node's front, which counts them all wherever they sit, so the limit holds across workers and
+nodes exactly (each worker's own check works on the counts it last heard).
 
 In a cluster, once every worker of the node has the limit, the next viewers go to another live
 node (up to the limit times its workers; then the next node): its front makes sure of the edge
@@ -50,8 +53,10 @@ def remote_relay_key(secret: bytes, room_id: str, edge_node_id: str) -> bytes:
 class ViewerPlacement:
     pool: WorkerPool
     limit: int  # viewers of a room per worker; 0: all on the origin
+    max_per_room: int  # [rooms] max_viewers_per_room
     cluster: ClusterNode | None = None  # set when the node is in a cluster: other nodes take edges
     viewers: Counter[tuple[str, Place]] = field(default_factory=Counter)  # (room, place) -> piped viewer sessions
+    totals: Counter[str] = field(default_factory=Counter)  # room -> its viewer sessions here, placed or being placed
     _room_info: dict[str, tuple[str, str]] = field(default_factory=dict)  # room -> (post, host user)
     # room -> (its origin, {edge's relay address: its link and key (hex, "" on this node)}): relayed
     # again after the origin's worker restarts (``origin_restarted``)
@@ -61,11 +66,23 @@ class ViewerPlacement:
     async def place(self, room_id: str, origin: int) -> int | OnNode:
         """The worker (or other node) a new viewer of the room joins (see the module's
         docstring), counted there from now on: call :meth:`left` with :func:`place_key` of it
-        when its session ends."""
+        when its session ends. Raises RoomFull at ``max_per_room``."""
+        if self.totals[room_id] >= self.max_per_room:
+            raise RoomFull(f"room is full ({self.max_per_room} viewers)")
+        self.totals[room_id] += 1  # before any await: no other viewer passes the check meanwhile
         alone = len(self.pool.workers) < 2 and self.cluster is None
         if self.limit == 0 or alone or self.viewers[(room_id, origin)] < self.limit:
             self.viewers[(room_id, origin)] += 1  # no await since the check: no other viewer in between
             return origin
+        try:
+            choice = await self._place_past_limit(room_id, origin)
+        except BaseException:  # cancelled (the client went): not counted
+            self._uncount(room_id)
+            raise
+        self.viewers[(room_id, place_key(choice))] += 1
+        return choice
+
+    async def _place_past_limit(self, room_id: str, origin: int) -> int | OnNode:
         lock = self._locks.setdefault(room_id, trio.Lock())
         async with lock:  # one placement past the limit at a time: an edge is made once
             choice = self._choose(room_id, origin)
@@ -77,11 +94,16 @@ class ViewerPlacement:
                     where = f"node {choice.node_id}" if isinstance(choice, OnNode) else f"worker {choice}"
                     log.warning("room %s: no edge on %s (%s); the viewer joins the origin", room_id, where, exc)
                     choice = origin
-            self.viewers[(room_id, place_key(choice))] += 1
             return choice
+
+    def _uncount(self, room_id: str) -> None:
+        self.totals[room_id] -= 1
+        if self.totals[room_id] <= 0:
+            del self.totals[room_id]
 
     def left(self, room_id: str, place: Place) -> None:
         """A viewer placed by :meth:`place` ended its session."""
+        self._uncount(room_id)
         key = (room_id, place)
         self.viewers[key] -= 1
         if self.viewers[key] <= 0:
@@ -217,6 +239,10 @@ def place_key(choice: int | OnNode) -> Place:
 
 def _named(place: Place) -> str:
     return f"node {place}" if isinstance(place, str) else f"worker {place}"
+
+
+class RoomFull(Exception):
+    """The room has ``max_viewers_per_room`` viewers (``room_full`` to the viewer)."""
 
 
 class EdgeRefused(Exception):

@@ -6,6 +6,7 @@ and the host publishes once. aiortc bots in their own processes, the server as a
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -13,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import trio
+from trio_websocket import open_websocket_url
 
 from tests.peer_process import PeerProcess, start_peer
-from tests.serving import server_process
+from tests.serving import create_room, server_process
 
 
 def test_viewers_past_a_workers_share_go_to_an_edge_fed_by_a_relay(tmp_path: Path) -> None:
@@ -145,3 +148,31 @@ def test_an_edge_keeps_its_viewers_while_the_origins_worker_restarts(tmp_path: P
     finally:
         for peer in peers:
             peer.stop()
+
+
+async def test_max_viewers_per_room_holds_exactly_across_workers(tmp_path: Path) -> None:
+    """Eight viewers join at once a room of `max_viewers_per_room = 3` spread one per worker:
+    the front counts every viewer of the room wherever it goes, so exactly three join and five
+    get `room_full` (each worker alone would admit on counts up to half a second old)."""
+    cluster = {"workers": 2, "room_viewers_per_worker": 1}
+    with server_process(tmp_path, cluster=cluster, rooms={"max_viewers_per_room": 3}) as front:
+        async with httpx.AsyncClient(base_url=front.url, timeout=10) as client:
+            room_id = await create_room(client, "full")
+        firsts: list[str] = []
+        everyone_answered = trio.Event()
+
+        async def join() -> None:
+            async with open_websocket_url(front.ws_url) as ws:
+                await ws.send_message(json.dumps({"type": "join", "room_id": room_id, "role": "viewer"}))
+                first = json.loads(await ws.get_message())
+                firsts.append(first["code"] if first["type"] == "error" else first["type"])
+                if len(firsts) == 8:
+                    everyone_answered.set()
+                with trio.move_on_after(10):  # hold the session until all have their answer
+                    await everyone_answered.wait()
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                for _ in range(8):
+                    nursery.start_soon(join)
+        assert sorted(firsts) == ["joined"] * 3 + ["room_full"] * 5, firsts
