@@ -209,6 +209,9 @@ class Supervisor:
     def _on_adopt(self, message: AdoptRoom) -> None:
         row = message.row
         held = self._rooms.get(row.room_id)
+        if held is not None and held.stopped is None and held.state.edge is not None:
+            # an edge of the room, whose origin (another node) died: the room itself lives here now
+            self._stop(held, "shutdown", resumes_elsewhere=True)
         if held is not None and held.stopped is None:
             answer(message.reply, RoomCreated(held.room_id, held.post_id, held.host_user_id, existing=True))
             return

@@ -57,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx
 import janus
+import mediasoup
 import trio
 from floor import measure_floor
 from harness import (
@@ -124,9 +125,14 @@ async def cap_media_processes(server: Server, http: httpx.AsyncClient, share: fl
     at Q of a core, as if each had a core of its own on a machine Q times as fast; with workers
     the front shares worker 0's. So one worker and N workers are compared at N times the CPU, as
     N cores would give."""
-    share = ARGS.core_share if share is None else share
     pids = await server.pids(http)
-    groups = [pids] if len(pids) == 1 else [pids[:2], *[[pid] for pid in pids[2:]]]
+    return cap_groups([pids] if len(pids) == 1 else [pids[:2], *[[pid] for pid in pids[2:]]], share)
+
+
+def cap_groups(groups: list[list[int]], share: float | None = None) -> list[Path]:
+    """Each group of pids in a cgroup of its own capped at ``share`` (default ``--core-share``)
+    of a core."""
+    share = ARGS.core_share if share is None else share
     made = []
     for index, members in enumerate(groups):
         group = CGROUP_CPU / f"bitbasel-bench-{index}"
@@ -182,14 +188,14 @@ async def bench() -> dict[str, Any]:
     server = await start_server("rooms", toml, root=ARGS.server_root, workers=ARGS.workers)
     try:
         async with server.http() as http:
-            if ARGS.core_share:
-                groups = await cap_media_processes(server, http)
             room_ids = await create_rooms(http, ARGS.rooms)
             async with open_contained_loop(), open_hosts(server.ws_url, room_ids, video, audio, gate, pli=False):
                 for index, room_id in enumerate(room_ids):
-                    labels = [f"rooms-viewers{index}"]
+                    labels = [f"rooms-viewers{index}-{p}" for p in range(procs_per_room())]
                     viewers += start_viewer_procs(labels, server.ws_url, room_id, ARGS.viewers, index * 1000)
                 await wait_ready(viewers, within=60 + 2 * ARGS.rooms * ARGS.viewers)
+                if ARGS.core_share:  # capped once every viewer had its keyframe: joining is not measured
+                    groups = await cap_media_processes(server, http)
                 await trio.sleep(1.0)
                 pids = await server.pids(http)
                 read_packets = server_packets(server, http, room_ids)
@@ -220,6 +226,7 @@ async def bench_janus() -> dict[str, Any]:
     video, audio = load_media()
     gate = Gate()
     viewers: list[Child] = []
+    groups: list[Path] = []
     rooms = [1000 + index for index in range(ARGS.rooms)]
     try:
         async with (
@@ -229,12 +236,15 @@ async def bench_janus() -> dict[str, Any]:
             janus.open_publishers(http, url, rooms, video, audio, gate) as publishers,
         ):
             for index, publisher in enumerate(publishers):
-                argv = [sys.executable, str(BENCH_DIR / "janus.py"), "--role", "janus-viewers", "--url", url]
-                argv += ["--room", str(publisher.room), "--feed", str(publisher.feed)]
-                argv += ["--viewers", str(ARGS.viewers), "--first-index", str(index * 1000), "--stagger", "0.05"]
-                log = OUT_DIR / f"rooms-janus-viewers{index}.log"
-                viewers.append(spawn(f"janus-viewers{index}", argv, log, True))
+                for p, (first, count) in enumerate(viewer_slices(index * 1000)):
+                    argv = [sys.executable, str(BENCH_DIR / "janus.py"), "--role", "janus-viewers", "--url", url]
+                    argv += ["--room", str(publisher.room), "--feed", str(publisher.feed)]
+                    argv += ["--viewers", str(count), "--first-index", str(first), "--stagger", "0.05"]
+                    log = OUT_DIR / f"rooms-janus-viewers{index}-{p}.log"
+                    viewers.append(spawn(f"janus-viewers{index}-{p}", argv, log, True))
             await wait_ready(viewers, within=60 + 2 * ARGS.rooms * ARGS.viewers)
+            if ARGS.core_share:  # capped once every viewer had its keyframe: joining is not measured
+                groups = cap_groups([[server.pid]])
             await trio.sleep(1.0)
 
             async def read_packets() -> tuple[int, int | None, list[dict[str, Any]]]:
@@ -242,14 +252,82 @@ async def bench_janus() -> dict[str, Any]:
                 return sum(p.sent for p in publishers), None, []
 
             start = await read_point(gate, [server.pid], viewers, read_packets)
+            throttled, drops = throttled_seconds(groups), udp_drops([server.pid])
             await trio.sleep(ARGS.seconds)
             end = await read_point(gate, [server.pid], viewers, read_packets)
+            throttled, drops = throttled_seconds(groups) - throttled, udp_drops([server.pid]) - drops
             sockets = udp_sockets(server.pid)
             await quit_viewers(viewers, 15)  # measured: leave quietly
     finally:
         for child in viewers:
             await child.stop()
-    return summarize_window(start, end, ARGS.rooms, ARGS.viewers) | {"sockets": sockets}
+        remove_cgroups(groups)
+    summary = summarize_window(start, end, ARGS.rooms, ARGS.viewers)
+    return summary | {"sockets": sockets, "throttled_seconds": throttled, "udp_drops": drops}
+
+
+async def bench_mediasoup() -> dict[str, Any]:
+    """The same workload on mediasoup 3.22 (bench/mediasoup.py): its worker and node process
+    counted as the server (the worker capped alone: node only signals)."""
+    video, audio = load_media()
+    gate = Gate()
+    viewers: list[Child] = []
+    groups: list[Path] = []
+    rooms = [f"r{index}" for index in range(ARGS.rooms)]
+    try:
+        async with (
+            mediasoup.start_mediasoup(ARGS.mediasoup_dir) as server,
+            httpx.AsyncClient(timeout=15) as http,
+            open_contained_loop(),
+            mediasoup.open_publishers(http, server.url, rooms, video, audio, gate) as publishers,
+        ):
+            await trio.sleep(0.5)  # its producers are there before the first subscribe
+            for index, publisher in enumerate(publishers):
+                for p, (first, count) in enumerate(viewer_slices(index * 1000)):
+                    argv = [sys.executable, str(BENCH_DIR / "mediasoup.py"), "--role", "mediasoup-viewers"]
+                    argv += ["--url", server.url, "--room", publisher.room]
+                    argv += ["--viewers", str(count), "--first-index", str(first), "--stagger", "0.05"]
+                    log = OUT_DIR / f"rooms-mediasoup-viewers{index}-{p}.log"
+                    viewers.append(spawn(f"mediasoup-viewers{index}-{p}", argv, log, True))
+            await wait_ready(viewers, within=60 + 2 * ARGS.rooms * ARGS.viewers)
+            if ARGS.core_share:
+                groups = cap_groups([[server.worker_pid]])
+            await trio.sleep(1.0)
+
+            async def read_packets() -> tuple[int, int | None, list[dict[str, Any]]]:
+                return sum(p.sent for p in publishers), None, []
+
+            pids = server.pids
+            start = await read_point(gate, pids, viewers, read_packets)
+            throttled, drops = throttled_seconds(groups), udp_drops(pids)
+            await trio.sleep(ARGS.seconds)
+            end = await read_point(gate, pids, viewers, read_packets)
+            throttled, drops = throttled_seconds(groups) - throttled, udp_drops(pids) - drops
+            sockets = udp_sockets(server.worker_pid)
+            await quit_viewers(viewers, 15)
+    finally:
+        for child in viewers:
+            await child.stop()
+        remove_cgroups(groups)
+    summary = summarize_window(start, end, ARGS.rooms, ARGS.viewers)
+    return summary | {"sockets": sockets, "throttled_seconds": throttled, "udp_drops": drops}
+
+
+def procs_per_room() -> int:
+    """Viewer processes per room: ``--viewers-per-proc`` viewers each (0: one process)."""
+    per = ARGS.viewers_per_proc
+    return 1 if per <= 0 else max(1, -(-ARGS.viewers // per))
+
+
+def viewer_slices(first: int) -> list[tuple[int, int]]:
+    """(first index, count) of each viewer process of a room."""
+    procs = procs_per_room()
+    slices = []
+    for p in range(procs):
+        count = ARGS.viewers // procs + (1 if p < ARGS.viewers % procs else 0)
+        slices.append((first, count))
+        first += count
+    return slices
 
 
 def rows(r: dict[str, Any], floor: float) -> list[tuple[str, str]]:
@@ -282,6 +360,13 @@ def use_janus() -> bool:
 def main() -> None:
     ARGS.server_root = use_server_root(ARGS.server_root)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
+    if ARGS.only is not None:
+        alone = {"ours": bench, "janus": bench_janus, "mediasoup": bench_mediasoup}[ARGS.only]
+        result = trio.run(alone)
+        if ARGS.json is not None:
+            ARGS.json.write_text(json.dumps({k: v for k, v in result.items() if k != "delay"}))
+        print(table(rows(result, 1e6 * min(measure_floor()))))
+        return
     with_janus = use_janus()
     print(f"server: {describe_root(ARGS.server_root)}", flush=True)
     floor_us = 1e6 * min(measure_floor())
@@ -351,6 +436,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--core-share", type=float, default=0.0, help="cap each media process at this share of a core (cgroup)"
     )
     parser.add_argument("--json", type=Path, help="also write the result here")
+    parser.add_argument(
+        "--only",
+        choices=["ours", "janus", "mediasoup"],
+        help="measure this server alone (bench/capacity.py's rungs); its result in --json",
+    )
+    parser.add_argument("--viewers-per-proc", type=int, default=0, help="split a room's viewers (0: one process)")
+    parser.add_argument("--mediasoup-dir", type=Path, default=mediasoup.DEFAULT_DIR, help="mediasoup's build folder")
     parser.add_argument(
         "--janus",
         action=argparse.BooleanOptionalAction,

@@ -12,11 +12,14 @@ from actors.errors import ActorGone, Capacity, HostTaken, RoomFull, RoomNotFound
 from actors.mailbox import call
 from actors.messages import HostReplaced, Join, JoinAccepted, Leave, RoomChanged, RoomRef, RoomStats, RoomStoppedEvent
 from actors.supervisor import SWEEP_INTERVAL_SECONDS, Supervisor, SupervisorClient
+from core.room_directory import RoomRow
+from transport.media_port import MediaPort
+from transport.relay_port import RelayPort
 
 IDLE = 300
 
 
-async def start(nursery: trio.Nursery, **overrides: int) -> SupervisorClient:
+async def start(nursery: trio.Nursery, **overrides: Any) -> SupervisorClient:
     options = {"max_rooms": 10, "max_viewers_per_room": 2, "idle_timeout_seconds": IDLE} | overrides
     client: SupervisorClient = await nursery.start(Supervisor(**options).run)
     return client
@@ -213,3 +216,23 @@ async def test_a_member_whose_session_ended_is_not_counted_even_before_its_leave
     assert (await client.room_stats(room_id)).viewer_count == 0
     accepted, _ = await join(ref, "viewer_2")  # the room is not full of a phantom
     assert accepted.viewer_count == 1
+
+
+async def test_a_room_adopted_where_its_edge_was_is_the_room_not_the_edge(nursery: trio.Nursery) -> None:
+    """The room's origin node died and the cluster gives the room to the worker that held an
+    edge of it (for that node's viewers): the edge stops, the room itself lives there, and its
+    host can join."""
+    media_port = MediaPort(["127.0.0.1"], 0)  # bound, not served: the edge's relay link only opens
+    relay_port = RelayPort(media_port)
+    client = await start(nursery, relay_port=relay_port, media_lock=media_port.lock)
+    room_id = "room_4242"
+    opened = await client.open_edge(room_id, "post", "alice", key=bytes(32))
+    assert not opened.existing
+    adopted = await client.adopt_room(RoomRow(room_id, "post", "alice", created_at=0.0))
+    assert adopted.room_id == room_id and not adopted.existing
+    ref = await ref_of(client, room_id)
+    accepted, _ = await join(ref, "peer_host", "host", "alice")  # an edge takes no host
+    assert isinstance(accepted, JoinAccepted)
+    stats = await client.room_stats(room_id)  # an edge has no stats of its own
+    assert stats.is_active and stats.host_joined
+    media_port.close()
