@@ -95,7 +95,7 @@ class OpenEdge(msgspec.Struct, frozen=True):
 
 
 class EdgeOpened(msgspec.Struct, frozen=True):
-    address: tuple[str, int]  # the edge's relay port (loopback; or the node's announced address when keyed)
+    address: tuple[str, int]  # the edge's relay port (loopback; or the node's first media address when keyed)
     link: int  # its link's number there: the origin sends to it
     existing: bool  # the edge was there already
     relayed: bool  # its origin has been heard (else the origin is asked to relay to it again)

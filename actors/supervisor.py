@@ -64,7 +64,7 @@ from actors.messages import (
     StopRecording,
     StopRoom,
 )
-from actors.relays import EdgeFeed
+from actors.relays import RELAY_TIMEOUT_SECONDS, EdgeFeed
 from actors.room import RoomActor, RoomRecord, StopInfo, new_record, no_fault, relay_control_receiver
 from core.config import RecordingsConfig
 from core.ids import RoomIdAllocator
@@ -218,7 +218,9 @@ class Supervisor:
         if len(self._active_by_post) >= self._max_rooms or row.post_id in self._active_by_post:
             answer(message.reply, Capacity(f"cannot take room {row.room_id} here (max_rooms, or its post has a room)"))
             return
-        if held is not None:  # stopped here before (e.g. this worker drained): it lives again
+        if held is not None and held.state.edge is not None:  # its counts kept in the totals
+            self._forget(held)
+        elif held is not None:  # stopped here before (e.g. this worker drained): it lives again
             del self._rooms[row.room_id]
         self._ids.reserve(row.room_id)
         record = self._revive(row)
@@ -240,7 +242,8 @@ class Supervisor:
             if edge is None:
                 answer(message.reply, Capacity(f"room {message.room_id} has its host here: not an edge"))
             else:
-                heard = edge.link.peer is not None  # its origin sends to it: relayed
+                # its origin sends to it now: relayed (a new origin, after a takeover, relays again)
+                heard = edge.link.peer is not None and time.monotonic() - edge.link.last_heard < RELAY_TIMEOUT_SECONDS
                 if edge.link.key != message.key:
                     answer(message.reply, Capacity(f"room {message.room_id}'s edge here has another relay"))
                     return

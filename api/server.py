@@ -135,10 +135,11 @@ async def run_server(
         log.warning("[auth] api_key is empty: the REST API is open to anyone who can reach it")
     media_port = open_media_port(config)  # binds now: a port in use stops the start (ConfigError)
     # a worker of a node's front relays rooms to the other workers (actors/relays.py), and in a
-    # cluster to other nodes' workers (SRTP), which reach it at its first media address
+    # cluster to other nodes' workers (SRTP), which reach it at its first media host address
+    # (an interface's: the nodes' own network, not the clients' announced one)
     relay_port = None
     if worker_index is not None and config.cluster.redis_url:
-        relay_port = RelayPort(media_port, "0.0.0.0", announced_host=media_port.candidates[0][0])
+        relay_port = RelayPort(media_port, "0.0.0.0", announced_host=media_port.addresses[0])
     elif worker_index is not None:
         relay_port = RelayPort(media_port)
     webhooks = Webhooks(config.webhooks)

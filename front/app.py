@@ -54,7 +54,7 @@ from front.cluster_node import (
 )
 from front.metrics import render as node_metrics
 from front.metrics import scrape_workers
-from front.remote_edges import RemoteEdgeRefused, RemoteEdgeRequest, RemoteEdges
+from front.remote_edges import EDGE_OF, RemoteEdgeRefused, RemoteEdgeRequest, RemoteEdges
 from front.viewer_placement import EDGE_SETUP_SECONDS, Place, RoomFull, ViewerPlacement, place_key
 from front.worker_pool import Worker, WorkerPool, add_numbers
 
@@ -406,9 +406,11 @@ def create_front_app(front: Front) -> QuartTrio:
             room_id = role = None
         relayed = front.relayed(websocket.headers)
         route: Route = Nowhere("room_not_found", "")
-        remote_edges = front.remote_edges if relayed and role == "viewer" and isinstance(room_id, str) else None
+        # a viewer the room's origin node placed on this node's edge of it (marked so by that node)
+        marked = isinstance(room_id, str) and websocket.headers.get(EDGE_OF) == room_id
+        remote_edges = front.remote_edges if relayed and role == "viewer" and marked else None
         edge_index = remote_edges.place(room_id) if remote_edges is not None and isinstance(room_id, str) else None
-        if edge_index is not None:  # a viewer the room's origin node placed on this node's edge of it
+        if edge_index is not None:
             route = OnWorker(edge_index)
         elif isinstance(room_id, str):
             route = await front.route(room_id, relayed=relayed)
@@ -436,6 +438,8 @@ def create_front_app(front: Front) -> QuartTrio:
             except trio.TooSlowError:
                 await websocket.close(CLOSE_TRY_AGAIN, "the room's worker is starting: try again")
                 return
+            if placed is not None and isinstance(route, OnNode) and isinstance(room_id, str):
+                headers[EDGE_OF] = room_id  # placed on that node's edge (front/remote_edges.py)
             await _pipe(
                 front,
                 base.replace("http", "ws", 1) + "/ws",
@@ -443,6 +447,7 @@ def create_front_app(front: Front) -> QuartTrio:
                 first,
                 direct=not relayed,
                 remote=isinstance(route, OnNode),
+                node_id=route.node_id if isinstance(route, OnNode) else None,
             )
         finally:
             if placement is not None and placed is not None:
@@ -461,9 +466,19 @@ def create_front_app(front: Front) -> QuartTrio:
 
 
 async def _pipe(
-    front: Front, ws_url: str, headers: dict[str, str], first: str | bytes, *, direct: bool, remote: bool
+    front: Front,
+    ws_url: str,
+    headers: dict[str, str],
+    first: str | bytes,
+    *,
+    direct: bool,
+    remote: bool,
+    node_id: str | None = None,
 ) -> None:
-    """Frames both ways between the client and `ws_url` until either side closes."""
+    """Frames both ways between the client and `ws_url` until either side closes, or (`node_id`:
+    the other end is that node) until that node's heartbeat expires: a node that vanished
+    without closing its connections (a machine down, a partition) sends its clients to reconnect
+    within the heartbeat's TTL, not at a TCP timeout."""
     extra = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
     try:
         async with open_websocket_url(
@@ -502,8 +517,15 @@ async def _pipe(
                     await websocket.close(CLOSE_SERVICE_RESTART, "this node lost the cluster: reconnect")
                     nursery.cancel_scope.cancel()  # the worker sees the close: the session ends there too
 
+                async def on_node_gone(cluster: ClusterNode, node: str) -> None:
+                    await cluster.wait_gone(node)
+                    await websocket.close(CLOSE_SERVICE_RESTART, "the room's node is gone: reconnect")
+                    nursery.cancel_scope.cancel()
+
                 nursery.start_soon(to_upstream)
                 nursery.start_soon(to_client)
+                if node_id is not None and front.cluster is not None:
+                    nursery.start_soon(on_node_gone, front.cluster, node_id)
                 if direct and front.cluster is not None:
                     nursery.start_soon(on_drain)
                 if not remote and front.cluster is not None:

@@ -89,6 +89,7 @@ class ClusterNode:
     fenced: trio.Event = field(default_factory=trio.Event)  # set: this node's sessions must end
     loads: list[WorkerLoad] = field(default_factory=list)  # the workers', as of the latest beat
     live: dict[str, NodeInfo] = field(default_factory=dict)  # as of the latest heartbeat
+    live_read: trio.Event = field(default_factory=trio.Event)  # set (and replaced) each time `live` is read
     redis_ok: bool = True
 
     @property
@@ -116,7 +117,7 @@ class ClusterNode:
             if self.fenced.is_set():
                 self.fenced = trio.Event()
                 log.warning("cluster: heartbeats go through again; this node serves rooms again")
-            self.live = await self.registry.live_nodes()
+            self._set_live(await self.registry.live_nodes())
         except Exception as exc:
             if self.redis_ok:
                 log.error(
@@ -156,9 +157,20 @@ class ClusterNode:
     async def refresh(self) -> None:
         """The live nodes as Redis has them now (the heartbeat task refreshes them every beat)."""
         try:
-            self.live = await self.registry.live_nodes()
+            self._set_live(await self.registry.live_nodes())
         except (RedisUnavailable, RespError) as exc:
             log.warning("cluster: the live nodes could not be read (%s); using the last view", exc)
+
+    def _set_live(self, live: dict[str, NodeInfo]) -> None:
+        self.live = live
+        self.live_read.set()
+        self.live_read = trio.Event()
+
+    async def wait_gone(self, node_id: str) -> None:
+        """Return once ``node_id`` is no longer among the live nodes (its heartbeat expired or
+        it left), as the heartbeats read them."""
+        while node_id in self.live:
+            await self.live_read.wait()
 
     async def drain(self) -> None:
         """Take no new rooms or joins, and free this node's rooms for the others."""
@@ -213,7 +225,7 @@ class ClusterNode:
         if known is not None:
             return known
         if await self.registry.is_live(node_id):  # newer than this node's view
-            self.live = await self.registry.live_nodes()
+            self._set_live(await self.registry.live_nodes())
             return self.live.get(node_id)
         return None
 

@@ -16,6 +16,7 @@ hop). The origin's moderation reaches the edges' sessions through
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,13 @@ from front.viewer_placement import remote_relay_key
 from front.worker_pool import WorkerPool
 
 log = logging.getLogger("bitbasel.front")
+
+#: A room's edges here are forgotten once none has had a viewer for this long (the edges
+#: themselves stop after 10 s without one, actors/supervisor.py).
+FORGET_AFTER_SECONDS = 30.0
+#: The header with which the origin's front relays a viewer's WebSocket to this node's edge
+#: of the room (its value: the room id), beside the relayed-by proof.
+EDGE_OF = "X-BitBasel-Edge-Of"
 
 
 class RemoteEdgeRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -50,11 +58,13 @@ class RemoteEdges:
     limit: int  # [cluster] room_viewers_per_worker: an edge worker's share of a room
     _edges: dict[str, set[int]] = field(default_factory=dict)  # room -> the workers holding an edge of it here
     _viewers: Counter[tuple[str, int]] = field(default_factory=Counter)  # (room, worker) -> piped viewer sessions
+    _idle_since: dict[str, float] = field(default_factory=dict)  # room -> when its last viewer here left
 
     async def open(self, room_id: str, post_id: str, host_user_id: str) -> dict[str, Any]:
         """Make sure of the edge the room's next viewer here joins; its worker's answer
         (address, link, existing, relayed): the origin relays to each edge of the node."""
         pool = self.pool
+        self._forget_idle(time.monotonic())
         index = self._next_worker(room_id)
         if index is None:
             held = self._edges.get(room_id, set())
@@ -70,7 +80,15 @@ class RemoteEdges:
         if index not in edges:
             log.info("room %s: an edge on worker %d for its origin on another node", room_id, index)
         edges.add(index)
+        if not any(room == room_id for room, _ in self._viewers):
+            self._idle_since.setdefault(room_id, time.monotonic())
         return dict(answer.json())
+
+    def _forget_idle(self, now: float) -> None:
+        for room_id, since in list(self._idle_since.items()):
+            if now - since > FORGET_AFTER_SECONDS:
+                del self._idle_since[room_id]
+                self._edges.pop(room_id, None)
 
     def _next_worker(self, room_id: str) -> int | None:
         """Of the workers with an edge of the room, the fullest under the limit; None if all are full."""
@@ -91,16 +109,18 @@ class RemoteEdges:
         if index is None:  # every edge full (placements crossed): the least full
             index = min(edges, key=lambda i: (self._viewers[(room_id, i)], i))
         self._viewers[(room_id, index)] += 1
+        self._idle_since.pop(room_id, None)
         return index
 
     def left(self, room_id: str, index: int) -> None:
-        """A viewer placed by :meth:`place` ended its session; with the room's last here, the
-        room is forgotten (its edges stop by themselves once idle, actors/supervisor.py)."""
+        """A viewer placed by :meth:`place` ended its session; FORGET_AFTER_SECONDS after the
+        room's last here, the room is forgotten (its edges stop by themselves once idle,
+        actors/supervisor.py)."""
         self._viewers[(room_id, index)] -= 1
         if self._viewers[(room_id, index)] <= 0:
             del self._viewers[(room_id, index)]
             if not any(room == room_id for room, _ in self._viewers):
-                self._edges.pop(room_id, None)
+                self._idle_since[room_id] = time.monotonic()
 
     async def forward(self, method: str, room_id: str, rest: str) -> list[httpx.Response]:
         """The origin's moderation call ``rest`` (``peers`` or ``peers/{id}/kick``) on each of

@@ -18,7 +18,8 @@ node (up to the limit times its workers; then the next node): its front makes su
 the viewer joins there (``POST /cluster/rooms/{id}/edge``, front/remote_edges.py), the origin
 relays to each such edge over SRTP with the key both fronts derive (transport/relay_crypto.py),
 and the viewer's WebSocket is relayed to that node's front, which pipes it to that edge. A node
-that does not answer is passed over: its viewers, reconnecting, join here.
+that does not make the edge is passed over for PASS_OVER_SECONDS: its viewers, reconnecting, join
+here or on another node.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from transport.relay_crypto import relay_key
 log = logging.getLogger("bitbasel.front")
 
 EDGE_SETUP_SECONDS = 5.0
+#: A node that did not make an edge is passed over this long (its heartbeat may outlive it).
+PASS_OVER_SECONDS = 10.0
 
 #: Where a viewer goes: a worker of this node (its index), or another node (its id) as counted.
 Place = int | str
@@ -62,6 +65,7 @@ class ViewerPlacement:
     # again after the origin's worker restarts (``origin_restarted``)
     _edges: dict[str, tuple[int, dict[tuple[str, int], tuple[int, str]]]] = field(default_factory=dict)
     _locks: dict[str, trio.Lock] = field(default_factory=dict)
+    _passed_over: dict[str, float] = field(default_factory=dict)  # node -> trio time until which it is
 
     async def place(self, room_id: str, origin: int) -> int | OnNode:
         """The worker (or other node) a new viewer of the room joins (see the module's
@@ -93,6 +97,8 @@ class ViewerPlacement:
                 except (httpx.HTTPError, trio.TooSlowError, ValueError, KeyError, EdgeRefused) as exc:
                     where = f"node {choice.node_id}" if isinstance(choice, OnNode) else f"worker {choice}"
                     log.warning("room %s: no edge on %s (%s); the viewer joins the origin", room_id, where, exc)
+                    if isinstance(choice, OnNode):
+                        self._passed_over[choice.node_id] = trio.current_time() + PASS_OVER_SECONDS
                     choice = origin
             return choice
 
@@ -162,7 +168,12 @@ class ViewerPlacement:
         cluster = self.cluster
         if cluster is None:
             return None
-        nodes = [n for n in cluster.live.values() if n.node_id != cluster.node_id and not n.draining]
+        now = trio.current_time()
+        nodes = [
+            n
+            for n in cluster.live.values()
+            if n.node_id != cluster.node_id and not n.draining and self._passed_over.get(n.node_id, now) <= now
+        ]
         held = {n.node_id: self.viewers[(room_id, n.node_id)] for n in nodes}
         filling = [n for n in nodes if 0 < held[n.node_id] < self.limit * max(len(n.workers), 1)]
         if filling:

@@ -179,6 +179,15 @@ async def test_a_keyed_link_between_nodes_is_srtp_and_refuses_forgeries_replays_
         impostor.send_rtp(rtp)
         await until(lambda: edge.statistics.unauthentic > refused)
         assert edge_link.peer == tap.getsockname() and at_edge.rtp == [rtp]
+
+        # a captured datagram replayed from elsewhere once the origin is quiet: the link keeps
+        # its origin's replay window, so it neither opens nor moves the link
+        edge_link.last_heard -= RELEARN_AFTER_SECONDS
+        refused = edge.statistics.unauthentic
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as replayer:
+            replayer.sendto(wire, edge.address)
+            await until(lambda: edge.statistics.unauthentic > refused)
+        assert edge_link.peer == tap.getsockname() and at_edge.rtp == [rtp]
         nursery.cancel_scope.cancel()
     tap.close()
 

@@ -33,6 +33,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+import pylibsrtp
+
 from transport.media_port import Address, MediaPort, bind_udp
 from transport.relay_crypto import KIND_CONTROL, KIND_RTCP, KIND_RTP, LinkCipher, Unauthentic
 
@@ -45,6 +47,9 @@ HEADER_SIZE: Final = _HEADER.size
 Receiver = Callable[[bytes], None]
 #: A learning link takes a new peer once its peer has been silent this long.
 RELEARN_AFTER_SECONDS: Final = 1.0
+#: A keyed link keeps the ciphers of this many peer numbers (an origin restarting comes back
+#: with a new one each time).
+MAX_PEER_CIPHERS: Final = 8
 
 
 class RelayStatistics:
@@ -78,6 +83,7 @@ class RelayLink:
     __slots__ = (
         "_port",
         "cipher",
+        "ciphers",
         "key",
         "last_heard",
         "learn_peer",
@@ -103,6 +109,9 @@ class RelayLink:
         self.number = number
         self.key = key  # a relay between nodes: SRTP with keys of this one (relay_crypto)
         self.cipher: LinkCipher | None = None  # a keyed link's, once its peer's number is known
+        # every authentic peer number's cipher, kept for the link's life: a peer heard before
+        # keeps its replay window and its send index (a replay never opens, no key is reused)
+        self.ciphers: dict[int, LinkCipher] = {}
         self.learn_peer = learn_peer  # takes its peer from the datagrams naming it (an edge's)
         self.on_rtp = on_rtp
         self.on_rtcp = on_rtcp
@@ -172,13 +181,21 @@ class RelayPort:
         with self.lock:
             link.peer = (peer[0], int(peer[1]))
             link.peer_number = peer_number
-            link.cipher = LinkCipher(link.key, link.number, peer_number) if link.key is not None else None
+            link.cipher = self._cipher(link, peer_number) if link.key is not None else None
+            if link.cipher is not None:
+                link.ciphers[peer_number] = link.cipher
 
     def close(self, link: RelayLink) -> None:
         with self.lock:
             if self._links.get(link.number) is link:
                 del self._links[link.number]
             link.peer = None
+
+    @staticmethod
+    def _cipher(link: RelayLink, peer_number: int) -> LinkCipher:
+        """The link's cipher for ``peer_number``: the one it had, else a new one."""
+        assert link.key is not None
+        return link.ciphers.get(peer_number) or LinkCipher(link.key, link.number, peer_number)
 
     def send(self, link: RelayLink, kind: int, data: bytes) -> None:
         """Never blocks (a full buffer drops, counted): from the media thread or Trio's."""
@@ -190,7 +207,11 @@ class RelayPort:
                 cipher = link.cipher
                 if cipher is None:
                     return
-                data = cipher.seal(kind, data)
+                try:
+                    data = cipher.seal(kind, data)
+                except (pylibsrtp.Error, ValueError):  # libsrtp refused (too old to resend?): this one only
+                    self.statistics.send_errors += 1
+                    return
         try:
             header = _HEADER.pack(MAGIC, kind, 0, link.peer_number, link.number)
             self._sock.sendto(header + data, socket.MSG_DONTWAIT, peer)
@@ -222,13 +243,17 @@ class RelayPort:
             if link.key is None and not _is_loopback(address[0]):
                 statistics.wrong_peer += 1
                 return False
-            cipher = LinkCipher(link.key, number, sender) if link.key is not None else None
+            cipher = self._cipher(link, sender) if link.key is not None else None
             try:
                 payload = cipher.open(kind, payload) if cipher is not None else payload
             except Unauthentic:
                 statistics.unauthentic += 1
                 return False
             link.peer, link.peer_number, link.cipher = address[:2], sender, cipher
+            if cipher is not None and sender not in link.ciphers:
+                if len(link.ciphers) >= MAX_PEER_CIPHERS:  # the oldest peer's goes
+                    del link.ciphers[next(iter(link.ciphers))]
+                link.ciphers[sender] = cipher
         elif cipher is not None:
             try:
                 payload = cipher.open(kind, payload)
