@@ -15,6 +15,12 @@ Packetization mode 1 carries three kinds of RTP payload, told by the NAL unit he
 A keyframe starts at its sequence parameter set (SPS, 7) when the encoder sends one in band
 before each IDR (browsers and x264 do), or at the first fragment of its IDR slice (5) when it
 does not; a packet holding either starts one. (PPS, 8, alone does not: it follows the SPS.)
+
+Offer/answer (RFC 6184 8.2.2): a host's format is chosen among the H.264 formats it offers
+(packetization mode 1, the most widely decodable profile first) and answered with its own
+``profile-level-id``; a viewer's, among those it offers, is one whose profile is the host's
+stream's (or contains it) at a level that stream fits, or none (the viewer cannot watch it).
+Not wired in yet: ``[video] codecs``, the answers, the router and the recorder come next.
 """
 
 from __future__ import annotations
@@ -27,7 +33,11 @@ __all__ = [
     "PPS",
     "SPS",
     "STAP_A",
+    "H264Format",
     "ProfileLevel",
+    "choose_host_format",
+    "choose_viewer_format",
+    "host_answer_fmtp",
     "is_keyframe_start",
     "keyframe_start_in",
     "nal_types",
@@ -130,3 +140,69 @@ def parse_profile_level_id(value: str) -> ProfileLevel | None:
                 level_idc = 9  # level 1b
             return ProfileLevel(name, level_idc)
     return None
+
+
+class H264Format(NamedTuple):
+    """One ``a=rtpmap:<pt> H264/90000`` of an offer with its ``a=fmtp`` parameters."""
+
+    payload_type: int
+    fmtp: dict[str, str]
+
+
+# a host's formats in the order the server takes them: what every receiver decodes first
+_HOST_PREFERENCE: Final = ("constrained_baseline", "baseline", "main", "constrained_high", "high")
+
+
+def _mode_1(fmtp: dict[str, str]) -> bool:
+    return fmtp.get("packetization-mode") == "1"
+
+
+def _profile(fmtp: dict[str, str]) -> ProfileLevel | None:
+    # RFC 6184 8.1: absent, the Baseline profile at level 1 is implied
+    return parse_profile_level_id(fmtp.get("profile-level-id", _IMPLIED))
+
+
+_IMPLIED: Final = "42000a"
+
+
+def choose_host_format(offered: list[H264Format]) -> tuple[H264Format, ProfileLevel] | None:
+    """The H.264 format the server takes from a host's offer: packetization mode 1 (the one
+    it forwards), the first profile of _HOST_PREFERENCE the host offers, the offer's order on
+    a tie; None when the host offers none. The answer repeats its ``profile-level-id`` (a
+    profile the host offered, at its own level: the server does not decode)."""
+    usable = [(f, p) for f in offered if _mode_1(f.fmtp) and (p := _profile(f.fmtp)) is not None]
+    for wanted in _HOST_PREFERENCE:
+        for fmt, profile in usable:
+            if profile.profile == wanted:
+                return fmt, profile
+    return None
+
+
+def host_answer_fmtp(fmt: H264Format) -> dict[str, str]:
+    """The ``a=fmtp`` of a host's answered H.264 format: its own ``profile-level-id`` (none
+    when it offered none: the server claims no profile the host did not name)."""
+    fmtp = {"level-asymmetry-allowed": "1", "packetization-mode": "1"}
+    if "profile-level-id" in fmt.fmtp:
+        fmtp["profile-level-id"] = fmt.fmtp["profile-level-id"].lower()
+    return fmtp
+
+
+def choose_viewer_format(offered: list[H264Format], host: ProfileLevel) -> H264Format | None:
+    """The format of a viewer's offer under which it receives a host's stream of profile
+    ``host``: packetization mode 1, the same profile (or, for a constrained-baseline stream,
+    one that contains it: baseline, main, high), at a level no lower than the host's unless
+    the viewer allows asymmetric levels; None when the viewer cannot receive it."""
+    containing = {host.profile}
+    if host.profile == "constrained_baseline":
+        containing |= {"baseline", "main", "constrained_high", "high"}
+    fallback = None
+    for fmt in offered:
+        profile = _profile(fmt.fmtp)
+        if not _mode_1(fmt.fmtp) or profile is None or profile.profile not in containing:
+            continue
+        if profile.level_idc < host.level_idc and fmt.fmtp.get("level-asymmetry-allowed") != "1":
+            continue
+        if profile.profile == host.profile:
+            return fmt
+        fallback = fallback or fmt
+    return fallback

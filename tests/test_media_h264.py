@@ -11,7 +11,11 @@ from media.h264 import (
     PPS,
     SPS,
     STAP_A,
+    H264Format,
     ProfileLevel,
+    choose_host_format,
+    choose_viewer_format,
+    host_answer_fmtp,
     is_keyframe_start,
     keyframe_start_in,
     nal_types,
@@ -95,3 +99,52 @@ def test_profile_level_id(value: str, expected: ProfileLevel) -> None:
 @pytest.mark.parametrize("value", ["", "42e0", "42e01f00", "zze01f", "420f1f", "650000", "42e000"])
 def test_profile_level_ids_that_name_no_profile(value: str) -> None:
     assert parse_profile_level_id(value) is None
+
+
+def fmt(pt: int, profile_level_id: str | None, mode: str | None = "1", asymmetry: bool = True) -> H264Format:
+    fmtp = {"packetization-mode": mode} if mode is not None else {}
+    if profile_level_id is not None:
+        fmtp["profile-level-id"] = profile_level_id
+    if asymmetry:
+        fmtp["level-asymmetry-allowed"] = "1"
+    return H264Format(pt, fmtp)
+
+
+# what Chromium offers for H.264 (OpenH264), in its order
+CHROMIUM = [
+    fmt(102, "42001f", mode="1"),
+    fmt(103, "42001f", mode="0"),
+    fmt(104, "42e01f", mode="1"),
+    fmt(105, "42e01f", mode="0"),
+    fmt(106, "4d001f", mode="1"),
+    fmt(107, "4d001f", mode="0"),
+]
+
+
+def test_a_host_format_is_mode_1_and_the_most_widely_decoded_profile_it_offers() -> None:
+    chosen = choose_host_format(CHROMIUM)
+    assert chosen is not None
+    assert chosen[0].payload_type == 104 and chosen[1] == ProfileLevel("constrained_baseline", 31)
+    assert host_answer_fmtp(chosen[0]) == {
+        "level-asymmetry-allowed": "1",
+        "packetization-mode": "1",
+        "profile-level-id": "42e01f",
+    }
+    # openh264enc's offer (GStreamer) has no profile-level-id: baseline level 1 by default
+    bare = choose_host_format([fmt(96, None)])
+    assert bare is not None and bare[1] == ProfileLevel("baseline", 10)
+    assert "profile-level-id" not in host_answer_fmtp(bare[0])
+    assert choose_host_format([fmt(96, "42e01f", mode="0"), fmt(97, "42e01f", mode=None)]) is None
+    assert choose_host_format([fmt(96, "640c1f"), fmt(97, "4d001f")]) == (fmt(97, "4d001f"), ProfileLevel("main", 31))
+
+
+def test_a_viewer_receives_under_the_same_profile_or_one_containing_it() -> None:
+    constrained = ProfileLevel("constrained_baseline", 31)
+    assert choose_viewer_format(CHROMIUM, constrained) == CHROMIUM[2]  # 42e01f, mode 1
+    assert choose_viewer_format([CHROMIUM[0], CHROMIUM[4]], constrained) == CHROMIUM[0]  # baseline contains it
+    assert choose_viewer_format(CHROMIUM, ProfileLevel("main", 31)) == CHROMIUM[4]
+    assert choose_viewer_format(CHROMIUM, ProfileLevel("high", 31)) is None  # nobody decodes High here
+    assert choose_viewer_format([CHROMIUM[1], CHROMIUM[3]], constrained) is None  # mode 0 only
+    low = [fmt(96, "42e00d", asymmetry=False)]  # level 1.3, no asymmetry: a 3.1 stream is too much
+    assert choose_viewer_format(low, constrained) is None
+    assert choose_viewer_format([fmt(96, "42e00d")], constrained) == fmt(96, "42e00d")
