@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from media.h264 import H264Format, choose_host_format
 from media.streams import SdpError
 
 Direction = Literal["sendrecv", "sendonly", "recvonly", "inactive"]
@@ -234,10 +235,26 @@ def parse_sdp_untrusted(text: str) -> SessionDescription:
     return SessionDescription(session_lines, media)
 
 
-def find_server_codec(section: MediaSection) -> RtpMap | None:
-    """The section's VP8/90000 (video) or Opus/48000 (audio) entry, None if it has none."""
-    name, clock_rate = SERVER_CODECS[section.kind]
-    for rtpmap in section.rtpmaps():
-        if rtpmap.name.lower() == name.lower() and rtpmap.clock_rate == clock_rate:
-            return rtpmap
+def find_server_codec(section: MediaSection, video_codecs: tuple[str, ...] = ("VP8",)) -> RtpMap | None:
+    """The section's entry the server takes: Opus/48000 (audio); for video the first of
+    ``video_codecs`` it offers (VP8/90000, or H264/90000 in packetization mode 1 with a profile
+    media/h264.py chooses), named as the server writes it; None if it has none."""
+    if section.kind != "video":
+        name, clock_rate = SERVER_CODECS[section.kind]
+        return next(
+            (r for r in section.rtpmaps() if r.name.lower() == name.lower() and r.clock_rate == clock_rate), None
+        )
+    maps = [r for r in section.rtpmaps() if r.clock_rate == 90000]
+    for codec in video_codecs:
+        if codec == "VP8":
+            found = next((r for r in maps if r.name.upper() == "VP8"), None)
+            if found is not None:
+                return RtpMap(found.payload_type, "VP8", 90000)
+        elif codec == "H264":
+            formats = [
+                H264Format(r.payload_type, section.fmtp(r.payload_type)) for r in maps if r.name.upper() == "H264"
+            ]
+            chosen = choose_host_format(formats)
+            if chosen is not None:
+                return RtpMap(chosen[0].payload_type, "H264", 90000)
     return None

@@ -129,6 +129,7 @@ from typing import Literal
 
 import msgspec
 
+from media.h264 import H264Format, host_answer_fmtp
 from media.rtp import ABS_SEND_TIME_URI, ALLOWED_EXTENSION_URIS, MID_URI, RID_URI
 from media.sdp import (
     FINGERPRINT,
@@ -198,6 +199,8 @@ class AnswerParams(msgspec.Struct, frozen=True, kw_only=True):
     cname: str = "bitbasel-media"
     stream_id: str = "bitbasel-media"
     session_id: int = msgspec.field(default_factory=lambda: secrets.randbits(62))
+    #: a host's video codecs in the server's preference (``[video] codecs``): "VP8", "H264"
+    video_codecs: tuple[str, ...] = ("VP8",)
 
     def __post_init__(self) -> None:
         if self.role not in ("host", "viewer"):
@@ -281,7 +284,7 @@ def answer_offer_untrusted(offer: str, params: AnswerParams) -> Answer:
     :class:`UnsupportedCodecError` for a host offering video without VP8 or
     audio without Opus; nothing else, whatever the text.
     """
-    reading = read_offer_untrusted(parse_sdp_untrusted(offer), params.role)
+    reading = read_offer_untrusted(parse_sdp_untrusted(offer), params.role, params.video_codecs)
     remote = reading.remote
     setup: Setup = "passive" if remote.setup == "active" else "active"
     sections = _answered_sections(reading, params)
@@ -383,7 +386,7 @@ def _answered_section(
         mid=offered.mid or "",
         kind=kind,
         direction=direction,
-        codec=RtpMap(codec.payload_type, SERVER_CODECS[kind][0], codec.clock_rate, codec.channels),
+        codec=RtpMap(codec.payload_type, _codec_name(kind, codec), codec.clock_rate, codec.channels),
         extensions=extensions,
         echo_allow_mixed=media_mixed and not session_mixed,
         feedback=[feedback for feedback in VIDEO_FEEDBACK if feedback in offered_feedback],
@@ -441,10 +444,19 @@ def _kept_extensions(section: MediaSection, allow_mixed: bool, *, viewer: bool) 
     return kept
 
 
-def _host_fmtp(kind: MediaKind, offered: MediaSection, payload_type: int, params: AnswerParams) -> dict[str, str]:
-    """What a host is asked for: VP8 ``max-fr``; Opus ``maxaveragebitrate`` (bps), and
-    ``useinbandfec=1`` if the offer asks for it."""
+def _codec_name(kind: MediaKind, codec: RtpMap) -> str:
     if kind == "video":
+        return "H264" if codec.name.upper() == "H264" else "VP8"
+    return SERVER_CODECS[kind][0]
+
+
+def _host_fmtp(kind: MediaKind, offered: MediaSection, payload_type: int, params: AnswerParams) -> dict[str, str]:
+    """What a host is asked for: VP8 ``max-fr``; H.264 its own format (media/h264.py);
+    Opus ``maxaveragebitrate`` (bps), and ``useinbandfec=1`` if the offer asks for it."""
+    if kind == "video":
+        codec = next(r for r in offered.rtpmaps() if r.payload_type == payload_type)
+        if codec.name.upper() == "H264":
+            return host_answer_fmtp(H264Format(payload_type, offered.fmtp(payload_type)))
         return {"max-fr": str(params.max_framerate)}
     fmtp = {"maxaveragebitrate": str(params.audio_bitrate_kbps * 1000)}
     if offered.fmtp(payload_type).get("useinbandfec") == "1":
@@ -461,6 +473,7 @@ def _sources(sections: Iterable[AnsweredSection]) -> list[SourceStream]:
             clock_rate=section.codec.clock_rate,
             extensions=dict(section.extensions),
             rids=section.rids,
+            codec=section.codec.name,
         )
         for section in sections
         if section.direction == "recvonly"

@@ -29,6 +29,7 @@ class SourceStream(msgspec.Struct, frozen=True):
     extensions: dict[int, str] = msgspec.field(default_factory=dict)
     # simulcast (RFC 8853): the rids of the host's layers, in its a=simulcast order; () = one stream
     rids: tuple[str, ...] = ()
+    codec: str = "VP8"  # video: "VP8" or "H264"; audio: "opus"
 
 
 class SinkStream(msgspec.Struct, frozen=True):

@@ -325,7 +325,7 @@ def check_answer(offer_text: str, answer: Answer, p: AnswerParams) -> None:
         (codec,) = section.rtpmaps()
         assert section.formats == [str(codec.payload_type)]
         assert str(codec.payload_type) in offered.formats
-        assert (codec.name, codec.clock_rate) in (("VP8", 90000), ("opus", 48000))
+        assert (codec.name, codec.clock_rate) in (("VP8", 90000), ("H264", 90000), ("opus", 48000))
         offered_codec = next(r for r in offered.rtpmaps() if r.payload_type == codec.payload_type)
         assert offered_codec.name.lower() == codec.name.lower()
         # rtcp-fb: only what the offer has for that payload type, among the four
@@ -1036,3 +1036,27 @@ def test_a_viewer_offer_with_simulcast_lines_is_answered_without() -> None:
     )
     result = answer_offer_untrusted(offer, params("viewer"))
     assert "a=simulcast" not in result.sdp and "a=rid" not in result.sdp
+
+
+def test_a_host_offering_h264_gets_it_where_the_server_prefers_it() -> None:
+    """`[video] codecs` (issue 22): VP8 first keeps VP8; H264 first takes the H.264 format of
+    packetization mode 1 (Chromium's 42001f here), answered with the host's own
+    profile-level-id; an offer of H.264 alone is refused only where H.264 is not allowed."""
+    result, _ = answer("chrome-host", video_codecs=("VP8", "H264"))
+    assert media(result)[1].formats == ["96"] and result.sources[1].codec == "VP8"
+
+    result, _ = answer("chrome-host", video_codecs=("H264", "VP8"))
+    video = media(result)[1]
+    assert video.formats == ["102"] and video.rtpmaps()[0].name == "H264"
+    assert video.fmtp(102) == {"level-asymmetry-allowed": "1", "packetization-mode": "1", "profile-level-id": "42001f"}
+    assert video.rtcp_feedback(102) == ["nack", "nack pli", "ccm fir", "goog-remb"]
+    assert [(s.kind, s.codec, s.payload_type) for s in result.sources] == [
+        ("audio", "opus", 111),
+        ("video", "H264", 102),
+    ]
+
+    h264_only = CHROME_HOST_OFFER.replace("a=rtpmap:96 VP8/90000", "a=rtpmap:96 VP9/90000")
+    result = answer_offer_untrusted(h264_only, params("host", video_codecs=("VP8", "H264")))
+    assert result.sources[1].codec == "H264"
+    with pytest.raises(UnsupportedCodecError, match="video offered without VP8"):
+        answer_offer_untrusted(h264_only, params("host"))
