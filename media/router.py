@@ -49,6 +49,7 @@ from collections.abc import Callable
 
 import msgspec
 
+from media import h264
 from media.bwe import ALLOCATION_STEP, LayerPolicy, ViewerBandwidth
 from media.errors import MalformedPacket
 from media.layers import (
@@ -96,7 +97,6 @@ from media.seqmap import SeqMap
 from media.streams import MediaKind, SinkStream, SourceStream
 from media.vp8 import (
     descriptor_length,
-    is_keyframe_start,
     keyframe_size,
     keyframe_start_in,
     read_picture_id,
@@ -351,6 +351,8 @@ class _Source:
         "highest_ts",
         "index",
         "is_video",
+        "is_vp8",
+        "keyframe_start_in",
         "kf_pending",
         "kf_urgent",
         "kind",
@@ -379,6 +381,12 @@ class _Source:
         self.stream = stream
         self.kind: MediaKind = stream.kind
         self.is_video = stream.kind == "video"
+        # VP8's descriptor (temporal layers, picture ids to rewrite, the frame size) or H.264's
+        # NAL units (media/h264.py: keyframes only)
+        self.is_vp8 = self.is_video and stream.codec != "H264"
+        self.keyframe_start_in: Callable[[bytes, int, int], bool] = (
+            h264.keyframe_start_in if stream.codec == "H264" else keyframe_start_in
+        )
         self.rid = rid
         self.index = 0  # its place among the video layers, lowest first (Router._number_layers)
         self.ssrc: int | None = None
@@ -534,8 +542,8 @@ class Router:
             if entry is None:
                 continue
             hdr, data = entry
-            if not is_keyframe_start(data[hdr.payload_offset : hdr.payload_end]):
-                continue
+            if not src.is_vp8 or not src.keyframe_start_in(data, hdr.payload_offset, hdr.payload_end):
+                continue  # (an H.264 room has no thumbnail yet)
             frame = vp8_frame(cache, start, hdr.timestamp)
             if frame is not None:
                 return frame
@@ -722,13 +730,13 @@ class Router:
             relay.send_rtp(data)
         temporal = 0
         if src.is_video:
-            temporal = temporal_of(data, hdr.payload_offset)
+            temporal = temporal_of(data, hdr.payload_offset) if src.is_vp8 else 4  # H.264: one layer
             src.tid_bytes[temporal & 3] += len(data)
             nack = src.nack
             nack.on_packet(ext, now)
             if now >= nack.next_due:
                 self._send_nacks(src, now)
-            if keyframe_start_in(data, hdr.payload_offset, hdr.payload_end):
+            if src.keyframe_start_in(data, hdr.payload_offset, hdr.payload_end):
                 src.kf_pending = src.kf_urgent = False
                 self._on_keyframe(src, hdr, data)
         if src.tracks:
@@ -1103,7 +1111,7 @@ class Router:
 
     def _on_keyframe(self, src: _Source, hdr: RtpHeader, data: bytes) -> None:
         """A keyframe of ``src`` starts: note its size, and switch the tracks waiting for it."""
-        size = keyframe_size(data[hdr.payload_offset : hdr.payload_end])
+        size = keyframe_size(data[hdr.payload_offset : hdr.payload_end]) if src.is_vp8 else None
         if size is not None and size != src.size:
             src.size = size
             self._order_layers()
@@ -1237,7 +1245,9 @@ class Router:
     def _bind(self, src: _Source, track: _Track) -> None:
         plan = make_extension_plan(src.stream.extensions, track.sink.extensions, track.sink.mid)
         track.plan = None if plan.is_empty else self._intern_plan(plan)
-        track.variant = self._variant(track.plan, track.pid_offset if src.is_video else 0, track.tl0_offset)
+        track.variant = self._variant(track.plan, track.pid_offset if src.is_vp8 else 0, track.tl0_offset)
+        # the viewer's payload type for the host's codec (it negotiated each it can receive)
+        track.pt = track.sink.payload_types.get(src.stream.codec, track.sink.payload_type) & 0x7F
         track.source = src
         src.tracks.append(track)
 
@@ -1261,7 +1271,7 @@ class Router:
         pid: int | None = None
         bits = 0
         tl0: int | None = None
-        if src.is_video:
+        if src.is_vp8:
             entry = src.cache.get(src.highest_seq)
             if entry is not None:
                 hdr, data = entry
@@ -1299,14 +1309,14 @@ class Router:
         src.sr = None
         src.nack.reset()
         src.cache.clear()
-        if src.is_video and src.tracks and not is_keyframe_start(data[hdr.payload_offset : hdr.payload_end]):
+        if src.is_video and src.tracks and not src.keyframe_start_in(data, hdr.payload_offset, hdr.payload_end):
             # every viewer on it now waits for a keyframe of the new source: ask at once
             self._request_keyframe(src, now, urgent=True, cause="publisher")
 
     def _start_track(self, t: _Track, src: _Source, hdr: RtpHeader, data: bytes, now: float) -> None:
         pid: int | None = None
         tl0_at = -1
-        if src.is_video and t.has_history:
+        if src.is_vp8 and t.has_history:
             pid, _bits = read_picture_id(data, hdr.payload_offset)
             tl0_at = tl0_pic_idx_location(data, hdr.payload_offset)
         t.start(src.epoch, hdr.sequence_number, hdr.timestamp, now, pid, t.bridge_ts)
@@ -1314,7 +1324,7 @@ class Router:
         t.tid_cap = t.tid_want  # a keyframe: every temporal layer wanted may follow
         if tl0_at >= 0 and t.last_out_tl0 is not None:
             t.tl0_offset = (t.last_out_tl0 + 1 - data[tl0_at]) & 0xFF
-        t.variant = self._variant(t.plan, t.pid_offset if src.is_video else 0, t.tl0_offset)
+        t.variant = self._variant(t.plan, t.pid_offset if src.is_vp8 else 0, t.tl0_offset)
 
     def _fan_out(self, src: _Source, hdr: RtpHeader, data: bytes, now: float, temporal: int, in_order: bool) -> None:
         """Send one host packet to every track on its source. ``temporal``: its VP8 temporal
@@ -1341,8 +1351,7 @@ class Router:
             if t.epoch != epoch:
                 if src.is_video:
                     if keyframe < 0:
-                        payload = data[hdr.payload_offset : hdr.payload_end]
-                        keyframe = 1 if is_keyframe_start(payload) else 0
+                        keyframe = 1 if src.keyframe_start_in(data, hdr.payload_offset, hdr.payload_end) else 0
                     if not keyframe:
                         waiting += 1
                         continue
@@ -1491,7 +1500,7 @@ class Router:
         if mapped is not None:
             in_seq, pid_offset = mapped
             variant = track.variant
-            if src.is_video and pid_offset != track.pid_offset:  # sent before a temporal skip
+            if src.is_vp8 and pid_offset != track.pid_offset:  # sent before a temporal skip
                 variant = self._variant(track.plan, pid_offset, track.tl0_offset)
             return src, in_seq, track.ts_offset, variant
         previous = track.previous_input_seq(out_seq)

@@ -331,6 +331,8 @@ class AnsweredSection:
     ssrc: int | None
     candidates: bool
     rids: tuple[str, ...] = ()  # a simulcast host's layers, in its a=simulcast order
+    # a viewer's video: its other codec (H.264 beside VP8) and that one's a=fmtp, as offered
+    more: tuple[tuple[RtpMap, dict[str, str]], ...] = ()
 
 
 def _answered_sections(reading: OfferReading, params: AnswerParams) -> dict[int, AnsweredSection]:
@@ -370,7 +372,7 @@ def _answered_section(
 ) -> AnsweredSection:
     """``offered``: the offer's section with only the server's codec left."""
     kind: MediaKind = "video" if offered.kind == "video" else "audio"
-    codec = _codec(offered)
+    codec, *others = _codecs(offered)
     media_mixed = bool(offered.attributes("extmap-allow-mixed"))
     offered_feedback = offered.rtcp_feedback(codec.payload_type) if kind == "video" else []
     host = params.role == "host"
@@ -395,6 +397,10 @@ def _answered_section(
         ssrc=params.ssrcs[kind] if direction == "sendonly" else None,
         candidates=candidates,
         rids=rids,
+        more=tuple(
+            (RtpMap(other.payload_type, _codec_name(kind, other), other.clock_rate), offered.fmtp(other.payload_type))
+            for other in others
+        ),
     )
 
 
@@ -420,15 +426,17 @@ def _simulcast_rids(offered: MediaSection) -> tuple[str, ...]:
     return ()
 
 
-def _codec(section: MediaSection) -> RtpMap:
-    """The section's one codec, with a payload type RTP can carry."""
+def _codecs(section: MediaSection) -> list[RtpMap]:
+    """The section's codecs (one; a viewer's video: one or two), with payload types RTP can
+    carry."""
     codecs = section.rtpmaps()
-    if len(codecs) != 1:
+    if not codecs or len(codecs) != len(section.formats):
         raise SdpError(f"{section.kind} section: unusable a=rtpmap for {SERVER_CODECS[section.kind][0]}")
-    pt = codecs[0].payload_type
-    if pt > 127 or 64 <= pt <= 95:
-        raise SdpError(f"{section.kind} payload type {pt} is not usable with rtcp-mux (RFC 5761: 96-127 or 0-63)")
-    return codecs[0]
+    for codec in codecs:
+        pt = codec.payload_type
+        if pt > 127 or 64 <= pt <= 95:
+            raise SdpError(f"{section.kind} payload type {pt} is not usable with rtcp-mux (RFC 5761: 96-127 or 0-63)")
+    return codecs
 
 
 def _kept_extensions(section: MediaSection, allow_mixed: bool, *, viewer: bool) -> dict[int, str]:
@@ -490,6 +498,9 @@ def _sinks(sections: Iterable[AnsweredSection]) -> list[SinkStream]:
             clock_rate=section.codec.clock_rate,
             extensions={uri: ext_id for ext_id, uri in section.extensions.items()},
             mid=section.mid,
+            payload_types={
+                codec.name: codec.payload_type for codec in [section.codec, *(other for other, _ in section.more)]
+            },
         )
         for section in sections
         if section.ssrc is not None
@@ -512,7 +523,7 @@ def _render(reading: OfferReading, sections: dict[int, AnsweredSection], params:
                     offered.kind,
                     params.candidates[0][1],
                     offered.proto,
-                    [str(section.codec.payload_type)],
+                    [str(section.codec.payload_type), *(str(codec.payload_type) for codec, _ in section.more)],
                     _section_lines(section, params, setup),
                 )
             )
@@ -567,6 +578,11 @@ def _codec_lines(section: AnsweredSection) -> list[str]:
     lines += [f"a=rtcp-fb:{pt} {feedback}" for feedback in section.feedback]
     if section.fmtp:
         lines.append(f"a=fmtp:{pt} " + ";".join(f"{key}={value}" for key, value in section.fmtp.items()))
+    for other, fmtp in section.more:
+        lines.append(f"a=rtpmap:{other.payload_type} {other.name}/{other.clock_rate}")
+        lines += [f"a=rtcp-fb:{other.payload_type} {feedback}" for feedback in section.feedback]
+        if fmtp:
+            lines.append(f"a=fmtp:{other.payload_type} " + ";".join(f"{key}={value}" for key, value in fmtp.items()))
     return lines
 
 

@@ -30,6 +30,7 @@ from media.sdp import (
     MediaSection,
     SessionDescription,
     find_server_codec,
+    viewer_video_codecs,
 )
 from media.streams import SdpError, UnsupportedCodecError
 
@@ -173,6 +174,8 @@ def _rejection(section: MediaSection, mid: str | None, group: list[str] | None, 
         return "port 0 (disabled by the offerer)"
     if group is not None and not in_group:
         return "not in the offer's (first) BUNDLE group"
+    if role == "viewer" and section.kind == "video" and not viewer_video_codecs(section):
+        return "video offered without VP8 or H264"
     if role == "viewer" and find_server_codec(section) is None:
         return f"{section.kind} offered without {SERVER_CODECS[section.kind][0]}"
     return None
@@ -191,6 +194,11 @@ def _cut_to_server_codecs(
         section = description.media[i]
         if section.mid is None:
             raise SdpError(f"{section.kind} section without a=mid")
+        if role == "viewer" and section.kind == "video":
+            receivable = viewer_video_codecs(section)
+            if receivable:  # every codec it can receive: it watches whichever the host publishes
+                answered[i] = section.with_only_payload_type(*(r.payload_type for r in receivable))
+                continue
         codec = find_server_codec(section, video_codecs)
         if codec is None:
             names = " or ".join(video_codecs) if section.kind == "video" else SERVER_CODECS[section.kind][0]

@@ -42,6 +42,8 @@ class SinkStream(msgspec.Struct, frozen=True):
     # header extensions negotiated with the viewer: URI -> id
     extensions: dict[str, int] = msgspec.field(default_factory=dict)
     mid: str | None = None  # the viewer's MID for this m-line
+    # the viewer's payload type per codec it receives ("VP8", "H264"; audio: "opus")
+    payload_types: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class SdpError(ValueError):
