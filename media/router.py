@@ -578,7 +578,8 @@ class Router:
         """Whether a host RTP packet goes into a recording: audio, and the video layer being
         recorded (the top one that flows, chosen by ``tick``; the only one without simulcast)."""
         src = self._by_ssrc.get(int.from_bytes(data[8:12], "big")) if len(data) >= 12 else None
-        return src is not None and (not src.is_video or src is self._recorded)
+        # (recordings are WebM: an H.264 room's is its audio alone until Matroska, issue 22)
+        return src is not None and (not src.is_video or (src is self._recorded and src.is_vp8))
 
     @property
     def packets_in(self) -> int:
@@ -1057,7 +1058,7 @@ class Router:
             if kind == "audio":
                 if self._audio is not None:
                     self._bind(self._audio, track)
-            elif self._layers:
+            elif self._layers and _receives(track, self._layers[0]):  # (else audio alone)
                 layer, tid, _padding, _reason = self._choose(viewer, now)
                 if layer != AUDIO_ONLY:
                     track.tid_want = track.tid_cap = tid
@@ -1617,6 +1618,12 @@ def _build_body(variant: _Variant, hdr: RtpHeader, data: bytes, send_time: bytes
             rewrite_tl0_pic_idx(buf, variant.tl0_delta, start)
         body = bytes(buf)
     return b0, body
+
+
+def _receives(track: _Track, src: _Source) -> bool:
+    """Whether the viewer negotiated the source's codec (a sink of no codec list takes VP8)."""
+    codecs = track.sink.payload_types
+    return src.stream.codec in codecs if codecs else src.stream.codec == "VP8"
 
 
 def vp8_frame(cache: PacketCache[tuple[RtpHeader, bytes]], first_seq: int, timestamp: int) -> bytes | None:

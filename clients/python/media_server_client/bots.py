@@ -41,6 +41,7 @@ from aiortc import (
     RTCIceServer,
     RTCIceTransportPolicy,
     RTCPeerConnection,
+    RTCRtpSender,
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError
@@ -429,15 +430,23 @@ async def open_host(
     record_sent_rtp: bool = False,
     reconnect_for: float = 60.0,
     backoff: Backoff = DEFAULT_BACKOFF,
+    video_codec: str | None = None,
 ) -> AsyncIterator[Bot]:
     """Join `room_id` as host and publish `tracks` (default: a test pattern and a tone); after an
     abnormal close, reconnect and publish them again for up to `reconnect_for` seconds (0: never).
-    The tracks are stopped when the bot is left."""
+    The tracks are stopped when the bot is left. `video_codec` ("VP8", "H264"): offer only that
+    one for video (default: aiortc's list)."""
     sources = [TestPatternTrack(), ToneTrack()] if tracks is None else list(tracks)
 
     def prepare(pc: RTCPeerConnection) -> None:
         for track in sources:
-            pc.addTransceiver(LentTrack(track), direction="sendonly")
+            transceiver = pc.addTransceiver(LentTrack(track), direction="sendonly")
+            if video_codec is not None and track.kind == "video":
+                codecs = RTCRtpSender.getCapabilities("video").codecs
+                wanted = [c for c in codecs if c.mimeType.lower() == f"video/{video_codec}".lower()]
+                if not wanted:
+                    raise ValueError(f"aiortc cannot send {video_codec}")
+                transceiver.setCodecPreferences(wanted)
 
     def start(bot: Bot, nursery: trio.Nursery) -> None:
         if record_sent_rtp:
