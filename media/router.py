@@ -1058,7 +1058,11 @@ class Router:
             if kind == "audio":
                 if self._audio is not None:
                     self._bind(self._audio, track)
-            elif self._layers and _receives(track, self._layers[0]):  # (else audio alone)
+            elif self._layers and not _receives(track, self._layers[0]):
+                if viewer.announced is None or viewer.announced.reason != "codec":  # told once per host
+                    viewer.announced = change = QualityChange(viewer.id, "audio_only", None, None, "codec")
+                    self._quality_changes.append(change)
+            elif self._layers:
                 layer, tid, _padding, _reason = self._choose(viewer, now)
                 if layer != AUDIO_ONLY:
                     track.tid_want = track.tid_cap = tid
@@ -1162,7 +1166,7 @@ class Router:
     def _note_quality(self, viewer: _Viewer, now: float) -> None:
         """Queue a QualityChange when what the viewer gets is not what it was last told."""
         track = viewer.tracks.get("video")
-        if track is None or not self._layers:
+        if track is None or not self._layers or not _receives(track, self._layers[0]):
             return
         src = track.source
         if src is None:

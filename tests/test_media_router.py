@@ -13,6 +13,7 @@ from media.router import (
     RETRANSMIT_MIN_BYTES_PER_SECOND,
     RETRANSMIT_RATE_SHARE,
     VIEWER_RTCP_PER_SECOND,
+    QualityChange,
     Router,
 )
 from media.rtcp import (
@@ -541,3 +542,6 @@ def test_a_viewer_without_the_hosts_codec_gets_its_audio_alone() -> None:
     router.on_publisher_rtp(idr, 0.1)
     router.on_publisher_rtp(opus, 0.1)
     assert [packet[1] & 0x7F for packet in sent] == [109]  # the audio alone
+    assert router.take_quality_changes() == [QualityChange("v", "audio_only", None, None, "codec")]
+    router.tick(1.0)
+    assert router.take_quality_changes() == []  # told once
