@@ -513,6 +513,9 @@ class PeerSession:
                         Error(code="kicked", message="a moderator removed you from this room; do not rejoin"),
                     )
                 case QualityChanged(layer=layer, width=width, height=height, reason=reason):
+                    if reason == "codec":  # the room's video codec is not one this viewer receives
+                        message = "the room's video codec is not one your offer can receive: audio only"
+                        await self._send(Error(code="unsupported_codec", message=message))
                     await self._send(QualityUpdate(layer=layer, width=width, height=height, reason=reason))
                 case LayersNeeded(active=active):
                     await self._send(Layers(active=active))

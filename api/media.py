@@ -42,6 +42,7 @@ class MediaConnections:
             video_bitrate_kbps=config.video.target_bitrate_kbps,
             max_framerate=config.video.max_framerate,
             audio_bitrate_kbps=config.audio.bitrate_kbps,
+            video_codecs=config.video.host_codecs,
         )
 
     def publisher(self, counters: TransportCounters, *, label: str) -> PeerConnection:

@@ -56,8 +56,24 @@ class RoomsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     idle_timeout_seconds: Positive = 300
 
 
+VideoCodec = Literal["VP8", "H264"]
+
+
 class VideoConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    codec: Literal["VP8"] = "VP8"
+    # the video codecs a host may publish, in the server's preference (issue 22); the seed's
+    # `codec = "VP8"` stays valid and means ["VP8"]
+    codecs: list[VideoCodec] = msgspec.field(default_factory=lambda: ["VP8", "H264"])
+    codec: Literal["VP8"] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.codecs or len(set(self.codecs)) != len(self.codecs):
+            raise ValueError("codecs must name each of VP8, H264 at most once, and at least one")
+
+    @property
+    def host_codecs(self) -> tuple[str, ...]:
+        """The codecs a host may publish, in preference (``codec`` given: VP8 alone)."""
+        return ("VP8",) if self.codec is not None else tuple(self.codecs)
+
     target_bitrate_kbps: Annotated[int, msgspec.Meta(ge=30, le=100_000)] = 1500
     max_framerate: Annotated[int, msgspec.Meta(ge=1, le=120)] = 30
 

@@ -49,6 +49,7 @@ from collections.abc import Callable
 
 import msgspec
 
+from media import h264
 from media.bwe import ALLOCATION_STEP, LayerPolicy, ViewerBandwidth
 from media.errors import MalformedPacket
 from media.layers import (
@@ -96,7 +97,6 @@ from media.seqmap import SeqMap
 from media.streams import MediaKind, SinkStream, SourceStream
 from media.vp8 import (
     descriptor_length,
-    is_keyframe_start,
     keyframe_size,
     keyframe_start_in,
     read_picture_id,
@@ -351,6 +351,8 @@ class _Source:
         "highest_ts",
         "index",
         "is_video",
+        "is_vp8",
+        "keyframe_start_in",
         "kf_pending",
         "kf_urgent",
         "kind",
@@ -379,6 +381,12 @@ class _Source:
         self.stream = stream
         self.kind: MediaKind = stream.kind
         self.is_video = stream.kind == "video"
+        # VP8's descriptor (temporal layers, picture ids to rewrite, the frame size) or H.264's
+        # NAL units (media/h264.py: keyframes only)
+        self.is_vp8 = self.is_video and stream.codec != "H264"
+        self.keyframe_start_in: Callable[[bytes, int, int], bool] = (
+            h264.keyframe_start_in if stream.codec == "H264" else keyframe_start_in
+        )
         self.rid = rid
         self.index = 0  # its place among the video layers, lowest first (Router._number_layers)
         self.ssrc: int | None = None
@@ -534,8 +542,8 @@ class Router:
             if entry is None:
                 continue
             hdr, data = entry
-            if not is_keyframe_start(data[hdr.payload_offset : hdr.payload_end]):
-                continue
+            if not src.is_vp8 or not src.keyframe_start_in(data, hdr.payload_offset, hdr.payload_end):
+                continue  # (an H.264 room has no thumbnail yet)
             frame = vp8_frame(cache, start, hdr.timestamp)
             if frame is not None:
                 return frame
@@ -570,7 +578,8 @@ class Router:
         """Whether a host RTP packet goes into a recording: audio, and the video layer being
         recorded (the top one that flows, chosen by ``tick``; the only one without simulcast)."""
         src = self._by_ssrc.get(int.from_bytes(data[8:12], "big")) if len(data) >= 12 else None
-        return src is not None and (not src.is_video or src is self._recorded)
+        # (recordings are WebM: an H.264 room's is its audio alone until Matroska, issue 22)
+        return src is not None and (not src.is_video or (src is self._recorded and src.is_vp8))
 
     @property
     def packets_in(self) -> int:
@@ -722,13 +731,13 @@ class Router:
             relay.send_rtp(data)
         temporal = 0
         if src.is_video:
-            temporal = temporal_of(data, hdr.payload_offset)
+            temporal = temporal_of(data, hdr.payload_offset) if src.is_vp8 else 4  # H.264: one layer
             src.tid_bytes[temporal & 3] += len(data)
             nack = src.nack
             nack.on_packet(ext, now)
             if now >= nack.next_due:
                 self._send_nacks(src, now)
-            if keyframe_start_in(data, hdr.payload_offset, hdr.payload_end):
+            if src.keyframe_start_in(data, hdr.payload_offset, hdr.payload_end):
                 src.kf_pending = src.kf_urgent = False
                 self._on_keyframe(src, hdr, data)
         if src.tracks:
@@ -1049,6 +1058,10 @@ class Router:
             if kind == "audio":
                 if self._audio is not None:
                     self._bind(self._audio, track)
+            elif self._layers and not _receives(track, self._layers[0]):
+                if viewer.announced is None or viewer.announced.reason != "codec":  # told once per host
+                    viewer.announced = change = QualityChange(viewer.id, "audio_only", None, None, "codec")
+                    self._quality_changes.append(change)
             elif self._layers:
                 layer, tid, _padding, _reason = self._choose(viewer, now)
                 if layer != AUDIO_ONLY:
@@ -1103,7 +1116,7 @@ class Router:
 
     def _on_keyframe(self, src: _Source, hdr: RtpHeader, data: bytes) -> None:
         """A keyframe of ``src`` starts: note its size, and switch the tracks waiting for it."""
-        size = keyframe_size(data[hdr.payload_offset : hdr.payload_end])
+        size = keyframe_size(data[hdr.payload_offset : hdr.payload_end]) if src.is_vp8 else None
         if size is not None and size != src.size:
             src.size = size
             self._order_layers()
@@ -1153,7 +1166,7 @@ class Router:
     def _note_quality(self, viewer: _Viewer, now: float) -> None:
         """Queue a QualityChange when what the viewer gets is not what it was last told."""
         track = viewer.tracks.get("video")
-        if track is None or not self._layers:
+        if track is None or not self._layers or not _receives(track, self._layers[0]):
             return
         src = track.source
         if src is None:
@@ -1237,7 +1250,9 @@ class Router:
     def _bind(self, src: _Source, track: _Track) -> None:
         plan = make_extension_plan(src.stream.extensions, track.sink.extensions, track.sink.mid)
         track.plan = None if plan.is_empty else self._intern_plan(plan)
-        track.variant = self._variant(track.plan, track.pid_offset if src.is_video else 0, track.tl0_offset)
+        track.variant = self._variant(track.plan, track.pid_offset if src.is_vp8 else 0, track.tl0_offset)
+        # the viewer's payload type for the host's codec (it negotiated each it can receive)
+        track.pt = track.sink.payload_types.get(src.stream.codec, track.sink.payload_type) & 0x7F
         track.source = src
         src.tracks.append(track)
 
@@ -1261,7 +1276,7 @@ class Router:
         pid: int | None = None
         bits = 0
         tl0: int | None = None
-        if src.is_video:
+        if src.is_vp8:
             entry = src.cache.get(src.highest_seq)
             if entry is not None:
                 hdr, data = entry
@@ -1299,14 +1314,14 @@ class Router:
         src.sr = None
         src.nack.reset()
         src.cache.clear()
-        if src.is_video and src.tracks and not is_keyframe_start(data[hdr.payload_offset : hdr.payload_end]):
+        if src.is_video and src.tracks and not src.keyframe_start_in(data, hdr.payload_offset, hdr.payload_end):
             # every viewer on it now waits for a keyframe of the new source: ask at once
             self._request_keyframe(src, now, urgent=True, cause="publisher")
 
     def _start_track(self, t: _Track, src: _Source, hdr: RtpHeader, data: bytes, now: float) -> None:
         pid: int | None = None
         tl0_at = -1
-        if src.is_video and t.has_history:
+        if src.is_vp8 and t.has_history:
             pid, _bits = read_picture_id(data, hdr.payload_offset)
             tl0_at = tl0_pic_idx_location(data, hdr.payload_offset)
         t.start(src.epoch, hdr.sequence_number, hdr.timestamp, now, pid, t.bridge_ts)
@@ -1314,7 +1329,7 @@ class Router:
         t.tid_cap = t.tid_want  # a keyframe: every temporal layer wanted may follow
         if tl0_at >= 0 and t.last_out_tl0 is not None:
             t.tl0_offset = (t.last_out_tl0 + 1 - data[tl0_at]) & 0xFF
-        t.variant = self._variant(t.plan, t.pid_offset if src.is_video else 0, t.tl0_offset)
+        t.variant = self._variant(t.plan, t.pid_offset if src.is_vp8 else 0, t.tl0_offset)
 
     def _fan_out(self, src: _Source, hdr: RtpHeader, data: bytes, now: float, temporal: int, in_order: bool) -> None:
         """Send one host packet to every track on its source. ``temporal``: its VP8 temporal
@@ -1341,8 +1356,7 @@ class Router:
             if t.epoch != epoch:
                 if src.is_video:
                     if keyframe < 0:
-                        payload = data[hdr.payload_offset : hdr.payload_end]
-                        keyframe = 1 if is_keyframe_start(payload) else 0
+                        keyframe = 1 if src.keyframe_start_in(data, hdr.payload_offset, hdr.payload_end) else 0
                     if not keyframe:
                         waiting += 1
                         continue
@@ -1491,7 +1505,7 @@ class Router:
         if mapped is not None:
             in_seq, pid_offset = mapped
             variant = track.variant
-            if src.is_video and pid_offset != track.pid_offset:  # sent before a temporal skip
+            if src.is_vp8 and pid_offset != track.pid_offset:  # sent before a temporal skip
                 variant = self._variant(track.plan, pid_offset, track.tl0_offset)
             return src, in_seq, track.ts_offset, variant
         previous = track.previous_input_seq(out_seq)
@@ -1608,6 +1622,12 @@ def _build_body(variant: _Variant, hdr: RtpHeader, data: bytes, send_time: bytes
             rewrite_tl0_pic_idx(buf, variant.tl0_delta, start)
         body = bytes(buf)
     return b0, body
+
+
+def _receives(track: _Track, src: _Source) -> bool:
+    """Whether the viewer negotiated the source's codec (a sink of no codec list takes VP8)."""
+    codecs = track.sink.payload_types
+    return src.stream.codec in codecs if codecs else src.stream.codec == "VP8"
 
 
 def vp8_frame(cache: PacketCache[tuple[RtpHeader, bytes]], first_seq: int, timestamp: int) -> bytes | None:

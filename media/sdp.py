@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from media.h264 import H264Format, ProfileLevel, choose_host_format, choose_viewer_format
 from media.streams import SdpError
 
 Direction = Literal["sendrecv", "sendonly", "recvonly", "inactive"]
@@ -147,18 +148,18 @@ class MediaSection:
             out[ext_id] = uri
         return out
 
-    def with_only_payload_type(self, payload_type: int) -> MediaSection:
-        """This section with one format: every other one gone, with the rtpmap / fmtp /
-        rtcp-fb lines that name it (lines for ``*`` stay)."""
-        keep = str(payload_type)
+    def with_only_payload_type(self, payload_type: int, *more: int) -> MediaSection:
+        """This section with these formats alone: every other one gone, with the rtpmap /
+        fmtp / rtcp-fb lines that name it (lines for ``*`` stay)."""
+        keep = [str(payload_type), *(str(pt) for pt in more)]
         lines = []
         for line in self.lines:
             if line.startswith(("a=rtpmap:", "a=fmtp:", "a=rtcp-fb:")):
                 pt_text = line.partition(":")[2].partition(" ")[0]
-                if pt_text not in (keep, "*"):
+                if pt_text not in keep and pt_text != "*":
                     continue
             lines.append(line)
-        return dataclasses.replace(self, formats=[keep], lines=lines)
+        return dataclasses.replace(self, formats=keep, lines=lines)
 
     def to_lines(self) -> list[str]:
         m_line = f"m={self.kind} {self.port} {self.proto} {' '.join(self.formats)}".rstrip()
@@ -234,10 +235,42 @@ def parse_sdp_untrusted(text: str) -> SessionDescription:
     return SessionDescription(session_lines, media)
 
 
-def find_server_codec(section: MediaSection) -> RtpMap | None:
-    """The section's VP8/90000 (video) or Opus/48000 (audio) entry, None if it has none."""
-    name, clock_rate = SERVER_CODECS[section.kind]
-    for rtpmap in section.rtpmaps():
-        if rtpmap.name.lower() == name.lower() and rtpmap.clock_rate == clock_rate:
-            return rtpmap
+def viewer_video_codecs(section: MediaSection) -> list[RtpMap]:
+    """What a viewer's video section can receive of the server's codecs, VP8 first: its VP8,
+    and its H.264 format of packetization mode 1 for a constrained-baseline stream (what the
+    server takes from a host first, media/h264.py), each named as the server writes it."""
+    maps = [r for r in section.rtpmaps() if r.clock_rate == 90000]
+    found = []
+    vp8 = next((r for r in maps if r.name.upper() == "VP8"), None)
+    if vp8 is not None:
+        found.append(RtpMap(vp8.payload_type, "VP8", 90000))
+    h264 = [H264Format(r.payload_type, section.fmtp(r.payload_type)) for r in maps if r.name.upper() == "H264"]
+    chosen = choose_viewer_format(h264, ProfileLevel("constrained_baseline", 31))
+    if chosen is not None:
+        found.append(RtpMap(chosen.payload_type, "H264", 90000))
+    return found
+
+
+def find_server_codec(section: MediaSection, video_codecs: tuple[str, ...] = ("VP8",)) -> RtpMap | None:
+    """The section's entry the server takes: Opus/48000 (audio); for video the first of
+    ``video_codecs`` it offers (VP8/90000, or H264/90000 in packetization mode 1 with a profile
+    media/h264.py chooses), named as the server writes it; None if it has none."""
+    if section.kind != "video":
+        name, clock_rate = SERVER_CODECS[section.kind]
+        return next(
+            (r for r in section.rtpmaps() if r.name.lower() == name.lower() and r.clock_rate == clock_rate), None
+        )
+    maps = [r for r in section.rtpmaps() if r.clock_rate == 90000]
+    for codec in video_codecs:
+        if codec == "VP8":
+            found = next((r for r in maps if r.name.upper() == "VP8"), None)
+            if found is not None:
+                return RtpMap(found.payload_type, "VP8", 90000)
+        elif codec == "H264":
+            formats = [
+                H264Format(r.payload_type, section.fmtp(r.payload_type)) for r in maps if r.name.upper() == "H264"
+            ]
+            chosen = choose_host_format(formats)
+            if chosen is not None:
+                return RtpMap(chosen[0].payload_type, "H264", 90000)
     return None

@@ -129,6 +129,7 @@ from typing import Literal
 
 import msgspec
 
+from media.h264 import H264Format, host_answer_fmtp
 from media.rtp import ABS_SEND_TIME_URI, ALLOWED_EXTENSION_URIS, MID_URI, RID_URI
 from media.sdp import (
     FINGERPRINT,
@@ -198,6 +199,8 @@ class AnswerParams(msgspec.Struct, frozen=True, kw_only=True):
     cname: str = "bitbasel-media"
     stream_id: str = "bitbasel-media"
     session_id: int = msgspec.field(default_factory=lambda: secrets.randbits(62))
+    #: a host's video codecs in the server's preference (``[video] codecs``): "VP8", "H264"
+    video_codecs: tuple[str, ...] = ("VP8",)
 
     def __post_init__(self) -> None:
         if self.role not in ("host", "viewer"):
@@ -281,7 +284,7 @@ def answer_offer_untrusted(offer: str, params: AnswerParams) -> Answer:
     :class:`UnsupportedCodecError` for a host offering video without VP8 or
     audio without Opus; nothing else, whatever the text.
     """
-    reading = read_offer_untrusted(parse_sdp_untrusted(offer), params.role)
+    reading = read_offer_untrusted(parse_sdp_untrusted(offer), params.role, params.video_codecs)
     remote = reading.remote
     setup: Setup = "passive" if remote.setup == "active" else "active"
     sections = _answered_sections(reading, params)
@@ -328,6 +331,8 @@ class AnsweredSection:
     ssrc: int | None
     candidates: bool
     rids: tuple[str, ...] = ()  # a simulcast host's layers, in its a=simulcast order
+    # a viewer's video: its other codec (H.264 beside VP8) and that one's a=fmtp, as offered
+    more: tuple[tuple[RtpMap, dict[str, str]], ...] = ()
 
 
 def _answered_sections(reading: OfferReading, params: AnswerParams) -> dict[int, AnsweredSection]:
@@ -367,7 +372,7 @@ def _answered_section(
 ) -> AnsweredSection:
     """``offered``: the offer's section with only the server's codec left."""
     kind: MediaKind = "video" if offered.kind == "video" else "audio"
-    codec = _codec(offered)
+    codec, *others = _codecs(offered)
     media_mixed = bool(offered.attributes("extmap-allow-mixed"))
     offered_feedback = offered.rtcp_feedback(codec.payload_type) if kind == "video" else []
     host = params.role == "host"
@@ -383,7 +388,7 @@ def _answered_section(
         mid=offered.mid or "",
         kind=kind,
         direction=direction,
-        codec=RtpMap(codec.payload_type, SERVER_CODECS[kind][0], codec.clock_rate, codec.channels),
+        codec=RtpMap(codec.payload_type, _codec_name(kind, codec), codec.clock_rate, codec.channels),
         extensions=extensions,
         echo_allow_mixed=media_mixed and not session_mixed,
         feedback=[feedback for feedback in VIDEO_FEEDBACK if feedback in offered_feedback],
@@ -392,6 +397,10 @@ def _answered_section(
         ssrc=params.ssrcs[kind] if direction == "sendonly" else None,
         candidates=candidates,
         rids=rids,
+        more=tuple(
+            (RtpMap(other.payload_type, _codec_name(kind, other), other.clock_rate), offered.fmtp(other.payload_type))
+            for other in others
+        ),
     )
 
 
@@ -417,15 +426,17 @@ def _simulcast_rids(offered: MediaSection) -> tuple[str, ...]:
     return ()
 
 
-def _codec(section: MediaSection) -> RtpMap:
-    """The section's one codec, with a payload type RTP can carry."""
+def _codecs(section: MediaSection) -> list[RtpMap]:
+    """The section's codecs (one; a viewer's video: one or two), with payload types RTP can
+    carry."""
     codecs = section.rtpmaps()
-    if len(codecs) != 1:
+    if not codecs or len(codecs) != len(section.formats):
         raise SdpError(f"{section.kind} section: unusable a=rtpmap for {SERVER_CODECS[section.kind][0]}")
-    pt = codecs[0].payload_type
-    if pt > 127 or 64 <= pt <= 95:
-        raise SdpError(f"{section.kind} payload type {pt} is not usable with rtcp-mux (RFC 5761: 96-127 or 0-63)")
-    return codecs[0]
+    for codec in codecs:
+        pt = codec.payload_type
+        if pt > 127 or 64 <= pt <= 95:
+            raise SdpError(f"{section.kind} payload type {pt} is not usable with rtcp-mux (RFC 5761: 96-127 or 0-63)")
+    return codecs
 
 
 def _kept_extensions(section: MediaSection, allow_mixed: bool, *, viewer: bool) -> dict[int, str]:
@@ -441,10 +452,19 @@ def _kept_extensions(section: MediaSection, allow_mixed: bool, *, viewer: bool) 
     return kept
 
 
-def _host_fmtp(kind: MediaKind, offered: MediaSection, payload_type: int, params: AnswerParams) -> dict[str, str]:
-    """What a host is asked for: VP8 ``max-fr``; Opus ``maxaveragebitrate`` (bps), and
-    ``useinbandfec=1`` if the offer asks for it."""
+def _codec_name(kind: MediaKind, codec: RtpMap) -> str:
     if kind == "video":
+        return "H264" if codec.name.upper() == "H264" else "VP8"
+    return SERVER_CODECS[kind][0]
+
+
+def _host_fmtp(kind: MediaKind, offered: MediaSection, payload_type: int, params: AnswerParams) -> dict[str, str]:
+    """What a host is asked for: VP8 ``max-fr``; H.264 its own format (media/h264.py);
+    Opus ``maxaveragebitrate`` (bps), and ``useinbandfec=1`` if the offer asks for it."""
+    if kind == "video":
+        codec = next(r for r in offered.rtpmaps() if r.payload_type == payload_type)
+        if codec.name.upper() == "H264":
+            return host_answer_fmtp(H264Format(payload_type, offered.fmtp(payload_type)))
         return {"max-fr": str(params.max_framerate)}
     fmtp = {"maxaveragebitrate": str(params.audio_bitrate_kbps * 1000)}
     if offered.fmtp(payload_type).get("useinbandfec") == "1":
@@ -461,6 +481,7 @@ def _sources(sections: Iterable[AnsweredSection]) -> list[SourceStream]:
             clock_rate=section.codec.clock_rate,
             extensions=dict(section.extensions),
             rids=section.rids,
+            codec=section.codec.name,
         )
         for section in sections
         if section.direction == "recvonly"
@@ -477,6 +498,9 @@ def _sinks(sections: Iterable[AnsweredSection]) -> list[SinkStream]:
             clock_rate=section.codec.clock_rate,
             extensions={uri: ext_id for ext_id, uri in section.extensions.items()},
             mid=section.mid,
+            payload_types={
+                codec.name: codec.payload_type for codec in [section.codec, *(other for other, _ in section.more)]
+            },
         )
         for section in sections
         if section.ssrc is not None
@@ -499,7 +523,7 @@ def _render(reading: OfferReading, sections: dict[int, AnsweredSection], params:
                     offered.kind,
                     params.candidates[0][1],
                     offered.proto,
-                    [str(section.codec.payload_type)],
+                    [str(section.codec.payload_type), *(str(codec.payload_type) for codec, _ in section.more)],
                     _section_lines(section, params, setup),
                 )
             )
@@ -554,6 +578,11 @@ def _codec_lines(section: AnsweredSection) -> list[str]:
     lines += [f"a=rtcp-fb:{pt} {feedback}" for feedback in section.feedback]
     if section.fmtp:
         lines.append(f"a=fmtp:{pt} " + ";".join(f"{key}={value}" for key, value in section.fmtp.items()))
+    for other, fmtp in section.more:
+        lines.append(f"a=rtpmap:{other.payload_type} {other.name}/{other.clock_rate}")
+        lines += [f"a=rtcp-fb:{other.payload_type} {feedback}" for feedback in section.feedback]
+        if fmtp:
+            lines.append(f"a=fmtp:{other.payload_type} " + ";".join(f"{key}={value}" for key, value in fmtp.items()))
     return lines
 
 

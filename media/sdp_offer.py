@@ -30,6 +30,7 @@ from media.sdp import (
     MediaSection,
     SessionDescription,
     find_server_codec,
+    viewer_video_codecs,
 )
 from media.streams import SdpError, UnsupportedCodecError
 
@@ -94,7 +95,9 @@ class OfferReading:
     remote: RemoteTransport
 
 
-def read_offer_untrusted(description: SessionDescription, role: Role) -> OfferReading:
+def read_offer_untrusted(
+    description: SessionDescription, role: Role, video_codecs: tuple[str, ...] = ("VP8",)
+) -> OfferReading:
     """Check a parsed offer and read what the answer is built from (see the module docstring)."""
     if description.attributes("ice-lite"):
         raise SdpError("offer is ICE-lite: the server is ICE-lite too, and two lite agents cannot connect")
@@ -107,7 +110,7 @@ def read_offer_untrusted(description: SessionDescription, role: Role) -> OfferRe
         verb = "send" if role == "host" else "receive"
         why = "; ".join(f"{_label(description, mids, i)}: {reason}" for i, reason in rejected[:4])
         raise SdpError(f"offer has no audio or video to {verb} ({why})")
-    answered = _cut_to_server_codecs(description, accepted, role)
+    answered = _cut_to_server_codecs(description, accepted, role, video_codecs if role == "host" else ("VP8",))
     if group is not None:
         bundle_indexes = _bundle_order(description, mids, group, accepted)
         transport_index, bundle_mids = bundle_indexes[0], [mids[i] or "" for i in bundle_indexes]
@@ -171,24 +174,35 @@ def _rejection(section: MediaSection, mid: str | None, group: list[str] | None, 
         return "port 0 (disabled by the offerer)"
     if group is not None and not in_group:
         return "not in the offer's (first) BUNDLE group"
+    if role == "viewer" and section.kind == "video" and not viewer_video_codecs(section):
+        return "video offered without VP8 or H264"
     if role == "viewer" and find_server_codec(section) is None:
         return f"{section.kind} offered without {SERVER_CODECS[section.kind][0]}"
     return None
 
 
-def _cut_to_server_codecs(description: SessionDescription, accepted: list[int], role: Role) -> dict[int, MediaSection]:
-    """The accepted sections with only VP8 (video) or Opus (audio) left, under the offer's
-    payload type (rtx, red, ulpfec, H264... gone with their lines). A host section without
-    its codec raises UnsupportedCodecError; an offer with nothing for the role to send
-    (host) or receive (viewer) raises SdpError."""
+def _cut_to_server_codecs(
+    description: SessionDescription, accepted: list[int], role: Role, video_codecs: tuple[str, ...]
+) -> dict[int, MediaSection]:
+    """The accepted sections with only the server's codec left (video: the first of
+    ``video_codecs`` offered, VP8 or H.264; audio: Opus), under the offer's payload type (rtx,
+    red, ulpfec, the other codecs... gone with their lines). A host section without one
+    raises UnsupportedCodecError; an offer with nothing for the role to send (host) or
+    receive (viewer) raises SdpError."""
     answered: dict[int, MediaSection] = {}
     for i in accepted:
         section = description.media[i]
         if section.mid is None:
             raise SdpError(f"{section.kind} section without a=mid")
-        codec = find_server_codec(section)
+        if role == "viewer" and section.kind == "video":
+            receivable = viewer_video_codecs(section)
+            if receivable:  # every codec it can receive: it watches whichever the host publishes
+                answered[i] = section.with_only_payload_type(*(r.payload_type for r in receivable))
+                continue
+        codec = find_server_codec(section, video_codecs)
         if codec is None:
-            raise UnsupportedCodecError(f"{section.kind} offered without {SERVER_CODECS[section.kind][0]}")
+            names = " or ".join(video_codecs) if section.kind == "video" else SERVER_CODECS[section.kind][0]
+            raise UnsupportedCodecError(f"{section.kind} offered without {names}")
         answered[i] = section.with_only_payload_type(codec.payload_type)
     wanted: tuple[Direction, ...] = ("sendonly", "sendrecv") if role == "host" else ("recvonly", "sendrecv")
     if not any(section.direction in wanted for section in answered.values()):

@@ -29,6 +29,7 @@ class SourceStream(msgspec.Struct, frozen=True):
     extensions: dict[int, str] = msgspec.field(default_factory=dict)
     # simulcast (RFC 8853): the rids of the host's layers, in its a=simulcast order; () = one stream
     rids: tuple[str, ...] = ()
+    codec: str = "VP8"  # video: "VP8" or "H264"; audio: "opus"
 
 
 class SinkStream(msgspec.Struct, frozen=True):
@@ -41,6 +42,8 @@ class SinkStream(msgspec.Struct, frozen=True):
     # header extensions negotiated with the viewer: URI -> id
     extensions: dict[str, int] = msgspec.field(default_factory=dict)
     mid: str | None = None  # the viewer's MID for this m-line
+    # the viewer's payload type per codec it receives ("VP8", "H264"; audio: "opus")
+    payload_types: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class SdpError(ValueError):

@@ -22,7 +22,7 @@ def test_shipped_config_is_the_defaults() -> None:
 def test_missing_sections_take_defaults() -> None:
     config = parse_config("[server]\nport = 9000\n")
     assert config.server.port == 9000 and config.server.host == "0.0.0.0"
-    assert config.rooms.max_viewers_per_room == 100 and config.video.codec == "VP8"
+    assert config.rooms.max_viewers_per_room == 100 and config.video.host_codecs == ("VP8", "H264")
     assert config.ice.stun_servers == [] and config.auth.secret == ""
 
 
@@ -38,6 +38,9 @@ def test_missing_sections_take_defaults() -> None:
         ("[rooms]\nmax_rooms = 0", "rooms.max_rooms"),
         ("[rooms]\nidle_timeout_seconds = 0", "rooms.idle_timeout_seconds"),
         ('[video]\ncodec = "H264"', "video.codec"),
+        ('[video]\ncodecs = ["AV1"]', "video.codecs"),
+        ("[video]\ncodecs = []", "codecs"),
+        ('[video]\ncodecs = ["VP8", "VP8"]', "codecs"),
         ('[audio]\ncodec = "AAC"', "audio.codec"),
         ("[audio]\nsample_rate = 44100", "audio.sample_rate"),
         ('[auth]\nsecret = "too short"', "secret"),

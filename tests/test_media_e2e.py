@@ -285,7 +285,7 @@ async def test_a_failed_dtls_handshake_ends_the_session_with_dtls_failed() -> No
             assert (await room_stats(server, room_id))["viewer_count"] == 0
 
 
-async def test_host_offer_without_vp8_is_unsupported_codec() -> None:
+async def test_host_offer_without_vp8_or_h264_is_unsupported_codec() -> None:
     with trio.fail_after(60):
         async with media_server() as server:
             room_id = await create_room(server)
@@ -293,7 +293,7 @@ async def test_host_offer_without_vp8_is_unsupported_codec() -> None:
             pc.addTransceiver(TestPatternTrack(**SMALL), direction="sendonly")
             offer = await trio_asyncio.aio_as_trio(pc.createOffer)()
             await trio_asyncio.aio_as_trio(pc.close)()
-            no_vp8 = offer.sdp.replace("VP8/90000", "H265/90000")
+            no_vp8 = offer.sdp.replace("VP8/90000", "H265/90000").replace("H264/90000", "AV1/90000")
             async with connect_signaling(server.ws_url) as session:
                 await session.join(room_id, "host", user_id="alice")
                 await session.send(Offer(sdp=no_vp8))

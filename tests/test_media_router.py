@@ -13,6 +13,7 @@ from media.router import (
     RETRANSMIT_MIN_BYTES_PER_SECOND,
     RETRANSMIT_RATE_SHARE,
     VIEWER_RTCP_PER_SECOND,
+    QualityChange,
     Router,
 )
 from media.rtcp import (
@@ -519,3 +520,28 @@ def test_random_bytes_never_raise(rtp: list[bytes], rtcp: bytes) -> None:
     router.tick(10.0)
     s = router.statistics()
     assert s.packets_in == len(rtp) + 1
+
+
+def test_a_viewer_without_the_hosts_codec_gets_its_audio_alone() -> None:
+    """An H.264 host (issue 22): a viewer that negotiated VP8 alone gets no video at all (never
+    H.264 under its VP8 payload type), and its audio as ever."""
+    router = Router(rtcp_ssrc=RTCP_SSRC, target_bitrate_bps=BITRATE)
+    router.attach_publisher(
+        [SourceStream("audio", 111, 48000, codec="opus"), SourceStream("video", 102, 90000, codec="H264")],
+        lambda data: None,
+        0.0,
+    )
+    sent: list[bytes] = []
+    sinks = [
+        SinkStream("audio", 0xA, 109, 48000, payload_types={"opus": 109}),
+        SinkStream("video", 0xB, 96, 90000, payload_types={"VP8": 96}),
+    ]
+    router.add_viewer("v", sinks, sent.append, lambda data: None, 0.0)
+    idr = b"\x80\xe6\x00\x01" + (0).to_bytes(4, "big") + (0x1234).to_bytes(4, "big") + b"\x65\x88\x84\x00"
+    opus = b"\x80\xef\x00\x01" + (0).to_bytes(4, "big") + (0x5678).to_bytes(4, "big") + b"\xfc\x00"
+    router.on_publisher_rtp(idr, 0.1)
+    router.on_publisher_rtp(opus, 0.1)
+    assert [packet[1] & 0x7F for packet in sent] == [109]  # the audio alone
+    assert router.take_quality_changes() == [QualityChange("v", "audio_only", None, None, "codec")]
+    router.tick(1.0)
+    assert router.take_quality_changes() == []  # told once

@@ -321,11 +321,15 @@ def check_answer(offer_text: str, answer: Answer, p: AnswerParams) -> None:
             assert len(section.attributes(name)) == 1, name
         assert section.attributes("ice-ufrag") == [p.ice_ufrag]
         assert section.attributes("setup") == [answer.setup]
-        # the one codec, under the offer's payload type
-        (codec,) = section.rtpmaps()
-        assert section.formats == [str(codec.payload_type)]
+        # the one codec, under the offer's payload type (a viewer's video: each of VP8, H.264 it
+        # can receive, VP8 first)
+        codec, *others = section.rtpmaps()
+        if others:
+            assert p.role == "viewer" and section.kind == "video" and [o.name for o in others] == ["H264"]
+            assert codec.name == "VP8" and str(others[0].payload_type) in offered.formats
+        assert section.formats == [str(c.payload_type) for c in [codec, *others]]
         assert str(codec.payload_type) in offered.formats
-        assert (codec.name, codec.clock_rate) in (("VP8", 90000), ("opus", 48000))
+        assert (codec.name, codec.clock_rate) in (("VP8", 90000), ("H264", 90000), ("opus", 48000))
         offered_codec = next(r for r in offered.rtpmaps() if r.payload_type == codec.payload_type)
         assert offered_codec.name.lower() == codec.name.lower()
         # rtcp-fb: only what the offer has for that payload type, among the four
@@ -505,6 +509,9 @@ def test_section_lines_are_in_rfc_8866_order() -> None:
         *extmaps,
         "a=rtpmap:96 VP8/90000",
         *feedback,
+        "a=rtpmap:102 H264/90000",  # each codec it can receive, VP8 first (issue 22)
+        *[f"a=rtcp-fb:102 {fb}" for fb in VIDEO_FEEDBACK],
+        "a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f",  # its own
         "a=msid:room room-video",
         f"a=ssrc:{SSRCS['video']} cname:sfu",
     ]
@@ -536,7 +543,11 @@ def test_chrome_viewer_offer_rejects_the_data_channel() -> None:
         ("video", SSRCS["video"], 96, "1", {SEND_TIME: 2, ORIENTATION: 13, MID: 4}),
     ]
     assert video.rtcp_feedback(96) == ["nack", "nack pli", "ccm fir", "goog-remb"]
-    assert "b=AS" not in result.sdp and "a=fmtp" not in result.sdp  # nothing asked of a viewer
+    assert "b=AS" not in result.sdp  # nothing asked of a viewer; its H.264 format as it offered it
+    assert [line for line in result.sdp.split("\r\n") if line.startswith("a=fmtp")] == [
+        "a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f"
+    ]
+    assert result.sinks[1].payload_types == {"VP8": 96, "H264": 102}
 
 
 def test_viewer_sendrecv_is_answered_sendonly() -> None:
@@ -627,11 +638,11 @@ def test_firefox_max_bundle_viewer() -> None:
     assert result.bundle_mids == ["0", "1"]
     assert audio.port == PORT and audio.direction == "sendonly" and not audio.attributes("bundle-only")
     assert data.port == 0 and data.mid == "2" and result.rejected == [(2, "not audio or video")]
-    assert (video.formats, audio.formats) == (["120"], ["109"])
+    assert (video.formats, audio.formats) == (["120", "126"], ["109"])  # VP8, and its H.264
     assert video.extmaps() == {3: MID, 4: SEND_TIME}
     assert audio.extmaps() == {1: AUDIO_LEVEL, 3: MID}  # csrc-audio-level dropped
     assert video.rtcp_feedback(120) == ["nack", "nack pli", "ccm fir", "goog-remb"]
-    for gone in ("rtx", "red/", "ulpfec", "H264", "VP9", "telephone-event", "G722", "apt="):
+    for gone in ("rtx", "red/", "ulpfec", "VP9", "telephone-event", "G722", "apt="):
         assert gone not in result.sdp
     # the transport parameters: the tagged section's, the fingerprint from the session level
     assert (result.remote_ufrag, result.remote_pwd) == ("3e7c9a1f", "b5a2b1b2c0d5e0f3a4b6c7d8e9f0a1b2")
@@ -1036,3 +1047,27 @@ def test_a_viewer_offer_with_simulcast_lines_is_answered_without() -> None:
     )
     result = answer_offer_untrusted(offer, params("viewer"))
     assert "a=simulcast" not in result.sdp and "a=rid" not in result.sdp
+
+
+def test_a_host_offering_h264_gets_it_where_the_server_prefers_it() -> None:
+    """`[video] codecs` (issue 22): VP8 first keeps VP8; H264 first takes the H.264 format of
+    packetization mode 1 (Chromium's 42001f here), answered with the host's own
+    profile-level-id; an offer of H.264 alone is refused only where H.264 is not allowed."""
+    result, _ = answer("chrome-host", video_codecs=("VP8", "H264"))
+    assert media(result)[1].formats == ["96"] and result.sources[1].codec == "VP8"
+
+    result, _ = answer("chrome-host", video_codecs=("H264", "VP8"))
+    video = media(result)[1]
+    assert video.formats == ["102"] and video.rtpmaps()[0].name == "H264"
+    assert video.fmtp(102) == {"level-asymmetry-allowed": "1", "packetization-mode": "1", "profile-level-id": "42001f"}
+    assert video.rtcp_feedback(102) == ["nack", "nack pli", "ccm fir", "goog-remb"]
+    assert [(s.kind, s.codec, s.payload_type) for s in result.sources] == [
+        ("audio", "opus", 111),
+        ("video", "H264", 102),
+    ]
+
+    h264_only = CHROME_HOST_OFFER.replace("a=rtpmap:96 VP8/90000", "a=rtpmap:96 VP9/90000")
+    result = answer_offer_untrusted(h264_only, params("host", video_codecs=("VP8", "H264")))
+    assert result.sources[1].codec == "H264"
+    with pytest.raises(UnsupportedCodecError, match="video offered without VP8"):
+        answer_offer_untrusted(h264_only, params("host"))

@@ -162,6 +162,7 @@ class PeerConnection:
             max_framerate=media.max_framerate,
             audio_bitrate_kbps=media.audio_bitrate_kbps,
             ssrcs=random_ssrcs() if self.role == "viewer" else {},
+            video_codecs=media.video_codecs,
         )
         answer = answer_offer_untrusted(offer, params)
         try:

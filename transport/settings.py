@@ -23,6 +23,7 @@ class MediaSettings(msgspec.Struct, frozen=True):
     video_bitrate_kbps: int
     max_framerate: int
     audio_bitrate_kbps: int
+    video_codecs: tuple[str, ...] = ("VP8",)  # a host's, in the server's preference ([video] codecs)
 
 
 #: The TransportCounters that count something going wrong, by name.

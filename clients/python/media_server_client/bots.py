@@ -41,6 +41,7 @@ from aiortc import (
     RTCIceServer,
     RTCIceTransportPolicy,
     RTCPeerConnection,
+    RTCRtpSender,
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError
@@ -55,6 +56,7 @@ from media_server_client.aiortc_hooks import (
 from media_server_client.containment import open_contained_loop
 from media_server_client.messages import (
     Answer,
+    Error,
     IceServer,
     Joined,
     Layers,
@@ -140,6 +142,7 @@ class BotState:
     redirected_to: str | None = None  # the URL a `reconnect` message named (the next joins go there)
     quality: QualityUpdate | None = None  # viewer: the latest `quality` message
     layers: Layers | None = None  # host: the latest `layers` message (a bot host sends one layer)
+    errors: list[Error] = field(default_factory=list)  # `error` messages after which the session went on
 
 
 @dataclass(frozen=True)
@@ -290,6 +293,8 @@ class Bot:
                 self.state.quality = message
             elif isinstance(message, Layers):
                 self.state.layers = message
+            elif isinstance(message, Error):
+                self.state.errors.append(message)
             elif isinstance(message, Reconnect) and message.url:  # its node stops: the next join goes there
                 self._dial = dataclasses.replace(self._dial, url=message.url)
                 self.state.redirected_to = message.url
@@ -429,15 +434,19 @@ async def open_host(
     record_sent_rtp: bool = False,
     reconnect_for: float = 60.0,
     backoff: Backoff = DEFAULT_BACKOFF,
+    video_codec: str | None = None,
 ) -> AsyncIterator[Bot]:
     """Join `room_id` as host and publish `tracks` (default: a test pattern and a tone); after an
     abnormal close, reconnect and publish them again for up to `reconnect_for` seconds (0: never).
-    The tracks are stopped when the bot is left."""
+    The tracks are stopped when the bot is left. `video_codec` ("VP8", "H264"): offer only that
+    one for video (default: aiortc's list)."""
     sources = [TestPatternTrack(), ToneTrack()] if tracks is None else list(tracks)
 
     def prepare(pc: RTCPeerConnection) -> None:
         for track in sources:
-            pc.addTransceiver(LentTrack(track), direction="sendonly")
+            transceiver = pc.addTransceiver(LentTrack(track), direction="sendonly")
+            if video_codec is not None and track.kind == "video":
+                _prefer(transceiver, video_codec)
 
     def start(bot: Bot, nursery: trio.Nursery) -> None:
         if record_sent_rtp:
@@ -468,13 +477,17 @@ async def open_viewer(
     record_received_rtp: bool = False,
     reconnect_for: float = 60.0,
     backoff: Backoff = DEFAULT_BACKOFF,
+    video_codec: str | None = None,
 ) -> AsyncIterator[Bot]:
     """Join `room_id` as viewer; decode (count frames) what arrives; after an abnormal close,
-    reconnect for up to `reconnect_for` seconds (0: never)."""
+    reconnect for up to `reconnect_for` seconds (0: never). `video_codec` ("VP8", "H264"):
+    offer to receive only that one (default: aiortc's list)."""
 
     def prepare(pc: RTCPeerConnection) -> None:
         for kind in kinds:
-            pc.addTransceiver(kind, direction="recvonly")
+            transceiver = pc.addTransceiver(kind, direction="recvonly")
+            if video_codec is not None and kind == "video":
+                _prefer(transceiver, video_codec)
 
     def start(bot: Bot, nursery: trio.Nursery) -> None:
         if record_received_rtp:
@@ -486,6 +499,14 @@ async def open_viewer(
     dial = _Dial(url, room_id, "viewer", token, user_id, ssl_context, stun_servers, host_addresses, relay_only)
     async with _open_bot(dial, prepare=prepare, start=start, reconnect_for=reconnect_for, backoff=backoff) as bot:
         yield bot
+
+
+def _prefer(transceiver: Any, codec: str) -> None:
+    """Offer only ``codec`` (and nothing else) on a video transceiver."""
+    wanted = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType.lower() == f"video/{codec}".lower()]
+    if not wanted:
+        raise ValueError(f"aiortc has no {codec}")
+    transceiver.setCodecPreferences(wanted)
 
 
 async def _count_frames(bot: Bot, track: MediaStreamTrack) -> None:
