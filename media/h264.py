@@ -35,11 +35,14 @@ __all__ = [
     "STAP_A",
     "H264Format",
     "ProfileLevel",
+    "avc_decoder_configuration",
     "choose_host_format",
     "choose_viewer_format",
+    "depacketize",
     "host_answer_fmtp",
     "is_keyframe_start",
     "keyframe_start_in",
+    "length_prefixed",
     "nal_types",
     "parse_profile_level_id",
 ]
@@ -206,3 +209,71 @@ def choose_viewer_format(offered: list[H264Format], host: ProfileLevel) -> H264F
             return fmt
         fallback = fallback or fmt
     return fallback
+
+
+# ---------------------------------------------------------------- access units (recordings)
+
+
+def depacketize(payloads: list[bytes]) -> list[bytes]:
+    """The NAL units of one access unit from its RTP payloads, contiguous and in sequence order
+    (the caller checks the sequence numbers: a missing middle fragment is not seen here):
+    single units as they are, STAP-A's split, FU-A's joined with their unit header rebuilt from
+    the FU indicator's F and NRI bits and the FU header's type; [] when a fragmented unit has no
+    first or last fragment or a payload is malformed."""
+    units: list[bytes] = []
+    fragment: bytearray | None = None
+    for payload in payloads:
+        if not payload:
+            return []
+        kind = payload[0] & 0x1F
+        if kind == FU_A:
+            if len(payload) < 3:
+                return []
+            header = payload[1]
+            if header & 0x80:  # the first fragment
+                if fragment is not None:
+                    return []
+                fragment = bytearray([(payload[0] & 0xE0) | (header & 0x1F)])
+            elif fragment is None:
+                return []
+            fragment += payload[2:]
+            if header & 0x40:  # the last
+                units.append(bytes(fragment))
+                fragment = None
+            continue
+        if fragment is not None:
+            return []
+        if kind == STAP_A:
+            at = 1
+            while at + 2 <= len(payload):
+                size = int.from_bytes(payload[at : at + 2], "big")
+                at += 2
+                if size == 0 or at + size > len(payload):
+                    return []
+                units.append(payload[at : at + size])
+                at += size
+            if at != len(payload):
+                return []
+        elif kind:
+            units.append(payload)
+    return [] if fragment is not None else units
+
+
+def avc_decoder_configuration(sps: bytes, pps: bytes) -> bytes:
+    """The AVCDecoderConfigurationRecord (ISO/IEC 14496-15 5.2.4.1) of one SPS and one PPS:
+    Matroska's ``CodecPrivate`` for ``V_MPEG4/ISO/AVC``, with 4-byte NAL lengths."""
+    if len(sps) < 4 or sps[0] & 0x1F != SPS or not pps or pps[0] & 0x1F != PPS:
+        raise ValueError("an SPS (profile, constraints, level after its header) and a PPS are needed")
+    return (
+        bytes([1, sps[1], sps[2], sps[3], 0xFF, 0xE1])  # version, profile, compat, level; 4-byte lengths; 1 SPS
+        + len(sps).to_bytes(2, "big")
+        + sps
+        + bytes([1])
+        + len(pps).to_bytes(2, "big")
+        + pps
+    )
+
+
+def length_prefixed(units: list[bytes]) -> bytes:
+    """An access unit as Matroska and MP4 store it: each NAL unit after its 4-byte length."""
+    return b"".join(len(unit).to_bytes(4, "big") + unit for unit in units)

@@ -13,11 +13,14 @@ from media.h264 import (
     STAP_A,
     H264Format,
     ProfileLevel,
+    avc_decoder_configuration,
     choose_host_format,
     choose_viewer_format,
+    depacketize,
     host_answer_fmtp,
     is_keyframe_start,
     keyframe_start_in,
+    length_prefixed,
     nal_types,
     parse_profile_level_id,
 )
@@ -148,3 +151,42 @@ def test_a_viewer_receives_under_the_same_profile_or_one_containing_it() -> None
     low = [fmt(96, "42e00d", asymmetry=False)]  # level 1.3, no asymmetry: a 3.1 stream is too much
     assert choose_viewer_format(low, constrained) is None
     assert choose_viewer_format([fmt(96, "42e00d")], constrained) == fmt(96, "42e00d")
+
+
+SPS_UNIT = bytes([NRI | SPS, 0x42, 0xE0, 0x1F, 0xDA, 0x02, 0x80])
+PPS_UNIT = bytes([NRI | PPS, 0xCE, 0x3C, 0x80])
+IDR_UNIT = bytes([NRI | IDR]) + bytes(range(40))
+
+
+def fragments(unit_bytes: bytes, size: int) -> list[bytes]:
+    body = unit_bytes[1:]
+    parts = [body[i : i + size] for i in range(0, len(body), size)]
+    out = []
+    for i, part in enumerate(parts):
+        header = (0x80 if i == 0 else 0) | (0x40 if i == len(parts) - 1 else 0) | (unit_bytes[0] & 0x1F)
+        out.append(bytes([(unit_bytes[0] & 0xE0) | FU_A, header]) + part)
+    return out
+
+
+def test_an_access_unit_is_rebuilt_from_stap_a_and_fu_a() -> None:
+    payloads = [stap_a(SPS_UNIT, PPS_UNIT), *fragments(IDR_UNIT, 16)]
+    assert len(payloads) == 4
+    assert depacketize(payloads) == [SPS_UNIT, PPS_UNIT, IDR_UNIT]
+    assert depacketize([unit(1, b"\x9a\x00")]) == [unit(1, b"\x9a\x00")]
+    assert length_prefixed([SPS_UNIT, PPS_UNIT]) == b"\x00\x00\x00\x07" + SPS_UNIT + b"\x00\x00\x00\x04" + PPS_UNIT
+
+
+@pytest.mark.parametrize("drop", [1, 3])  # the first or the last fragment (a middle one: the caller's
+def test_an_access_unit_with_a_fragment_missing_is_nothing(drop: int) -> None:  # sequence numbers)
+    payloads = [stap_a(SPS_UNIT, PPS_UNIT), *fragments(IDR_UNIT, 16)]
+    del payloads[drop]
+    assert depacketize(payloads) == []
+
+
+def test_the_avc_decoder_configuration_record() -> None:
+    record = avc_decoder_configuration(SPS_UNIT, PPS_UNIT)
+    assert record[:6] == bytes([1, 0x42, 0xE0, 0x1F, 0xFF, 0xE1])
+    assert record[6:8] == (7).to_bytes(2, "big") and record[8:15] == SPS_UNIT
+    assert record[15] == 1 and record[16:18] == (4).to_bytes(2, "big") and record[18:] == PPS_UNIT
+    with pytest.raises(ValueError):
+        avc_decoder_configuration(PPS_UNIT, SPS_UNIT)
