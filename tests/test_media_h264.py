@@ -23,6 +23,7 @@ from media.h264 import (
     length_prefixed,
     nal_types,
     parse_profile_level_id,
+    sps_frame_size,
 )
 
 NRI = 0x60  # nal_ref_idc 3
@@ -190,3 +191,35 @@ def test_the_avc_decoder_configuration_record() -> None:
     assert record[15] == 1 and record[16:18] == (4).to_bytes(2, "big") and record[18:] == PPS_UNIT
     with pytest.raises(ValueError):
         avc_decoder_configuration(PPS_UNIT, SPS_UNIT)
+
+
+def encoded_sps(width: int, height: int, profile: str) -> bytes:
+    """The SPS libx264 (through PyAV, as aiortc encodes) writes for a frame of that size."""
+    import av
+
+    context = av.CodecContext.create("libx264", "w")
+    context.width, context.height, context.pix_fmt = width, height, "yuv420p"
+    context.options = {"profile": profile, "tune": "zerolatency"}
+    frame = av.VideoFrame(width, height, "yuv420p")
+    stream = b"".join(bytes(packet) for packet in context.encode(frame)) + b"".join(
+        bytes(packet) for packet in context.encode(None)
+    )
+    for unit in stream.split(b"\x00\x00\x01"):
+        unit = unit.rstrip(b"\x00")
+        if unit and unit[0] & 0x1F == SPS:
+            return unit
+    raise AssertionError("no SPS in libx264's output")
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "profile"),
+    [(320, 240, "baseline"), (640, 360, "baseline"), (1280, 720, "main"), (1920, 1080, "high"), (322, 182, "high")],
+)
+def test_the_frame_size_an_sps_declares(width: int, height: int, profile: str) -> None:
+    assert sps_frame_size(encoded_sps(width, height, profile)) == (width, height)
+
+
+def test_an_sps_that_is_cut_short_or_not_an_sps_has_no_size() -> None:
+    sps = encoded_sps(640, 360, "baseline")
+    assert sps_frame_size(sps[:6]) is None
+    assert sps_frame_size(PPS_UNIT) is None and sps_frame_size(b"") is None
