@@ -35,13 +35,17 @@ __all__ = [
     "STAP_A",
     "H264Format",
     "ProfileLevel",
+    "avc_decoder_configuration",
     "choose_host_format",
     "choose_viewer_format",
+    "depacketize",
     "host_answer_fmtp",
     "is_keyframe_start",
     "keyframe_start_in",
+    "length_prefixed",
     "nal_types",
     "parse_profile_level_id",
+    "sps_frame_size",
 ]
 
 IDR: Final = 5
@@ -206,3 +210,181 @@ def choose_viewer_format(offered: list[H264Format], host: ProfileLevel) -> H264F
             return fmt
         fallback = fallback or fmt
     return fallback
+
+
+# ---------------------------------------------------------------- access units (recordings)
+
+
+def depacketize(payloads: list[bytes]) -> list[bytes]:
+    """The NAL units of one access unit from its RTP payloads, contiguous and in sequence order
+    (the caller checks the sequence numbers: a missing middle fragment is not seen here):
+    single units as they are, STAP-A's split, FU-A's joined with their unit header rebuilt from
+    the FU indicator's F and NRI bits and the FU header's type; [] when a fragmented unit has no
+    first or last fragment or a payload is malformed."""
+    units: list[bytes] = []
+    fragment: bytearray | None = None
+    for payload in payloads:
+        if not payload:
+            return []
+        kind = payload[0] & 0x1F
+        if kind == FU_A:
+            if len(payload) < 3:
+                return []
+            header = payload[1]
+            if header & 0x80:  # the first fragment
+                if fragment is not None:
+                    return []
+                fragment = bytearray([(payload[0] & 0xE0) | (header & 0x1F)])
+            elif fragment is None:
+                return []
+            fragment += payload[2:]
+            if header & 0x40:  # the last
+                units.append(bytes(fragment))
+                fragment = None
+            continue
+        if fragment is not None:
+            return []
+        if kind == STAP_A:
+            at = 1
+            while at + 2 <= len(payload):
+                size = int.from_bytes(payload[at : at + 2], "big")
+                at += 2
+                if size == 0 or at + size > len(payload):
+                    return []
+                units.append(payload[at : at + size])
+                at += size
+            if at != len(payload):
+                return []
+        elif kind:
+            units.append(payload)
+    return [] if fragment is not None else units
+
+
+def avc_decoder_configuration(sps: bytes, pps: bytes) -> bytes:
+    """The AVCDecoderConfigurationRecord (ISO/IEC 14496-15 5.2.4.1) of one SPS and one PPS:
+    Matroska's ``CodecPrivate`` for ``V_MPEG4/ISO/AVC``, with 4-byte NAL lengths."""
+    if len(sps) < 4 or sps[0] & 0x1F != SPS or not pps or pps[0] & 0x1F != PPS:
+        raise ValueError("an SPS (profile, constraints, level after its header) and a PPS are needed")
+    return (
+        bytes([1, sps[1], sps[2], sps[3], 0xFF, 0xE1])  # version, profile, compat, level; 4-byte lengths; 1 SPS
+        + len(sps).to_bytes(2, "big")
+        + sps
+        + bytes([1])
+        + len(pps).to_bytes(2, "big")
+        + pps
+    )
+
+
+def length_prefixed(units: list[bytes]) -> bytes:
+    """An access unit as Matroska and MP4 store it: each NAL unit after its 4-byte length."""
+    return b"".join(len(unit).to_bytes(4, "big") + unit for unit in units)
+
+
+# ---------------------------------------------------------------- the SPS's frame size
+
+
+class _Bits:
+    """An RBSP read bit by bit (emulation-prevention bytes removed first), with exp-Golomb."""
+
+    def __init__(self, rbsp: bytes) -> None:
+        self._data = rbsp
+        self._at = 0  # bits read
+
+    def bit(self) -> int:
+        byte = self._at >> 3
+        if byte >= len(self._data):
+            raise ValueError("the SPS ends early")
+        value = (self._data[byte] >> (7 - (self._at & 7))) & 1
+        self._at += 1
+        return value
+
+    def bits(self, count: int) -> int:
+        value = 0
+        for _ in range(count):
+            value = (value << 1) | self.bit()
+        return value
+
+    def ue(self) -> int:
+        zeros = 0
+        while not self.bit():
+            zeros += 1
+            if zeros > 31:
+                raise ValueError("an exp-Golomb code longer than 32 bits")
+        return (1 << zeros) - 1 + self.bits(zeros)
+
+    def se(self) -> int:
+        code = self.ue()
+        return (code + 1) // 2 if code & 1 else -(code // 2)
+
+
+def _rbsp(unit: bytes) -> bytes:
+    """The unit's payload without its header and with 00 00 03's 03 removed (H.264 7.4.1)."""
+    out = bytearray()
+    zeros = 0
+    for byte in unit[1:]:
+        if zeros >= 2 and byte == 3:
+            zeros = 0
+            continue
+        out.append(byte)
+        zeros = zeros + 1 if byte == 0 else 0
+    return bytes(out)
+
+
+_HIGH_PROFILES: Final = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})
+
+
+def sps_frame_size(sps: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` in pixels that an SPS NAL unit declares (H.264 7.3.2.1.1: the
+    macroblock counts, frame_mbs_only, the cropping window), or None for one that is
+    malformed or uses what this reader does not follow (a scaling matrix is skipped)."""
+    if len(sps) < 4 or sps[0] & 0x1F != SPS:
+        return None
+    try:
+        bits = _Bits(_rbsp(sps))
+        profile_idc = bits.bits(8)
+        bits.bits(16)  # constraint flags and level_idc
+        bits.ue()  # seq_parameter_set_id
+        chroma_format_idc = 1
+        if profile_idc in _HIGH_PROFILES:
+            chroma_format_idc = bits.ue()
+            if chroma_format_idc == 3:
+                bits.bit()  # separate_colour_plane_flag
+            bits.ue()  # bit_depth_luma_minus8
+            bits.ue()  # bit_depth_chroma_minus8
+            bits.bit()  # qpprime_y_zero_transform_bypass_flag
+            if bits.bit():  # seq_scaling_matrix_present_flag
+                for index in range(8 if chroma_format_idc != 3 else 12):
+                    if bits.bit():  # a scaling list: its deltas skipped
+                        last = next_scale = 8
+                        for _ in range(16 if index < 6 else 64):
+                            if next_scale:
+                                next_scale = (last + bits.se() + 256) % 256
+                            last = next_scale or last
+        bits.ue()  # log2_max_frame_num_minus4
+        order_type = bits.ue()
+        if order_type == 0:
+            bits.ue()  # log2_max_pic_order_cnt_lsb_minus4
+        elif order_type == 1:
+            bits.bit()
+            bits.se()
+            bits.se()
+            for _ in range(bits.ue()):
+                bits.se()
+        bits.ue()  # max_num_ref_frames
+        bits.bit()  # gaps_in_frame_num_value_allowed_flag
+        width_mbs = bits.ue() + 1
+        height_map_units = bits.ue() + 1
+        frame_mbs_only = bits.bit()
+        if not frame_mbs_only:
+            bits.bit()  # mb_adaptive_frame_field_flag
+        bits.bit()  # direct_8x8_inference_flag
+        crop = (0, 0, 0, 0)
+        if bits.bit():  # frame_cropping_flag
+            crop = (bits.ue(), bits.ue(), bits.ue(), bits.ue())
+    except ValueError:
+        return None
+    crop_x = 1 if chroma_format_idc in (0, 3) else 2
+    crop_y = (1 if chroma_format_idc in (0, 2, 3) else 2) * (2 - frame_mbs_only)
+    width = width_mbs * 16 - crop_x * (crop[0] + crop[1])
+    height = (2 - frame_mbs_only) * height_map_units * 16 - crop_y * (crop[2] + crop[3])
+    return (width, height) if width > 0 and height > 0 else None

@@ -13,13 +13,17 @@ from media.h264 import (
     STAP_A,
     H264Format,
     ProfileLevel,
+    avc_decoder_configuration,
     choose_host_format,
     choose_viewer_format,
+    depacketize,
     host_answer_fmtp,
     is_keyframe_start,
     keyframe_start_in,
+    length_prefixed,
     nal_types,
     parse_profile_level_id,
+    sps_frame_size,
 )
 
 NRI = 0x60  # nal_ref_idc 3
@@ -148,3 +152,74 @@ def test_a_viewer_receives_under_the_same_profile_or_one_containing_it() -> None
     low = [fmt(96, "42e00d", asymmetry=False)]  # level 1.3, no asymmetry: a 3.1 stream is too much
     assert choose_viewer_format(low, constrained) is None
     assert choose_viewer_format([fmt(96, "42e00d")], constrained) == fmt(96, "42e00d")
+
+
+SPS_UNIT = bytes([NRI | SPS, 0x42, 0xE0, 0x1F, 0xDA, 0x02, 0x80])
+PPS_UNIT = bytes([NRI | PPS, 0xCE, 0x3C, 0x80])
+IDR_UNIT = bytes([NRI | IDR]) + bytes(range(40))
+
+
+def fragments(unit_bytes: bytes, size: int) -> list[bytes]:
+    body = unit_bytes[1:]
+    parts = [body[i : i + size] for i in range(0, len(body), size)]
+    out = []
+    for i, part in enumerate(parts):
+        header = (0x80 if i == 0 else 0) | (0x40 if i == len(parts) - 1 else 0) | (unit_bytes[0] & 0x1F)
+        out.append(bytes([(unit_bytes[0] & 0xE0) | FU_A, header]) + part)
+    return out
+
+
+def test_an_access_unit_is_rebuilt_from_stap_a_and_fu_a() -> None:
+    payloads = [stap_a(SPS_UNIT, PPS_UNIT), *fragments(IDR_UNIT, 16)]
+    assert len(payloads) == 4
+    assert depacketize(payloads) == [SPS_UNIT, PPS_UNIT, IDR_UNIT]
+    assert depacketize([unit(1, b"\x9a\x00")]) == [unit(1, b"\x9a\x00")]
+    assert length_prefixed([SPS_UNIT, PPS_UNIT]) == b"\x00\x00\x00\x07" + SPS_UNIT + b"\x00\x00\x00\x04" + PPS_UNIT
+
+
+@pytest.mark.parametrize("drop", [1, 3])  # the first or the last fragment (a middle one: the caller's
+def test_an_access_unit_with_a_fragment_missing_is_nothing(drop: int) -> None:  # sequence numbers)
+    payloads = [stap_a(SPS_UNIT, PPS_UNIT), *fragments(IDR_UNIT, 16)]
+    del payloads[drop]
+    assert depacketize(payloads) == []
+
+
+def test_the_avc_decoder_configuration_record() -> None:
+    record = avc_decoder_configuration(SPS_UNIT, PPS_UNIT)
+    assert record[:6] == bytes([1, 0x42, 0xE0, 0x1F, 0xFF, 0xE1])
+    assert record[6:8] == (7).to_bytes(2, "big") and record[8:15] == SPS_UNIT
+    assert record[15] == 1 and record[16:18] == (4).to_bytes(2, "big") and record[18:] == PPS_UNIT
+    with pytest.raises(ValueError):
+        avc_decoder_configuration(PPS_UNIT, SPS_UNIT)
+
+
+def encoded_sps(width: int, height: int, profile: str) -> bytes:
+    """The SPS libx264 (through PyAV, as aiortc encodes) writes for a frame of that size."""
+    import av
+
+    context = av.CodecContext.create("libx264", "w")
+    context.width, context.height, context.pix_fmt = width, height, "yuv420p"
+    context.options = {"profile": profile, "tune": "zerolatency"}
+    frame = av.VideoFrame(width, height, "yuv420p")
+    stream = b"".join(bytes(packet) for packet in context.encode(frame)) + b"".join(
+        bytes(packet) for packet in context.encode(None)
+    )
+    for unit in stream.split(b"\x00\x00\x01"):
+        unit = unit.rstrip(b"\x00")
+        if unit and unit[0] & 0x1F == SPS:
+            return unit
+    raise AssertionError("no SPS in libx264's output")
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "profile"),
+    [(320, 240, "baseline"), (640, 360, "baseline"), (1280, 720, "main"), (1920, 1080, "high"), (322, 182, "high")],
+)
+def test_the_frame_size_an_sps_declares(width: int, height: int, profile: str) -> None:
+    assert sps_frame_size(encoded_sps(width, height, profile)) == (width, height)
+
+
+def test_an_sps_that_is_cut_short_or_not_an_sps_has_no_size() -> None:
+    sps = encoded_sps(640, 360, "baseline")
+    assert sps_frame_size(sps[:6]) is None
+    assert sps_frame_size(PPS_UNIT) is None and sps_frame_size(b"") is None
