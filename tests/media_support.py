@@ -44,6 +44,11 @@ async def server_stats(server: RunningServer) -> dict[str, Any]:
     return stats
 
 
+def frames_at_least(video: int = 0, audio: int = 0) -> Any:
+    """A ``Bot.wait_for`` condition: at least that many decoded frames of each kind."""
+    return lambda s: s.video_frames >= video and s.audio_frames >= audio
+
+
 def host(server: RunningServer, room_id: str, **kwargs: Any) -> Any:
     return open_host(server.ws_url, room_id, user_id=kwargs.pop("user_id", "alice"), host_addresses=LOOPBACK, **kwargs)
 

@@ -11,11 +11,7 @@ from typing import Any
 import trio
 
 from media_server_client.sources import TestPatternTrack, ToneTrack
-from tests.media_support import create_room, host, media_server, payload_type_of, viewer
-
-
-def frames_at_least(video: int = 0, audio: int = 0):  # type: ignore[no-untyped-def]
-    return lambda s: s.video_frames >= video and s.audio_frames >= audio
+from tests.media_support import create_room, frames_at_least, host, media_server, payload_type_of, viewer
 
 
 def video_payload_types(bot: Any) -> set[int]:

@@ -22,6 +22,7 @@ from media_server_client.signaling import SessionClosed, connect_signaling
 from media_server_client.sources import TestPatternTrack, ToneTrack, file_tracks
 from tests.media_support import (
     create_room,
+    frames_at_least,
     host,
     make_webm,
     media_payloads,
@@ -40,10 +41,6 @@ SMALL = {"width": 160, "height": 120, "fps": 15}
 
 def small_tracks() -> list[TestPatternTrack | ToneTrack]:
     return [TestPatternTrack(**SMALL), ToneTrack()]
-
-
-def frames_at_least(video: int, audio: int = 0):  # type: ignore[no-untyped-def]
-    return lambda s: s.video_frames >= video and s.audio_frames >= audio
 
 
 async def test_three_viewers_decode_the_hosts_media_byte_for_byte() -> None:
