@@ -194,7 +194,8 @@ class PeerInfo(msgspec.Struct, frozen=True):
 
 
 class GetKeyframe(msgspec.Struct, frozen=True):
-    """Answer: the newest whole VP8 keyframe of an active room's host (bytes), or None (then a
+    """Answer: the newest whole keyframe of an active room's host (bytes: VP8, or H.264 in
+    Annex B; Router.latest_keyframe), or None (then a
     keyframe has been asked of the host: try again shortly). Forwarded to the room's actor."""
 
     room_id: str

@@ -529,9 +529,10 @@ class Router:
         return flowing[-1] if flowing else (self._layers[-1] if self._layers else None)
 
     def latest_keyframe(self, now: float | None = None) -> bytes | None:
-        """The newest whole VP8 keyframe still in the top layer's cache (its payloads without
-        the VP8 descriptors, ready to decode), or None. Looks back at most the cache's size;
-        costs nothing until asked (GET /room/{id}/thumbnail.jpg)."""
+        """The newest whole keyframe still in the top layer's cache, ready to decode: VP8's
+        payloads without their descriptors, or an H.264 access unit in Annex B (each NAL unit
+        after a 00 00 00 01 start code); None if there is none. Looks back at most the cache's
+        size; costs nothing until asked (GET /room/{id}/thumbnail.jpg)."""
         src = self._top_layer(now)
         if src is None or src.stats is None or not src.stats.received:
             return None
@@ -542,9 +543,11 @@ class Router:
             if entry is None:
                 continue
             hdr, data = entry
-            if not src.is_vp8 or not src.keyframe_start_in(data, hdr.payload_offset, hdr.payload_end):
-                continue  # (an H.264 room has no thumbnail yet)
-            frame = vp8_frame(cache, start, hdr.timestamp)
+            if not src.keyframe_start_in(data, hdr.payload_offset, hdr.payload_end):
+                continue
+            frame = (
+                vp8_frame(cache, start, hdr.timestamp) if src.is_vp8 else h264_access_unit(cache, start, hdr.timestamp)
+            )
             if frame is not None:
                 return frame
         return None
@@ -1628,6 +1631,32 @@ def _receives(track: _Track, src: _Source) -> bool:
     """Whether the viewer negotiated the source's codec (a sink of no codec list takes VP8)."""
     codecs = track.sink.payload_types
     return src.stream.codec in codecs if codecs else src.stream.codec == "VP8"
+
+
+def h264_access_unit(cache: PacketCache[tuple[RtpHeader, bytes]], first_seq: int, timestamp: int) -> bytes | None:
+    """The H.264 access unit of `timestamp` that holds packet `first_seq` (from its first packet
+    of that timestamp: the parameter sets before an IDR's slice) through the one with the marker
+    bit, contiguous, in Annex B; None if one is missing."""
+    seq = first_seq
+    for _ in range(cache.size):
+        before = cache.get((seq - 1) & 0xFFFF)
+        if before is None or before[0].timestamp != timestamp:
+            break
+        seq = (seq - 1) & 0xFFFF
+    payloads = []
+    for _ in range(cache.size):
+        entry = cache.get(seq)
+        if entry is None:
+            return None
+        hdr, data = entry
+        if hdr.timestamp != timestamp:
+            return None
+        payloads.append(data[hdr.payload_offset : hdr.payload_end])
+        if hdr.marker:
+            units = h264.depacketize(payloads)
+            return b"".join(b"\x00\x00\x00\x01" + unit for unit in units) if units else None
+        seq = (seq + 1) & 0xFFFF
+    return None
 
 
 def vp8_frame(cache: PacketCache[tuple[RtpHeader, bytes]], first_seq: int, timestamp: int) -> bytes | None:

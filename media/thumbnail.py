@@ -1,4 +1,5 @@
-"""A VP8 keyframe to a JPEG (PyAV: libvpx decodes, FFmpeg's MJPEG encoder writes the JPEG).
+"""A VP8 or H.264 keyframe to a JPEG (PyAV: libvpx or FFmpeg's H.264 decoder decodes, FFmpeg's
+MJPEG encoder writes the JPEG).
 
 Called only when someone asks for a room's thumbnail, in a worker thread (PyAV releases
 the GIL while it decodes and encodes). Raises `ThumbnailError` for a frame that does not
@@ -18,11 +19,17 @@ class ThumbnailError(ValueError):
     pass
 
 
-def keyframe_to_jpeg(vp8_frame: bytes) -> tuple[bytes, int, int]:
-    """(JPEG bytes, width, height) of a whole VP8 keyframe."""
-    decoder = av.CodecContext.create("vp8", "r")
+ANNEX_B_START = b"\x00\x00\x00\x01"  # an H.264 access unit's first bytes (a VP8 keyframe's 4th is 9d)
+
+
+def keyframe_to_jpeg(keyframe: bytes) -> tuple[bytes, int, int]:
+    """(JPEG bytes, width, height) of a whole keyframe: VP8, or an H.264 access unit in Annex B
+    with its parameter sets (media/router.py's ``latest_keyframe``)."""
+    decoder = av.CodecContext.create("h264" if keyframe.startswith(ANNEX_B_START) else "vp8", "r")
     try:
-        frames = decoder.decode(av.Packet(vp8_frame))
+        frames = decoder.decode(av.Packet(keyframe))
+        if not frames:  # a decoder that holds the picture back gives it when flushed
+            frames = decoder.decode(None)
     except av.error.FFmpegError as exc:
         raise ThumbnailError(f"the keyframe does not decode: {exc}") from exc
     if not frames:

@@ -2,7 +2,8 @@
 through PyAV, packetization mode 1); aiortc viewers that negotiated VP8 and H.264 both receive
 the host's H.264 under their own payload type and decode it, one joined before the host and
 one after (its first frame is a keyframe found in H.264's NAL units); a viewer of VP8 alone
-gets `unsupported_codec`, the audio, no video, and its session goes on."""
+gets `unsupported_codec`, the audio, no video, and its session goes on; the room's thumbnail is
+a JPEG of the host's frame size, decoded from an H.264 access unit."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import trio
 
 from media_server_client.sources import TestPatternTrack, ToneTrack
 from tests.media_support import create_room, frames_at_least, host, media_server, payload_type_of, viewer
+from tests.serving import http_client
+from tests.test_thumbnail import jpeg_size
 
 
 def video_payload_types(bot: Any) -> set[int]:
@@ -43,3 +46,7 @@ async def test_an_h264_host_is_watched_by_viewers_that_negotiated_both_codecs() 
                     assert [e.code for e in vp8_only.state.errors] == ["unsupported_codec"]
                     quality = vp8_only.state.quality
                     assert quality is not None and (quality.layer, quality.reason) == ("audio_only", "codec")
+                    async with http_client(server) as client:  # the thumbnail decodes H.264
+                        thumbnail = await client.get(f"/room/{room_id}/thumbnail.jpg")
+    assert thumbnail.status_code == 200 and thumbnail.headers["x-frame-size"] == "320x240", thumbnail.text
+    assert jpeg_size(thumbnail.content) == (320, 240)
