@@ -31,8 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httpx
 import trio
 import trio_asyncio
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCSessionDescription
 from harness import LOOPBACK, OUT_DIR, Child, Gate, PacketTrack, ViewerCounter, free_port, serve_viewers, spawn
+from janus import close_pc, new_pc, wait_connected  # the same aiortc peers as Janus's bench
 from make_media import EncodedStream
 
 from media_server_client import aiortc_hooks as adapter
@@ -85,23 +86,6 @@ async def start_mediasoup(folder: Path = DEFAULT_DIR) -> AsyncIterator[Mediasoup
         yield MediasoupServer(child, url, int(answer.json()["workerPid"]))
     finally:
         await child.stop()
-
-
-def new_pc() -> RTCPeerConnection:
-    return RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no iceServers: aiortc would add a public STUN
-
-
-async def wait_connected(pc: RTCPeerConnection, within: float = 30) -> None:
-    with trio.fail_after(within):
-        while pc.connectionState != "connected":
-            if pc.connectionState in ("failed", "closed"):
-                raise RuntimeError(f"peer connection {pc.connectionState}")
-            await trio.sleep(0.05)
-
-
-async def close_pc(pc: RTCPeerConnection) -> None:
-    with trio.CancelScope(shield=True), trio.move_on_after(10):
-        await trio_asyncio.aio_as_trio(pc.close)()
 
 
 async def post(http: httpx.AsyncClient, url: str, body: dict[str, str]) -> dict[str, str]:

@@ -1633,6 +1633,25 @@ def _receives(track: _Track, src: _Source) -> bool:
     return src.stream.codec in codecs if codecs else src.stream.codec == "VP8"
 
 
+def _frame_payloads(cache: PacketCache[tuple[RtpHeader, bytes]], first_seq: int, timestamp: int) -> list[bytes] | None:
+    """The RTP payloads of the packets from `first_seq` through the one with the marker bit, all
+    of `timestamp` and contiguous; None if one is missing (lost, or not arrived yet)."""
+    payloads = []
+    seq = first_seq
+    for _ in range(cache.size):
+        entry = cache.get(seq)
+        if entry is None:
+            return None
+        hdr, data = entry
+        if hdr.timestamp != timestamp:
+            return None
+        payloads.append(data[hdr.payload_offset : hdr.payload_end])
+        if hdr.marker:
+            return payloads
+        seq = (seq + 1) & 0xFFFF
+    return None
+
+
 def h264_access_unit(cache: PacketCache[tuple[RtpHeader, bytes]], first_seq: int, timestamp: int) -> bytes | None:
     """The H.264 access unit of `timestamp` that holds packet `first_seq` (from its first packet
     of that timestamp: the parameter sets before an IDR's slice) through the one with the marker
@@ -1643,40 +1662,21 @@ def h264_access_unit(cache: PacketCache[tuple[RtpHeader, bytes]], first_seq: int
         if before is None or before[0].timestamp != timestamp:
             break
         seq = (seq - 1) & 0xFFFF
-    payloads = []
-    for _ in range(cache.size):
-        entry = cache.get(seq)
-        if entry is None:
-            return None
-        hdr, data = entry
-        if hdr.timestamp != timestamp:
-            return None
-        payloads.append(data[hdr.payload_offset : hdr.payload_end])
-        if hdr.marker:
-            units = h264.depacketize(payloads)
-            return b"".join(b"\x00\x00\x00\x01" + unit for unit in units) if units else None
-        seq = (seq + 1) & 0xFFFF
-    return None
+    payloads = _frame_payloads(cache, seq, timestamp)
+    units = h264.depacketize(payloads) if payloads is not None else []
+    return b"".join(b"\x00\x00\x00\x01" + unit for unit in units) if units else None
 
 
 def vp8_frame(cache: PacketCache[tuple[RtpHeader, bytes]], first_seq: int, timestamp: int) -> bytes | None:
     """The VP8 frame of the packets from `first_seq` through the one with the marker bit, all of
-    `timestamp` and contiguous; None if one is missing (lost, or not arrived yet)."""
+    `timestamp` and contiguous, without their descriptors; None if one is missing."""
+    payloads = _frame_payloads(cache, first_seq, timestamp)
+    if payloads is None:
+        return None
     parts = []
-    seq = first_seq
-    for _ in range(cache.size):
-        entry = cache.get(seq)
-        if entry is None:
-            return None
-        hdr, data = entry
-        if hdr.timestamp != timestamp:
-            return None
-        payload = data[hdr.payload_offset : hdr.payload_end]
+    for payload in payloads:
         skip = descriptor_length(payload)
         if skip < 0:
             return None
         parts.append(payload[skip:])
-        if hdr.marker:
-            return b"".join(parts)
-        seq = (seq + 1) & 0xFFFF
-    return None
+    return b"".join(parts)

@@ -18,7 +18,6 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -26,26 +25,14 @@ import pytest
 from tests.peer_process import PeerProcess, start_peer
 from tests.redis_support import redis_server
 from tests.serving import ServerProcess, prometheus_values, server_process
+from tests.test_cluster import stats, wait_for
 
 RELAY_RTP = b"\xb5\x00"  # transport/relay_port.py: magic, kind RTP
 ETH_P_ALL = 0x0003
 
 
-def stats(node: ServerProcess) -> dict[str, Any]:
-    return dict(httpx.get(f"{node.url}/stats", timeout=10).json())
-
-
 def viewers_on(node: ServerProcess) -> int:
     return sum(w["stats"]["total_viewers"] for w in stats(node)["workers"])
-
-
-def wait_for(check: Any, what: str, timeout: float = 15) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := check():
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 class LoopbackCapture:
@@ -158,6 +145,14 @@ def test_viewers_past_a_nodes_share_go_to_another_node_over_srtp_and_back_when_i
             after = [viewer.latest_frames()[0] for viewer in viewers[1:3]]
             on_b = [viewer for viewer, b4, now in zip(viewers[1:3], before, after, strict=True) if now - b4 >= 5]
             assert len(on_b) == 1, (before, after)  # the kicked bot gets nothing more
+            # the node-to-node routes answer nodes only: a client's request, or a forged proof, is 404
+            forged = {"X-BitBasel-Relayed-By": f"{stats(a)['node_id']} not-the-cluster's-proof"}
+            for headers in ({}, forged):
+                refused = httpx.post(
+                    f"{b.url}/cluster/rooms/{room_id}/edge", json={"post_id": "p", "host_user_id": "x"}, headers=headers
+                )
+                assert refused.status_code == 404, refused.text
+                assert httpx.get(f"{b.url}/cluster/rooms/{room_id}/edge/peers", headers=headers).status_code == 404
             # node b's relay port took the relay, every datagram authentic
             relay = prometheus_values(httpx.get(f"{b.url}/metrics", timeout=10).text)
             assert relay['bitbasel_relay_datagrams_total{kind="datagrams_received"}'] > 100
