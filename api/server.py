@@ -15,9 +15,10 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from actors.supervisor import Supervisor
-from api.app import create_app
+from api.app import create_app, peer_environment
 from api.body_drain import DrainUnreadBody
 from api.context import ServerContext
+from api.http_sessions import HttpSessions
 from api.hypercorn_patch import install_hypercorn_patch
 from api.media import MediaConnections, open_media_port
 from cluster.redis_client import RedisClient
@@ -173,7 +174,9 @@ async def run_server(
             relay_port=relay_port,
         )
         nursery.start_soon(ctx.loop_lag.run)
-        app = create_app(ctx)
+        http_sessions = HttpSessions(peer_environment(ctx), ctx.sessions)  # WHIP and WHEP
+        await nursery.start(http_sessions.run)
+        app = create_app(ctx, http_sessions)
         stop_accepting = trio.Event()
         http_done = trio.Event()
 

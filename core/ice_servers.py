@@ -54,3 +54,22 @@ def ice_servers_for(
         username, credential = turn_credentials(turn_secret, user_id, now=now, ttl_seconds=ttl_seconds)
         servers.append(IceServer(urls=list(turn_servers), username=username, credential=credential))
     return servers
+
+
+def link_headers(servers: list[IceServer]) -> list[str]:
+    """The same servers as WHIP/WHEP `Link` header values (RFC 9725 4.6): one per URL,
+    `rel="ice-server"`, with the TURN credentials as `username` / `credential`."""
+    out: list[str] = []
+    for server in servers:
+        params = ""
+        if server.username is not None and server.credential is not None:
+            params = (
+                f'; username="{_quoted(server.username)}"; credential="{_quoted(server.credential)}"'
+                '; credential-type="password"'
+            )
+        out.extend(f'<{url}>; rel="ice-server"{params}' for url in server.urls)
+    return out
+
+
+def _quoted(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')

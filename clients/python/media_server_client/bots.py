@@ -446,7 +446,7 @@ async def open_host(
         for track in sources:
             transceiver = pc.addTransceiver(LentTrack(track), direction="sendonly")
             if video_codec is not None and track.kind == "video":
-                _prefer(transceiver, video_codec)
+                prefer_codec(transceiver, video_codec)
 
     def start(bot: Bot, nursery: trio.Nursery) -> None:
         if record_sent_rtp:
@@ -487,7 +487,7 @@ async def open_viewer(
         for kind in kinds:
             transceiver = pc.addTransceiver(kind, direction="recvonly")
             if video_codec is not None and kind == "video":
-                _prefer(transceiver, video_codec)
+                prefer_codec(transceiver, video_codec)
 
     def start(bot: Bot, nursery: trio.Nursery) -> None:
         if record_received_rtp:
@@ -501,7 +501,7 @@ async def open_viewer(
         yield bot
 
 
-def _prefer(transceiver: Any, codec: str) -> None:
+def prefer_codec(transceiver: Any, codec: str) -> None:
     """Offer only ``codec`` (and nothing else) on a video transceiver."""
     wanted = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType.lower() == f"video/{codec}".lower()]
     if not wanted:
