@@ -22,6 +22,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import httpx
@@ -454,6 +455,28 @@ def create_front_app(front: Front) -> QuartTrio:
                 placement.left(*placed)
             if remote_edges is not None and edge_index is not None and isinstance(room_id, str):
                 remote_edges.left(room_id, edge_index)
+
+    async def whip_whep(door: str, room_id: str, session_id: str | None = None) -> Response:
+        """WHIP and WHEP go to the room's worker (or node), where their sessions live: every
+        request of a session names its room. An unknown room is answered by a worker (404 with
+        the doors' headers)."""
+        route = await front.route(room_id, relayed=front.relayed(request.headers))
+        if isinstance(route, Nowhere):
+            if route.code != "room_not_found":
+                return _error(503, route.code, route.message)
+            route = OnWorker(0)
+        return await front.relay_to(route, f"/{door}/{room_id}" + (f"/{session_id}" if session_id else ""))
+
+    door_routes = (("/<room_id>", ["POST", "OPTIONS"]), ("/<room_id>/<session_id>", ["PATCH", "DELETE", "OPTIONS"]))
+    for door in ("whip", "whep"):
+        for path, methods in door_routes:
+            app.add_url_rule(
+                f"/{door}{path}",
+                f"{door}{path.count('/')}",
+                partial(whip_whep, door),
+                methods=methods,
+                provide_automatic_options=False,
+            )
 
     @app.route("/", defaults={"path": ""}, methods=["GET", "POST"])
     @app.route("/<path:path>", methods=["GET", "POST"])

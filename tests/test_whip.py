@@ -5,12 +5,15 @@ tests/test_whip_media.py."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import trio
 
 from core.tokens import TokenIssuer
+from media_server_client.bots import open_bot_loop
 from tests.media_support import create_room, frames_at_least, media_server, room_stats, viewer
-from tests.serving import http_client, make_config, poll_until
+from tests.serving import http_client, make_config, poll_until, server_process
 from tests.whip_support import whep_viewer, whip_publisher
 
 SECRET = "whip-test-secret-0123456789abcdef"
@@ -20,9 +23,9 @@ async def test_a_whip_host_is_watched_over_websocket_and_whep_then_delete_ends_i
     with trio.fail_after(90):
         async with media_server() as server:
             room_id = await create_room(server)
-            async with viewer(server, room_id) as ws_viewer, whep_viewer(server, room_id) as early:
+            async with viewer(server, room_id) as ws_viewer, whep_viewer(server.url, room_id) as early:
                 assert early.created.status_code == 201, early.created.text  # before the host is live
-                async with whip_publisher(server, room_id) as host:
+                async with whip_publisher(server.url, room_id) as host:
                     assert host.created.status_code == 201, host.created.text
                     assert host.location.startswith(f"/whip/{room_id}/") and host.etag.startswith('"')
                     answer = host.created.text
@@ -30,7 +33,7 @@ async def test_a_whip_host_is_watched_over_websocket_and_whep_then_delete_ends_i
                     assert answer.count("a=recvonly") == 2
                     await ws_viewer.wait_for(frames_at_least(video=20, audio=50))
                     await early.wait_frames(video=20, audio=50)
-                    async with whep_viewer(server, room_id) as late:
+                    async with whep_viewer(server.url, room_id) as late:
                         await late.wait_frames(video=20, audio=50)
                         assert late.video_size == (320, 240)
                     stats = await room_stats(server, room_id)
@@ -83,7 +86,7 @@ async def test_whip_and_whep_answer_each_status_of_the_protocol() -> None:
             host_token, _ = tokens.mint(room_id, "host", "alice", 600)
             viewer_token, _ = tokens.mint(room_id, "viewer", "bob", 600)
             other_token, _ = tokens.mint(other_room, "host", "alice", 600)
-            async with http_client(server) as client, whip_publisher(server, room_id, token=host_token) as host:
+            async with http_client(server) as client, whip_publisher(server.url, room_id, token=host_token) as host:
                 offer = host.pc.localDescription.sdp
                 # a session, and what it answers
                 assert host.created.status_code == 201, host.created.text
@@ -146,15 +149,15 @@ async def test_whip_and_whep_answer_each_status_of_the_protocol() -> None:
                 after = await client.patch(host.location, content=candidate, headers=_frag(host.etag, host_token))
                 assert after.status_code == 412  # the ETag before the restart is stale now
                 # capacity: max_connections = 3 (the host, then two WHEP viewers)
-                async with whep_viewer(server, room_id, token=viewer_token) as v1:
+                async with whep_viewer(server.url, room_id, token=viewer_token) as v1:
                     assert v1.created.status_code == 201, v1.created.text
-                    async with whep_viewer(server, room_id, token=viewer_token) as v2:
+                    async with whep_viewer(server.url, room_id, token=viewer_token) as v2:
                         assert v2.created.status_code == 201, v2.created.text
-                        async with whep_viewer(server, room_id, token=viewer_token) as full:
+                        async with whep_viewer(server.url, room_id, token=viewer_token) as full:
                             assert full.created.status_code == 503, full.created.text
                             assert full.created.headers["retry-after"].isdigit()
                 # a second WHIP publisher of the same user replaces the first
-                async with whip_publisher(server, room_id, token=host_token) as second:
+                async with whip_publisher(server.url, room_id, token=host_token) as second:
                     assert second.created.status_code == 201, second.created.text
                     await _wait_gone(client, host.location, host_token)
                     assert (
@@ -176,8 +179,34 @@ async def test_whip_answers_link_headers_with_turn_credentials() -> None:
     with trio.fail_after(60):
         async with media_server(config) as server:
             room_id = await create_room(server)
-            async with whep_viewer(server, room_id) as watcher:
+            async with whep_viewer(server.url, room_id) as watcher:
                 assert watcher.created.status_code == 201, watcher.created.text
                 (link,) = watcher.created.headers.get_list("link")
     assert link.startswith('<turn:127.0.0.1:3478?transport=udp>; rel="ice-server"; username="')
     assert 'credential="' in link and 'credential-type="password"' in link
+
+
+async def test_whip_and_whep_reach_the_rooms_worker_through_the_front(tmp_path: Path) -> None:
+    """Two workers: each room on its own; a WHIP host and a WHEP viewer of the second room talk
+    to the front only, which relays each request to that room's worker."""
+    with server_process(tmp_path, cluster={"workers": 2}) as front:
+        async with open_bot_loop(), httpx.AsyncClient(base_url=front.url, timeout=10) as client:
+            rooms = []
+            for post in ("one", "two"):
+                created = await client.post("/room/create", json={"post_id": post, "host_user_id": "alice"})
+                rooms.append(created.json()["room_id"])
+            placed = (await client.get("/stats")).json()
+            assert sorted(len(w["rooms"]) for w in placed["workers"]) == [1, 1]
+            with trio.fail_after(60):
+                async with whip_publisher(front.url, rooms[1]) as host, whep_viewer(front.url, rooms[1]) as watcher:
+                    assert host.created.status_code == 201 and watcher.created.status_code == 201
+                    await watcher.wait_frames(video=20, audio=50)
+                    options = await client.options(f"/whep/{rooms[1]}")
+                    assert options.status_code == 204 and options.headers["accept-post"] == "application/sdp"
+                    assert (await client.delete(watcher.location)).status_code == 200
+                    assert (await client.delete(host.location)).status_code == 200
+                    assert (await client.delete(host.location)).status_code == 404
+                    stats = (await client.get(f"/room/{rooms[1]}/stats")).json()
+                    assert not stats["has_host"] and stats["viewer_count"] == 0, stats
+                    unknown = await client.post("/whip/room_424242", content="v=0\r\n", headers=_sdp())
+                    assert unknown.status_code == 404 and unknown.headers["access-control-allow-origin"] == "*"

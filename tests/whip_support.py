@@ -1,9 +1,9 @@
 """WHIP and WHEP peers for tests: aiortc over plain HTTP (httpx), no WebSocket at all.
 
-`whip_publisher` POSTs a host's offer to `/whip/{room_id}`, `whep_viewer` a viewer's to
-`/whep/{room_id}`; each yields the peer with the server's 201 response (its `Location`,
+`whip_publisher` POSTs a host's offer to `{base_url}/whip/{room_id}`, `whep_viewer` a viewer's
+to `{base_url}/whep/{room_id}`; each yields the peer with the server's 201 response (its `Location`,
 `ETag`, `Link`) and, for a viewer, the frames it decoded. Both run inside a trio-asyncio loop
-(tests/media_support.media_server opens one).
+(tests/media_support.media_server and open_bot_loop open one).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from aiortc.mediastreams import MediaStreamError
 from media_server_client.aiortc_hooks import restrict_host_addresses
 from media_server_client.bots import prefer_codec
 from media_server_client.sources import TestPatternTrack, ToneTrack
-from tests.serving import RunningServer
 
 LOOPBACK = ["127.0.0.1"]
 
@@ -58,12 +57,12 @@ async def offer_of(pc: RTCPeerConnection) -> str:
 
 @asynccontextmanager
 async def _http_peer(
-    server: RunningServer, door: str, room_id: str, pc: RTCPeerConnection, token: str | None
+    base_url: str, door: str, room_id: str, pc: RTCPeerConnection, token: str | None
 ) -> AsyncIterator[HttpPeer]:
     headers = {"Content-Type": "application/sdp"} | ({"Authorization": f"Bearer {token}"} if token else {})
     try:
         offer = await offer_of(pc)
-        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
             created = await client.post(f"/{door}/{room_id}", content=offer, headers=headers)
         peer = HttpPeer(pc, created)
         if created.status_code == 201:
@@ -82,7 +81,7 @@ async def _http_peer(
 
 @asynccontextmanager
 async def whip_publisher(
-    server: RunningServer,
+    base_url: str,
     room_id: str,
     *,
     token: str | None = None,
@@ -95,20 +94,20 @@ async def whip_publisher(
         transceiver = pc.addTransceiver(track, direction="sendonly")
         if video_codec is not None and track.kind == "video":
             prefer_codec(transceiver, video_codec)
-    async with _http_peer(server, "whip", room_id, pc, token) as peer:
+    async with _http_peer(base_url, "whip", room_id, pc, token) as peer:
         yield peer
 
 
 @asynccontextmanager
 async def whep_viewer(
-    server: RunningServer, room_id: str, *, token: str | None = None, video_codec: str | None = None
+    base_url: str, room_id: str, *, token: str | None = None, video_codec: str | None = None
 ) -> AsyncIterator[HttpPeer]:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     for kind in ("audio", "video"):
         transceiver = pc.addTransceiver(kind, direction="recvonly")
         if video_codec is not None and kind == "video":
             prefer_codec(transceiver, video_codec)
-    async with _http_peer(server, "whep", room_id, pc, token) as peer:
+    async with _http_peer(base_url, "whep", room_id, pc, token) as peer:
         yield peer
 
 
