@@ -1,4 +1,4 @@
-"""The pages (go live, watch) and the JS client, served from web/.
+"""The pages (go live, watch, the minimal WHEP player) and the JS client, served from web/.
 
 `/static/*` is served with CORS headers so the platform's front end can import
 `/static/bitbasel-media.js` from its own origin.
@@ -30,6 +30,10 @@ def create_pages_blueprint() -> Blueprint:
     async def watch(room_id: str) -> Response:
         del room_id  # the page reads it from its own URL
         return await send_web_file("watch.html")
+
+    @pages.get("/whep.html")
+    async def whep_player() -> Response:
+        return await send_web_file("whep.html")
 
     @pages.get("/static/<path:filename>")
     async def static_file(filename: str) -> Response:

@@ -163,7 +163,7 @@ def server_process(tmp_dir: Path, toml: str = SERVER_TOML, command: list[str] | 
 
 # The viewer's inbound-rtp counters, per kind.
 JS_INBOUND = """async () => {
-  const s = window.bitbasel && window.bitbasel.session;
+  const s = (window.bitbasel && window.bitbasel.session) || window.whep;  // whep.html: window.whep
   if (!s || !s.peerConnection) return null;
   const out = {};
   (await s.peerConnection.getStats()).forEach((r) => {
@@ -179,7 +179,7 @@ JS_INBOUND = """async () => {
 
 # The host's outbound-rtp counters, per kind (the biggest stream per kind).
 JS_OUTBOUND = """async () => {
-  const s = window.bitbasel && window.bitbasel.session;
+  const s = (window.bitbasel && window.bitbasel.session) || window.whep;  // whep.html: window.whep
   if (!s || !s.peerConnection) return null;
   const out = {};
   (await s.peerConnection.getStats()).forEach((r) => {
@@ -194,9 +194,23 @@ JS_OUTBOUND = """async () => {
   return out;
 }"""
 
+# The inbound video's codec (`mimeType` of its codec stats), e.g. "video/H264".
+JS_INBOUND_VIDEO_MIME = """async () => {
+  const s = (window.bitbasel && window.bitbasel.session) || window.whep;
+  if (!s || !s.peerConnection) return null;
+  const stats = await s.peerConnection.getStats();
+  let mime = null;
+  stats.forEach((r) => {
+    if (r.type === 'inbound-rtp' && r.kind === 'video' && r.codecId && stats.get(r.codecId)) {
+      mime = stats.get(r.codecId).mimeType;
+    }
+  });
+  return mime;
+}"""
+
 # True once the viewer's inbound video has decoded more than `arg` frames.
 JS_FRAMES_DECODED_OVER = """async (n) => {
-  const s = window.bitbasel && window.bitbasel.session;
+  const s = (window.bitbasel && window.bitbasel.session) || window.whep;  // whep.html: window.whep
   if (!s || !s.peerConnection) return false;
   let decoded = 0;
   (await s.peerConnection.getStats()).forEach((r) => {
@@ -207,7 +221,7 @@ JS_FRAMES_DECODED_OVER = """async (n) => {
 
 # True once the viewer's inbound audio has received more than `arg` samples.
 JS_AUDIO_SAMPLES_OVER = """async (n) => {
-  const s = window.bitbasel && window.bitbasel.session;
+  const s = (window.bitbasel && window.bitbasel.session) || window.whep;  // whep.html: window.whep
   if (!s || !s.peerConnection) return false;
   let samples = 0;
   (await s.peerConnection.getStats()).forEach((r) => {

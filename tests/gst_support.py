@@ -27,6 +27,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 PEER_SCRIPT = REPO / "tests" / "gst_peer.py"
+WHIP_SCRIPT = REPO / "tests" / "gst_whip.py"
 ARTIFACTS = REPO / "tests" / "artifacts"
 SYSTEM_PYTHON = os.environ.get("BITBASEL_GST_PYTHON", "/usr/bin/python3")
 DEBIAN_PACKAGES = (
@@ -106,13 +107,8 @@ class GstPeer:
         stats_interval: float = 0.25,
         extra_args: Sequence[str] = (),
     ) -> None:
-        self.role = role
         self.bundle_policy = bundle_policy
-        self.command = [
-            SYSTEM_PYTHON,
-            "-X",
-            "faulthandler",
-            str(PEER_SCRIPT),
+        command = [
             "--role",
             role,
             "--ws",
@@ -128,6 +124,22 @@ class GstPeer:
             *(["--user", user_id] if user_id is not None else []),
             *extra_args,
         ]
+        self._setup(role, PEER_SCRIPT, command)
+
+    @classmethod
+    def whip_publisher(
+        cls, url: str, *, encoder: str, token: str | None = None, seconds: float = 30.0, stats_interval: float = 0.25
+    ) -> GstPeer:
+        """tests/gst_whip.py: a WHIP publisher of H.264 (`encoder`: x264enc or openh264enc) and Opus."""
+        peer = cls.__new__(cls)
+        peer.bundle_policy = "max-bundle"
+        args = ["--url", url, "--encoder", encoder, "--seconds", str(seconds), "--stats-interval", str(stats_interval)]
+        peer._setup("whip", WHIP_SCRIPT, args + (["--token", token] if token else []))
+        return peer
+
+    def _setup(self, role: str, script: Path, args: list[str]) -> None:
+        self.role = role
+        self.command = [SYSTEM_PYTHON, "-X", "faulthandler", str(script), *args]
         self.events: list[dict[str, Any]] = []
         self.stderr_lines: list[str] = []
         self.process: subprocess.Popen[str] | None = None

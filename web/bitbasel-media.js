@@ -23,6 +23,7 @@
 // fields state, viewerCount, hasHost, peerId, closeReason, timings, quality, layers.
 // A host publishes three simulcast layers (rids q, h, f: a quarter, half and full size) when
 // its camera gives at least 540 lines, two from 360, else one; `simulcast: false` publishes one.
+// `codec: "H264"` publishes H.264 instead of VP8 (viewers negotiate both and watch either).
 // See docs/JS_CLIENT.md.
 
 export const PROTOCOL_VERSION = 1;
@@ -131,18 +132,19 @@ function now() {
 }
 
 /**
- * Reorder (and filter) a transceiver's codecs so the server's codec comes
- * first. Keeps the codec's retransmission format (rtx) for video. Best effort:
- * browsers without setCodecPreferences / getCapabilities are left alone.
+ * Offer only the given codecs on a transceiver, in that order (a host: the one it publishes;
+ * a viewer: every codec the server may forward, so it can watch whichever its host sends).
+ * Keeps the retransmission format (rtx) for video. Best effort: browsers without
+ * setCodecPreferences / getCapabilities are left alone.
  */
-function preferCodec(transceiver, kind, mimeType) {
+function preferCodec(transceiver, kind, mimeTypes) {
   try {
     if (typeof transceiver.setCodecPreferences !== "function") return;
     const caps = globalThis.RTCRtpReceiver && RTCRtpReceiver.getCapabilities
       ? RTCRtpReceiver.getCapabilities(kind) : null;
     if (!caps || !caps.codecs) return;
-    const wanted = mimeType.toLowerCase();
-    const preferred = caps.codecs.filter((c) => c.mimeType.toLowerCase() === wanted);
+    const preferred = mimeTypes.flatMap((mimeType) =>
+      caps.codecs.filter((c) => c.mimeType.toLowerCase() === mimeType.toLowerCase()));
     if (preferred.length === 0) return;
     const extras = kind === "video"
       ? caps.codecs.filter((c) => c.mimeType.toLowerCase() === "video/rtx")
@@ -173,6 +175,8 @@ class MediaSession extends EventTarget {
     this.mediaTimeoutMs = options.mediaTimeoutMs || DEFAULT_MEDIA_TIMEOUT_MS;
     this.log = options.log || (() => {});
     this.simulcast = options.simulcast !== false; // host: publish layers when the camera allows
+    // host: the video codec to publish, "VP8" (default) or "H264" (viewers receive either)
+    this.codec = String(options.codec || "VP8").toUpperCase() === "H264" ? "H264" : "VP8";
     this.quality = null; // viewer: the latest `quality` message ({layer, width, height, reason})
     this.layers = null; // host: the rids viewers need (the latest `layers` message)
     this._wantedQuality = QUALITIES.includes(options.quality) ? options.quality : "auto";
@@ -645,7 +649,7 @@ class MediaSession extends EventTarget {
         const encodings = simulcastEncodings(track, this.simulcast);
         if (encodings) init.sendEncodings = encodings;
         const transceiver = pc.addTransceiver(track, init);
-        preferCodec(transceiver, track.kind, track.kind === "video" ? "video/VP8" : "audio/opus");
+        preferCodec(transceiver, track.kind, [track.kind === "video" ? `video/${this.codec}` : "audio/opus"]);
         if (track.kind === "video") this._videoSender = transceiver.sender;
       }
     } else {
@@ -653,7 +657,7 @@ class MediaSession extends EventTarget {
       this.remoteStream = remote;
       for (const kind of ["video", "audio"]) {
         const transceiver = pc.addTransceiver(kind, { direction: "recvonly" });
-        preferCodec(transceiver, kind, kind === "video" ? "video/VP8" : "audio/opus");
+        preferCodec(transceiver, kind, kind === "video" ? ["video/VP8", "video/H264"] : ["audio/opus"]);
       }
       pc.ontrack = (event) => {
         if (!current()) return;
