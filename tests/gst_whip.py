@@ -33,8 +33,13 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from gst_peer import add_ice_local_address, elapsed_ms, emit
-from gi.repository import GLib, Gst, GstSdp, GstWebRTC
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstSdp", "1.0")
+gi.require_version("GstWebRTC", "1.0")
+from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
+from gst_peer import add_ice_local_address, elapsed_ms, emit  # noqa: E402  (tests/, beside this script)
 
 VIDEO_PT = 102
 AUDIO_PT = 111
@@ -224,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
 
     GLib.unix_signal_add(GLib.PRIORITY_HIGH, signal.SIGTERM, quit_)
     GLib.unix_signal_add(GLib.PRIORITY_HIGH, signal.SIGINT, quit_)
-    GLib.io_add_watch(0, GLib.PRIORITY_DEFAULT, GLib.IOCondition.IN | GLib.IOCondition.HUP | GLib.IOCondition.ERR, on_stdin)
+    ended = GLib.IOCondition.IN | GLib.IOCondition.HUP | GLib.IOCondition.ERR
+    GLib.io_add_watch(0, GLib.PRIORITY_DEFAULT, ended, on_stdin)
     GLib.timeout_add(int(args.seconds * 1000), quit_)
     GLib.timeout_add(max(50, int(args.stats_interval * 1000)), publisher.stats)
     if publisher.pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:

@@ -1,0 +1,123 @@
+"""WHIP and WHEP with real encoders and players (issue 22's media rows): a GStreamer webrtcbin
+WHIP publisher (x264enc, then openh264enc: what OBS and hardware encoders send, H.264 + Opus)
+watched by Chromium on the minimal WHEP page (web/whep.html: fetch + RTCPeerConnection only)
+and by Chromium on the watch page (the WebSocket client); a Chromium host publishing H.264
+through the WebSocket client, watched on the WHEP page.
+
+Each Chromium viewer must show `video/H264` as its inbound codec and decode more than 100
+frames within 10 s of its first one (15 fps sources). The server runs as a process
+(tests/browser_support.py); Chromium is Debian's; loopback only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.browser_support import (
+    CHROMIUM,
+    JS_FRAMES_DECODED_OVER,
+    JS_INBOUND_VIDEO_MIME,
+    WAIT_MS,
+    ServerProcess,
+    chromium_browser,
+    poll_page,
+    server_process,
+)
+from tests.gst_support import GstPeer
+from tests.gst_support import available as gst_available
+
+pytestmark = pytest.mark.browser
+
+if not CHROMIUM.exists():
+    pytest.skip(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+
+from playwright.sync_api import Browser, BrowserContext  # noqa: E402
+
+from tests.browser_pages import Tab, new_room, open_host, open_viewer, require_client_served, start_live  # noqa: E402
+
+FRAMES = 100
+WITHIN_S = 10.0
+
+
+@pytest.fixture(scope="module")
+def media_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with server_process(tmp_path_factory.mktemp("whip")) as server:
+        require_client_served(server)
+        yield server
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium_browser() as launched:
+        yield launched
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    ctx = browser.new_context(viewport={"width": 640, "height": 480})
+    ctx.set_default_timeout(WAIT_MS)
+    try:
+        yield ctx
+    finally:
+        ctx.close()
+
+
+def open_whep_page(context: BrowserContext, server: ServerProcess, room_id: str, name: str) -> Tab:
+    tab = Tab(context, name)
+    tab.page.goto(f"{server.url}/whep.html?room={room_id}")
+    tab.page.wait_for_function("() => !!(window.whep && window.whep.peerConnection)")
+    return tab
+
+
+def assert_decodes_h264(tab: Tab) -> None:
+    """video/H264 inbound, and over FRAMES frames decoded within WITHIN_S of the first one."""
+    poll_page(tab.page, JS_FRAMES_DECODED_OVER, 0, timeout=WAIT_MS / 1000, what=f"{tab.name}: a first frame")
+    first = time.monotonic()
+    poll_page(tab.page, JS_FRAMES_DECODED_OVER, FRAMES, timeout=WITHIN_S + 5, what=f"{tab.name}: {FRAMES} frames")
+    took = time.monotonic() - first
+    assert took <= WITHIN_S, f"{tab.name}: {FRAMES} frames took {took:.1f} s"
+    assert tab.page.evaluate(JS_INBOUND_VIDEO_MIME) == "video/H264"
+    tab.assert_no_errors()
+
+
+@pytest.mark.skipif(not gst_available(), reason="GStreamer webrtcbin is not usable from the system Python")
+@pytest.mark.parametrize("encoder", ["x264enc", "openh264enc"])
+def test_a_gstreamer_whip_publisher_is_watched_over_whep_and_websocket(
+    encoder: str, context: BrowserContext, media_server: ServerProcess, tmp_path: Path
+) -> None:
+    room_id = new_room(media_server)
+    with GstPeer.whip_publisher(f"{media_server.url}/whip/{room_id}", encoder=encoder, seconds=60) as publisher:
+        created = publisher.wait_event("created", timeout=20)
+        assert created["status"] == 201, publisher.describe()
+        assert created["location"].startswith(f"/whip/{room_id}/") and created["etag"]
+        publisher.wait_event("connected", timeout=20)
+        media_server.wait_room(room_id, has_host=True)
+        whep = open_whep_page(context, media_server, room_id, "whep viewer")
+        ws_viewer = open_viewer(context, media_server, room_id, "websocket viewer")
+        assert_decodes_h264(whep)
+        assert_decodes_h264(ws_viewer)
+        assert media_server.room_stats(room_id)["viewer_count"] == 2
+    deleted = publisher.find_event("deleted")
+    assert deleted is not None and deleted["status"] == 200, publisher.describe()
+    media_server.wait_room(room_id, has_host=False, timeout=5)
+
+
+def test_a_chromium_h264_host_is_watched_over_whep(context: BrowserContext, media_server: ServerProcess) -> None:
+    room_id = new_room(media_server)
+    host = open_host(context, media_server, room_id, "alice", codec="H264")
+    start_live(host)
+    whep = open_whep_page(context, media_server, room_id, "whep viewer")
+    assert_decodes_h264(whep)
+    sent = host.page.evaluate(
+        """async () => { let mime = null; const pc = window.bitbasel.session.peerConnection;
+           const stats = await pc.getStats();
+           stats.forEach((r) => { if (r.type === 'outbound-rtp' && r.kind === 'video' && r.codecId)
+             mime = stats.get(r.codecId).mimeType; });
+           return mime; }"""
+    )
+    assert sent == "video/H264"
+    host.assert_no_errors()
