@@ -167,12 +167,13 @@ async def main(
     qualities: list[Quality] | None = None,
     every: float = 3.0,
     dump: str | None = None,
+    video_codec: str | None = None,
 ) -> None:
     started = trio.current_time()
     async with trio_asyncio.open_loop():
         if role == "host":
             tracks = [TestPatternTrack(160, 120, 15), ToneTrack()]
-            bot = open_host(url, room_id, user_id=user, host_addresses=LOOPBACK, tracks=tracks)
+            bot = open_host(url, room_id, user_id=user, host_addresses=LOOPBACK, tracks=tracks, video_codec=video_codec)
         else:
             recording = dump is not None
             bot = open_viewer(url, room_id, host_addresses=LOOPBACK, decode=decode, record_received_rtp=recording)
@@ -208,6 +209,7 @@ if __name__ == "__main__":
     parser.add_argument("--qualities", type=lambda text: text.split(","), default=None)
     parser.add_argument("--every", type=float, default=3.0)
     parser.add_argument("--dump", default=None)
+    parser.add_argument("--video-codec", default=None, help="host: publish this video codec alone (VP8, H264)")
     args = parser.parse_args(sys.argv[1:])
     trio.run(
         lambda: main(
@@ -219,5 +221,6 @@ if __name__ == "__main__":
             qualities=args.qualities,
             every=args.every,
             dump=args.dump,
+            video_codec=args.video_codec,
         )
     )

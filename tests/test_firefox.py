@@ -108,6 +108,30 @@ def test_firefox_goes_live_on_the_projects_golive_page(ff: FirefoxDriver, media_
         page.close()
 
 
+def test_firefox_in_an_h264_room_keeps_its_audio_and_is_told(ff: FirefoxDriver, media_server: ServerProcess) -> None:
+    """Firefox ESR here has no H.264: its offer has VP8 only, so in a room whose host publishes
+    H.264 it gets `unsupported_codec`, then `quality` audio_only, and its session goes on."""
+    room_id = new_room(media_server, "alice")
+    host = start_peer(media_server, room_id, "host", options=("--video-codec", "H264"))
+    try:
+        page = ff.open(f"{media_server.url}/watch/{room_id}")
+        poll(page, JS_AUDIO_SAMPLES_OVER, 48_000, what="Firefox: a second of audio")
+        told = poll(
+            page,
+            "() => { const m = document.getElementById('message'); return m.textContent.includes('unsupported_codec') "
+            "&& document.getElementById('layer').dataset.layer === 'audio_only' && m.textContent; }",
+            what="Firefox: told unsupported_codec, audio only",
+        )
+        assert "audio only" in told, told
+        assert page.evaluate(JS_FRAMES_DECODED_OVER, 0) is False
+        assert page.evaluate("() => document.getElementById('status').dataset.state") == "live"
+        media_server.wait_room(room_id, viewer_count=1, has_host=True)
+        assert not page.errors, page.errors
+        page.close()
+    finally:
+        host.stop()
+
+
 # ---- a plain RTCPeerConnection, each bundlePolicy --------------------------------------------
 
 # Joins as viewer with a plain RTCPeerConnection of the given bundlePolicy, trickles its

@@ -492,6 +492,8 @@ class MediaSession extends EventTarget {
   /** Whether an error code comes with a close after which this client does not reconnect. */
   _isFatalCode(code) {
     if (code === "bad_message") return !this._joined; // before a good join it closes with 4400
+    // a viewer that cannot receive the room's video codec keeps its audio (quality audio_only)
+    if (code === "unsupported_codec" && this.role === "viewer" && this._joined) return false;
     return ["unauthorized", "forbidden", "room_not_found", "replaced", "unsupported_codec", "kicked"].includes(code);
   }
 
