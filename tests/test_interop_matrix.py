@@ -1,7 +1,10 @@
 """Every host stack to every viewer stack: Chromium, Firefox ESR, GStreamer webrtcbin, aiortc.
 
 One room per host stack; in it one viewer of each stack, started together. Each viewer must
-decode video and receive audio. Browsers use the project's own pages (web/golive.html,
+decode video and receive audio. The standard doors are stacks too: a GStreamer WHIP publisher
+(x264enc, H.264) and Chromium on the WHEP page; in the WHIP publisher's H.264 room the viewers
+without H.264 (Firefox ESR here, the GStreamer VP8 viewer) must keep their audio ("audio").
+Browsers use the project's own pages (web/golive.html,
 web/watch.html: the JS client, `bundlePolicy: "max-bundle"`), GStreamer tests/gst_peer.py
 (`max-bundle`, its default RSA certificate), aiortc tests/peer_process.py. The first-frame
 times are printed as a table and written to tests/artifacts/interop_matrix.json: for the
@@ -40,6 +43,14 @@ from tests.peer_process import PeerProcess, start_peer
 pytestmark = pytest.mark.browser
 
 STACKS = ["chromium", "firefox", "gstreamer", "aiortc"]
+# ... and the standard doors: a GStreamer WHIP publisher (x264enc: H.264 + Opus, as OBS sends)
+# and Chromium on the minimal WHEP page (web/whep.html)
+HOST_STACKS = [*STACKS, "whip"]
+VIEWER_STACKS = [*STACKS, "whep"]
+# the viewers that cannot decode H.264 (Firefox ESR here, tests/gst_peer.py's VP8 viewer) keep
+# their audio in an H.264 room: their cell says "audio"
+H264_HOSTS = ("whip",)
+H264_VIEWERS = ("chromium", "aiortc", "whep")
 SIMULCAST_HOSTS = ("chromium", "firefox")  # the browsers publish simulcast from the golive page
 WAIT_S = 40.0
 VIDEO_FRAMES = 10
@@ -103,6 +114,11 @@ class Stacks:
             peer = GstPeer("host", self.server.ws_url, room_id, user_id=user, seconds=120).start()
             self.cleanup.callback(peer.stop)
             peer.wait_event("connected", WAIT_S)
+        elif stack == "whip":
+            url = f"{self.server.url}/whip/{room_id}"
+            peer = GstPeer.whip_publisher(url, encoder="x264enc", seconds=120).start()
+            self.cleanup.callback(peer.stop)
+            peer.wait_event("connected", WAIT_S)
         else:
             bot = start_peer(self.server, room_id, "host", user=user)
             self.cleanup.callback(bot.stop)
@@ -110,8 +126,24 @@ class Stacks:
 
     # ---- viewers: start() returns a function that waits for media and gives the first-frame ms
 
-    def start_viewer(self, stack: str, room_id: str) -> Callable[[], int]:
+    def start_viewer(self, stack: str, room_id: str, *, video: bool = True) -> Callable[[], int | str]:
+        """`video=False`: the viewer cannot decode the room's codec; its audio is waited for."""
         url = f"{self.server.url}/watch/{room_id}"
+        if stack == "whep":
+            context = self.chromium.new_context()
+            self.cleanup.callback(context.close)
+            page = context.new_page()
+            started = time.monotonic()
+            page.goto(f"{self.server.url}/whep.html?room={room_id}")
+
+            def whep_media() -> int:
+                poll_page(page, JS_FRAMES_DECODED_OVER, 0, timeout=WAIT_S, what="WHEP: a first frame")
+                first_ms = round(1000 * (time.monotonic() - started))
+                poll_page(page, JS_FRAMES_DECODED_OVER, VIDEO_FRAMES, timeout=WAIT_S, what="WHEP: video")
+                poll_page(page, JS_AUDIO_SAMPLES_OVER, AUDIO_SAMPLES, timeout=WAIT_S, what="WHEP: audio")
+                return first_ms
+
+            return whep_media
         if stack == "chromium":
             context = self.chromium.new_context()
             self.cleanup.callback(context.close)
@@ -129,7 +161,10 @@ class Stacks:
             ff_page = self.ff.open(url)
             self.cleanup.callback(ff_page.close)
 
-            def firefox_media() -> int:
+            def firefox_media() -> int | str:
+                if not video:
+                    wait_ff(ff_page, JS_AUDIO_SAMPLES_OVER, AUDIO_SAMPLES, "audio")
+                    return "audio"
                 wait_ff(ff_page, JS_FRAMES_DECODED_OVER, VIDEO_FRAMES, "video")
                 wait_ff(ff_page, JS_AUDIO_SAMPLES_OVER, AUDIO_SAMPLES, "audio")
                 return int(ff_page.evaluate(JS_FIRST_FRAME_MS))
@@ -139,7 +174,10 @@ class Stacks:
             peer = GstPeer("viewer", self.server.ws_url, room_id, seconds=120).start()
             self.cleanup.callback(peer.stop)
 
-            def gstreamer_media() -> int:
+            def gstreamer_media() -> int | str:
+                if not video:
+                    peer.wait_event("stats", WAIT_S, lambda s: s["audio_buffers"] >= AUDIO_FRAMES)
+                    return "audio"
                 first = peer.wait_event("first_frame", WAIT_S)
                 peer.wait_event(
                     "stats",
@@ -196,25 +234,30 @@ def stacks_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
 
 def test_every_host_stack_to_every_viewer_stack(stacks_server: ServerProcess, tmp_path_factory: Any) -> None:
     server = stacks_server
-    first_frame_ms: dict[str, dict[str, int]] = {}
+    first_frame_ms: dict[str, dict[str, int | str]] = {}
     layer_widths: dict[str, list[int]] = {}
     failures: list[str] = []
     log = tmp_path_factory.mktemp("matrix-firefox") / "firefox_driver.log"
     with chromium_browser() as chromium, firefox(log) as ff:
-        for host_stack in STACKS:
+        for host_stack in HOST_STACKS:
             user = f"host_{host_stack}"
             room_id = server.create_room(f"post_matrix_{host_stack}", user)
             with ExitStack() as cleanup:
                 stacks = Stacks(server, chromium, ff, cleanup)
                 stacks.start_host(host_stack, room_id, user)
-                waits = {viewer: stacks.start_viewer(viewer, room_id) for viewer in STACKS}
+                waits = {
+                    viewer: stacks.start_viewer(
+                        viewer, room_id, video=host_stack not in H264_HOSTS or viewer in H264_VIEWERS
+                    )
+                    for viewer in VIEWER_STACKS
+                }
                 row = first_frame_ms.setdefault(host_stack, {})
                 for viewer_stack, wait in waits.items():
                     try:
                         row[viewer_stack] = wait()
                     except AssertionError as exc:
                         failures.append(f"{host_stack} -> {viewer_stack}: {str(exc)[:600]}")
-                server.wait_room(room_id, viewer_count=len(STACKS), has_host=True, timeout=WAIT_S)
+                server.wait_room(room_id, viewer_count=len(VIEWER_STACKS), has_host=True, timeout=WAIT_S)
                 if host_stack in SIMULCAST_HOSTS:
                     try:
                         viewer_page = stacks.chromium_viewer
@@ -222,11 +265,11 @@ def test_every_host_stack_to_every_viewer_stack(stacks_server: ServerProcess, tm
                     except AssertionError as exc:
                         failures.append(f"{host_stack} simulcast -> chromium: {str(exc)[:600]}")
             server.rest("POST", f"/room/{room_id}/stop")
-    width = max(len(s) for s in STACKS) + 2
+    width = max(len(s) for s in VIEWER_STACKS) + 2
     corner = "host / viewer"
-    lines = [f"{corner:<16}" + "".join(f"{v:>{width}}" for v in STACKS)]
-    for host_stack in STACKS:
-        cells = [first_frame_ms[host_stack].get(v) for v in STACKS]
+    lines = [f"{corner:<16}" + "".join(f"{v:>{width}}" for v in VIEWER_STACKS)]
+    for host_stack in HOST_STACKS:
+        cells = [first_frame_ms[host_stack].get(v) for v in VIEWER_STACKS]
         lines.append(f"{host_stack:<16}" + "".join(f"{'FAIL' if c is None else c:>{width}}" for c in cells))
     print("\nfirst frame (ms), host stack x viewer stack:\n" + "\n".join(lines))
     print(f"simulcast layers (frame widths) of the browser hosts: {layer_widths}")
