@@ -6,7 +6,8 @@ drift from what the server does on the wire; tests/test_openapi.py checks the
 routes against the app's url_map and real responses against the schemas.
 
 Not described: the pages, `/static/*`, `/ws` (WebSocket signaling, see
-docs/PROTOCOL.md) and the `/debug/*` routes of `[debug] fault_injection`.
+docs/PROTOCOL.md) and the `/debug/*` routes of `[debug] fault_injection`. WHIP and WHEP
+(`/whip/*`, `/whep/*`) are described, with their own bearer (a join token).
 """
 
 from __future__ import annotations
@@ -114,6 +115,146 @@ def _operation(
     if not guarded:
         operation["security"] = []  # open even with `[auth] api_key` set
     return operation
+
+
+JOIN_TOKEN = "joinToken"
+SDP = "application/sdp"
+SDPFRAG = "application/trickle-ice-sdpfrag"
+# the statuses of WHIP and WHEP (PROTOCOL.md; api/whip.py)
+_DOOR_ERRORS = {
+    "post": {
+        400: "`bad_sdp` / `bad_message`: the offer cannot be used",
+        401: "`unauthorized`: a join token is required (`Authorization: Bearer <token>`)",
+        403: "`forbidden`: the token is not for this room and role (or the user was kicked)",
+        404: "`room_not_found`",
+        409: "`host_taken`: another user's host session is live (WHIP)",
+        413: "`too_large`: an offer over 64 KiB",
+        415: "`unsupported_media_type`: the body is not `application/sdp` (see `Accept-Post`)",
+        422: "`unsupported_codec`: the offer has no codec the server forwards",
+        503: "`rate_limited` (`max_connections`), `room_full` or `unavailable`, with `Retry-After`",
+    },
+    "patch": {
+        400: "`bad_sdp`: a malformed fragment or candidate",
+        401: "`unauthorized`: the session's join token is required",
+        403: "`forbidden`: not the token that created the session",
+        404: "`not_found`: no such session (ended, deleted, kicked or replaced)",
+        412: "`precondition_failed`: `If-Match` names an older ETag",
+        413: "`too_large`: body over 1 MiB",
+        415: f"`unsupported_media_type`: the body is not `{SDPFRAG}`",
+        428: "`precondition_required`: no `If-Match`",
+        503: "`unavailable`: the session did not answer in time, with `Retry-After`",
+    },
+    "delete": {
+        401: "`unauthorized`: the session's join token is required",
+        403: "`forbidden`: not the token that created the session",
+        404: "`not_found`: no such session",
+    },
+}
+
+
+def _door_operation(door: str, method: str, summary: str, ok: dict[str, Any], description: str) -> dict[str, Any]:
+    session = method in ("patch", "delete")
+    parameters = [
+        {
+            "name": "room_id",
+            "in": "path",
+            "required": True,
+            "description": "`room_` followed by digits, as returned by `POST /room/create`",
+            "schema": {"type": "string", "examples": ["room_482913375021"]},
+        }
+    ]
+    if session:
+        parameters.append(
+            {
+                "name": "session_id",
+                "in": "path",
+                "required": True,
+                "description": "the last part of the `Location` that created the session",
+                "schema": {"type": "string"},
+            }
+        )
+    responses = dict(ok)
+    for status, text in sorted(_DOOR_ERRORS[method].items()):
+        responses[str(status)] = {"description": text, "content": _json(_ref(ErrorResponse))}
+    operation: dict[str, Any] = {
+        "operationId": f"{door}{method.capitalize()}",
+        "summary": summary,
+        "description": description,
+        "parameters": parameters,
+        "responses": responses,
+        "security": [{JOIN_TOKEN: []}, {}],
+    }
+    if method == "post":
+        operation["requestBody"] = {"required": True, "content": {SDP: {"schema": {"type": "string"}}}}
+    elif method == "patch":
+        operation["requestBody"] = {"required": True, "content": {SDPFRAG: {"schema": {"type": "string"}}}}
+    return operation
+
+
+def _doors() -> dict[str, Any]:
+    """WHIP (RFC 9725) and WHEP: the same shape, a host's and a viewer's door."""
+    header = {"schema": {"type": "string"}}
+    paths: dict[str, Any] = {}
+    for door, who in (("whip", "publish as the room's host"), ("whep", "watch as a viewer")):
+        name = door.upper()
+        created = {
+            "201": {
+                "description": "the session: its SDP answer (ICE-lite, one BUNDLE group, rtcp-mux)",
+                "headers": {"Location": header, "ETag": header, "Link": header},
+                "content": {SDP: {"schema": {"type": "string"}}},
+            }
+        }
+        patched = {
+            "200": {
+                "description": "an ICE restart: the server's new credentials and candidates, and a new ETag",
+                "headers": {"ETag": header},
+                "content": {SDPFRAG: {"schema": {"type": "string"}}},
+            },
+            "204": {"description": "trickled candidates taken"},
+        }
+        preflight = {
+            "204": {"description": "what the door takes (`Accept-Post` / `Accept-Patch`) and CORS", "headers": {}}
+        }
+        paths[f"/{door}/{{room_id}}"] = {
+            "post": _door_operation(
+                door,
+                "post",
+                f"{name}: {who}",
+                created,
+                f"The body is the SDP offer. `Location: /{door}/{{room_id}}/{{session_id}}` names the session; "
+                '`Link: <turn:...>; rel="ice-server"` headers carry TURN servers with minted credentials. '
+                + (
+                    "The publisher is the room's host like a WebSocket host (it replaces a session of the same "
+                    "user); H.264 and VP8 are taken (`[video] codecs`)."
+                    if door == "whip"
+                    else "A viewer like a WebSocket viewer (it may come before the host is live)."
+                ),
+            ),
+            "options": {
+                "operationId": f"{door}Options",
+                "summary": f"{name}: `Accept-Post` and CORS preflight",
+                "security": [],
+                "responses": preflight,
+            },
+        }
+        paths[f"/{door}/{{room_id}}/{{session_id}}"] = {
+            "patch": _door_operation(
+                door,
+                "patch",
+                f"{name}: trickle ICE or an ICE restart",
+                patched,
+                "`If-Match` with the session's ETag (or `*`). A fragment with new `a=ice-ufrag`/`a=ice-pwd` "
+                "restarts ICE (200); candidates alone are taken (204).",
+            ),
+            "delete": _door_operation(
+                door,
+                "delete",
+                f"{name}: end the session",
+                {"200": {"description": "ended: the session has left its room"}},
+                "The session leaves its room at once; its URL answers 404 from then on.",
+            ),
+        }
+    return paths
 
 
 def build_openapi() -> dict[str, Any]:
@@ -295,6 +436,7 @@ def build_openapi() -> dict[str, Any]:
         "/stats": {
             "get": _operation("serverStats", "Server-wide totals", ServerTotals, errors={}),
         },
+        **_doors(),
         "/openapi.json": {
             "get": _operation(
                 "openapi",
@@ -326,7 +468,16 @@ def build_openapi() -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "`[auth] api_key` (when empty, the REST API is open)",
-                }
+                },
+                JOIN_TOKEN: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": (
+                        "WHIP and WHEP: a join token of the room (a host token for WHIP, a viewer or host token "
+                        "for WHEP); not needed when `[auth] secret` is empty"
+                    ),
+                },
             },
         },
         "security": [{SECURITY_SCHEME: []}],
