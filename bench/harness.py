@@ -763,12 +763,14 @@ async def open_hosts(
     pli: bool = True,
     pacing_bps: float | None = None,
     within: float = 60,
+    video_codec: str | None = None,
 ) -> AsyncIterator[list[PacketTrack]]:
     """One aiortc host per room publishing the file (inside a trio-asyncio loop), all connected
     when entered; their video tracks (PLIs counted there) in the rooms' order. ``pli``: a PLI
     makes the file jump to its next keyframe (else the host ignores it). ``pacing_bps``: RTP
     sent no faster than this, as libwebrtc paces (None: aiortc's way, each frame's packets
-    back to back)."""
+    back to back). ``video_codec``: what the file is and the host offers alone ("H264"; default:
+    aiortc's list, which gives VP8)."""
     connected = trio.Semaphore(0)
     stop = trio.Event()
     video_tracks = [PacketTrack(video, gate) for _ in room_ids]
@@ -776,7 +778,9 @@ async def open_hosts(
     async def host(room_id: str, video_track: PacketTrack) -> None:
         audio_track = PacketTrack(audio, gate)
         tracks = [video_track, audio_track]
-        async with open_host(ws_url, room_id, user_id="host", tracks=tracks, host_addresses=LOOPBACK) as h:
+        async with open_host(
+            ws_url, room_id, user_id="host", tracks=tracks, host_addresses=LOOPBACK, video_codec=video_codec
+        ) as h:
             if pli:
                 answer_pli(h, video_track)
             await h.wait_connected()
@@ -847,13 +851,27 @@ def vp8_keyframe_start(payload: bytes) -> bool:
     return i < len(payload) and not (payload[i] & 0x01)
 
 
-def rtp_keyframe_start(data: bytes) -> bool:
+def h264_keyframe_start(payload: bytes) -> bool:
+    """The first packet of an H.264 keyframe: an SPS or IDR alone, in a STAP-A's first unit, or
+    an FU-A's start fragment of an IDR (RFC 6184)."""
+    if not payload:
+        return False
+    nal = payload[0] & 0x1F
+    if nal == 24 and len(payload) > 3:  # STAP-A: size (2 bytes), then the first unit's header
+        nal = payload[3] & 0x1F
+    elif nal == 28 and len(payload) > 1:  # FU-A: the start bit and the fragmented unit's type
+        return bool(payload[1] & 0x80) and payload[1] & 0x1F in (5, 7)
+    return nal in (5, 7)
+
+
+def rtp_keyframe_start(data: bytes, *, h264: bool = False) -> bool:
     first = data[0]
     offset = 12 + 4 * (first & 0x0F)
     if first & 0x10 and len(data) >= offset + 4:
         offset += 4 + 4 * int.from_bytes(data[offset + 2 : offset + 4], "big")
     end = len(data) - (data[-1] if first & 0x20 else 0)
-    return offset < end and vp8_keyframe_start(data[offset:end])
+    payload = data[offset:end]
+    return offset < end and (h264_keyframe_start(payload) if h264 else vp8_keyframe_start(payload))
 
 
 def payload_type(sdp: str, codec: str) -> int:
@@ -863,12 +881,20 @@ def payload_type(sdp: str, codec: str) -> int:
     raise ValueError(f"no {codec} in the answer")
 
 
+def payload_type_or_none(sdp: str, codec: str) -> int | None:
+    try:
+        return payload_type(sdp, codec)
+    except ValueError:
+        return None
+
+
 class ViewerCounter:
     """The callback on one viewer's DTLS transport: every clear RTP packet, counted."""
 
     def __init__(self, index: int) -> None:
         self.index = index
         self.video_pt = -1
+        self.h264_pt = -1  # a viewer's answer carries VP8 and H.264: it is sent the host's codec
         self.audio_pt = -1
         self.video = KindCounter()
         self.audio = KindCounter()
@@ -879,6 +905,7 @@ class ViewerCounter:
 
     def set_payload_types(self, sdp: str) -> None:
         self.video_pt = payload_type(sdp, "VP8")
+        self.h264_pt = payload_type_or_none(sdp, "H264") or -1
         self.audio_pt = payload_type(sdp, "opus")
 
     def connected(self) -> None:
@@ -889,9 +916,9 @@ class ViewerCounter:
             return
         pt = data[1] & 0x7F
         seq = data[2] << 8 | data[3]
-        if pt == self.video_pt:
+        if pt == self.video_pt or pt == self.h264_pt:
             self.video.add(seq)
-            if self.first_keyframe_after is None and rtp_keyframe_start(data):
+            if self.first_keyframe_after is None and rtp_keyframe_start(data, h264=pt == self.h264_pt):
                 self.first_keyframe_after = time.monotonic() - self.started
         elif pt == self.audio_pt:
             self.audio.add(seq)

@@ -41,6 +41,7 @@ VIDEO_BITRATE = 1_500_000
 AUDIO_RATE = 48_000
 AUDIO_FRAME = 960  # 20 ms
 AUDIO_BITRATE = 64_000
+H264_MEDIA_PATH = OUT_DIR / "fanout-media.h264"  # the same video in H.264 (Annex B), for rooms.py --codecs
 SOAK_MEDIA_PATH = OUT_DIR / "soak-media.webm"  # soak.py's: smaller, many rooms of it
 SOAK_SIZE = (320, 180)
 SOAK_VIDEO_BITRATE = 250_000
@@ -206,6 +207,51 @@ def _write_webm(
 
 def make_media(path: Path = MEDIA_PATH) -> None:
     _write_webm(path, _video_frames(), _audio_frames(99), width=WIDTH, height=HEIGHT, video_bitrate=VIDEO_BITRATE)
+
+
+def make_h264_media(path: Path = H264_MEDIA_PATH) -> None:
+    """The fanout file's video in H.264: the same frames, libx264 constrained baseline (what
+    browsers and OBS send to a WebRTC server), the same bitrate held by x264's CBR (VBV), a
+    keyframe every GOP_FRAMES and nowhere else, the parameter sets before each, no B-frames;
+    raw Annex B (aiortc's H.264 sender splits it at its start codes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.h264")
+    kbps = VIDEO_BITRATE // 1000
+    with av.open(str(tmp), "w", format="h264") as out:
+        video = out.add_stream("libx264", rate=FPS)
+        video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        video.bit_rate = VIDEO_BITRATE
+        video.gop_size = GOP_FRAMES
+        video.options = {
+            "profile": "baseline",
+            "preset": "veryfast",
+            "tune": "zerolatency",
+            "x264-params": (
+                f"keyint={GOP_FRAMES}:min-keyint={GOP_FRAMES}:scenecut=0:bframes=0:repeat-headers=1"
+                f":vbv-maxrate={kbps}:vbv-bufsize={kbps}:nal-hrd=cbr"
+            ),
+        }
+        for frame in _video_frames():
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    os.replace(tmp, path)
+
+
+def load_h264_media(path: Path = H264_MEDIA_PATH) -> tuple[EncodedStream, EncodedStream]:
+    """(the H.264 video, the fanout file's audio), making the file first if it does not exist."""
+    if not path.exists():
+        make_h264_media(path)
+    frames: list[bytes] = []
+    keys: list[bool] = []
+    with av.open(str(path), format="h264") as container:
+        for packet in container.demux():
+            if packet.size:
+                frames.append(bytes(packet))
+                keys.append(bool(packet.is_keyframe))
+    if not frames or not keys[0]:
+        raise RuntimeError(f"{path}: no keyframe-first video; delete it to remake")
+    _, audio = load_media()
+    return EncodedStream("video", frames, keys, 90_000 // FPS, 90_000), audio
 
 
 def make_soak_media(path: Path = SOAK_MEDIA_PATH) -> None:

@@ -11,7 +11,8 @@ In one run:
    ``app.py`` of another checkout), R rooms created over REST;
 3. R host bots in this process publishing the pre-encoded VP8 640x360 ~1.4 Mbit/s + Opus file
    of ``bench/make_media.py`` as it is (aiortc only packetizes: nothing encoded live), about
-   200 packets per second per host;
+   200 packets per second per host (``--codecs``: then the same video in H.264, and the two
+   side by side: what forwarding an H.264 room costs against a VP8 one, in one run);
 4. the viewers in processes of their own (``viewers.py``, one per room:
    real aiortc peers whose RTP is counted at the DTLS transport, never decoded);
 5. a steady window (every host paused around both ends so no packet is in flight): the
@@ -90,7 +91,7 @@ from harness import (
     use_server_root,
     wait_ready,
 )
-from make_media import load_media
+from make_media import load_h264_media, load_media
 
 from media_server_client.containment import open_contained_loop
 
@@ -172,8 +173,9 @@ def remove_cgroups(groups: list[Path], within: float = 10.0) -> None:
                 time.sleep(0.1)
 
 
-async def bench() -> dict[str, Any]:
-    video, audio = load_media()
+async def bench(video_codec: str = "VP8") -> dict[str, Any]:
+    """Our server on the workload; ``video_codec`` "H264": the same video in H.264 (make_media.py)."""
+    video, audio = load_h264_media() if video_codec == "H264" else load_media()
     gate = Gate()
     viewers: list[Child] = []
     groups: list[Path] = []
@@ -189,7 +191,9 @@ async def bench() -> dict[str, Any]:
     try:
         async with server.http() as http:
             room_ids = await create_rooms(http, ARGS.rooms)
-            async with open_contained_loop(), open_hosts(server.ws_url, room_ids, video, audio, gate, pli=False):
+            offered = video_codec if video_codec == "H264" else None  # VP8: aiortc's list, as before
+            hosts = open_hosts(server.ws_url, room_ids, video, audio, gate, pli=False, video_codec=offered)
+            async with open_contained_loop(), hosts:
                 for index, room_id in enumerate(room_ids):
                     labels = [f"rooms-viewers{index}-{p}" for p in range(procs_per_room())]
                     viewers += start_viewer_procs(labels, server.ws_url, room_id, ARGS.viewers, index * 1000)
@@ -357,9 +361,34 @@ def use_janus() -> bool:
     return bool(ARGS.janus)
 
 
+def compare_codecs() -> None:
+    """``--codecs``: the same rooms forwarding VP8, then H.264 (the same video, bitrate and
+    keyframes: make_media.py), in one run; what an H.264 packet costs against a VP8 one."""
+    print(f"server: {describe_root(ARGS.server_root)}", flush=True)
+    floor_before = 1e6 * min(measure_floor())
+    vp8 = trio.run(bench, "VP8")
+    h264 = trio.run(bench, "H264")
+    floor = statistics.fmean([floor_before, 1e6 * min(measure_floor())])
+    print(f"\nrooms: {ARGS.rooms} x {ARGS.viewers} viewers, {ARGS.seconds:.1f} s windows (pre-encoded video + Opus)")
+    lines = [("floor: SRTP protect + sendto, CPU us/pkt", f"{floor:.2f}", "")]
+    lines += [(a[0], a[1], b[1]) for a, b in zip(rows(vp8, floor), rows(h264, floor), strict=True)]
+    print(table(lines, header=("", "VP8 rooms", "H.264 rooms")))
+    for key, what in (("us_per_host_packet", "per host packet"), ("us_per_forwarded_packet", "per forwarded packet")):
+        print(f"H.264 / VP8, server CPU {what}: {h264[key] / vp8[key]:.2f}x")
+    if ARGS.json is not None:
+        results = {
+            name: {k: v for k, v in r.items() if k not in ("delay", "sockets")}
+            for name, r in (("vp8", vp8), ("h264", h264))
+        }
+        ARGS.json.write_text(json.dumps(results))
+
+
 def main() -> None:
     ARGS.server_root = use_server_root(ARGS.server_root)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
+    if ARGS.codecs:
+        compare_codecs()
+        return
     if ARGS.only is not None:
         alone = {"ours": bench, "janus": bench_janus, "mediasoup": bench_mediasoup}[ARGS.only]
         result = trio.run(alone)
@@ -442,6 +471,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="measure this server alone (bench/capacity.py's rungs); its result in --json",
     )
     parser.add_argument("--viewers-per-proc", type=int, default=0, help="split a room's viewers (0: one process)")
+    parser.add_argument(
+        "--codecs", action="store_true", help="this server alone: VP8 rooms, then the same rooms in H.264, one run"
+    )
     parser.add_argument("--mediasoup-dir", type=Path, default=mediasoup.DEFAULT_DIR, help="mediasoup's build folder")
     parser.add_argument(
         "--janus",

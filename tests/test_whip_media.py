@@ -101,6 +101,9 @@ def test_a_gstreamer_whip_publisher_is_watched_over_whep_and_websocket(
         assert_decodes_h264(whep)
         assert_decodes_h264(ws_viewer)
         assert media_server.room_stats(room_id)["viewer_count"] == 2
+        thumbnail = media_server.rest("GET", f"/room/{room_id}/thumbnail.jpg")  # decoded from its H.264
+        assert thumbnail.status_code == 200 and thumbnail.content[:2] == b"\xff\xd8", thumbnail.text
+        assert thumbnail.headers["x-frame-size"] == "320x240"
     deleted = publisher.find_event("deleted")
     assert deleted is not None and deleted["status"] == 200, publisher.describe()
     media_server.wait_room(room_id, has_host=False, timeout=5)
