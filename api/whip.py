@@ -12,6 +12,7 @@ CORS is open (`*`): a bearer token is a header a page sets, never a cookie.
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -163,7 +164,7 @@ def _add_door(
             bearer = _bearer()
             if bearer is None:
                 return error(401, "unauthorized", "'Authorization: Bearer <join token>' is required")
-            if bearer != session.bearer:
+            if not hmac.compare_digest(bearer.encode(), session.bearer.encode()):
                 return error(403, "forbidden", "this is not the token that created the session")
         return session
 
@@ -187,10 +188,9 @@ def _add_door(
         except (SdpError, ValueError) as exc:
             return error(400, "bad_sdp", str(exc))
         try:
-            restart = fragment.ufrag is not None and fragment.pwd is not None
-            if restart and (fragment.ufrag, fragment.pwd) != ice_credentials(session.offer_sdp):
-                assert fragment.ufrag is not None and fragment.pwd is not None
-                return await _restart(session, fragment.ufrag, fragment.pwd)
+            ufrag, pwd = fragment.ufrag, fragment.pwd
+            if ufrag is not None and pwd is not None and (ufrag, pwd) != ice_credentials(session.offer_sdp):
+                return await _restart(session, ufrag, pwd)
             for trickled in fragment.candidates:
                 await session.socket.hand(Candidate(candidate=trickled.candidate, sdpMid=trickled.mid))
         except SessionClosed:
