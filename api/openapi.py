@@ -257,6 +257,29 @@ def _doors() -> dict[str, Any]:
     return paths
 
 
+def _download_recording(operation_id: str, summary: str, media_type: str, what: str) -> dict[str, Any]:
+    """A recording's download: its file is the one the listing's `file` names (`.webm` or `.mkv`)."""
+    download = _operation(
+        operation_id,
+        summary,
+        {},
+        room_id=True,
+        errors={404: "`not_found`: no finished recording of that id in the room with a file of this extension"},
+        description=f"`{media_type}`: {what}. A recording's `file` (and `format`) says which extension it has.",
+    )
+    download["responses"]["200"]["content"] = {media_type: {"schema": {"type": "string", "format": "binary"}}}
+    download["parameters"].append(
+        {
+            "name": "recording_id",
+            "in": "path",
+            "required": True,
+            "description": "a `recording_id` from `GET /room/{room_id}/recordings`",
+            "schema": {"type": "string", "examples": ["rec_20261130T010203_1a2b3c4d"]},
+        }
+    )
+    return download
+
+
 def build_openapi() -> dict[str, Any]:
     """The OpenAPI 3.1 document of the REST API (a fresh dict each call)."""
     _, components = msgspec.json.schema_components(_BODY_TYPES, ref_template=REF)
@@ -311,23 +334,17 @@ def build_openapi() -> dict[str, Any]:
         ),
     )
     thumbnail["responses"]["200"]["content"] = {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}
-    download = _operation(
+    download = _download_recording(
         "downloadRecording",
-        "A finished recording's WebM file",
-        {},
-        room_id=True,
-        errors={404: "`not_found`: no finished recording of that id in the room"},
-        description="`video/webm`: the host's VP8 and Opus as sent, no transcoding.",
+        "A finished recording's WebM file (a VP8 host's, or audio only)",
+        "video/webm",
+        "the host's VP8 and Opus as sent, no transcoding",
     )
-    download["responses"]["200"]["content"] = {"video/webm": {"schema": {"type": "string", "format": "binary"}}}
-    download["parameters"].append(
-        {
-            "name": "recording_id",
-            "in": "path",
-            "required": True,
-            "description": "a `recording_id` from `GET /room/{room_id}/recordings`",
-            "schema": {"type": "string", "examples": ["rec_20261130T010203_1a2b3c4d"]},
-        }
+    download_mkv = _download_recording(
+        "downloadMatroskaRecording",
+        "A finished recording's Matroska file (an H.264 host's)",
+        "video/x-matroska",
+        "the host's H.264 (avcC, 4-byte NAL lengths) and Opus as sent, no transcoding",
     )
     paths: dict[str, Any] = {
         "/room/{room_id}/recording/start": {
@@ -338,7 +355,8 @@ def build_openapi() -> dict[str, Any]:
                 room_id=True,
                 errors=room_errors,
                 description=(
-                    "No body. The host's VP8 + Opus go to a WebM file as sent (no transcoding), from its next "
+                    "No body. The host's VP8 + Opus go to a WebM file, its H.264 + Opus to a Matroska file, as "
+                    "sent (no transcoding; the listing's `file` names it), from its next "
                     "keyframe, through the host leaving and coming back, until stopped, the room stops, or "
                     "`[recordings] max_seconds` / `max_bytes`. `POST /room/create` with `record: true` starts one "
                     "with the room. A `recording_ready` webhook follows each finished file."
@@ -364,6 +382,7 @@ def build_openapi() -> dict[str, Any]:
             ),
         },
         "/room/{room_id}/recordings/{recording_id}.webm": {"get": download},
+        "/room/{room_id}/recordings/{recording_id}.mkv": {"get": download_mkv},
         "/metrics": {"get": metrics},
         "/room/{room_id}/thumbnail.jpg": {"get": thumbnail},
         "/health": {

@@ -42,6 +42,7 @@ RECORDING_FINISH_SECONDS = 10.0
 STORE_WAIT_SECONDS = 2.0
 RECORDING_ID = re.compile(r"rec_[0-9A-Za-z_]{1,64}")
 ROOM_ID = re.compile(r"room_[0-9]{1,32}")
+RECORDING_TYPES = {"webm": "video/webm", "mkv": "video/x-matroska"}  # by the file's extension
 
 
 def check_api_key(ctx: ServerContext) -> None:
@@ -148,20 +149,33 @@ def create_rest_blueprint(ctx: ServerContext) -> Blueprint:
 
     @rest.get("/room/<room_id>/recordings/<recording_id>.webm")
     async def download_recording(room_id: str, recording_id: str) -> Response:
+        return await _recording_file(room_id, recording_id, "webm")
+
+    @rest.get("/room/<room_id>/recordings/<recording_id>.mkv")
+    async def download_matroska_recording(room_id: str, recording_id: str) -> Response:
+        return await _recording_file(room_id, recording_id, "mkv")
+
+    async def _recording_file(room_id: str, recording_id: str, extension: str) -> Response:
+        """A finished recording's file: `.webm` (VP8, or audio only) or `.mkv` (H.264), the one
+        its `file` names; the other extension is 404 like an unknown id."""
         if not RECORDING_ID.fullmatch(recording_id) or not ROOM_ID.fullmatch(room_id):
             raise ApiError("not_found", "no such recording")
-        path = Path(ctx.config.recordings.directory) / room_id / f"{recording_id}.webm"
-        ready = path.with_suffix(".json")
+        folder = Path(ctx.config.recordings.directory) / room_id
+        path = folder / f"{recording_id}.{extension}"
+        ready = folder / f"{recording_id}.json"
         if not await trio.to_thread.run_sync(ready.is_file):  # only finished recordings
             raise ApiError("not_found", f"no finished recording {recording_id} in room {room_id}")
-        size = (await trio.to_thread.run_sync(path.stat)).st_size
+        try:
+            size = (await trio.to_thread.run_sync(path.stat)).st_size
+        except FileNotFoundError:
+            raise ApiError("not_found", f"recording {recording_id} has no .{extension} file") from None
         if size == 0:
             raise ApiError("not_found", f"recording {recording_id} has no media (no host sent any while it ran)")
         headers = {
-            "Content-Disposition": f'attachment; filename="{room_id}_{recording_id}.webm"',
+            "Content-Disposition": f'attachment; filename="{room_id}_{recording_id}.{extension}"',
             "Content-Length": str(size),
         }
-        return Response(_file_chunks(path), status=200, content_type="video/webm", headers=headers)
+        return Response(_file_chunks(path), status=200, content_type=RECORDING_TYPES[extension], headers=headers)
 
     @rest.get("/stats")
     async def server_stats() -> Response:

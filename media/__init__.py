@@ -20,6 +20,6 @@ tracking toward the host), ``router`` (the forwarder), ``delay_histogram``
 (forwarding delay buckets), ``streams`` (the transport/forwarder boundary),
 ``sdp`` (the SDP parser and line model), ``sdp_offer`` (what the server reads
 from an offer), ``sdp_answer`` (the answer), ``ice_lite`` (answering
-connectivity checks, consent), ``recorder`` and ``webm`` (recording to WebM),
+connectivity checks, consent), ``recorder`` and ``webm`` (recording to WebM, or Matroska for H.264),
 ``thumbnail`` (a keyframe to a JPEG, with PyAV).
 """

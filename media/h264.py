@@ -20,7 +20,9 @@ Offer/answer (RFC 6184 8.2.2): a host's format is chosen among the H.264 formats
 (packetization mode 1, the most widely decodable profile first) and answered with its own
 ``profile-level-id``; a viewer's, among those it offers, is one whose profile is the host's
 stream's (or contains it) at a level that stream fits, or none (the viewer cannot watch it).
-Not wired in yet: ``[video] codecs``, the answers, the router and the recorder come next.
+Recordings (media/recorder.py) store an access unit as Matroska does (:func:`recording_sample`):
+its NAL units after 4-byte lengths, a keyframe's led by the SPS and PPS it uses, the file's
+first keyframe's SPS and PPS as the track's avcC (:func:`avc_decoder_configuration`).
 """
 
 from __future__ import annotations
@@ -28,13 +30,16 @@ from __future__ import annotations
 from typing import Final, NamedTuple
 
 __all__ = [
+    "AUD",
     "FU_A",
     "IDR",
     "PPS",
     "SPS",
     "STAP_A",
     "H264Format",
+    "ParameterSets",
     "ProfileLevel",
+    "Sample",
     "avc_decoder_configuration",
     "choose_host_format",
     "choose_viewer_format",
@@ -44,13 +49,16 @@ __all__ = [
     "keyframe_start_in",
     "length_prefixed",
     "nal_types",
+    "opens_access_unit",
     "parse_profile_level_id",
+    "recording_sample",
     "sps_frame_size",
 ]
 
 IDR: Final = 5
 SPS: Final = 7
 PPS: Final = 8
+AUD: Final = 9  # access unit delimiter
 STAP_A: Final = 24
 FU_A: Final = 28
 _STARTS_KEYFRAME: Final = frozenset({IDR, SPS})
@@ -278,6 +286,63 @@ def avc_decoder_configuration(sps: bytes, pps: bytes) -> bytes:
 def length_prefixed(units: list[bytes]) -> bytes:
     """An access unit as Matroska and MP4 store it: each NAL unit after its 4-byte length."""
     return b"".join(len(unit).to_bytes(4, "big") + unit for unit in units)
+
+
+def opens_access_unit(payload: bytes) -> bool:
+    """Whether an RTP payload can only be the first of an access unit: it begins with an access
+    unit delimiter or an SPS (H.264 7.4.1.2.3: nothing but those and SEI precede an SPS in an
+    access unit; WebRTC senders put the SPS first). After a loss, or at a new stream's first
+    packets, an access unit is taken from such a payload (or after a marker bit, or where the
+    timestamp changes between packets in sequence), never from the middle of one."""
+    return nal_types(payload)[:1] in ([AUD], [SPS])
+
+
+class ParameterSets:
+    """The newest SPS and PPS a stream carried: a keyframe that comes without them uses them."""
+
+    __slots__ = ("pps", "sps")
+
+    def __init__(self) -> None:
+        self.sps: bytes | None = None
+        self.pps: bytes | None = None
+
+
+class Sample(NamedTuple):
+    """An access unit as a recording stores it."""
+
+    data: bytes  # its NAL units, length_prefixed
+    keyframe: bool  # it holds an IDR slice
+    size: tuple[int, int] | None  # a keyframe's: its SPS's frame size
+    avcc: bytes | None  # a keyframe's: the avc_decoder_configuration of its SPS and PPS
+
+
+def recording_sample(units: list[bytes], params: ParameterSets) -> Sample | None:
+    """The sample of an access unit's NAL units (:func:`depacketize`), or None when it holds no
+    slice (parameter sets alone: kept in ``params``; nothing to write).
+
+    A keyframe's sample starts with the SPS and PPS it uses, its own or else the newest seen
+    before (so a player can start at any keyframe, and a new host's new frame size decodes
+    though the file's avcC is the first host's); access unit delimiters are dropped (a
+    Matroska block is one access unit). Raises ValueError for a keyframe with no SPS or PPS
+    seen, or whose SPS's frame size cannot be read."""
+    types = [unit[0] & 0x1F for unit in units]
+    for unit, kind in zip(units, types, strict=True):
+        if kind == SPS:
+            params.sps = unit
+        elif kind == PPS:
+            params.pps = unit
+    if not any(1 <= kind <= IDR for kind in types):  # no coded slice
+        return None
+    if IDR not in types:
+        return Sample(length_prefixed([u for u, k in zip(units, types, strict=True) if k != AUD]), False, None, None)
+    sps, pps = params.sps, params.pps
+    if sps is None or pps is None:
+        raise ValueError("a keyframe with no SPS or PPS in or before it")
+    size = sps_frame_size(sps)
+    if size is None:
+        raise ValueError("a keyframe whose SPS's frame size cannot be read")
+    rest = [u for u, k in zip(units, types, strict=True) if k not in (AUD, SPS, PPS)]
+    return Sample(length_prefixed([sps, pps, *rest]), True, size, avc_decoder_configuration(sps, pps))
 
 
 # ---------------------------------------------------------------- the SPS's frame size

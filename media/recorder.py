@@ -1,8 +1,9 @@
-"""Recording a host's VP8 + Opus RTP to WebM without transcoding (sans-IO).
+"""Recording a host's VP8 or H.264 + Opus RTP to WebM / Matroska without transcoding (sans-IO).
 
 :class:`Recorder` is fed the host's RTP packets (SRTP already removed; RTX
 already turned back into the original packets, if the caller handles RTX) with
-their arrival times, and hands WebM bytes to a ``write`` callable. It never
+their arrival times, and hands the file's bytes to a ``write`` callable: WebM
+when its video is VP8 (or it has none), Matroska when its video is H.264. It never
 blocks, sleeps or reads a clock: time is the ``arrival`` the caller passes
 (seconds, monotonic), and :meth:`Recorder.advance` lets it act on time passing
 without packets (limits, flushing after the host left).
@@ -11,7 +12,7 @@ Pipeline, per stream (video, audio)::
 
     RTP packet -> reorder buffer (by sequence number; a gap is declared lost after
                   ``reorder_window`` seconds) -> depacketizer (VP8 frames, RFC 7741;
-                  Opus: one packet is one frame) -> timeline (ms) -> interleaver
+                  H.264 access units, RFC 6184; Opus: one packet is one frame) -> timeline (ms) -> interleaver
                   (orders both streams by timestamp, ``interleave_window``) -> WebmWriter
 
 Timeline: each stream's RTP timestamps are unwrapped (32-bit) and mapped to
@@ -23,12 +24,20 @@ arrival of its first packet, never earlier than what the stream already
 produced: the file's timeline keeps the wall-clock gap while the host was away
 and never goes backwards.
 
-The file starts at the first complete VP8 keyframe (its timestamp is 0; audio
-before it is dropped). Without video (no VP8 payload type, or no video packet
+The file starts at the first complete video keyframe (its timestamp is 0; audio
+before it is dropped), whose codec is the file's: frames of the other codec (a
+later host's) are dropped. Without video (no video payload type, or no video packet
 at all within ``keyframe_timeout`` seconds of the first audio) the file is
 audio only. After any video loss (a sequence gap, a frame without its start),
 video frames are dropped until the next keyframe; :attr:`Recorder.wants_keyframe`
 says when a PLI would help.
+
+H.264: an access unit is the packets of one timestamp, ended by the marker bit (or by
+the next timestamp); after a loss, the next is taken from a marker bit, a timestamp
+change or a packet that opens one (:func:`media.h264.opens_access_unit`). A keyframe
+holds an IDR slice; its sample carries the SPS and PPS in band (the newest seen when it
+came without them), and the first keyframe's make the track's avcC (CodecPrivate).
+Samples are the NAL units with 4-byte lengths, access unit delimiters dropped.
 """
 
 from __future__ import annotations
@@ -38,10 +47,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+from media import h264
 from media.errors import MalformedPacket
 from media.rtp import RtpHeader, parse_rtp_untrusted
 from media.vp8 import descriptor_length
-from media.webm import Patch, WebmWriter
+from media.webm import CODEC_AVC, CODEC_VP8, Patch, WebmWriter
 
 __all__ = [
     "AUDIO_CLOCK_RATE",
@@ -65,7 +75,7 @@ _AUDIO = 1
 # by more than this) is a discontinuity: the stream is re-anchored.
 _RESYNC_MS = 5000.0
 _MAX_HELD_PACKETS = 512  # reorder buffer bound, per stream
-_MAX_FRAME_BYTES = 8 << 20  # a VP8 frame larger than this is dropped
+_MAX_FRAME_BYTES = 8 << 20  # a video frame larger than this is dropped
 _DEFAULT_VIDEO_STEP_MS = 1000.0 / 30
 
 
@@ -112,10 +122,11 @@ class RecorderStats:
     video_frames_dropped_incomplete: int = 0  # a packet of it was lost, or it was malformed
     video_frames_dropped_before_keyframe: int = 0  # complete, but after a loss / before the first keyframe
     video_frames_dropped_no_track: int = 0  # the file was started audio only
+    video_frames_dropped_other_codec: int = 0  # not the codec the file's video started with (a later host's)
     audio_frames_dropped_before_start: int = 0  # before the first keyframe (or dropped at a limit)
     packets_lost: int = 0  # sequence numbers never received (declared after the reorder window)
     packets_late: int = 0  # duplicates, too late, or from an SSRC already replaced
-    packets_ignored: int = 0  # malformed, or a payload type that is neither VP8 nor Opus
+    packets_ignored: int = 0  # malformed, or a payload type that is none of VP8, H.264, Opus
     segments: int = 0  # RTP segments started (first packets, new SSRCs, host changes, resyncs)
     bytes_written: int = 0
     duration_ms: float = 0.0
@@ -125,17 +136,18 @@ class RecorderStats:
 
 
 class _Packet:
-    __slots__ = ("arrival_ms", "ext_ts", "marker", "payload")
+    __slots__ = ("arrival_ms", "ext_ts", "h264", "marker", "payload")
 
-    def __init__(self, ext_ts: int, marker: bool, payload: bytes, arrival_ms: float) -> None:
+    def __init__(self, ext_ts: int, marker: bool, payload: bytes, arrival_ms: float, h264: bool) -> None:
         self.ext_ts = ext_ts
         self.marker = marker
         self.payload = payload
         self.arrival_ms = arrival_ms
+        self.h264 = h264
 
 
 class _Frame:
-    __slots__ = ("data", "duration_ms", "keyframe", "kind", "ms", "size")
+    __slots__ = ("codec", "codec_private", "data", "duration_ms", "keyframe", "kind", "ms", "size")
 
     def __init__(
         self,
@@ -145,13 +157,17 @@ class _Frame:
         keyframe: bool,
         duration_ms: float,
         size: tuple[int, int] | None = None,
+        codec: str = CODEC_VP8,
+        codec_private: bytes | None = None,
     ) -> None:
         self.kind = kind
         self.ms = ms
         self.data = data
         self.keyframe = keyframe
         self.duration_ms = duration_ms
-        self.size = size
+        self.size = size  # a keyframe's (a file can start at it)
+        self.codec = codec  # video: the Matroska CodecID
+        self.codec_private = codec_private  # an H.264 keyframe's avcC
 
 
 class _Stream:
@@ -175,11 +191,17 @@ class _Stream:
         # what this stream produced (across segments): keeps the timeline monotonic
         self.last_ms = float("-inf")
         self.last_step_ms = 0.0
-        # VP8 depacketizer
+        # depacketizer (VP8 or H.264: the frame in progress)
         self.parts: list[bytes] | None = None
         self.frame_ts = 0
         self.frame_bytes = 0
+        self.frame_h264 = False
         self.need_keyframe = True
+        # H.264: where access units begin (the last packet in sequence: its marker, its timestamp;
+        # None after a gap), and the parameter sets of the current segment
+        self.boundary = False
+        self.prev_ts: int | None = None
+        self.params = h264.ParameterSets()
 
     def ms(self, ext_ts: int) -> float:
         return self.base_ms + (ext_ts - self.base_ext_ts) * 1000.0 / self.clock_rate
@@ -191,7 +213,7 @@ def _signed(diff: int, bits: int) -> int:
 
 
 class Recorder:
-    """Records one room's host to one WebM file; see the module docstring.
+    """Records one room's host to one WebM (VP8) or Matroska (H.264) file; see the module docstring.
 
     ``write`` gets the file's bytes in order; when the recorder has stopped
     (:attr:`stopped_reason`) or :meth:`finish` was called, apply the returned
@@ -205,6 +227,7 @@ class Recorder:
         *,
         vp8_payload_type: int | None,
         opus_payload_type: int | None,
+        h264_payload_type: int | None = None,
         max_bytes: int | None = None,
         max_seconds: float | None = None,
         reorder_window: float = 0.15,
@@ -212,12 +235,15 @@ class Recorder:
         keyframe_timeout: float = 5.0,
         audio_channels: int = 2,
     ) -> None:
-        if vp8_payload_type is None and opus_payload_type is None:
-            raise ValueError("nothing to record: no VP8 and no Opus payload type")
-        if vp8_payload_type is not None and vp8_payload_type == opus_payload_type:
-            raise ValueError("VP8 and Opus need different payload types")
+        given = [pt for pt in (vp8_payload_type, h264_payload_type, opus_payload_type) if pt is not None]
+        if not given:
+            raise ValueError("nothing to record: no VP8, H.264 or Opus payload type")
+        if len(set(given)) != len(given):
+            raise ValueError("VP8, H.264 and Opus need different payload types")
         self._write = write
         self._vp8_pt = vp8_payload_type
+        self._h264_pt = h264_payload_type
+        self._has_video = vp8_payload_type is not None or h264_payload_type is not None
         self._opus_pt = opus_payload_type
         self._max_bytes = max_bytes
         self._max_ms = max_seconds * 1000.0 if max_seconds is not None else None
@@ -261,12 +287,18 @@ class Recorder:
         return self._writer is not None and self._writer.video_track is None
 
     @property
+    def doc_type(self) -> str | None:
+        """The file's EBML DocType once it has started: "webm" (VP8 video, or audio only) or
+        "matroska" (H.264 video); None before (the first keyframe decides)."""
+        return self._writer.doc_type if self._writer is not None else None
+
+    @property
     def wants_keyframe(self) -> bool:
         """True while video is flowing but frames are dropped for lack of a keyframe
         (start, loss, new host): the caller may send the host a PLI (rate-limited)."""
         return (
             not self._done
-            and self._vp8_pt is not None
+            and self._has_video
             and self._video.seen
             and self._video.need_keyframe
             and not self.audio_only
@@ -292,7 +324,8 @@ class Recorder:
         except MalformedPacket:
             self.stats.packets_ignored += 1
             return
-        if hdr.payload_type == self._vp8_pt:
+        h264_packet = hdr.payload_type == self._h264_pt
+        if h264_packet or hdr.payload_type == self._vp8_pt:
             stream = self._video
         elif hdr.payload_type == self._opus_pt:
             stream = self._audio
@@ -300,7 +333,7 @@ class Recorder:
             self.stats.packets_ignored += 1
             return
         stream.seen = True
-        self._push(stream, hdr, packet[hdr.payload_offset : hdr.payload_end], now)
+        self._push(stream, hdr, packet[hdr.payload_offset : hdr.payload_end], now, h264_packet)
         self._service(now)
 
     def advance(self, now: float) -> None:
@@ -351,7 +384,7 @@ class Recorder:
         if (
             self._writer is None
             and self._pre_audio
-            and (self._vp8_pt is None or not self._video.seen)
+            and (not self._has_video or not self._video.seen)
             and now - self._pre_audio_since_ms >= self._keyframe_timeout_ms
         ):
             self._start_audio_only()
@@ -368,7 +401,7 @@ class Recorder:
 
     # --- RTP ---
 
-    def _push(self, stream: _Stream, hdr: RtpHeader, payload: bytes, now: float) -> None:
+    def _push(self, stream: _Stream, hdr: RtpHeader, payload: bytes, now: float, h264_packet: bool) -> None:
         ssrc = hdr.ssrc
         ts = hdr.timestamp
         seq = hdr.sequence_number
@@ -399,7 +432,7 @@ class Recorder:
         if ext_seq < stream.next_seq or ext_seq in stream.held:
             self.stats.packets_late += 1
             return
-        pkt = _Packet(ext_ts, hdr.marker, payload, now)
+        pkt = _Packet(ext_ts, hdr.marker, payload, now, h264_packet)
         if ext_seq == stream.next_seq and not stream.held and not priming:
             stream.next_seq += 1
             self._depacketize(stream, pkt)
@@ -418,6 +451,9 @@ class Recorder:
         # the new segment continues the timeline from the wall clock, never backwards
         stream.base_ms = max(now, stream.last_ms + max(stream.last_step_ms, 1.0))
         stream.need_keyframe = True
+        stream.boundary = False
+        stream.prev_ts = None
+        stream.params = h264.ParameterSets()  # a new host's own
         self.stats.segments += 1
 
     def _release(self, stream: _Stream, now: float, *, force: bool) -> None:
@@ -459,6 +495,11 @@ class Recorder:
         payload = pkt.payload
         if not payload:  # padding only: not media, not a loss
             return
+        if stream.parts is not None and pkt.h264 != stream.frame_h264:  # a codec change mid-frame
+            self._loss(stream)
+        if pkt.h264:
+            self._depacketize_h264(stream, pkt)
+            return
         n = descriptor_length(payload)
         if n < 0 or n >= len(payload):
             self.stats.packets_ignored += 1
@@ -474,6 +515,7 @@ class Recorder:
             stream.parts = [payload[n:]]
             stream.frame_ts = pkt.ext_ts
             stream.frame_bytes = len(payload) - n
+            stream.frame_h264 = False
         elif stream.parts is None:
             # the middle of a frame whose start we never had (a segment starting mid-frame,
             # or right after a loss that already dropped the frame)
@@ -490,6 +532,30 @@ class Recorder:
         if pkt.marker:
             self._frame_done(stream)
 
+    def _depacketize_h264(self, stream: _Stream, pkt: _Packet) -> None:
+        # whether this packet begins an access unit, seen from the packet before it in sequence
+        begins = stream.boundary or (stream.prev_ts is not None and pkt.ext_ts != stream.prev_ts)
+        stream.boundary = pkt.marker
+        stream.prev_ts = pkt.ext_ts
+        if stream.parts is not None and not begins:  # the same timestamp, in sequence
+            stream.parts.append(pkt.payload)
+            stream.frame_bytes += len(pkt.payload)
+            if stream.frame_bytes > _MAX_FRAME_BYTES:
+                self._loss(stream)
+                return
+        else:
+            if stream.parts is not None:
+                self._frame_done(stream)  # contiguous up to here: only its marker was missing
+            elif not begins and not h264.opens_access_unit(pkt.payload):
+                # the middle of an access unit whose start we never had (lost, or before this segment)
+                return
+            stream.parts = [pkt.payload]
+            stream.frame_ts = pkt.ext_ts
+            stream.frame_bytes = len(pkt.payload)
+            stream.frame_h264 = True
+        if pkt.marker:
+            self._frame_done(stream)
+
     def _loss(self, stream: _Stream) -> None:
         if stream.kind != _VIDEO:
             return
@@ -497,11 +563,16 @@ class Recorder:
             stream.parts = None
             self.stats.video_frames_dropped_incomplete += 1
         stream.need_keyframe = True
+        stream.boundary = False
+        stream.prev_ts = None
 
     def _frame_done(self, stream: _Stream) -> None:
         parts = stream.parts
         stream.parts = None
         if not parts:
+            return
+        if stream.frame_h264:
+            self._h264_frame_done(stream, parts)
             return
         data = b"".join(parts)
         size = vp8_keyframe_size(data)
@@ -515,6 +586,24 @@ class Recorder:
         stream.need_keyframe = False
         self._produce(stream, stream.frame_ts, data, size is not None, 0.0, size)
 
+    def _h264_frame_done(self, stream: _Stream, parts: list[bytes]) -> None:
+        units = h264.depacketize(parts)
+        try:
+            if not units:
+                raise ValueError("malformed, or a first or last fragment missing")
+            sample = h264.recording_sample(units, stream.params)
+        except ValueError:  # or a keyframe without the parameter sets that decode it
+            self.stats.video_frames_dropped_incomplete += 1
+            stream.need_keyframe = True
+            return
+        if sample is None:  # parameter sets alone: kept for the keyframe to come
+            return
+        if not sample.keyframe and stream.need_keyframe:
+            self.stats.video_frames_dropped_before_keyframe += 1
+            return
+        stream.need_keyframe = False
+        self._produce(stream, stream.frame_ts, sample.data, sample.keyframe, 0.0, sample.size, CODEC_AVC, sample.avcc)
+
     def _produce(
         self,
         stream: _Stream,
@@ -523,6 +612,8 @@ class Recorder:
         keyframe: bool,
         duration_ms: float,
         size: tuple[int, int] | None = None,
+        codec: str = CODEC_VP8,
+        codec_private: bytes | None = None,
     ) -> None:
         ms = stream.ms(ext_ts)
         if ms > stream.last_ms:
@@ -533,7 +624,8 @@ class Recorder:
             stream.last_ms = ms
         self._newest_ms = max(self._newest_ms, ms)
         self._order += 1
-        heapq.heappush(self._heap, (ms, self._order, _Frame(stream.kind, ms, data, keyframe, duration_ms, size)))
+        frame = _Frame(stream.kind, ms, data, keyframe, duration_ms, size, codec, codec_private)
+        heapq.heappush(self._heap, (ms, self._order, frame))
 
     # --- interleaving and writing ---
 
@@ -546,7 +638,7 @@ class Recorder:
     def _write_frame(self, frame: _Frame) -> None:
         if self._writer is None:
             if frame.kind == _AUDIO:
-                if self._vp8_pt is None:
+                if not self._has_video:
                     self._start(frame.ms, None)
                 else:
                     self._hold_pre_audio(frame)
@@ -555,7 +647,7 @@ class Recorder:
                 self.stats.video_frames_dropped_before_keyframe += 1
                 return
             else:
-                self._start(frame.ms, frame.size)
+                self._start(frame.ms, frame)
                 self.stats.audio_frames_dropped_before_start += len(self._pre_audio)
                 self._pre_audio.clear()
         writer = self._writer
@@ -569,6 +661,9 @@ class Recorder:
             return
         if frame.kind == _VIDEO and writer.video_track is None:
             self.stats.video_frames_dropped_no_track += 1
+            return
+        if frame.kind == _VIDEO and frame.codec != writer.video_codec:
+            self.stats.video_frames_dropped_other_codec += 1
             return
         last = self._last_written.get(frame.kind)
         if last is not None and ts <= last:
@@ -607,12 +702,15 @@ class Recorder:
             del self._pre_audio[:drop]
             self.stats.audio_frames_dropped_before_start += drop
 
-    def _start(self, offset_ms: float, video_size: tuple[int, int] | None) -> None:
+    def _start(self, offset_ms: float, keyframe: _Frame | None) -> None:
+        """The file starts at ``keyframe`` (its size and codec are the video track's), or audio only."""
         self._file_offset_ms = offset_ms
         self._writer = WebmWriter(
             self._write,
-            video=video_size,
+            video=keyframe.size if keyframe is not None else None,
             audio=self._opus_pt is not None,
+            video_codec=keyframe.codec if keyframe is not None else CODEC_VP8,
+            video_codec_private=keyframe.codec_private if keyframe is not None else None,
             audio_channels=self._audio_channels,
         )
         self.stats.bytes_written = self._writer.bytes_written

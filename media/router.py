@@ -581,8 +581,7 @@ class Router:
         """Whether a host RTP packet goes into a recording: audio, and the video layer being
         recorded (the top one that flows, chosen by ``tick``; the only one without simulcast)."""
         src = self._by_ssrc.get(int.from_bytes(data[8:12], "big")) if len(data) >= 12 else None
-        # (recordings are WebM: an H.264 room's is its audio alone until Matroska, issue 22)
-        return src is not None and (not src.is_video or (src is self._recorded and src.is_vp8))
+        return src is not None and (not src.is_video or src is self._recorded)
 
     @property
     def packets_in(self) -> int:

@@ -1,4 +1,9 @@
-"""A minimal streaming WebM (Matroska, RFC 9559 / EBML, RFC 8794) muxer for VP8 + Opus.
+"""A minimal streaming WebM / Matroska (RFC 9559 / EBML, RFC 8794) muxer: VP8 or H.264, and Opus.
+
+WebM is Matroska restricted to WebM's codecs: a file whose video is VP8 (or that has
+no video) is WebM (DocType "webm"); one whose video is H.264 is Matroska (DocType
+"matroska", CodecID ``V_MPEG4/ISO/AVC`` with the AVCDecoderConfigurationRecord as
+CodecPrivate, samples of 4-byte-length-prefixed NAL units). The rest is the same.
 
 Sans-IO: :class:`WebmWriter` hands every byte to a ``write`` callable as soon as
 it has it (the file can be tailed while recording), and :meth:`WebmWriter.finish`
@@ -11,11 +16,11 @@ elements), so an interrupted recording is still a playable file.
 
 Layout::
 
-    EBML header (DocType "webm")
+    EBML header (DocType "webm", or "matroska" for H.264)
     Segment (8-byte size: unknown until patched)
       SeekHead: Seek(Info), Seek(Tracks), Void -> patched into Seek(Cues)
       Info: TimestampScale 1 ms, MuxingApp, WritingApp, Void -> patched into Duration
-      Tracks: V_VP8 (PixelWidth/PixelHeight) and/or A_OPUS (OpusHead, 48 kHz, 2 channels)
+      Tracks: V_VP8 or V_MPEG4/ISO/AVC (avcC; PixelWidth/PixelHeight) and/or A_OPUS (OpusHead, 48 kHz, 2 channels)
       Cluster (8-byte size: unknown until patched), Timestamp, SimpleBlock...
       ...
       Cues (written by finish)
@@ -32,6 +37,8 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 __all__ = [
+    "CODEC_AVC",
+    "CODEC_VP8",
     "UNKNOWN_SIZE",
     "Patch",
     "SeekableWritable",
@@ -105,6 +112,10 @@ TRACK_TYPE_AUDIO = 2
 
 UNKNOWN_SIZE = b"\x01\xff\xff\xff\xff\xff\xff\xff"
 """An 8-byte element data size with all value bits set: "unknown" (RFC 8794 section 6.2)."""
+
+CODEC_VP8 = "V_VP8"
+CODEC_AVC = "V_MPEG4/ISO/AVC"  # H.264 in its MP4 form: CodecPrivate is the avcC, samples length-prefixed
+_WEBM_VIDEO_CODECS = frozenset({CODEC_VP8, "V_VP9", "V_AV1"})  # any other makes the file Matroska
 
 OPUS_SAMPLE_RATE = 48000
 OPUS_SEEK_PRE_ROLL_NS = 80_000_000  # 80 ms, the Opus decoder's convergence time after a seek
@@ -210,7 +221,8 @@ def _master_length(payload_length: int) -> int:
 
 
 class WebmWriter:
-    """Writes a WebM file with at most one VP8 track and one Opus track.
+    """Writes a WebM file with at most one VP8 track and one Opus track, or a Matroska file
+    when the video track is H.264 (``video_codec=CODEC_AVC``, its avcC as ``video_codec_private``).
 
     ``write`` receives the bytes in file order, starting with the header (written
     by the constructor). Timestamps are in milliseconds from the file's start
@@ -224,6 +236,8 @@ class WebmWriter:
         *,
         video: tuple[int, int] | None,
         audio: bool,
+        video_codec: str = CODEC_VP8,
+        video_codec_private: bytes | None = None,
         audio_channels: int = 2,
         opus_pre_skip: int = 0,
         max_cluster_ms: int = 5000,
@@ -231,11 +245,15 @@ class WebmWriter:
     ) -> None:
         if video is None and not audio:
             raise ValueError("a WebM file needs at least one track")
+        if video is not None and video_codec == CODEC_AVC and not video_codec_private:
+            raise ValueError("an H.264 track needs its AVCDecoderConfigurationRecord (CodecPrivate)")
         if not 1 <= max_cluster_ms <= 30000:
             raise ValueError("max_cluster_ms must be 1..30000 (block timestamps are 16-bit)")
         self._write = write
         self._max_cluster_ms = max_cluster_ms
         self.video_track: int | None = 1 if video is not None else None
+        self.video_codec: str | None = video_codec if video is not None else None
+        self.doc_type = "webm" if self.video_codec is None or self.video_codec in _WEBM_VIDEO_CODECS else "matroska"
         self.audio_track: int | None = (2 if video is not None else 1) if audio else None
         self.bytes_written = 0
         self.finished = False
@@ -258,7 +276,7 @@ class WebmWriter:
                 + uint_element(EBML_READ_VERSION, 1)
                 + uint_element(EBML_MAX_ID_LENGTH, 4)
                 + uint_element(EBML_MAX_SIZE_LENGTH, 8)
-                + string_element(DOC_TYPE, "webm")
+                + string_element(DOC_TYPE, self.doc_type)
                 + uint_element(DOC_TYPE_VERSION, 4)
                 + uint_element(DOC_TYPE_READ_VERSION, 2),
             )
@@ -274,7 +292,7 @@ class WebmWriter:
             + string_element(WRITING_APP, app_name)
         )
         info = ebml_element(INFO, info_body + void_element(_DURATION_LENGTH))
-        tracks = ebml_element(TRACKS, self._track_entries(video, audio_channels, opus_pre_skip))
+        tracks = ebml_element(TRACKS, self._track_entries(video, video_codec_private, audio_channels, opus_pre_skip))
         seek_head_length = 4 + 1 + 3 * _SEEK_ENTRY_LENGTH
         seek_head = ebml_element(
             SEEK_HEAD,
@@ -289,9 +307,11 @@ class WebmWriter:
         self._emit(info)
         self._emit(tracks)
 
-    def _track_entries(self, video: tuple[int, int] | None, channels: int, pre_skip: int) -> bytes:
+    def _track_entries(
+        self, video: tuple[int, int] | None, codec_private: bytes | None, channels: int, pre_skip: int
+    ) -> bytes:
         out = b""
-        if video is not None and self.video_track is not None:
+        if video is not None and self.video_track is not None and self.video_codec is not None:
             width, height = video
             if not (0 < width < 1 << 16 and 0 < height < 1 << 16):
                 raise ValueError("bad video size")
@@ -301,7 +321,8 @@ class WebmWriter:
                 + uint_element(TRACK_UID, self.video_track)
                 + uint_element(TRACK_TYPE, TRACK_TYPE_VIDEO)
                 + uint_element(FLAG_LACING, 0)
-                + string_element(CODEC_ID, "V_VP8")
+                + string_element(CODEC_ID, self.video_codec)
+                + (ebml_element(CODEC_PRIVATE, codec_private) if codec_private else b"")
                 + ebml_element(VIDEO, uint_element(PIXEL_WIDTH, width) + uint_element(PIXEL_HEIGHT, height)),
             )
         if self.audio_track is not None:
@@ -332,7 +353,8 @@ class WebmWriter:
     # --- frames ---
 
     def add_video_frame(self, timestamp_ms: int, data: bytes, keyframe: bool, duration_ms: float = 0.0) -> None:
-        """One VP8 frame. ``duration_ms`` only feeds the Duration written by :meth:`finish`."""
+        """One video frame (VP8; H.264: an access unit's length-prefixed NAL units).
+        ``duration_ms`` only feeds the Duration written by :meth:`finish`."""
         if self.video_track is None:
             raise ValueError("this file has no video track")
         self._add_block(self.video_track, timestamp_ms, data, keyframe, duration_ms, keyframe_cluster=keyframe)

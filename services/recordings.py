@@ -1,4 +1,5 @@
-"""A room's recording: the host's VP8 + Opus into a WebM file, without transcoding.
+"""A room's recording: the host's VP8 + Opus into a WebM file, or its H.264 + Opus into a
+Matroska file, without transcoding.
 
 Ownership and threads:
 
@@ -14,10 +15,12 @@ Ownership and threads:
   host is away, keyframe timeout), and asks the host for a keyframe while the
   recorder waits for one. When the recording stops (`stop()`, the room stopping, or
   the recorder's size/time limit), it finishes the file: the last bytes, the
-  patched sizes and duration, then `<id>.json` beside `<id>.webm`, and the
+  patched sizes and duration, then `<id>.json` beside `<id>.webm` (or `.mkv`), and the
   `recording_ready` webhook.
 
-Files: `[recordings] directory/<room_id>/<recording_id>.webm` and `.json`; the listing
+Files: `[recordings] directory/<room_id>/<recording_id>.webm` (VP8, or audio only) or `.mkv`
+(H.264: the recorder's first keyframe decides, so the file is opened with its first bytes;
+one that never had media is an empty `.webm`) and `.json`, whose `file` names it; the listing
 (`recordings_of`) reads the directory, so recordings outlive the room and restarts.
 """
 
@@ -44,7 +47,10 @@ log = logging.getLogger("bitbasel.recordings")
 
 FLUSH_SECONDS = 0.5
 VP8_PT = 96  # the recorder's own payload types (the host's are mapped onto them)
+H264_PT = 102
 OPUS_PT = 111
+# a file's name extension by its EBML DocType (media/webm.py)
+EXTENSIONS = {"webm": "webm", "matroska": "mkv"}
 
 
 class RecordingInfo(msgspec.Struct, frozen=True):
@@ -58,6 +64,12 @@ class RecordingInfo(msgspec.Struct, frozen=True):
     bytes: int
     stop_reason: str | None  # "api", "room_stopped", "max_bytes", "max_seconds", "shutdown"
     frames: dict[str, int | float] = msgspec.field(default_factory=dict)  # the recorder's counters
+    # the media file beside the metadata, to download as GET /room/{room_id}/recordings/{file}:
+    # `<recording_id>.webm` (format "webm": VP8, or audio only) or `.mkv` ("matroska": H.264);
+    # None until the recording has media (its first keyframe decides), so None for one that
+    # never had any (older metadata lacks both: a `.webm`)
+    file: str | None = None
+    format: str | None = None
 
 
 def new_recording_id() -> str:
@@ -81,7 +93,6 @@ class Recording:
         self.room_id = room_id
         self.post_id = post_id
         self.directory = directory / room_id
-        self.path = self.directory / f"{self.recording_id}.webm"
         self.started_at = time.time()
         self.stop_reason: str | None = None
         self._lock = media_lock
@@ -97,15 +108,27 @@ class Recording:
             self._buffer.extend,
             vp8_payload_type=VP8_PT,
             opus_payload_type=OPUS_PT,
+            h264_payload_type=H264_PT,
             max_bytes=max_bytes,
             max_seconds=max_seconds,
         )
+
+    @property
+    def format(self) -> str | None:
+        """The file's format ("webm" or "matroska") once its first keyframe (or the audio-only
+        fallback) decided it; None before."""
+        return self.recorder.doc_type
+
+    @property
+    def path(self) -> Path:
+        """The media file: `<recording_id>.mkv` for Matroska, else `.webm` (also while undecided)."""
+        return self.directory / f"{self.recording_id}.{EXTENSIONS.get(self.format or 'webm', 'webm')}"
 
     # ---- media thread (under the media lock) ----------------------------------------------
 
     def use_host(self, sources: list[SourceStream]) -> None:
         """A (new) host is attached: map its payload types; a new segment of the file."""
-        self._pt_map = {s.payload_type: VP8_PT if s.kind == "video" else OPUS_PT for s in sources}
+        self._pt_map = {s.payload_type: _recorder_pt(s) for s in sources}
         if self.recorder.started:
             self.recorder.host_changed()
 
@@ -132,7 +155,8 @@ class Recording:
 
     async def run(self) -> None:
         await trio.to_thread.run_sync(functools.partial(self.directory.mkdir, parents=True, exist_ok=True))
-        file: BinaryIO = await trio.to_thread.run_sync(self.path.open, "wb")
+        # opened with the first bytes: the recorder has then chosen WebM or Matroska (the name's extension)
+        file: BinaryIO | None = None
         try:
             while not self._stop_requested.is_set():
                 with trio.move_on_after(FLUSH_SECONDS):
@@ -146,15 +170,20 @@ class Recording:
                         self._request_keyframe()
                     chunk = self._take()
                 if chunk:
+                    if file is None:
+                        file = await trio.to_thread.run_sync(self.path.open, "wb")
                     await trio.to_thread.run_sync(file.write, chunk)
             with self._lock:
                 patches = self.recorder.finish()
                 chunk = self._take()
+            if file is None:  # the first bytes now, or none at all (an empty `.webm`)
+                file = await trio.to_thread.run_sync(self.path.open, "wb")
             await trio.to_thread.run_sync(self._finish_file, file, chunk, patches)
             self._file_finished = True
         finally:
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(file.close)
+                if file is not None:
+                    await trio.to_thread.run_sync(file.close)
                 self._ended = True
                 info = self.info()
                 try:
@@ -196,10 +225,18 @@ class Recording:
             bytes=self.recorder.bytes_written,
             stop_reason=self.stop_reason,
             frames=dict(self.recorder.stats.as_dict()),
+            file=self.path.name if self.format is not None else None,
+            format=self.format,
         )
 
     def _write_metadata(self, info: RecordingInfo) -> None:
-        self.path.with_suffix(".json").write_bytes(msgspec.json.encode(info))
+        (self.directory / f"{self.recording_id}.json").write_bytes(msgspec.json.encode(info))
+
+
+def _recorder_pt(source: SourceStream) -> int:
+    if source.kind == "audio":
+        return OPUS_PT
+    return H264_PT if source.codec == "H264" else VP8_PT
 
 
 def recordings_of(directory: Path, room_id: str) -> list[RecordingInfo]:

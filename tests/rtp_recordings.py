@@ -1,6 +1,7 @@
-"""Real VP8 + Opus RTP for the recorder tests: media encoded with PyAV (libvpx,
-libopus), packetized here per RFC 7741 (VP8) and RFC 7587 (Opus), with arrival
-times; and ffprobe/ffmpeg checks of the files written."""
+"""Real VP8 or H.264 + Opus RTP for the recorder tests: media encoded with PyAV (libvpx,
+libx264, libopus), packetized here per RFC 7741 (VP8), RFC 6184 (H.264, packetization
+mode 1: single NAL units, STAP-A, FU-A) and RFC 7587 (Opus), with arrival times; and
+ffprobe/ffmpeg checks of the files written."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import functools
 import json
 import math
 import random
+import re
 import struct
 import subprocess
 from dataclasses import dataclass
@@ -16,12 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import av
+import pytest
 
+from media.h264 import FU_A, STAP_A
 from media.recorder import Recorder
 from media.webm import apply_patches
 from tests.rtp_packets import build_rtp_packet
 
 VP8_PT = 96
+H264_PT = 102
 OPUS_PT = 111
 FPS = 30
 WIDTH = 320
@@ -29,12 +34,14 @@ HEIGHT = 240
 GOP = 30  # a keyframe every second
 AUDIO_FRAME = 960  # 20 ms at 48 kHz
 MAX_VP8_PAYLOAD = 600  # keyframes span ~8 packets, most other frames 1-2
+MAX_H264_PAYLOAD = 600  # keyframes' slices go in FU-A fragments, the SPS and PPS in a STAP-A
 
 
 @dataclass(frozen=True)
 class EncodedMedia:
-    video: list[tuple[bytes, bool]]  # one per 1/FPS s: (VP8 frame, keyframe)
+    video: list[tuple[bytes, bool]]  # one per 1/FPS s: (VP8 frame or H.264 access unit in Annex B, keyframe)
     audio: list[bytes]  # one Opus packet per 20 ms
+    codec: str = "VP8"  # or "H264"
 
     @property
     def seconds(self) -> float:
@@ -42,15 +49,17 @@ class EncodedMedia:
 
 
 @functools.cache
-def encoded_media(seconds: float = 6.0, width: int = WIDTH, height: int = HEIGHT) -> EncodedMedia:
-    """A moving blocky test pattern as VP8 (30 fps, keyframe every 1 s) and
-    a 440 Hz tone as stereo Opus (20 ms packets)."""
+def encoded_media(seconds: float = 6.0, width: int = WIDTH, height: int = HEIGHT, codec: str = "VP8") -> EncodedMedia:
+    """A moving blocky test pattern as VP8 or H.264 (30 fps, keyframe every 1 s) and
+    a 440 Hz tone as stereo Opus (20 ms packets). H.264 is libx264's constrained baseline
+    as WebRTC senders make it: no B-frames, the SPS and PPS before every IDR, two slices a
+    frame (two slice threads)."""
     rnd = random.Random(1)
     block = 8
     wide = 2 * width
     blocks = [[rnd.randrange(40, 220) for _ in range(wide // block)] for _ in range(height // block)]
     texture = b"".join(bytes(blocks[r // block][x // block] for x in range(wide)) for r in range(height))
-    venc = av.CodecContext.create("libvpx", "w")
+    venc = av.CodecContext.create("libvpx" if codec == "VP8" else "libx264", "w")
     venc.width = width
     venc.height = height
     venc.pix_fmt = "yuv420p"
@@ -58,8 +67,12 @@ def encoded_media(seconds: float = 6.0, width: int = WIDTH, height: int = HEIGHT
     venc.framerate = Fraction(FPS)
     venc.gop_size = GOP
     venc.bit_rate = 500_000
-    venc.thread_count = 1
-    venc.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "auto-alt-ref": "0"}
+    if codec == "VP8":
+        venc.thread_count = 1
+        venc.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "auto-alt-ref": "0"}
+    else:
+        venc.thread_count = 2
+        venc.options = {"profile": "baseline", "tune": "zerolatency", "preset": "ultrafast"}
     n_video = round(seconds * FPS)
     video: list[tuple[bytes, bool]] = []
     chroma = (width // 2) * (height // 2)
@@ -96,7 +109,44 @@ def encoded_media(seconds: float = 6.0, width: int = WIDTH, height: int = HEIGHT
         sound.time_base = Fraction(1, 48000)
         audio += [bytes(p) for p in aenc.encode(sound)]
     audio += [bytes(p) for p in aenc.encode(None)]
-    return EncodedMedia(video, audio[:n_audio])
+    return EncodedMedia(video, audio[:n_audio], codec)
+
+
+def annex_b_units(access_unit: bytes) -> list[bytes]:
+    """The NAL units of an Annex B byte stream (after 00 00 01 or 00 00 00 01 start codes)."""
+    starts = [m.end() for m in re.finditer(b"\x00\x00\x01", access_unit)]
+    ends = [*[m - 3 for m in starts[1:]], len(access_unit)]
+    return [access_unit[a:b].rstrip(b"\x00") for a, b in zip(starts, ends, strict=True)]
+
+
+def h264_payloads(access_unit: bytes, max_payload: int = MAX_H264_PAYLOAD) -> list[bytes]:
+    """RFC 6184 packetization mode 1 of one access unit: consecutive small NAL units in a
+    STAP-A (one alone as itself), one larger than ``max_payload`` in FU-A fragments."""
+    out: list[bytes] = []
+    pending: list[bytes] = []
+
+    def flush() -> None:
+        if len(pending) == 1:
+            out.append(pending[0])
+        elif pending:
+            nri = max(unit[0] & 0x60 for unit in pending)
+            out.append(bytes([nri | STAP_A]) + b"".join(len(u).to_bytes(2, "big") + u for u in pending))
+        pending.clear()
+
+    for unit in annex_b_units(access_unit):
+        if len(unit) > max_payload:
+            flush()
+            body = unit[1:]
+            chunks = [body[i : i + max_payload - 2] for i in range(0, len(body), max_payload - 2)]
+            for k, chunk in enumerate(chunks):
+                header = (0x80 if k == 0 else 0) | (0x40 if k == len(chunks) - 1 else 0) | (unit[0] & 0x1F)
+                out.append(bytes([(unit[0] & 0xE0) | FU_A, header]) + chunk)
+            continue
+        if pending and 1 + sum(2 + len(u) for u in pending) + 2 + len(unit) > max_payload:
+            flush()
+        pending.append(unit)
+    flush()
+    return out
 
 
 def vp8_payloads(frame: bytes, picture_id: int, max_payload: int = MAX_VP8_PAYLOAD) -> list[bytes]:
@@ -159,14 +209,15 @@ def host_packets(
 
     if video:
         seq = host.video_seq
+        h264 = media.codec == "H264"
         for i, (frame, _key) in enumerate(media.video):
-            payloads = vp8_payloads(frame, i & 0x7FFF)
+            payloads = h264_payloads(frame) if h264 else vp8_payloads(frame, i & 0x7FFF)
             at = i / FPS
             if from_s <= at < to_s:
                 ts = (host.video_ts + i * (90000 // FPS)) & 0xFFFFFFFF
                 for k, payload in enumerate(payloads):
                     packet = build_rtp_packet(
-                        payload_type=VP8_PT,
+                        payload_type=H264_PT if h264 else VP8_PT,
                         sequence_number=seq + k,
                         timestamp=ts,
                         ssrc=host.video_ssrc,
@@ -193,7 +244,8 @@ def host_packets(
 
 
 def record(path: Path, packets: list[tuple[float, bytes]], recorder_args: dict[str, Any] | None = None) -> Recorder:
-    """Feed ``packets`` to a Recorder writing ``path``; finish and patch the file."""
+    """Feed ``packets`` to a Recorder writing ``path`` (VP8 and Opus payload types unless
+    ``recorder_args`` says otherwise); finish and patch the file."""
     with path.open("wb") as f:
         recorder = Recorder(
             f.write, **{"vp8_payload_type": VP8_PT, "opus_payload_type": OPUS_PT, **(recorder_args or {})}
@@ -250,3 +302,45 @@ def ffmpeg_decode_errors(path: Path) -> str:
         check=False,
     )
     return result.stderr + (f"\nexit status {result.returncode}" if result.returncode else "")
+
+
+def check_file(
+    path: Path,
+    expected_seconds: float,
+    *,
+    video: bool = True,
+    audio: bool = True,
+    video_codec: str = "vp8",
+    size: tuple[int, int] = (WIDTH, HEIGHT),
+) -> Probe:
+    """The file decodes with no error, has the expected streams (``video_codec``: "vp8" or
+    "h264", of ``size``), starts with a keyframe at 0, and lasts ``expected_seconds`` within
+    2 % (both the Duration and the packets' own end)."""
+    assert ffmpeg_decode_errors(path) == ""
+    probe = ffprobe(path)
+    codecs = (video_codec,) * video + ("opus",) * audio
+    assert sorted(s["codec_name"] for s in probe.streams) == sorted(codecs)
+    assert probe.format["format_name"] == "matroska,webm"
+    if video:
+        s = probe.stream(video_codec)
+        assert (s["width"], s["height"]) == size
+        first = probe.packets_of(video_codec)[0]
+        assert first["flags"].startswith("K") and float(first["pts_time"]) == 0.0
+    if audio:
+        s = probe.stream("opus")
+        assert (s["sample_rate"], s["channels"]) == ("48000", 2)
+    assert probe.duration == pytest.approx(expected_seconds, rel=0.02)
+    ends = [probe.end_of(codec) for codec in codecs]
+    assert max(ends) == pytest.approx(expected_seconds, rel=0.02)
+    for codec in codecs:
+        pts = [float(p["pts_time"]) for p in probe.packets_of(codec)]
+        assert pts == sorted(pts) and len(set(pts)) == len(pts) and pts[0] >= 0
+    return probe
+
+
+def doc_type(path: Path) -> str:
+    """The DocType of a file's EBML header (it is the header's one string element, 0x4282)."""
+    header = path.read_bytes()[:64]
+    at = header.index(b"\x42\x82") + 2
+    length = header[at] & 0x7F  # a 1-byte size: DocTypes are short
+    return header[at + 1 : at + 1 + length].decode()

@@ -1,18 +1,22 @@
 """media/h264.py without sockets: where a keyframe starts in RTP payloads of packetization
-mode 1 (single NAL units, STAP-A, FU-A), and profile-level-id (RFC 6184)."""
+mode 1 (single NAL units, STAP-A, FU-A), profile-level-id (RFC 6184), and access units as a
+recording stores them."""
 
 from __future__ import annotations
 
 import pytest
 
 from media.h264 import (
+    AUD,
     FU_A,
     IDR,
     PPS,
     SPS,
     STAP_A,
     H264Format,
+    ParameterSets,
     ProfileLevel,
+    Sample,
     avc_decoder_configuration,
     choose_host_format,
     choose_viewer_format,
@@ -22,7 +26,9 @@ from media.h264 import (
     keyframe_start_in,
     length_prefixed,
     nal_types,
+    opens_access_unit,
     parse_profile_level_id,
+    recording_sample,
     sps_frame_size,
 )
 
@@ -223,3 +229,43 @@ def test_an_sps_that_is_cut_short_or_not_an_sps_has_no_size() -> None:
     sps = encoded_sps(640, 360, "baseline")
     assert sps_frame_size(sps[:6]) is None
     assert sps_frame_size(PPS_UNIT) is None and sps_frame_size(b"") is None
+
+
+@pytest.mark.parametrize(
+    ("payload", "opens"),
+    [
+        (stap_a(unit(SPS), unit(PPS)), True),
+        (unit(SPS), True),
+        (unit(AUD, b"\xf0"), True),
+        (stap_a(unit(AUD, b"\xf0"), unit(1)), True),
+        (unit(PPS), False),  # it follows the SPS
+        (fu_a(IDR, start=True), False),  # an IDR without its parameter sets, or a second slice
+        (unit(1), False),
+        (stap_a(unit(6), unit(1)), False),  # an SEI may come after the parameter sets
+        (b"", False),
+    ],
+)
+def test_what_can_only_open_an_access_unit(payload: bytes, opens: bool) -> None:
+    assert opens_access_unit(payload) is opens
+
+
+def test_a_keyframe_sample_is_led_by_the_parameter_sets_it_uses() -> None:
+    sps, aud, sei = encoded_sps(320, 240, "baseline"), unit(AUD, b"\xf0"), unit(6)
+    params = ParameterSets()
+    assert recording_sample([sps, PPS_UNIT], params) is None  # no slice: nothing to write, kept
+    assert (params.sps, params.pps) == (sps, PPS_UNIT)
+    avcc = avc_decoder_configuration(sps, PPS_UNIT)
+    keyframe = Sample(length_prefixed([sps, PPS_UNIT, sei, IDR_UNIT]), True, (320, 240), avcc)
+    assert recording_sample([aud, sei, IDR_UNIT], params) == keyframe  # the kept ones; no AUD
+    assert recording_sample([aud, sps, PPS_UNIT, sei, IDR_UNIT], params) == keyframe  # its own
+    assert recording_sample([aud, sei, PPS_UNIT, sps, IDR_UNIT], params) == keyframe  # put in order
+    assert recording_sample([aud, unit(1)], params) == Sample(length_prefixed([unit(1)]), False, None, None)
+
+
+def test_a_keyframe_without_parameter_sets_that_decode_it_is_refused() -> None:
+    with pytest.raises(ValueError):
+        recording_sample([IDR_UNIT], ParameterSets())
+    with pytest.raises(ValueError):
+        recording_sample([encoded_sps(320, 240, "baseline"), IDR_UNIT], ParameterSets())  # no PPS
+    with pytest.raises(ValueError):  # an SPS cut short: no frame size for the track
+        recording_sample([encoded_sps(320, 240, "baseline")[:6], PPS_UNIT, IDR_UNIT], ParameterSets())

@@ -23,7 +23,7 @@ from tests.rtp_recordings import (
     VP8_PT,
     WIDTH,
     Host,
-    Probe,
+    check_file,
     encoded_media,
     ffmpeg_decode_errors,
     ffprobe,
@@ -34,30 +34,6 @@ from tests.rtp_recordings import (
 pytestmark = pytest.mark.skipif(
     shutil.which("ffprobe") is None or shutil.which("ffmpeg") is None, reason="needs ffmpeg (apt-get install ffmpeg)"
 )
-
-
-def check_file(path: Path, expected_seconds: float, *, video: bool = True, audio: bool = True) -> Probe:
-    """The file decodes with no error, has the expected streams, and lasts
-    ``expected_seconds`` within 2 % (both the Duration and the packets' own end)."""
-    assert ffmpeg_decode_errors(path) == ""
-    probe = ffprobe(path)
-    assert sorted(s["codec_name"] for s in probe.streams) == sorted(["vp8"] * video + ["opus"] * audio)
-    assert probe.format["format_name"] == "matroska,webm"
-    if video:
-        s = probe.stream("vp8")
-        assert (s["width"], s["height"]) == (WIDTH, HEIGHT)
-        first = probe.packets_of("vp8")[0]
-        assert first["flags"].startswith("K") and float(first["pts_time"]) == 0.0
-    if audio:
-        s = probe.stream("opus")
-        assert (s["sample_rate"], s["channels"]) == ("48000", 2)
-    assert probe.duration == pytest.approx(expected_seconds, rel=0.02)
-    ends = [probe.end_of(codec) for codec in ("vp8",) * video + ("opus",) * audio]
-    assert max(ends) == pytest.approx(expected_seconds, rel=0.02)
-    for codec in ("vp8",) * video + ("opus",) * audio:
-        pts = [float(p["pts_time"]) for p in probe.packets_of(codec)]
-        assert pts == sorted(pts) and len(set(pts)) == len(pts) and pts[0] >= 0
-    return probe
 
 
 def live_seconds(packets: list[tuple[float, bytes]], start: float) -> float:

@@ -545,3 +545,21 @@ def test_a_viewer_without_the_hosts_codec_gets_its_audio_alone() -> None:
     assert router.take_quality_changes() == [QualityChange("v", "audio_only", None, None, "codec")]
     router.tick(1.0)
     assert router.take_quality_changes() == []  # told once
+
+
+def test_an_h264_hosts_video_and_audio_are_recorded() -> None:
+    """Recordings of H.264 rooms are Matroska (issue 22): the router hands the recording the
+    host's H.264 packets as well as its audio."""
+    router = Router(rtcp_ssrc=RTCP_SSRC, target_bitrate_bps=BITRATE)
+    router.attach_publisher(
+        [SourceStream("audio", 111, 48000, codec="opus"), SourceStream("video", 102, 90000, codec="H264")],
+        lambda data: None,
+        0.0,
+    )
+    idr = b"\x80\xe6\x00\x01" + (0).to_bytes(4, "big") + (0x1234).to_bytes(4, "big") + b"\x65\x88\x84\x00"
+    opus = b"\x80\xef\x00\x01" + (0).to_bytes(4, "big") + (0x5678).to_bytes(4, "big") + b"\xfc\x00"
+    router.on_publisher_rtp(idr, 0.1)
+    router.on_publisher_rtp(opus, 0.1)
+    router.tick(0.2)
+    assert router.recordable(idr) and router.recordable(opus)
+    assert not router.recordable(idr[:8] + (0x9999).to_bytes(4, "big") + idr[12:])  # an SSRC it never had

@@ -357,3 +357,36 @@ def test_opus_pre_skip_sets_codec_delay() -> None:
     assert uint_of(buf, track.child(webm.CODEC_DELAY)) == 6_500_000  # 312 samples at 48 kHz, in ns
     private = track.child(webm.CODEC_PRIVATE)
     assert buf[private.data_offset : private.end] == opus_head(pre_skip=312)
+
+
+def test_an_h264_video_track_makes_the_file_matroska_with_the_avcc_as_codec_private() -> None:
+    avcc = bytes([1, 0x42, 0xC0, 0x1E, 0xFF, 0xE1]) + b"sps-and-pps"  # stands for the record: opaque here
+    out = io.BytesIO()
+    writer = WebmWriter(out.write, video=(320, 240), audio=True, video_codec=webm.CODEC_AVC, video_codec_private=avcc)
+    assert writer.doc_type == "matroska" and writer.video_codec == "V_MPEG4/ISO/AVC"
+    writer.add_video_frame(0, b"\x00\x00\x00\x01\x65", keyframe=True)
+    writer.add_audio_frame(0, b"\xfc\x00")
+    apply_patches(out, writer.finish())
+    buf = out.getvalue()
+    ebml, segment = parse(buf)
+    assert buf[ebml.child(webm.DOC_TYPE).data_offset : ebml.child(webm.DOC_TYPE).end] == b"matroska"
+    video, audio = segment.child(webm.TRACKS).all(webm.TRACK_ENTRY)
+    assert buf[video.child(webm.CODEC_ID).data_offset : video.child(webm.CODEC_ID).end] == b"V_MPEG4/ISO/AVC"
+    private = video.child(webm.CODEC_PRIVATE)
+    assert buf[private.data_offset : private.end] == avcc
+    assert uint_of(buf, video.child(webm.VIDEO).child(webm.PIXEL_WIDTH)) == 320
+    assert buf[audio.child(webm.CODEC_ID).data_offset : audio.child(webm.CODEC_ID).end] == b"A_OPUS"
+    [cluster] = segment.all(webm.CLUSTER)
+    assert blocks(buf, cluster)[0] == (1, 0, True, b"\x00\x00\x00\x01\x65")
+
+
+def test_vp8_and_audio_only_files_stay_webm_without_a_video_codec_private() -> None:
+    _, buf, writer = make_file()
+    assert writer.doc_type == "webm"
+    _, segment = parse(buf)
+    video, _ = segment.child(webm.TRACKS).all(webm.TRACK_ENTRY)
+    assert video.all(webm.CODEC_PRIVATE) == []
+    # audio only: WebM whatever video codec was named
+    assert WebmWriter(io.BytesIO().write, video=None, audio=True, video_codec=webm.CODEC_AVC).doc_type == "webm"
+    with pytest.raises(ValueError):  # H.264 cannot be decoded without its parameter sets
+        WebmWriter(io.BytesIO().write, video=(320, 240), audio=True, video_codec=webm.CODEC_AVC)

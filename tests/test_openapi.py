@@ -172,9 +172,10 @@ class Validator:
         if not content:  # 204: no body
             assert not response.content
             return {}
-        if "video/webm" in content:  # a recording
-            assert response.headers["content-type"] == "video/webm" and response.content[:4] == b"\x1a\x45\xdf\xa3"
-            return {}
+        for media_type in ("video/webm", "video/x-matroska"):  # a recording
+            if media_type in content:
+                assert response.headers["content-type"] == media_type and response.content[:4] == b"\x1a\x45\xdf\xa3"
+                return {}
         assert response.headers["content-type"].startswith("application/json")
         schema = content["application/json"]["schema"]
         if "$ref" in schema:
@@ -236,6 +237,9 @@ async def exercise(server: RunningServer, check: Validator) -> None:
         check("get", download, await c.get(webm))
         check("get", download, await c.get(webm, headers=KEY))  # no host sent anything: 404
         check("get", download, await c.get(f"/room/{room}/recordings/rec_none.webm", headers=KEY))
+        mkv, download_mkv = webm.replace(".webm", ".mkv"), "/room/{room_id}/recordings/{recording_id}.mkv"
+        check("get", download_mkv, await c.get(mkv))
+        check("get", download_mkv, await c.get(mkv, headers=KEY))  # no media, and no .mkv: 404
         thumbnail = "/room/{room_id}/thumbnail.jpg"
         check("get", thumbnail, await c.get(f"/room/{unknown}/thumbnail.jpg", headers=KEY))
         check("get", thumbnail, await c.get(f"/room/{unknown}/thumbnail.jpg"))
@@ -295,6 +299,7 @@ async def test_real_responses_validate_against_the_document() -> None:
         ("get", "/room/{room_id}/peers", 503),
         ("post", "/room/{room_id}/recording/start", 503),
         ("get", "/room/{room_id}/recordings/{recording_id}.webm", 200),  # needs a host's media: test_recording.py
+        ("get", "/room/{room_id}/recordings/{recording_id}.mkv", 200),  # an H.264 host's: test_recording.py
         ("post", "/room/{room_id}/recording/stop", 503),
         ("get", "/room/{room_id}/thumbnail.jpg", 200),  # needs a host's video: tests/test_thumbnail.py
         ("get", "/room/{room_id}/thumbnail.jpg", 503),
