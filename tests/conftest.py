@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -25,3 +26,25 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 async def server() -> AsyncIterator[RunningServer]:
     async with running_server(make_config(debug={"fault_injection": True})) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium under Playwright's sync API, for a module of browser tests."""
+    from tests.browser_support import chromium_browser
+
+    with chromium_browser() as launched:
+        yield launched
+
+
+@pytest.fixture
+def context(browser: Any) -> Iterator[Any]:
+    """A fresh browser context (its own cookies and pages) for one test; every wait bounded."""
+    from tests.browser_support import WAIT_MS
+
+    ctx = browser.new_context(viewport={"width": 1280, "height": 720})
+    ctx.set_default_timeout(WAIT_MS)
+    try:
+        yield ctx
+    finally:
+        ctx.close()

@@ -51,6 +51,7 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import gi
@@ -471,6 +472,32 @@ class Peer:
         self.pipeline.set_state(Gst.State.NULL)
 
 
+def quit_on_signals_and_stdin(loop: GLib.MainLoop, *, watch_stdin: bool = True) -> Callable[..., bool]:
+    """End `loop` on SIGTERM or SIGINT and, with `watch_stdin`, at stdin's end (the test that
+    started this process went away). Returns the quitting callback (for timers too)."""
+
+    def quit_(*_args: Any) -> bool:
+        loop.quit()
+        return False
+
+    def on_stdin(_fd: int, condition: GLib.IOCondition) -> bool:
+        try:
+            data = os.read(0, 4096)
+        except OSError:
+            data = b""
+        if not data or condition & (GLib.IOCondition.HUP | GLib.IOCondition.ERR):
+            loop.quit()
+            return False
+        return True
+
+    GLib.unix_signal_add(GLib.PRIORITY_HIGH, signal.SIGTERM, quit_)
+    GLib.unix_signal_add(GLib.PRIORITY_HIGH, signal.SIGINT, quit_)
+    if watch_stdin:
+        ended = GLib.IOCondition.IN | GLib.IOCondition.HUP | GLib.IOCondition.ERR
+        GLib.io_add_watch(0, GLib.PRIORITY_DEFAULT, ended, on_stdin)
+    return quit_
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--role", choices=("host", "viewer"), required=True)
@@ -543,26 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     def ping() -> bool:
         return signaling.send({"type": "ping"})
 
-    def quit_(*_args: Any) -> bool:
-        loop.quit()
-        return False
-
-    def on_stdin(_fd: int, condition: GLib.IOCondition) -> bool:
-        try:
-            data = os.read(0, 4096)
-        except OSError:
-            data = b""
-        if not data or condition & (GLib.IOCondition.HUP | GLib.IOCondition.ERR):
-            loop.quit()
-            return False
-        return True
-
-    GLib.unix_signal_add(GLib.PRIORITY_HIGH, signal.SIGTERM, quit_)
-    GLib.unix_signal_add(GLib.PRIORITY_HIGH, signal.SIGINT, quit_)
-    if not args.ignore_stdin:
-        GLib.io_add_watch(
-            0, GLib.PRIORITY_DEFAULT, GLib.IOCondition.IN | GLib.IOCondition.HUP | GLib.IOCondition.ERR, on_stdin
-        )
+    quit_ = quit_on_signals_and_stdin(loop, watch_stdin=not args.ignore_stdin)
     GLib.timeout_add(int(args.seconds * 1000), quit_)
     GLib.timeout_add(int(args.ping_interval * 1000), ping)
     GLib.timeout_add(max(50, int(args.stats_interval * 1000)), peer.stats)

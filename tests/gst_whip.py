@@ -24,8 +24,6 @@ exit. Exit status 1 when the POST is refused.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import sys
 import threading
 import urllib.error
@@ -39,7 +37,7 @@ gi.require_version("Gst", "1.0")
 gi.require_version("GstSdp", "1.0")
 gi.require_version("GstWebRTC", "1.0")
 from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
-from gst_peer import add_ice_local_address, elapsed_ms, emit  # noqa: E402  (tests/, beside this script)
+from gst_peer import add_ice_local_address, elapsed_ms, emit, quit_on_signals_and_stdin  # noqa: E402  (tests/, beside this script)
 
 VIDEO_PT = 102
 AUDIO_PT = 111
@@ -213,24 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     loop = GLib.MainLoop()
     publisher = Publisher(args, loop)
 
-    def quit_(*_args: Any) -> bool:
-        loop.quit()
-        return False
-
-    def on_stdin(_fd: int, condition: GLib.IOCondition) -> bool:
-        try:
-            data = os.read(0, 4096)
-        except OSError:
-            data = b""
-        if not data or condition & (GLib.IOCondition.HUP | GLib.IOCondition.ERR):
-            loop.quit()
-            return False
-        return True
-
-    GLib.unix_signal_add(GLib.PRIORITY_HIGH, signal.SIGTERM, quit_)
-    GLib.unix_signal_add(GLib.PRIORITY_HIGH, signal.SIGINT, quit_)
-    ended = GLib.IOCondition.IN | GLib.IOCondition.HUP | GLib.IOCondition.ERR
-    GLib.io_add_watch(0, GLib.PRIORITY_DEFAULT, ended, on_stdin)
+    quit_ = quit_on_signals_and_stdin(loop)
     GLib.timeout_add(int(args.seconds * 1000), quit_)
     GLib.timeout_add(max(50, int(args.stats_interval * 1000)), publisher.stats)
     if publisher.pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:

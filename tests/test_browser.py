@@ -34,7 +34,6 @@ from tests.browser_support import (
     SERVER_TOML,
     WAIT_MS,
     ServerProcess,
-    chromium_browser,
     poll_page,
     server_process,
     write_metrics,
@@ -73,22 +72,6 @@ def media_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
     with server_process(tmp_path_factory.mktemp("browser")) as server:
         require_client_served(server)
         yield server
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium_browser() as launched:
-        yield launched
-
-
-@pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    ctx = browser.new_context(viewport={"width": 1280, "height": 720})
-    ctx.set_default_timeout(WAIT_MS)
-    try:
-        yield ctx
-    finally:
-        ctx.close()
 
 
 # ---- helpers ----------------------------------------------------------------------------------

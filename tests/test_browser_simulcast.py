@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser_support import CHROMIUM, ServerProcess, chromium_browser, poll_page, server_process
+from tests.browser_support import CHROMIUM, ServerProcess, poll_page, server_process
 
 pytestmark = pytest.mark.browser
 
@@ -31,7 +31,7 @@ if not CHROMIUM.exists():
 if shutil.which("tc") is None:
     pytest.skip("tc (iproute2) is not installed", allow_module_level=True)
 
-from playwright.sync_api import Browser, BrowserContext  # noqa: E402
+from playwright.sync_api import BrowserContext  # noqa: E402
 
 from media.vp8 import parse_vp8_descriptor_untrusted  # noqa: E402
 from tests.browser_pages import Tab, new_room, open_host, open_viewer, require_client_served, start_live  # noqa: E402
@@ -147,22 +147,6 @@ def media_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
     with server_process(tmp_path_factory.mktemp("simulcast")) as server:
         require_client_served(server)
         yield server
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium_browser() as launched:
-        yield launched
-
-
-@pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    ctx = browser.new_context(viewport={"width": 1280, "height": 720})
-    ctx.set_default_timeout(30_000)
-    try:
-        yield ctx
-    finally:
-        ctx.close()
 
 
 def watch_until(watchers: list[Watcher], condition: Any, what: str, timeout: float) -> float:

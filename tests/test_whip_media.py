@@ -23,7 +23,6 @@ from tests.browser_support import (
     JS_INBOUND_VIDEO_MIME,
     WAIT_MS,
     ServerProcess,
-    chromium_browser,
     poll_page,
     server_process,
 )
@@ -35,7 +34,7 @@ pytestmark = pytest.mark.browser
 if not CHROMIUM.exists():
     pytest.skip(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
 
-from playwright.sync_api import Browser, BrowserContext  # noqa: E402
+from playwright.sync_api import BrowserContext  # noqa: E402
 
 from tests.browser_pages import Tab, new_room, open_host, open_viewer, require_client_served, start_live  # noqa: E402
 
@@ -48,22 +47,6 @@ def media_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
     with server_process(tmp_path_factory.mktemp("whip")) as server:
         require_client_served(server)
         yield server
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium_browser() as launched:
-        yield launched
-
-
-@pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    ctx = browser.new_context(viewport={"width": 640, "height": 480})
-    ctx.set_default_timeout(WAIT_MS)
-    try:
-        yield ctx
-    finally:
-        ctx.close()
 
 
 def open_whep_page(context: BrowserContext, server: ServerProcess, room_id: str, name: str) -> Tab:
