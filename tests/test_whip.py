@@ -116,6 +116,15 @@ async def test_whip_and_whep_answer_each_status_of_the_protocol() -> None:
                 assert wrong_room.status_code == 403, wrong_room.text
                 unknown = await client.post("/whep/room_999999", content=offer, headers=_sdp(viewer_token))
                 assert (unknown.status_code, unknown.json()["error"]) == (404, "room_not_found")
+                mallory, _ = tokens.mint(room_id, "host", "mallory", 600)  # another user, while alice is host
+                taken = await client.post(f"/whip/{room_id}", content=offer, headers=_sdp(mallory))
+                assert (taken.status_code, taken.json()["error"]) == (409, "host_taken")
+                codecs = {"opus/48000": "nothing/48000", "VP8/90000": "none/90000", "H264/90000": "nil/90000"}
+                no_codec = offer
+                for ours, unknown_codec in codecs.items():
+                    no_codec = no_codec.replace(ours, unknown_codec)
+                refused = await client.post(f"/whip/{other_room}", content=no_codec, headers=_sdp(other_token))
+                assert (refused.status_code, refused.json()["error"]) == (422, "unsupported_codec"), refused.text
                 # PATCH: If-Match, content type, trickle, tokens
                 candidate = "a=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host\r\n"
                 missing = await client.patch(host.location, content=candidate, headers=_frag(None, host_token))
