@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 import msgspec
 import trio
 
-from actors.peer import PeerEnvironment, PeerSession
+from actors.peer import CLOSE_NORMAL, PeerEnvironment, PeerSession
 from api.context import ConnectionGate
-from core.signaling import Answer, ClientMessage, Error, Joined, Ping, Role, ServerMessage, encode
+from core.signaling import Answer, ClientMessage, Error, Joined, Ping, Pong, Role, ServerMessage, encode
 
 log = logging.getLogger("bitbasel.http_sessions")
 
@@ -50,7 +50,12 @@ class SessionClosed(Exception):
 
 
 class ChannelSocket:
-    """The peer actor's SignalingSocket for a session without a WebSocket."""
+    """The peer actor's SignalingSocket for a session without a WebSocket.
+
+    One request at a time (a lock). A request is fenced: a `ping` goes first and whatever the
+    peer sends before its `pong` (a late reply to a request that timed out, an event) is not
+    taken for the reply; then the request's message, and its reply is the next `joined`,
+    `answer` or `error` (but codes the caller says cannot be its reply)."""
 
     def __init__(self, on_close: Callable[[int], None], keepalive_seconds: float = KEEPALIVE_SECONDS) -> None:
         self._to_peer, self._from_requests = trio.open_memory_channel[str](4)
@@ -73,45 +78,55 @@ class ChannelSocket:
         message = _server_messages.decode(text)
         if isinstance(message, Error):
             log.info("http session: %s: %s", message.code, message.message)
-        if isinstance(message, Joined | Answer | Error) and self._reply is not None:
+        if isinstance(message, Joined | Answer | Error | Pong) and self._reply is not None:
             with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError):
                 self._reply.send_nowait(message)
 
     async def close(self, code: int) -> None:
+        if self.close_code is None:
+            self.ended(code)
+            self._on_close(code)
+
+    def ended(self, code: int) -> None:
+        """The session is over (closed by the peer, or cancelled): a waiting request gets
+        SessionClosed, and so does every later one."""
         if self.close_code is not None:
             return
         self.close_code = code
         if self._reply is not None:
             with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError):
                 self._reply.send_nowait(SessionClosed(code))
-        self._on_close(code)
 
     # ---- the requests' side ------------------------------------------------------------
 
-    async def request(self, message: ClientMessage) -> ServerMessage:
+    async def request(
+        self, message: ClientMessage, *, fenced: bool = True, not_replies: frozenset[str] = frozenset()
+    ) -> ServerMessage:
         """Hand the peer `message` (`join` or `offer`) and return its reply (`joined`, `answer` or
-        `error`). Raises SessionClosed, or trio.TooSlowError past the deadline."""
+        an `error` whose code is not in `not_replies`). `fenced=False` for the `join` (nothing
+        may precede it). Raises SessionClosed, or trio.TooSlowError past the deadline."""
         async with self._lock:
             if self.close_code is not None:
                 raise SessionClosed(self.close_code)
-            send, receive = trio.open_memory_channel[ServerMessage | SessionClosed](4)
+            send, receive = trio.open_memory_channel[ServerMessage | SessionClosed](16)
             self._reply = send
             try:
                 with trio.fail_after(REPLY_DEADLINE_SECONDS):
-                    await self._to_peer.send(encode(message))
-                    reply = await receive.receive()
+                    reply: ServerMessage | SessionClosed = Pong()
+                    if fenced:
+                        await self._to_peer.send(_PING)
+                        while not isinstance(reply := await receive.receive(), Pong | SessionClosed):
+                            pass  # sent before the fence: not this request's
+                    if not isinstance(reply, SessionClosed):
+                        await self._to_peer.send(encode(message))
+                        reply = await receive.receive()
+                        while isinstance(reply, Pong) or (isinstance(reply, Error) and reply.code in not_replies):
+                            reply = await receive.receive()
             finally:
                 self._reply = None
             if isinstance(reply, SessionClosed):
                 raise reply
             return reply
-
-    async def hand(self, message: ClientMessage) -> None:
-        """Hand the peer a message that has no reply (a trickled candidate)."""
-        if self.close_code is not None:
-            raise SessionClosed(self.close_code)
-        with trio.fail_after(REPLY_DEADLINE_SECONDS):
-            await self._to_peer.send(encode(message))
 
 
 @dataclass
@@ -179,6 +194,7 @@ class HttpSessions:
     async def end(self, session: HttpSession) -> None:
         """End the session and return once it has left its room (the teardown's own deadline)."""
         self._sessions.pop(session.session_id, None)
+        session.socket.ended(CLOSE_NORMAL)
         session.end_soon()
         await session.ended.wait()
 
@@ -196,6 +212,7 @@ class HttpSessions:
                 task_status.started()
                 await PeerSession(self._env, session.socket).run()
         finally:
+            session.socket.ended(CLOSE_NORMAL)  # a request still waiting hears it now
             self._sessions.pop(session.session_id, None)
             self._gate.leave()
             session.ended.set()

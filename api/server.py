@@ -131,7 +131,10 @@ async def run_server(
     check_tls_files(config)
     install_hypercorn_patch()
     if not config.auth.secret:
-        log.warning("[auth] secret is empty: join tokens are NOT required; anyone may join any room")
+        log.warning(
+            "[auth] secret is empty: join tokens are NOT required; anyone may join any room, and publish to it "
+            "over WHIP as its host (replacing the live one)"
+        )
     if not config.auth.api_key:
         log.warning("[auth] api_key is empty: the REST API is open to anyone who can reach it")
     media_port = open_media_port(config)  # binds now: a port in use stops the start (ConfigError)

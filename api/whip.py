@@ -4,9 +4,10 @@ HTTP (api/http_sessions.py): the same rooms, tokens and media path as the WebSoc
 
 The statuses of PROTOCOL.md: 201 + `Location` + `ETag` (+ `Link` ice-servers) for a session;
 `PATCH` with `If-Match` (428 without, 412 stale; `*` is taken, as RFC 9725 has ICE restarts
-send it) answers 204 for trickled candidates and 200 + a new `ETag` + the server's fragment
-for an ICE restart; `DELETE` 200; 415 for another content type, 401/403 for tokens, 404 for an
-unknown room or session, 503 + `Retry-After` at capacity. Errors keep the JSON error body.
+send it) answers 204 for trickled candidates (checked; an ICE-lite server needs none) and
+200 + a new `ETag` + the server's fragment for an ICE restart; `DELETE` 200; 415 for another
+content type, 401/403 for tokens, 404 for an unknown room or session, 503 + `Retry-After` at
+capacity. Errors keep the JSON error body.
 CORS is open (`*`): a bearer token is a header a page sets, never a cookie.
 """
 
@@ -23,10 +24,16 @@ from api.http_sessions import HttpSession, HttpSessions, SessionClosed
 from api.responses import json_response
 from api.schemas import ErrorResponse
 from core.ice_servers import link_headers
-from core.signaling import Answer, Candidate, Error, Join, Joined, Offer, Role
+from core.signaling import MAX_MESSAGE_BYTES, Answer, Error, Join, Joined, Offer, Role, encode
 from media.sdp import MAX_SDP_LENGTH
 from media.sdp_offer import parse_candidate_untrusted
-from media.sdpfrag import ice_credentials, parse_sdpfrag_untrusted, restart_fragment, with_ice_credentials
+from media.sdpfrag import (
+    MAX_FRAGMENT_LENGTH,
+    ice_credentials,
+    parse_sdpfrag_untrusted,
+    restart_fragment,
+    with_ice_credentials,
+)
 from media.streams import SdpError
 
 log = logging.getLogger("bitbasel.whip")
@@ -50,6 +57,7 @@ STATUS_OF_ERROR = {
     "room_full": 503,
     "rate_limited": 503,
     "unavailable": 503,
+    "restarting": 503,
     "timeout": 504,
 }
 CORS_HEADERS = {
@@ -112,8 +120,8 @@ def _add_door(
         if request.content_length is not None and request.content_length > MAX_SDP_LENGTH:
             return error(413, "too_large", f"an offer over {MAX_SDP_LENGTH} bytes")
         offer = await _text()
-        if len(offer) > MAX_SDP_LENGTH:
-            return error(413, "too_large", f"an offer over {MAX_SDP_LENGTH} bytes")
+        if len(offer) > MAX_SDP_LENGTH or len(encode(Offer(sdp=offer))) > MAX_MESSAGE_BYTES:
+            return error(413, "too_large", f"an offer over {MAX_SDP_LENGTH} bytes (or {MAX_MESSAGE_BYTES} as JSON)")
         bearer = _bearer()
         user_id = None
         if role == "host" and not auth:  # no tokens: the publisher is the room's host user
@@ -123,7 +131,8 @@ def _add_door(
             return error(503, "rate_limited", "max_connections reached")
         answered = False
         try:
-            joined = await session.socket.request(Join(room_id=room_id, role=role, token=bearer, user_id=user_id))
+            join = Join(room_id=room_id, role=role, token=bearer, user_id=user_id)
+            joined = await session.socket.request(join, fenced=False)
             if isinstance(joined, Error):
                 return _refused(joined)
             answer = await session.socket.request(Offer(sdp=offer))
@@ -181,18 +190,22 @@ def _add_door(
             response = error(415, "unsupported_media_type", f"PATCH takes {SDPFRAG}")
             response.headers["Accept-Patch"] = SDPFRAG
             return response
+        if request.content_length is not None and request.content_length > MAX_FRAGMENT_LENGTH:
+            return error(413, "too_large", f"a fragment over {MAX_FRAGMENT_LENGTH} bytes")
         try:
             fragment = parse_sdpfrag_untrusted(await _text())
             for trickled in fragment.candidates:
                 parse_candidate_untrusted(trickled.candidate.removeprefix("candidate:"))
+            current = ice_credentials(session.offer_sdp)
         except (SdpError, ValueError) as exc:
             return error(400, "bad_sdp", str(exc))
+        # Trickled candidates, checked above, go no further: the server is ICE-lite and learns the
+        # client's addresses from its connectivity checks (PROTOCOL.md "Media transport").
         try:
             ufrag, pwd = fragment.ufrag, fragment.pwd
-            if ufrag is not None and pwd is not None and (ufrag, pwd) != ice_credentials(session.offer_sdp):
-                return await _restart(session, ufrag, pwd)
-            for trickled in fragment.candidates:
-                await session.socket.hand(Candidate(candidate=trickled.candidate, sdpMid=trickled.mid))
+            if ufrag is not None and pwd is not None and (ufrag, pwd) != current:
+                with trio.CancelScope(shield=True):  # a client gone mid-restart: the session still learns it
+                    return await _restart(session, ufrag, pwd)
         except SessionClosed:
             return error(404, "not_found", f"the {name} session {session_id} has ended")
         except trio.TooSlowError:
@@ -201,7 +214,8 @@ def _add_door(
 
     async def _restart(session: HttpSession, ufrag: str, pwd: str) -> Response:
         offer = with_ice_credentials(session.offer_sdp, ufrag, pwd)
-        answer = await session.socket.request(Offer(sdp=offer))
+        # (a restart is refused with `bad_sdp`: an `unsupported_codec` now is the viewer's news)
+        answer = await session.socket.request(Offer(sdp=offer), not_replies=frozenset({"unsupported_codec"}))
         if isinstance(answer, Error):
             return _refused(answer)
         assert isinstance(answer, Answer)

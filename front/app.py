@@ -32,10 +32,12 @@ from hypercorn.trio import serve
 from quart import Response, request, websocket
 from quart_trio import QuartTrio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
+from werkzeug.datastructures import Headers
 
 from api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from api.rest import ROOM_ID
 from api.server import hypercorn_config
+from api.whip import RETRY_AFTER_SECONDS
 from cluster.redis_client import RedisClient, RedisUnavailable
 from cluster.registry import ClusterRegistry
 from cluster.resp import RespError
@@ -129,7 +131,9 @@ class Front:
             answer = await http.send(outgoing, stream=True)  # a recording may be gigabytes: streamed
         except httpx.HTTPError as exc:
             raise RelayFailed(f"{base_url} did not answer: {exc}") from exc
-        out = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_HEADERS | {"content-encoding"}}
+        # multi_items: a header sent more than once (WHIP's `Link`s) stays apart, never comma-joined
+        skipped = HOP_HEADERS | {"content-encoding"}
+        out = Headers([(k, v) for k, v in answer.headers.multi_items() if k.lower() not in skipped])
         if "content-length" in answer.headers:
             out["Content-Length"] = answer.headers["content-length"]
         return Response(_RelayedBody(answer), status=answer.status_code, headers=out)
@@ -461,11 +465,16 @@ def create_front_app(front: Front) -> QuartTrio:
         request of a session names its room. An unknown room is answered by a worker (404 with
         the doors' headers)."""
         route = await front.route(room_id, relayed=front.relayed(request.headers))
-        if isinstance(route, Nowhere):
-            if route.code != "room_not_found":
-                return _error(503, route.code, route.message)
-            route = OnWorker(0)
-        return await front.relay_to(route, f"/{door}/{room_id}" + (f"/{session_id}" if session_id else ""))
+        if isinstance(route, Nowhere) and route.code != "room_not_found":
+            response = _error(503, route.code, route.message)
+        else:
+            target = OnWorker(0) if isinstance(route, Nowhere) else route
+            response = await front.relay_to(target, f"/{door}/{room_id}" + (f"/{session_id}" if session_id else ""))
+        # the front's own refusals answer as the doors do: readable cross-origin, retryable
+        response.headers.setdefault("Access-Control-Allow-Origin", "*")
+        if response.status_code == 503:
+            response.headers.setdefault("Retry-After", str(RETRY_AFTER_SECONDS))
+        return response
 
     door_routes = (("/<room_id>", ["POST", "OPTIONS"]), ("/<room_id>/<session_id>", ["PATCH", "DELETE", "OPTIONS"]))
     for door in ("whip", "whep"):

@@ -13,7 +13,7 @@ import re
 
 import msgspec
 
-from media.sdp import ICE_PWD, ICE_UFRAG, parse_sdp_untrusted
+from media.sdp import ICE_PWD, ICE_UFRAG, MediaSection, SessionDescription, parse_sdp_untrusted
 from media.streams import SdpError
 
 #: A fragment is a few candidates: far below an SDP's limit.
@@ -74,14 +74,17 @@ def _credential(value: str, previous: str | None, pattern: re.Pattern[str], name
 
 
 def ice_credentials(sdp: str) -> tuple[str, str]:
-    """The ufrag and password of a whole SDP's first media section (or its session level)."""
+    """The ICE ufrag and password of a whole SDP's transport: those of its BUNDLE group's first
+    (tagged) section, else the session level's, else the first section's that has them."""
     description = parse_sdp_untrusted(sdp)
-    section = description.media[0]
-    ufrag = section.attributes("ice-ufrag") or description.attributes("ice-ufrag")
-    pwd = section.attributes("ice-pwd") or description.attributes("ice-pwd")
-    if not ufrag or not pwd:
-        raise SdpError("the SDP has no ICE credentials")
-    return ufrag[0].strip(), pwd[0].strip()
+    groups = description.bundle_groups()
+    tagged = [s for s in description.media if groups and groups[0] and s.mid == groups[0][0]]
+    places: list[MediaSection | SessionDescription] = [*tagged, description, *description.media]
+    for place in places:
+        ufrag, pwd = place.attributes("ice-ufrag"), place.attributes("ice-pwd")
+        if ufrag and pwd:
+            return ufrag[0].strip(), pwd[0].strip()
+    raise SdpError("the SDP has no ICE credentials")
 
 
 def with_ice_credentials(sdp: str, ufrag: str, pwd: str) -> str:

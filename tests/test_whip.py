@@ -135,6 +135,14 @@ async def test_whip_and_whep_answer_each_status_of_the_protocol() -> None:
                 assert (await client.patch(host.location, content=candidate, headers=frag_type)).status_code == 415
                 trickled = await client.patch(host.location, content=candidate, headers=_frag(host.etag, host_token))
                 assert trickled.status_code == 204, trickled.text
+                many = "a=mid:0\r\n" + "".join(  # more candidates than the peer's messages per second
+                    f"a=candidate:{i} 1 udp 2130706431 127.0.0.1 {50000 + i} typ host\r\n" for i in range(64)
+                )
+                for _ in range(3):
+                    trickled = await client.patch(host.location, content=many, headers=_frag(host.etag, host_token))
+                    assert trickled.status_code == 204, trickled.text
+                huge = await client.patch(host.location, content="a=x\r\n" * 5000, headers=_frag(host.etag, host_token))
+                assert (huge.status_code, huge.json()["error"]) == (413, "too_large")
                 broken = "a=candidate:1 1 udp nonsense\r\n"
                 bad = await client.patch(host.location, content=broken, headers=_frag(host.etag, host_token))
                 assert (bad.status_code, bad.json()["error"]) == (400, "bad_sdp")
@@ -198,7 +206,8 @@ async def test_whip_answers_link_headers_with_turn_credentials() -> None:
 async def test_whip_and_whep_reach_the_rooms_worker_through_the_front(tmp_path: Path) -> None:
     """Two workers: each room on its own; a WHIP host and a WHEP viewer of the second room talk
     to the front only, which relays each request to that room's worker."""
-    with server_process(tmp_path, cluster={"workers": 2}) as front:
+    ice = {"stun_servers": ["stun:127.0.0.1:3478"], "turn_servers": ["turn:127.0.0.1:3478"], "turn_secret": "t"}
+    with server_process(tmp_path, cluster={"workers": 2}, ice=ice) as front:
         async with open_bot_loop(), httpx.AsyncClient(base_url=front.url, timeout=10) as client:
             rooms = []
             for post in ("one", "two"):
@@ -209,6 +218,8 @@ async def test_whip_and_whep_reach_the_rooms_worker_through_the_front(tmp_path: 
             with trio.fail_after(60):
                 async with whip_publisher(front.url, rooms[1]) as host, whep_viewer(front.url, rooms[1]) as watcher:
                     assert host.created.status_code == 201 and watcher.created.status_code == 201
+                    links = host.created.headers.get_list("link")  # two headers through the front, not one joined
+                    assert [link.split(";")[0] for link in links] == ["<stun:127.0.0.1:3478>", "<turn:127.0.0.1:3478>"]
                     await watcher.wait_frames(video=20, audio=50)
                     options = await client.options(f"/whep/{rooms[1]}")
                     assert options.status_code == 204 and options.headers["accept-post"] == "application/sdp"
