@@ -44,7 +44,7 @@ def create_app(ctx: ServerContext, http_sessions: HttpSessions | None = None) ->
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.register_blueprint(create_rest_blueprint(ctx))
     if ctx.worker_index is not None:
-        app.register_blueprint(create_worker_blueprint(ctx))
+        app.register_blueprint(create_worker_blueprint(ctx, http_sessions))
     if ctx.config.debug.fault_injection:
         app.register_blueprint(create_debug_blueprint(ctx))
     app.register_blueprint(create_ws_blueprint(peer_environment(ctx), ctx.sessions))

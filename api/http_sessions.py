@@ -173,6 +173,9 @@ class HttpSessions:
     def __len__(self) -> int:
         return len(self._sessions)
 
+    def ids(self) -> list[str]:
+        return list(self._sessions)
+
     def get(self, room_id: str, session_id: str, role: Role) -> HttpSession | None:
         session = self._sessions.get(session_id)
         if session is None or session.room_id != room_id or session.role != role:

@@ -15,6 +15,8 @@ another node both calls carry the relay's key (hex; the fronts derive it, transp
 the edge answers its node's announced address, and the relay is SRTP. The room's
 moderation reaches its edges' viewers through `GET /internal/rooms/{id}/edge/peers` and
 `POST /internal/rooms/{id}/edge/peers/{peer_id}/kick` (the front merges and tries them).
+`GET /internal/http-sessions`: the ids of the WHIP and WHEP sessions live here (the front gives
+back the placement of those that ended: front/whep_placement.py).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import msgspec
 from quart import Blueprint, Response
 
 from api.context import ServerContext
+from api.http_sessions import HttpSessions
 from api.responses import ApiError, decode_body, json_response
 from api.rest import check_api_key, written_down
 from api.schemas import CreateRoomResponse, KickResponse, PeersResponse
@@ -47,7 +50,7 @@ class RelayRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     key: RelayKey = ""  # hex: the edge is on another node (any address), the relay SRTP-keyed with this
 
 
-def create_worker_blueprint(ctx: ServerContext) -> Blueprint:
+def create_worker_blueprint(ctx: ServerContext, http_sessions: HttpSessions | None = None) -> Blueprint:
     internal = Blueprint("worker", __name__)
 
     @internal.before_request
@@ -93,6 +96,11 @@ def create_worker_blueprint(ctx: ServerContext) -> Blueprint:
     async def edge_kick(room_id: str, peer_id: str) -> Response:
         await ctx.supervisor.kick(room_id, peer_id, edge=True)
         return json_response(KickResponse(status="kicked", room_id=room_id, peer_id=peer_id))
+
+    @internal.get("/internal/http-sessions")
+    async def live_http_sessions() -> Response:
+        """The WHIP and WHEP sessions live here (the front gives back the places of the others)."""
+        return json_response({"sessions": http_sessions.ids() if http_sessions is not None else []})
 
     @internal.post("/internal/rooms/release")
     async def release_rooms() -> Response:

@@ -59,6 +59,7 @@ from front.metrics import render as node_metrics
 from front.metrics import scrape_workers
 from front.remote_edges import EDGE_OF, RemoteEdgeRefused, RemoteEdgeRequest, RemoteEdges
 from front.viewer_placement import EDGE_SETUP_SECONDS, Place, RoomFull, ViewerPlacement, place_key
+from front.whep_placement import WhepPlacement
 from front.worker_pool import Worker, WorkerPool, add_numbers
 
 log = logging.getLogger("bitbasel.front")
@@ -90,6 +91,7 @@ class Front:
     cluster: ClusterNode | None = None
     placement: ViewerPlacement | None = None  # a room's viewers over the workers ([cluster] room_viewers_per_worker)
     remote_edges: RemoteEdges | None = None  # in a cluster: rooms of other nodes with viewers here
+    whep: WhepPlacement | None = None  # WHEP viewers over the workers, like the WebSocket ones
     drained: trio.Event = field(default_factory=trio.Event)  # set when a cluster node starts draining
 
     def relayed(self, headers: Any) -> bool:
@@ -465,16 +467,55 @@ def create_front_app(front: Front) -> QuartTrio:
         request of a session names its room. An unknown room is answered by a worker (404 with
         the doors' headers)."""
         route = await front.route(room_id, relayed=front.relayed(request.headers))
+        path = f"/{door}/{room_id}" + (f"/{session_id}" if session_id else "")
         if isinstance(route, Nowhere) and route.code != "room_not_found":
             response = _error(503, route.code, route.message)
+        elif isinstance(route, Nowhere):
+            response = await front.relay_to(OnWorker(0), path)
+        elif door == "whep" and front.whep is not None and isinstance(route, OnWorker):
+            response = await _placed_whep(front.whep, room_id, session_id, route.index, path)
         else:
-            target = OnWorker(0) if isinstance(route, Nowhere) else route
-            response = await front.relay_to(target, f"/{door}/{room_id}" + (f"/{session_id}" if session_id else ""))
+            response = await front.relay_to(route, path)
         # the front's own refusals answer as the doors do: readable cross-origin, retryable
         response.headers.setdefault("Access-Control-Allow-Origin", "*")
         if response.status_code == 503:
             response.headers.setdefault("Retry-After", str(RETRY_AFTER_SECONDS))
         return response
+
+    async def _placed_whep(
+        whep: WhepPlacement, room_id: str, session_id: str | None, origin: int, path: str
+    ) -> Response:
+        """A WHEP request of a room whose origin is this node's worker ``origin``: a new session
+        is placed over the workers (front/whep_placement.py); a session's request goes to the
+        worker its id names."""
+        if session_id is not None:
+            located = whep.located(session_id)
+            if located is None:  # not an id this front gave out: the origin answers (404)
+                return await front.relay_to(OnWorker(origin), path)
+            worker, inner = located
+            response = await front.relay_to(OnWorker(worker), f"/whep/{room_id}/{inner}")
+            if request.method == "DELETE" and response.status_code in (200, 404):
+                whep.forget(session_id)
+            return response
+        if request.method != "POST":
+            return await front.relay_to(OnWorker(origin), path)
+        try:
+            choice = await whep.placement.place(room_id, origin, other_nodes=False)
+        except RoomFull as full:
+            return _error(503, "room_full", str(full))
+        assert isinstance(choice, int)
+        recorded = False
+        try:
+            response = await front.relay_to(OnWorker(choice), path)
+            location = response.headers.get("Location")
+            if response.status_code == 201 and location:
+                key = whep.record(room_id, choice, location.rsplit("/", 1)[1])
+                recorded = True
+                response.headers["Location"] = f"/whep/{room_id}/{key}"
+            return response
+        finally:
+            if not recorded:  # refused, or the client went: the place is given back
+                whep.placement.left(room_id, choice)
 
     door_routes = (("/<room_id>", ["POST", "OPTIONS"]), ("/<room_id>/<session_id>", ["PATCH", "DELETE", "OPTIONS"]))
     for door in ("whip", "whep"):
@@ -581,7 +622,7 @@ async def run_front(
         pool = WorkerPool(list(worker_argv), http, config.auth.api_key, [Worker(i) for i in range(count)])
         placement = ViewerPlacement(pool, config.cluster.room_viewers_per_worker, config.rooms.max_viewers_per_room)
         pool.after_restart = placement.origin_restarted
-        front = Front(config, pool, placement=placement)
+        front = Front(config, pool, placement=placement, whep=WhepPlacement(pool, placement))
         stop_accepting = trio.Event()
         app = create_front_app(front)
         binds: list[str] = await nursery.start(
@@ -605,6 +646,8 @@ async def run_front(
         async with trio.open_nursery() as starting:
             for worker in pool.workers:
                 starting.start_soon(nursery.start, pool.supervise, worker)
+        assert front.whep is not None
+        await nursery.start(front.whep.run)
         heartbeats = trio.CancelScope()
         if front.cluster is not None:
             cluster = front.cluster

@@ -67,10 +67,11 @@ class ViewerPlacement:
     _locks: dict[str, trio.Lock] = field(default_factory=dict)
     _passed_over: dict[str, float] = field(default_factory=dict)  # node -> trio time until which it is
 
-    async def place(self, room_id: str, origin: int) -> int | OnNode:
+    async def place(self, room_id: str, origin: int, *, other_nodes: bool = True) -> int | OnNode:
         """The worker (or other node) a new viewer of the room joins (see the module's
         docstring), counted there from now on: call :meth:`left` with :func:`place_key` of it
-        when its session ends. Raises RoomFull at ``max_per_room``."""
+        when its session ends. Raises RoomFull at ``max_per_room``. ``other_nodes=False``: a
+        worker of this node only (WHEP viewers, front/whep_placement.py)."""
         if self.totals[room_id] >= self.max_per_room:
             raise RoomFull(f"room is full ({self.max_per_room} viewers)")
         self.totals[room_id] += 1  # before any await: no other viewer passes the check meanwhile
@@ -79,17 +80,17 @@ class ViewerPlacement:
             self.viewers[(room_id, origin)] += 1  # no await since the check: no other viewer in between
             return origin
         try:
-            choice = await self._place_past_limit(room_id, origin)
+            choice = await self._place_past_limit(room_id, origin, other_nodes)
         except BaseException:  # cancelled (the client went): not counted
             self._uncount(room_id)
             raise
         self.viewers[(room_id, place_key(choice))] += 1
         return choice
 
-    async def _place_past_limit(self, room_id: str, origin: int) -> int | OnNode:
+    async def _place_past_limit(self, room_id: str, origin: int, other_nodes: bool) -> int | OnNode:
         lock = self._locks.setdefault(room_id, trio.Lock())
         async with lock:  # one placement past the limit at a time: an edge is made once
-            choice = self._choose(room_id, origin)
+            choice = self._choose(room_id, origin, other_nodes)
             if choice != origin:
                 try:
                     with trio.fail_after(EDGE_SETUP_SECONDS):
@@ -146,7 +147,7 @@ class ViewerPlacement:
         places = sorted(p for room, p in self.viewers if room == room_id and isinstance(p, str))
         return [OnNode(node, live[node].url) for node in places if node in live]
 
-    def _choose(self, room_id: str, origin: int) -> int | OnNode:
+    def _choose(self, room_id: str, origin: int, other_nodes: bool) -> int | OnNode:
         counts = {w.index: self.viewers[(room_id, w.index)] for w in self.pool.workers if w.ready.is_set()}
         counts.setdefault(origin, self.viewers[(room_id, origin)])
         others = {i: n for i, n in counts.items() if i != origin}
@@ -159,7 +160,8 @@ class ViewerPlacement:
         local = min(others, key=lambda i: (others[i], sessions[i], i)) if others else origin
         if counts[local] < self.limit:
             return local
-        return self._other_node(room_id) or local  # every worker here has its share
+        other = self._other_node(room_id) if other_nodes else None
+        return other or local  # every worker here has its share
 
     def _other_node(self, room_id: str) -> OnNode | None:
         """Another live node for the room's next viewer: the fullest of those under their share

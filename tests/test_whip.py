@@ -230,3 +230,47 @@ async def test_whip_and_whep_reach_the_rooms_worker_through_the_front(tmp_path: 
                     assert not stats["has_host"] and stats["viewer_count"] == 0, stats
                     unknown = await client.post("/whip/room_424242", content="v=0\r\n", headers=_sdp())
                     assert unknown.status_code == 404 and unknown.headers["access-control-allow-origin"] == "*"
+
+
+async def test_whep_viewers_are_placed_over_the_workers_and_counted_until_they_end(tmp_path: Path) -> None:
+    """Two workers, `room_viewers_per_worker = 1`, `max_viewers_per_room = 3`: WHEP viewers go
+    to the origin, then to the other worker (an edge), as WebSocket viewers do, and all decode;
+    the fourth is `room_full`; a viewer that leaves without DELETE (its peer connection closed)
+    frees its place once the front hears it ended, a DELETE at once."""
+    cluster = {"workers": 2, "room_viewers_per_worker": 1}
+    with server_process(tmp_path, cluster=cluster, rooms={"max_viewers_per_room": 3}) as front:
+        async with open_bot_loop(), httpx.AsyncClient(base_url=front.url, timeout=10) as client:
+            created = await client.post("/room/create", json={"post_id": "placed", "host_user_id": "alice"})
+            room_id = created.json()["room_id"]
+            with trio.fail_after(90):
+                async with (
+                    whip_publisher(front.url, room_id) as host,
+                    whep_viewer(front.url, room_id) as first,
+                    whep_viewer(front.url, room_id) as second,
+                ):
+                    assert host.created.status_code == first.created.status_code == second.created.status_code == 201
+                    workers = [v.location.rsplit("/", 1)[1].partition(".")[0] for v in (first, second)]
+                    assert sorted(workers) == ["0", "1"], workers  # the origin, then the other worker
+                    for watcher in (first, second):
+                        await watcher.wait_frames(video=20, audio=50)
+                    async with whep_viewer(front.url, room_id) as third:
+                        assert third.created.status_code == 201
+                        await third.wait_frames(video=10)
+                        full = await client.post(
+                            f"/whep/{room_id}", content=host.pc.localDescription.sdp, headers=_sdp()
+                        )
+                        assert (full.status_code, full.json()["error"]) == (503, "room_full")
+                    # the third closed its peer connection, no DELETE: the front hears it ended
+                    started = trio.current_time()
+
+                    async def post_viewer() -> int:
+                        async with whep_viewer(front.url, room_id) as again:
+                            return again.created.status_code
+
+                    await poll_until(post_viewer, lambda status: status == 201, interval=0.5)  # 503 until then
+                    freed_after = trio.current_time() - started
+                    assert freed_after < 6, freed_after
+                    # a DELETE gives the place back at once
+                    assert (await client.delete(second.location)).status_code == 200
+                    async with whep_viewer(front.url, room_id) as fifth:
+                        assert fifth.created.status_code == 201, fifth.created.text
