@@ -82,6 +82,18 @@ def _refused(refusal: Error) -> Response:
     return error(STATUS_OF_ERROR.get(refusal.code, 400), refusal.code, refusal.message)
 
 
+def _body_refused(accept: str, media_type: str, max_bytes: int) -> Response | None:
+    """415 (with `accept` naming `media_type`) for a body of another type, 413 for a declared
+    length over `max_bytes`; None when the body may be read."""
+    if request.mimetype != media_type:
+        response = error(415, "unsupported_media_type", f"{request.method} takes {media_type}")
+        response.headers[accept] = media_type
+        return response
+    if request.content_length is not None and request.content_length > max_bytes:
+        return error(413, "too_large", f"a body over {max_bytes} bytes")
+    return None
+
+
 async def _text() -> str:
     body = await request.get_data(cache=False, as_text=False)
     return body.decode("utf-8", "replace") if isinstance(body, bytes) else body
@@ -113,12 +125,9 @@ def _add_door(
     name = door.upper()
 
     async def create(room_id: str) -> Response:
-        if request.mimetype != SDP:
-            response = error(415, "unsupported_media_type", f"{name} offers are {SDP}")
-            response.headers["Accept-Post"] = SDP
-            return response
-        if request.content_length is not None and request.content_length > MAX_SDP_LENGTH:
-            return error(413, "too_large", f"an offer over {MAX_SDP_LENGTH} bytes")
+        refused = _body_refused("Accept-Post", SDP, MAX_SDP_LENGTH)
+        if refused is not None:
+            return refused
         offer = await _text()
         if len(offer) > MAX_SDP_LENGTH or len(encode(Offer(sdp=offer))) > MAX_MESSAGE_BYTES:
             return error(413, "too_large", f"an offer over {MAX_SDP_LENGTH} bytes (or {MAX_MESSAGE_BYTES} as JSON)")
@@ -186,12 +195,9 @@ def _add_door(
             return error(428, "precondition_required", "PATCH needs If-Match with the session's ETag")
         if if_match.strip() not in ("*", session.etag):
             return error(412, "precondition_failed", "If-Match names an older state of the session")
-        if request.mimetype != SDPFRAG:
-            response = error(415, "unsupported_media_type", f"PATCH takes {SDPFRAG}")
-            response.headers["Accept-Patch"] = SDPFRAG
-            return response
-        if request.content_length is not None and request.content_length > MAX_FRAGMENT_LENGTH:
-            return error(413, "too_large", f"a fragment over {MAX_FRAGMENT_LENGTH} bytes")
+        refused = _body_refused("Accept-Patch", SDPFRAG, MAX_FRAGMENT_LENGTH)
+        if refused is not None:
+            return refused
         try:
             fragment = parse_sdpfrag_untrusted(await _text())
             for trickled in fragment.candidates:
