@@ -120,3 +120,11 @@ def open_viewer(context: BrowserContext, server: ServerProcess, room_id: str, na
     viewer.page.goto(f"{server.url}/watch/{room_id}{suffix}")
     viewer.page.wait_for_function("() => !!(window.bitbasel && window.bitbasel.session)")
     return viewer
+
+
+def open_whep_page(context: BrowserContext, server: ServerProcess, room_id: str, name: str) -> Tab:
+    """The minimal WHEP player (web/whep.html): its peer connection is `window.whep.peerConnection`."""
+    tab = Tab(context, name)
+    tab.page.goto(f"{server.url}/whep.html?room={room_id}")
+    tab.page.wait_for_function("() => !!(window.whep && window.whep.peerConnection)")
+    return tab

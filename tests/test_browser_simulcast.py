@@ -6,7 +6,8 @@ suite runs in a network namespace of its own, where `tc` may do that): it must c
 a layer its link carries within 15 s, then never go a second without a decoded frame; when
 the cap is lifted it must climb back to 1280 within 30 s, while the unconstrained viewer
 never leaves 1280. Then the viewers' own choices (the watch page's quality menu), dynacast
-(a layer nobody needs stops at the host) and audio only.
+(a layer nobody needs stops at the host) and audio only. A WHEP player (web/whep.html, no client
+of ours) gets the same as a viewer: down under the cap, back up after it.
 """
 
 from __future__ import annotations
@@ -34,7 +35,15 @@ if shutil.which("tc") is None:
 from playwright.sync_api import BrowserContext  # noqa: E402
 
 from media.vp8 import parse_vp8_descriptor_untrusted  # noqa: E402
-from tests.browser_pages import Tab, new_room, open_host, open_viewer, require_client_served, start_live  # noqa: E402
+from tests.browser_pages import (  # noqa: E402
+    Tab,
+    new_room,
+    open_host,
+    open_viewer,
+    open_whep_page,
+    require_client_served,
+    start_live,
+)
 from tests.peer_process import start_peer  # noqa: E402
 from tests.serving import prometheus_values  # noqa: E402
 
@@ -45,7 +54,8 @@ SAMPLE_MS = 200
 
 # The local UDP port of the page's selected candidate pair (what the server sends to).
 JS_LOCAL_PORT = """async () => {
-  const report = await window.bitbasel.session.peerConnection.getStats();
+  const s = (window.bitbasel && window.bitbasel.session) || window.whep;  // whep.html: window.whep
+  const report = await s.peerConnection.getStats();
   const byId = {}; let selected = null;
   report.forEach((r) => { byId[r.id] = r; });
   report.forEach((r) => {
@@ -260,6 +270,32 @@ def test_each_viewer_gets_what_its_link_carries(context: BrowserContext, media_s
     assert metrics['bitbasel_layer_switches_total{reason="requested"}'] >= 3
     assert metrics['bitbasel_keyframe_requests_total{cause="switch"}'] >= 1
     assert metrics["bitbasel_padding_bytes_total"] > 0  # the capped viewer's climb was probed
+
+
+def test_a_whep_viewer_gets_what_its_link_carries(context: BrowserContext, media_server: ServerProcess) -> None:
+    """A WHEP player (web/whep.html: no client of ours, no `set_quality`) is a viewer like any:
+    its layer follows its link, down under the cap, back to 1280 after it."""
+    room_id = new_room(media_server)
+    host = open_host(context, media_server, room_id, "alice")
+    start_live(host)
+    player = Watcher(open_whep_page(context, media_server, room_id, "WHEP player"))
+    watch_until([player], lambda: player.samples[-1].width == TOP_WIDTH, "the WHEP player at 1280", 40)
+    port = int(poll_page(player.tab.page, JS_LOCAL_PORT, what="the WHEP player's selected candidate pair"))
+    with Cap() as cap:
+        cap.apply(port)
+        capped_at = time.monotonic()
+        down_at = watch_until(
+            [player], lambda: 0 < player.samples[-1].width <= MIDDLE_WIDTH, "the capped WHEP player at 640 or less", 15
+        )
+        watch_for([player], 10)
+        gap = player.longest_gap(down_at, time.monotonic())
+        assert gap <= 1.0, f"the capped WHEP player went {gap:.1f} s without a decoded frame"
+        cap.lift()
+        lifted_at = time.monotonic()
+        back_at = watch_until([player], lambda: player.samples[-1].width == TOP_WIDTH, "the WHEP player at 1280", 30)
+        print(f"WHEP player: down in {down_at - capped_at:.1f} s, back at 1280 {back_at - lifted_at:.1f} s after")
+    for tab in (host, player.tab):
+        tab.assert_no_errors()
 
 
 def unwrap(values: list[int], bits: int) -> list[int]:

@@ -36,7 +36,15 @@ if not CHROMIUM.exists():
 
 from playwright.sync_api import BrowserContext  # noqa: E402
 
-from tests.browser_pages import Tab, new_room, open_host, open_viewer, require_client_served, start_live  # noqa: E402
+from tests.browser_pages import (  # noqa: E402
+    Tab,
+    new_room,
+    open_host,
+    open_viewer,
+    open_whep_page,
+    require_client_served,
+    start_live,
+)
 
 FRAMES = 100
 WITHIN_S = 10.0
@@ -47,13 +55,6 @@ def media_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
     with server_process(tmp_path_factory.mktemp("whip")) as server:
         require_client_served(server)
         yield server
-
-
-def open_whep_page(context: BrowserContext, server: ServerProcess, room_id: str, name: str) -> Tab:
-    tab = Tab(context, name)
-    tab.page.goto(f"{server.url}/whep.html?room={room_id}")
-    tab.page.wait_for_function("() => !!(window.whep && window.whep.peerConnection)")
-    return tab
 
 
 def assert_decodes_h264(tab: Tab) -> None:
