@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser_support import CHROMIUM, ServerProcess, poll_page, server_process
+from tests.browser_support import CHROMIUM, JS_INBOUND_VIDEO_MIME, ServerProcess, poll_page, server_process
 
 pytestmark = pytest.mark.browser
 
@@ -272,11 +272,15 @@ def test_each_viewer_gets_what_its_link_carries(context: BrowserContext, media_s
     assert metrics["bitbasel_padding_bytes_total"] > 0  # the capped viewer's climb was probed
 
 
-def test_a_whep_viewer_gets_what_its_link_carries(context: BrowserContext, media_server: ServerProcess) -> None:
+@pytest.mark.parametrize("codec", ["VP8", "H264"])
+def test_a_whep_viewer_gets_what_its_link_carries(
+    codec: str, context: BrowserContext, media_server: ServerProcess
+) -> None:
     """A WHEP player (web/whep.html: no client of ours, no `set_quality`) is a viewer like any:
-    its layer follows its link, down under the cap, back to 1280 after it."""
+    its layer follows its link, down under the cap, back to 1280 after it; with a host that
+    publishes its layers in H.264 too (layer switches at H.264 keyframes)."""
     room_id = new_room(media_server)
-    host = open_host(context, media_server, room_id, "alice")
+    host = open_host(context, media_server, room_id, "alice", codec=codec)
     start_live(host)
     player = Watcher(open_whep_page(context, media_server, room_id, "WHEP player"))
     watch_until([player], lambda: player.samples[-1].width == TOP_WIDTH, "the WHEP player at 1280", 40)
@@ -293,7 +297,8 @@ def test_a_whep_viewer_gets_what_its_link_carries(context: BrowserContext, media
         cap.lift()
         lifted_at = time.monotonic()
         back_at = watch_until([player], lambda: player.samples[-1].width == TOP_WIDTH, "the WHEP player at 1280", 30)
-        print(f"WHEP player: down in {down_at - capped_at:.1f} s, back at 1280 {back_at - lifted_at:.1f} s after")
+        print(f"WHEP player ({codec}): down in {down_at - capped_at:.1f} s, back at 1280 {back_at - lifted_at:.1f} s")
+    assert player.tab.page.evaluate(JS_INBOUND_VIDEO_MIME) == f"video/{codec}"
     for tab in (host, player.tab):
         tab.assert_no_errors()
 
