@@ -2,7 +2,8 @@
 WHIP publisher (x264enc, then openh264enc: what OBS and hardware encoders send, H.264 + Opus)
 watched by Chromium on the minimal WHEP page (web/whep.html: fetch + RTCPeerConnection only)
 and by Chromium on the watch page (the WebSocket client); a Chromium host publishing H.264
-through the WebSocket client, watched on the WHEP page.
+through the WebSocket client, watched on the WHEP page; a page of another origin publishing
+over WHIP through CORS as Chromium enforces it (preflight with a bearer).
 
 Each Chromium viewer must show `video/H264` as its inbound codec and decode more than 100
 frames within 10 s of its first one (15 fps sources). The server runs as a process
@@ -11,8 +12,11 @@ frames within 10 s of its first one (15 fps sources). The server runs as a proce
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -108,3 +112,83 @@ def test_a_chromium_h264_host_is_watched_over_whep(context: BrowserContext, medi
     )
     assert sent == "video/H264"
     host.assert_no_errors()
+
+
+JS_CROSS_ORIGIN_WHIP = """async ([server, roomId]) => {
+  // a canvas and an oscillator: this page is not a secure context, so no camera
+  const canvas = Object.assign(document.createElement('canvas'), { width: 320, height: 240 });
+  const g = canvas.getContext('2d');
+  let n = 0;
+  const paint = setInterval(() => { g.fillStyle = `hsl(${(n += 7) % 360} 80% 50%)`; g.fillRect(0, 0, 320, 240); }, 66);
+  const audio = new AudioContext();
+  const tone = audio.createOscillator();
+  const sink = audio.createMediaStreamDestination();
+  tone.connect(sink); tone.start();
+  const tracks = [...sink.stream.getAudioTracks(), ...canvas.captureStream(15).getVideoTracks()];
+  const pc = new RTCPeerConnection({ iceServers: [] });
+  for (const track of tracks) pc.addTransceiver(track, { direction: 'sendonly' });
+  await pc.setLocalDescription(await pc.createOffer());
+  const bearer = { Authorization: 'Bearer a-token-the-page-holds' };  // not simple: a CORS preflight
+  const created = await fetch(`${server}/whip/${roomId}`, {
+    method: 'POST', headers: { ...bearer, 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp,
+  });
+  const location = created.headers.get('Location'), etag = created.headers.get('ETag');
+  await pc.setRemoteDescription({ type: 'answer', sdp: await created.text() });
+  for (let i = 0; i < 100 && pc.connectionState !== 'connected'; i++) await new Promise((r) => setTimeout(r, 100));
+  const connected = pc.connectionState;
+  const session = new URL(location, server).href;
+  const patched = await fetch(session, {
+    method: 'PATCH', headers: { ...bearer, 'Content-Type': 'application/trickle-ice-sdpfrag', 'If-Match': etag },
+    body: 'a=end-of-candidates\\r\\n',
+  });
+  window.whipSession = session;
+  return { status: created.status, location, etag, connected, patched: patched.status };
+}"""
+
+JS_DELETE = """async () => (await fetch(window.whipSession, {
+  method: 'DELETE', headers: { Authorization: 'Bearer a-token-the-page-holds' } })).status"""
+
+
+@contextmanager
+def another_origin() -> Iterator[str]:
+    """A blank page served from another origin (another port of loopback) by a plain HTTP
+    server. (Not Playwright's `context.route`: with it, Playwright answers CORS preflights
+    itself, and the server's would never be tested.)"""
+
+    class Blank(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<!doctype html><title>studio</title>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Blank)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_a_page_on_another_origin_publishes_over_whip(context: BrowserContext, media_server: ServerProcess) -> None:
+    """CORS as a browser enforces it: a page of another origin POSTs its offer with a bearer
+    (preflighted), reads `Location` and `ETag`, PATCHes and DELETEs its session."""
+    room_id = new_room(media_server)
+    with another_origin() as studio:
+        tab = Tab(context, "studio")
+        tab.page.goto(f"{studio}/live")
+        result = tab.page.evaluate(JS_CROSS_ORIGIN_WHIP, [media_server.url, room_id])
+        assert result["status"] == 201 and result["connected"] == "connected", result
+        assert result["location"].startswith(f"/whip/{room_id}/") and result["etag"], result
+        assert result["patched"] == 204, result
+        media_server.wait_room(room_id, has_host=True)
+        assert tab.page.evaluate(JS_DELETE) == 200
+        media_server.wait_room(room_id, has_host=False, timeout=5)
+        tab.assert_no_errors()
