@@ -17,6 +17,7 @@ from media_server_client.sources import TestPatternTrack, ToneTrack
 from tests.media_support import create_room, host, media_server, viewer
 from tests.serving import http_client, make_config
 from tests.webhook_receiver import Receiver, webhook_receiver
+from tests.whip_support import whep_viewer, whip_publisher
 
 SECRET = "webhook-secret-of-the-tests-0123"
 
@@ -92,6 +93,27 @@ async def test_every_event_of_a_rooms_life_arrives_in_order_and_signed() -> None
     created = [e["created_at"] for e in events]
     assert created == sorted(created) and abs(created[0] - time.time()) < 120
     assert all(d.headers["X-BitBasel-Event-Id"] == d.event["id"] for d in receiver.deliveries)
+
+
+async def test_a_whip_host_and_whep_viewer_make_the_same_events() -> None:
+    """The doors' sessions are a host and a viewer like any: host_live when the WHIP publisher's
+    media flows, viewer_joined/left for a WHEP viewer, host_left on the WHIP DELETE."""
+    with webhook_receiver() as receiver, trio.fail_after(60):
+        config = make_config(webhooks={"urls": [receiver.url], "secret": SECRET, "viewer_events": True})
+        async with media_server(config) as server, http_client(server) as client:
+            room_id = await create_room(server, post="post_doors", host="alice")
+            async with whip_publisher(server.url, room_id, tracks=small_tracks()) as publisher:
+                await wait_for(receiver, lambda r: "host_live" in r.types())
+                async with whep_viewer(server.url, room_id) as watcher:
+                    await watcher.wait_frames(video=5)
+                    assert (await client.delete(watcher.location)).status_code == 200
+                await wait_for(receiver, lambda r: "viewer_left" in r.types())
+                assert (await client.delete(publisher.location)).status_code == 200
+                await wait_for(receiver, lambda r: "host_left" in r.types())
+    events = verified(receiver)
+    types = ["room_started", "host_live", "viewer_joined", "viewer_left", "host_left", "room_stopped"]
+    assert [e["type"] for e in events] == types  # (room_stopped: the server's shutdown)
+    assert events[1]["data"]["user_id"] == "alice"  # auth off: the WHIP publisher is the room's host user
 
 
 async def test_a_receiver_that_fails_gets_the_event_again_and_in_order() -> None:
