@@ -141,10 +141,10 @@ class HttpSession:
     offer_sdp: str = ""  # the last offer taken: an ICE restart is negotiated as it, with new credentials
     etag: str = field(default_factory=lambda: _new_etag())
     ended: trio.Event = field(default_factory=trio.Event)
-    _scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)  # the session's task's
 
     def end_soon(self) -> None:
-        self._scope.cancel()
+        self.cancel_scope.cancel()
 
     def new_etag(self) -> str:
         self.etag = _new_etag()
@@ -169,9 +169,6 @@ class HttpSessions:
             self._nursery = nursery
             task_status.started()
             await trio.sleep_forever()
-
-    def __len__(self) -> int:
-        return len(self._sessions)
 
     def ids(self) -> list[str]:
         return list(self._sessions)
@@ -211,7 +208,7 @@ class HttpSessions:
         self, session: HttpSession, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         try:
-            with session._scope:
+            with session.cancel_scope:
                 task_status.started()
                 await PeerSession(self._env, session.socket).run()
         finally:

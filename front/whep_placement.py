@@ -35,9 +35,6 @@ class WhepPlacement:
     placement: ViewerPlacement
     _sessions: dict[str, tuple[str, int]] = field(default_factory=dict)  # "{worker}.{session}" -> (room, worker)
 
-    def __len__(self) -> int:
-        return len(self._sessions)
-
     def located(self, session_id: str) -> tuple[int, str] | None:
         """(worker, the worker's session id) of a session id this front gave out, else None."""
         worker, dot, inner = session_id.partition(".")
