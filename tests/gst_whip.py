@@ -46,6 +46,9 @@ ENCODERS = {
     "x264enc": "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 bitrate=600 "
     "! video/x-h264,profile=constrained-baseline",
     "openh264enc": "openh264enc bitrate=600000 gop-size=30 complexity=low",
+    # High profile, as OBS's x264 sends by default (B-frames off: WebRTC has no reordering)
+    "x264enc-high": "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 bitrate=600 bframes=0 "
+    "! video/x-h264,profile=high",
 }
 OFFER_ATTEMPTS = 10
 

@@ -73,7 +73,7 @@ def assert_decodes_h264(tab: Tab) -> None:
 
 
 @pytest.mark.skipif(not gst_available(), reason="GStreamer webrtcbin is not usable from the system Python")
-@pytest.mark.parametrize("encoder", ["x264enc", "openh264enc"])
+@pytest.mark.parametrize("encoder", ["x264enc", "openh264enc", "x264enc-high"])
 def test_a_gstreamer_whip_publisher_is_watched_over_whep_and_websocket(
     encoder: str, context: BrowserContext, media_server: ServerProcess, tmp_path: Path
 ) -> None:
