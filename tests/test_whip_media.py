@@ -1,5 +1,6 @@
 """WHIP and WHEP with real encoders and players (issue 22's media rows): a GStreamer webrtcbin
-WHIP publisher (x264enc, then openh264enc: what OBS and hardware encoders send, H.264 + Opus)
+WHIP publisher (x264enc, openh264enc, and x264enc in High profile as OBS's x264 sends by
+default: what OBS and hardware encoders send, H.264 + Opus)
 watched by Chromium on the minimal WHEP page (web/whep.html: fetch + RTCPeerConnection only)
 and by Chromium on the watch page (the WebSocket client); a Chromium host publishing H.264
 through the WebSocket client, watched on the WHEP page; a page of another origin publishing
