@@ -288,6 +288,15 @@ def length_prefixed(units: list[bytes]) -> bytes:
     return b"".join(len(unit).to_bytes(4, "big") + unit for unit in units)
 
 
+#: What begins each NAL unit in Annex B (the byte stream decoders take, e.g. FFmpeg's).
+ANNEX_B_START_CODE = b"\x00\x00\x00\x01"
+
+
+def annex_b(units: list[bytes]) -> bytes:
+    """An access unit as a decoder reads it from a byte stream: each NAL unit after a start code."""
+    return b"".join(ANNEX_B_START_CODE + unit for unit in units)
+
+
 def opens_access_unit(payload: bytes) -> bool:
     """Whether an RTP payload can only be the first of an access unit: it begins with an access
     unit delimiter or an SPS (H.264 7.4.1.2.3: nothing but those and SEI precede an SPS in an

@@ -1663,7 +1663,7 @@ def h264_access_unit(cache: PacketCache[tuple[RtpHeader, bytes]], first_seq: int
         seq = (seq - 1) & 0xFFFF
     payloads = _frame_payloads(cache, seq, timestamp)
     units = h264.depacketize(payloads) if payloads is not None else []
-    return b"".join(b"\x00\x00\x00\x01" + unit for unit in units) if units else None
+    return h264.annex_b(units) if units else None
 
 
 def vp8_frame(cache: PacketCache[tuple[RtpHeader, bytes]], first_seq: int, timestamp: int) -> bytes | None:

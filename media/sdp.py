@@ -235,20 +235,22 @@ def parse_sdp_untrusted(text: str) -> SessionDescription:
     return SessionDescription(session_lines, media)
 
 
+def _video_maps(section: MediaSection) -> tuple[RtpMap | None, list[H264Format]]:
+    """A video section's VP8 entry (named as the server writes it) and its H.264 formats."""
+    maps = [r for r in section.rtpmaps() if r.clock_rate == 90000]
+    vp8 = next((RtpMap(r.payload_type, "VP8", 90000) for r in maps if r.name.upper() == "VP8"), None)
+    h264 = [H264Format(r.payload_type, section.fmtp(r.payload_type)) for r in maps if r.name.upper() == "H264"]
+    return vp8, h264
+
+
 def viewer_video_codecs(section: MediaSection) -> list[RtpMap]:
     """What a viewer's video section can receive of the server's codecs, VP8 first: its VP8,
     and its H.264 format of packetization mode 1 for a constrained-baseline stream (what the
     server takes from a host first, media/h264.py), each named as the server writes it."""
-    maps = [r for r in section.rtpmaps() if r.clock_rate == 90000]
-    found = []
-    vp8 = next((r for r in maps if r.name.upper() == "VP8"), None)
-    if vp8 is not None:
-        found.append(RtpMap(vp8.payload_type, "VP8", 90000))
-    h264 = [H264Format(r.payload_type, section.fmtp(r.payload_type)) for r in maps if r.name.upper() == "H264"]
+    vp8, h264 = _video_maps(section)
     chosen = choose_viewer_format(h264, ProfileLevel("constrained_baseline", 31))
-    if chosen is not None:
-        found.append(RtpMap(chosen.payload_type, "H264", 90000))
-    return found
+    h264_map = RtpMap(chosen.payload_type, "H264", 90000) if chosen is not None else None
+    return [r for r in (vp8, h264_map) if r is not None]
 
 
 def find_server_codec(section: MediaSection, video_codecs: tuple[str, ...] = ("VP8",)) -> RtpMap | None:
@@ -260,17 +262,11 @@ def find_server_codec(section: MediaSection, video_codecs: tuple[str, ...] = ("V
         return next(
             (r for r in section.rtpmaps() if r.name.lower() == name.lower() and r.clock_rate == clock_rate), None
         )
-    maps = [r for r in section.rtpmaps() if r.clock_rate == 90000]
+    vp8, h264 = _video_maps(section)
     for codec in video_codecs:
-        if codec == "VP8":
-            found = next((r for r in maps if r.name.upper() == "VP8"), None)
-            if found is not None:
-                return RtpMap(found.payload_type, "VP8", 90000)
-        elif codec == "H264":
-            formats = [
-                H264Format(r.payload_type, section.fmtp(r.payload_type)) for r in maps if r.name.upper() == "H264"
-            ]
-            chosen = choose_host_format(formats)
-            if chosen is not None:
-                return RtpMap(chosen[0].payload_type, "H264", 90000)
+        if codec == "VP8" and vp8 is not None:
+            return vp8
+        chosen = choose_host_format(h264) if codec == "H264" else None
+        if chosen is not None:
+            return RtpMap(chosen[0].payload_type, "H264", 90000)
     return None

@@ -12,6 +12,8 @@ from fractions import Fraction
 
 import av
 
+from media.h264 import ANNEX_B_START_CODE
+
 JPEG_QUALITY_SCALE = 4  # FFmpeg's qscale for MJPEG: 2 (best) .. 31; 4 is a good thumbnail
 
 
@@ -19,13 +21,11 @@ class ThumbnailError(ValueError):
     pass
 
 
-ANNEX_B_START = b"\x00\x00\x00\x01"  # an H.264 access unit's first bytes (a VP8 keyframe's 4th is 9d)
-
-
 def keyframe_to_jpeg(keyframe: bytes) -> tuple[bytes, int, int]:
     """(JPEG bytes, width, height) of a whole keyframe: VP8, or an H.264 access unit in Annex B
     with its parameter sets (media/router.py's ``latest_keyframe``)."""
-    decoder = av.CodecContext.create("h264" if keyframe.startswith(ANNEX_B_START) else "vp8", "r")
+    # an H.264 access unit starts with a start code (a VP8 keyframe's 4th byte is 0x9d)
+    decoder = av.CodecContext.create("h264" if keyframe.startswith(ANNEX_B_START_CODE) else "vp8", "r")
     try:
         frames = decoder.decode(av.Packet(keyframe))
         if not frames:  # a decoder that holds the picture back gives it when flushed
